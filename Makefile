@@ -1,0 +1,44 @@
+# `make run` runs the whole pipeline; `make test` runs the tests. Each sets itself up
+# first: a project-local .venv with the exact versions in requirements.lock.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell md5sum requirements.lock | cut -c1-12)
+
+# No usage reports and no update checks: nothing may wait on the network.
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export DVC_NO_ANALYTICS := 1
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test test-slow lint bench ui lock
+
+$(STAMP): requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed, found " + sys.version.split()[0] if sys.version_info < (3, 11) else 0)'
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	touch $@
+
+run: $(STAMP)  ## the whole DVC pipeline with the default sweep
+	dvc repro
+
+test: $(STAMP)  ## the tests CI runs, end-to-end ones included (a few minutes)
+	python -m pytest
+
+test-slow: $(STAMP)  ## the slow-marked tests
+	python -m pytest -m slow
+
+lint: $(STAMP)
+	ruff check .
+	mypy
+
+bench: $(STAMP)
+	python bench/pipeline_speed.py
+
+ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+lock: $(STAMP)  ## rewrite requirements.lock from the current .venv
+	(head -2 requirements.lock; python -m pip freeze --exclude-editable) > requirements.lock.new
+	mv requirements.lock.new requirements.lock

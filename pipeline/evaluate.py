@@ -1,0 +1,129 @@
+"""Stage ``evaluate``: score the sweep's best run on the test split.
+
+The best run is the one with the lowest training MSE among the runs that did not
+diverge (nor fail). Its test MSE, RMSE and R² go to ``paths.metrics`` (DVC metrics) and
+to its MLflow run, which is tagged ``best_of_sweep``. Run it as
+``python -m pipeline.evaluate [overrides]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from pipeline.errors import PipelineError, exit_on_error
+from pipeline.files import resolve, write_json
+from pipeline.tracking import client_for
+
+log = logging.getLogger(__name__)
+
+
+def select_best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the lowest finite ``train_mse`` among those that did not diverge.
+
+    Ties go to the earlier run, so the choice does not depend on rounding noise order.
+    """
+    usable = [
+        run
+        for run in runs
+        if run.get("status") in {"converged", "max_iter"}
+        and math.isfinite(run.get("train_mse", math.inf))
+        and all(math.isfinite(value) for value in run["theta"])
+    ]
+    if not usable:
+        statuses = ", ".join(str(run.get("status")) for run in runs) or "none"
+        raise PipelineError(f"evaluate: no run to choose from: every run diverged or failed ({statuses})")
+    return min(usable, key=lambda run: run["train_mse"])
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Test MSE, RMSE and R² of predictions.
+
+    Parameters
+    ----------
+    y_true, y_pred : ndarray, shape (n,)
+
+    Returns
+    -------
+    dict
+        ``test_mse``, ``test_rmse`` and ``test_r2`` (R² is NaN for a constant ``y_true``).
+    """
+    residual = y_true - y_pred
+    mse = float(residual @ residual / residual.size)
+    spread = float(((y_true - y_true.mean()) ** 2).mean())
+    return {
+        "test_mse": mse,
+        "test_rmse": math.sqrt(mse),
+        "test_r2": 1.0 - mse / spread if spread > 0 else math.nan,
+    }
+
+
+def predict(theta: list[float], X: np.ndarray) -> np.ndarray:
+    """``θ0 + X @ θ[1:]`` for X of shape (n, d); returns shape (n,)."""
+    coefficients = np.asarray(theta, dtype=np.float64)
+    return coefficients[0] + X @ coefficients[1:]
+
+
+def read_sweep(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise PipelineError(f"{path}: no sweep record; run `dvc repro train` first")
+    record: dict[str, Any] = json.loads(path.read_text())
+    return record
+
+
+def log_to_mlflow(record: dict[str, Any], best: dict[str, Any], metrics: dict[str, float]) -> None:
+    """Put the test metrics on the best run and mark it; mark the sweep's parent too."""
+    client = client_for(record["tracking_uri"])
+    finite = {key: value for key, value in metrics.items() if math.isfinite(value)}
+    for key, value in finite.items():
+        client.log_metric(best["run_id"], key, value)
+    client.set_tag(best["run_id"], "best_of_sweep", "true")
+    parent = record.get("parent_run_id")
+    if parent:
+        client.set_tag(parent, "best_run_id", best["run_id"])
+        client.log_metric(parent, "best_train_mse", best["train_mse"])
+        if "test_mse" in finite:
+            client.log_metric(parent, "best_test_mse", finite["test_mse"])
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate the best run of ``paths.sweep`` on ``paths.test``; write ``paths.metrics``."""
+    record = read_sweep(resolve(cfg, cfg.paths.sweep))
+    best = select_best(record["runs"])
+    test = pd.read_parquet(resolve(cfg, cfg.paths.test))
+    missing = [name for name in [*best["features"], best["target"]] if name not in test.columns]
+    if missing:
+        raise PipelineError(f"{cfg.paths.test}: no column {missing}; run `dvc repro` to rebuild the split")
+    y_pred = predict(best["theta"], test[best["features"]].to_numpy(np.float64))
+    metrics = regression_metrics(test[best["target"]].to_numpy(np.float64), y_pred)
+    log_to_mlflow(record, best, metrics)
+    report = metrics | {
+        "train_mse": best["train_mse"],
+        "theta": best["theta"],
+        "features": best["features"],
+        "run_id": best["run_id"],
+        "run_name": best["run_name"],
+    }
+    write_json(resolve(cfg, cfg.paths.metrics), report)
+    log.info(
+        "best run %s (%s): test RMSE %.6g, R² %.4f", best["run_id"], best["run_name"], metrics["test_rmse"], metrics["test_r2"]
+    )
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@exit_on_error
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Small file helpers shared by the stages: paths, atomic writes, content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+
+def resolve(cfg: DictConfig, path: str) -> Path:
+    """A configured path, relative paths taken against ``paths.root``."""
+    return Path(cfg.paths.root) / path
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it into place on success.
+
+    A crash or an error while writing leaves the old file (or none) and no partial one.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)`` and move the result to ``target`` only if it succeeds."""
+    with atomic_path(target) as tmp:
+        write(tmp)
+
+
+def write_json(target: Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, atomically."""
+    write_atomic(target, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+
+
+def file_md5(path: Path) -> str:
+    """MD5 of a file's bytes (the hash DVC uses, so the two can be compared)."""
+    digest = hashlib.md5()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,75 @@
+"""Stage ``split``: a seeded shuffle split of the ingested table into train and test.
+
+Reads ``paths.ingested``; writes ``paths.train`` and ``paths.test``. The same
+``split.seed`` and ``split.test_fraction`` give the identical split, row for row.
+Run it as ``python -m pipeline.split [overrides]``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from pipeline.errors import PipelineError, exit_on_error
+from pipeline.files import resolve, write_atomic
+
+log = logging.getLogger(__name__)
+
+MIN_TRAIN_ROWS = 2
+MIN_TEST_ROWS = 1
+
+
+def split_indices(n_rows: int, *, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffle ``range(n_rows)`` with ``seed`` and cut off a test share.
+
+    Parameters
+    ----------
+    n_rows : int
+        Number of rows in the table.
+    test_fraction : float
+        Share of rows for testing, in (0, 1); rounded to the nearest whole row.
+    seed : int
+        Seed of ``numpy.random.default_rng``.
+
+    Returns
+    -------
+    train, test : ndarray of int, shapes (n_train,) and (n_test,)
+        Row positions, each sorted ascending so the files keep the source order.
+    """
+    if not 0 < test_fraction < 1:
+        raise PipelineError(f"split.test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    n_test = round(n_rows * test_fraction)
+    n_train = n_rows - n_test
+    if n_test < MIN_TEST_ROWS or n_train < MIN_TRAIN_ROWS:
+        raise PipelineError(
+            f"split: {n_rows} rows with split.test_fraction={test_fraction} give {n_train} "
+            f"training and {n_test} test rows; need at least {MIN_TRAIN_ROWS} and {MIN_TEST_ROWS}"
+        )
+    order = np.random.default_rng(seed).permutation(n_rows)
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def run(cfg: DictConfig) -> None:
+    """Split ``cfg.paths.ingested`` into ``cfg.paths.train`` and ``cfg.paths.test``."""
+    table = pd.read_parquet(resolve(cfg, cfg.paths.ingested))
+    train_rows, test_rows = split_indices(
+        len(table), test_fraction=float(cfg.split.test_fraction), seed=int(cfg.split.seed)
+    )
+    for rows, key in ((train_rows, "train"), (test_rows, "test")):
+        part = table.iloc[rows].reset_index(drop=True)
+        write_atomic(resolve(cfg, cfg.paths[key]), lambda tmp, part=part: part.to_parquet(tmp, index=False))
+    log.info("split %d rows into %d train and %d test (seed %s)", len(table), len(train_rows), len(test_rows), cfg.split.seed)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@exit_on_error
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

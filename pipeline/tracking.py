@@ -1,0 +1,213 @@
+"""MLflow bookkeeping: where runs are stored, the experiment, and a sweep's parent run.
+
+The default store is a SQLite file at the repository root (``mlflow.db``) with the
+artifacts beside it (``mlartifacts/``); ``mlflow.tracking_uri`` in the config, or the
+``MLFLOW_TRACKING_URI`` environment variable (which wins), points elsewhere.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import json
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import fail
+from pipeline.files import resolve, write_json
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+# Nothing here may wait on the network: no usage reports, no progress bars.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+#: Set by :class:`SweepCallback` for the jobs of a sweep: the parent run's id.
+PARENT_RUN_ENV = "DOWNHILL_PARENT_RUN_ID"
+SQLITE_PREFIX = "sqlite:///"
+
+
+def repository_root() -> Path:
+    """The project folder, also when DVC runs an experiment in a temporary copy.
+
+    ``dvc exp run --temp`` and ``dvc queue`` work in ``<repo>/.dvc/tmp/exps/<name>``;
+    their runs belong in the repository's own store, not in the throw-away copy.
+    """
+    here = Path(__file__).resolve().parents[1]
+    parts = here.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return here
+
+
+def tracking_uri(configured: str | None) -> str:
+    """``MLFLOW_TRACKING_URI``, else the configured URI, else SQLite at the root."""
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_env:
+        return from_env
+    if configured:
+        return configured
+    return SQLITE_PREFIX + str(repository_root() / "mlflow.db")
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    return Path(uri[len(SQLITE_PREFIX) :]) if uri.startswith(SQLITE_PREFIX) else None
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialize store creation: two processes creating one SQLite file can corrupt it."""
+    database = _sqlite_file(uri)
+    if database is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def client_for(uri: str) -> MlflowClient:
+    """An MLflow client for the store at ``uri`` (imports MLflow, about a second)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def prepare_experiment(uri: str, name: str) -> str:
+    """Create the store and the experiment if they do not exist; return its id.
+
+    A SQLite store keeps its artifacts in ``mlartifacts/`` beside the database file.
+    """
+    with _store_lock(uri):
+        client = client_for(uri)
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        database = _sqlite_file(uri)
+        location = (database.parent / "mlartifacts").as_uri() if database else None
+        return str(client.create_experiment(name, artifact_location=location))
+
+
+def git_commit() -> str:
+    """The checked-out commit, or ``unknown`` outside git (plus ``-dirty`` if edited)."""
+    root = repository_root()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def _terminate(client: MlflowClient, run_id: str, status: str) -> None:
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, status=status)
+
+
+class SweepCallback(Callback):  # type: ignore[misc]  # hydra's Callback is untyped
+    """Hydra callback that brackets training jobs with MLflow bookkeeping.
+
+    * Before any job: the store and experiment are created, once.
+    * A ``--multirun`` sweep gets a parent run; each job logs a child run under it.
+    * After the last job: ``paths.sweep`` lists every job's outcome (run id, θ, status)
+      for ``evaluate``, and the parent run is closed.
+    """
+
+    def __init__(self) -> None:
+        self.results: list[dict[str, Any]] = []
+        self.parent_run_id: str | None = None
+        self.uri = ""
+        self.experiment_id = ""
+
+    def _start(self, config: DictConfig) -> None:
+        self.results = []
+        self.uri = tracking_uri(config.mlflow.tracking_uri)
+        self.experiment_id = prepare_experiment(self.uri, config.mlflow.experiment)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._start(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._start(config)
+        client = client_for(self.uri)
+        grid = OmegaConf.to_container(config.hydra.sweeper.params) or {}
+        overrides = list(config.hydra.overrides.task)
+        run = client.create_run(
+            self.experiment_id,
+            run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            tags={"downhill.role": "sweep", "git_commit": git_commit()},
+        )
+        self.parent_run_id = run.info.run_id
+        for key, values in dict(grid).items():  # type: ignore[arg-type]
+            client.log_param(self.parent_run_id, f"sweep.{key}", str(values))
+        if overrides:
+            client.log_param(self.parent_run_id, "sweep.overrides", " ".join(overrides))
+        os.environ[PARENT_RUN_ENV] = self.parent_run_id
+        # Should a job crash the sweep, the parent must not stay RUNNING forever.
+        atexit.register(_terminate, client, self.parent_run_id, "FAILED")
+        log.info("sweep parent run %s in %s", self.parent_run_id, self.uri)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
+            self.results.append(job_return.return_value)
+        else:
+            self.results.append(
+                {
+                    "status": "failed",
+                    "overrides": list(job_return.overrides or []),
+                    "message": str(job_return._return_value),
+                }
+            )
+
+    def _finish(self, config: DictConfig) -> None:
+        record = {
+            "tracking_uri": self.uri,
+            "experiment_id": self.experiment_id,
+            "parent_run_id": self.parent_run_id,
+            "runs": self.results,
+        }
+        write_json(resolve(config, config.paths.sweep), record)
+        counts: dict[str, int] = {}
+        for result in self.results:
+            counts[result["status"]] = counts.get(result["status"], 0) + 1
+        log.info("%d runs: %s", len(self.results), ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.results and self.results[0]["status"] != "failed":  # else Hydra reports it
+            self._finish(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish(config)
+        if self.parent_run_id is None:
+            return
+        client = client_for(self.uri)
+        client.log_text(self.parent_run_id, json.dumps(self.results, indent=2), "sweep.json")
+        _terminate(client, self.parent_run_id, "FINISHED")
+        os.environ.pop(PARENT_RUN_ENV, None)
+        failed = [result for result in self.results if result["status"] == "failed"]
+        if failed:
+            fail(f"{len(failed)} of {len(self.results)} runs failed; the first: {failed[0]['message']}")

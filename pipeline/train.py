@@ -1,0 +1,237 @@
+"""Stage ``train``: gradient descent on the training split, every run tracked in MLflow.
+
+``python -m pipeline.train`` trains once with the composed config;
+``python -m pipeline.train --multirun`` runs the sweep declared in ``conf/train.yaml``
+(initial θ0, initial θ1 and learning rate), each job a child run of one parent run.
+Each run logs its parameters, its loss curve (metric ``train_mse``, step = iteration),
+the least-squares reference, and the fitted line as an MLflow pyfunc model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import PipelineError, exit_on_error
+from pipeline.files import file_md5, resolve
+from pipeline.optimize import ConvergenceWarning, FitResult, fit, least_squares, mean_squared_error
+from pipeline.tracking import PARENT_RUN_ENV, git_commit, prepare_experiment, tracking_uri
+
+log = logging.getLogger(__name__)
+
+PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+# fit() names its arguments in its errors; these are the settings they come from.
+SETTING_OF_ARGUMENT = {
+    "lr": "optimizer.lr",
+    "max_iter": "optimizer.max_iter",
+    "tol": "optimizer.tol",
+    "divergence_ratio": "optimizer.divergence_ratio",
+    "theta_init": "model.init",
+}
+_optimum_cache: dict[str, tuple[np.ndarray, float]] = {}
+
+
+def load_training_data(path: Path, features: list[str], target: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read the training split: X of shape (n, len(features)) and y of shape (n,)."""
+    if not path.is_file():
+        raise PipelineError(f"{path}: no training split; run `dvc repro split` first")
+    table = pd.read_parquet(path)
+    missing = [name for name in [*features, target] if name not in table.columns]
+    if missing:
+        raise PipelineError(
+            f"{path}: no column {missing} (it has {list(table.columns)}); "
+            "data.features or data.target changed since ingest: run `dvc repro`"
+        )
+    return table[features].to_numpy(np.float64), table[target].to_numpy(np.float64)
+
+
+def initial_theta(cfg: DictConfig, n_features: int) -> np.ndarray:
+    """θ to start from, shape (n_features + 1,): ``model.init``, further slopes 0."""
+    theta = np.zeros(n_features + 1)
+    theta[0] = float(cfg.model.init.theta0)
+    theta[1] = float(cfg.model.init.theta1)
+    return theta
+
+
+def fit_with_settings(X: np.ndarray, y: np.ndarray, theta_init: np.ndarray, optimizer: DictConfig) -> FitResult:
+    """Call :func:`fit` with the ``optimizer`` settings; bad settings are named."""
+    if optimizer.name != "gd":
+        raise PipelineError(f"optimizer.name: unknown optimizer {optimizer.name!r}; the choices are: gd")
+    try:
+        with warnings.catch_warnings():
+            # The runner logs a stopped run itself; one warning per run, not per module.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return fit(
+                X,
+                y,
+                theta_init=theta_init,
+                lr=float(optimizer.lr),
+                max_iter=int(optimizer.max_iter),
+                tol=float(optimizer.tol),
+                divergence_ratio=float(optimizer.divergence_ratio),
+            )
+    except ValueError as error:
+        argument = str(error).split(" ", 1)[0]
+        raise PipelineError(f"{SETTING_OF_ARGUMENT.get(argument, 'train')}: {error}") from None
+
+
+def reference_optimum(X: np.ndarray, y: np.ndarray, key: str) -> tuple[np.ndarray, float]:
+    """Least-squares θ and its MSE, computed once per training set (``key``)."""
+    if key not in _optimum_cache:
+        theta = least_squares(X, y)
+        _optimum_cache[key] = (theta, mean_squared_error(X, y, theta))
+    return _optimum_cache[key]
+
+
+def flat_params(cfg: DictConfig) -> dict[str, Any]:
+    """Every setting that shapes a run, as dotted scalar params for MLflow."""
+    container = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("data", "split", "model", "optimizer")}
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        elif isinstance(node, list):
+            flat[prefix] = ",".join(str(item) for item in node)
+        else:
+            flat[prefix] = node
+
+    walk("", container)
+    return flat
+
+
+def run_name(cfg: DictConfig) -> str:
+    init = cfg.model.init
+    return f"lr={cfg.optimizer.lr:g} θ0={init.theta0:g} θ1={init.theta1:g}"
+
+
+def log_model(features: list[str], theta: np.ndarray, X: np.ndarray) -> str:
+    """Log θ as a pyfunc model from code (no pickle) to the active run; return its URI."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame(X[:3], columns=features)
+    prediction = theta[0] + X[:3] @ theta[1:]
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(PYFUNC_MODEL_CODE),
+        model_config={"features": features, "theta": [float(value) for value in theta]},
+        signature=infer_signature(example, prediction),
+        input_example=example,
+        # Inferring requirements costs over a second a run; these are all it imports.
+        pip_requirements=[
+            f"mlflow=={mlflow.__version__}",
+            f"numpy=={np.__version__}",
+            f"pandas=={pd.__version__}",
+        ],
+    )
+    return str(info.model_uri)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train one model as configured, log it to MLflow, return its summary."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    features = [str(name) for name in cfg.data.features]
+    train_path = resolve(cfg, cfg.paths.train)
+    X, y = load_training_data(train_path, features, str(cfg.data.target))
+    train_md5 = file_md5(train_path)
+    raw_path = resolve(cfg, cfg.data.path)
+    uri = tracking_uri(cfg.mlflow.tracking_uri)
+    experiment_id = prepare_experiment(uri, cfg.mlflow.experiment)
+    mlflow.set_tracking_uri(uri)
+    parent = os.environ.get(PARENT_RUN_ENV)
+    tags = {
+        "downhill.role": "train",
+        "git_commit": git_commit(),
+        "data_md5": file_md5(raw_path) if raw_path.is_file() else "missing",
+        "train_md5": train_md5,
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg), parent_run_id=parent, tags=tags) as active:
+        run_id = active.info.run_id
+        mlflow.log_params(flat_params(cfg) | {"n_train": len(y)})
+        try:
+            result = fit_with_settings(X, y, initial_theta(cfg, len(features)), cfg.optimizer)
+        except PipelineError as error:
+            mlflow.set_tags({"status": "failed", "error": str(error)})
+            raise
+        optimum_theta, optimum_mse = reference_optimum(X, y, train_md5)
+        train_mse = mean_squared_error(X, y, result.theta)
+        # The curve as computed by the loop, ending at the MSE recomputed from residuals.
+        curve = list(result.loss_history[:-1]) + [train_mse]
+        now = int(1000 * time.time())
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        client.log_batch(run_id, metrics=[Metric("train_mse", float(v), now, step) for step, v in enumerate(curve)])
+        gap = (train_mse - optimum_mse) / optimum_mse if optimum_mse > 0 else train_mse - optimum_mse
+        finals = {
+            "n_iter": result.n_iter,
+            "grad_norm": result.grad_norm,
+            "optimum_mse": optimum_mse,
+            "optimality_gap": gap,
+        } | {f"theta{j}": float(value) for j, value in enumerate(result.theta)}
+        mlflow.log_metrics({key: float(value) for key, value in finals.items() if np.isfinite(value)})
+        mlflow.set_tags(
+            {
+                "status": result.status,
+                "converged": str(result.converged).lower(),
+                "diverged": str(result.diverged).lower(),
+                "message": result.message,
+            }
+        )
+        # A diverged run's θ is not a model anyone should use: only its curve is kept.
+        model_uri = None if result.diverged else log_model(features, result.theta, X)
+
+    line = (
+        f"{run_name(cfg)}: {result.message}; θ=({', '.join(f'{v:.6g}' for v in result.theta)}), "
+        f"train MSE {train_mse:.6g}, optimality gap {gap:.3g}"
+    )
+    (log.warning if result.status != "converged" else log.info)(line)
+    return {
+        "run_id": run_id,
+        "run_name": run_name(cfg),
+        "status": result.status,
+        "converged": result.converged,
+        "diverged": result.diverged,
+        "message": result.message,
+        "lr": float(cfg.optimizer.lr),
+        "theta_init": [float(v) for v in initial_theta(cfg, len(features))],
+        "theta": [float(v) for v in result.theta],
+        "n_iter": result.n_iter,
+        "train_mse": train_mse,
+        "optimum_mse": optimum_mse,
+        "optimality_gap": gap,
+        "optimum_theta": [float(v) for v in optimum_theta],
+        "features": features,
+        "target": str(cfg.data.target),
+        "model_uri": model_uri,
+    }
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@exit_on_error
+def main(cfg: DictConfig) -> dict[str, Any]:
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        return run(cfg)
+    # One bad job must not stop the sweep: record it, go on; the sweep fails at the end.
+    try:
+        return run(cfg)
+    except PipelineError as error:
+        log.error("%s", error)
+        return {"status": "failed", "message": str(error), "overrides": list(HydraConfig.get().overrides.task)}
+
+
+if __name__ == "__main__":
+    main()
