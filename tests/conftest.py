@@ -1,0 +1,61 @@
+"""Shared test fixtures: the real Hydra config, with every output under tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+RAW_DIR = REPO_ROOT / "data" / "raw"
+BAD_DIR = Path(__file__).resolve().parent / "data"
+
+# Nothing in the tests may wait on the network.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DO_NOT_TRACK"] = "true"
+os.environ["DVC_NO_ANALYTICS"] = "1"
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+ComposeFn = Callable[..., DictConfig]
+
+
+def isolating_overrides(tmp_path: Path) -> list[str]:
+    """Point every output (data, reports, MLflow store, Hydra logs) into tmp_path."""
+    return [
+        f"paths.root={tmp_path}",
+        f"paths.raw_dir={RAW_DIR}",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> ComposeFn:
+    """Compose the real config (``config`` or ``train``) with outputs under tmp_path."""
+
+    def _compose(*overrides: str, config_name: str = "config") -> DictConfig:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+            return compose(config_name=config_name, overrides=[*isolating_overrides(tmp_path), *overrides])
+
+    return _compose
+
+
+def run_stage(module: str, tmp_path: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m pipeline.<module>`` as a user would, outputs under tmp_path."""
+    hydra_dirs = [f"hydra.run.dir={tmp_path / 'logs' / 'run'}", f"hydra.sweep.dir={tmp_path / 'logs' / 'sweep'}"]
+    command = [sys.executable, "-m", f"pipeline.{module}", *(["--multirun"] if multirun else [])]
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    return subprocess.run(
+        [*command, *isolating_overrides(tmp_path), *hydra_dirs, *overrides],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

@@ -1,0 +1,114 @@
+"""Training sweeps: every run recorded in MLflow, divergence marked, the best one chosen."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import evaluate, ingest, split
+from tests.conftest import ComposeFn, run_stage
+
+START = ["model.init.theta0=0", "model.init.theta1=100"]
+
+
+@pytest.fixture
+def prepared(compose_cfg: ComposeFn, tmp_path: Path) -> Path:
+    """Ingested and split King County data under tmp_path."""
+    cfg = compose_cfg()
+    ingest.run(cfg)
+    split.run(cfg)
+    return tmp_path
+
+
+def children_of(client: MlflowClient, parent_id: str) -> list[mlflow.entities.Run]:
+    experiment = client.get_experiment_by_name("downhill")
+    assert experiment is not None
+    return client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=100
+    )
+
+
+def test_sweep_with_a_diverging_rate_records_every_run(
+    prepared: Path, compose_cfg: ComposeFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run_stage("train", prepared, *START, "optimizer.lr=0.001,0.1,1.05", multirun=True)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((prepared / "reports" / "sweep.json").read_text())
+    assert [run["status"] for run in record["runs"]] == ["max_iter", "converged", "diverged"]
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
+    parent = client.get_run(record["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["sweep.optimizer.lr"] == "0.001,0.01,0.1,1.05"  # the grid in conf/
+    assert "optimizer.lr=0.001,0.1,1.05" in parent.data.params["sweep.overrides"]
+    children = {run.info.run_id: run for run in children_of(client, parent.info.run_id)}
+    assert set(children) == {run["run_id"] for run in record["runs"]}
+    for summary in record["runs"]:
+        child = children[summary["run_id"]]
+        assert child.info.status == "FINISHED"
+        assert float(child.data.params["optimizer.lr"]) == summary["lr"]
+        assert float(child.data.params["model.init.theta0"]) == 0.0
+        assert float(child.data.params["model.init.theta1"]) == 100.0
+        assert child.data.tags["status"] == summary["status"]
+        assert child.data.tags["diverged"] == str(summary["status"] == "diverged").lower()
+        history = client.get_metric_history(child.info.run_id, "train_mse")
+        assert len(history) == summary["n_iter"] + 1 > 1
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(summary["n_iter"] + 1))
+        assert child.data.metrics["optimum_mse"] == pytest.approx(summary["optimum_mse"])
+
+    # The least-squares reference, independently: lstsq on the training split.
+    train = pd.read_parquet(prepared / "data" / "split" / "train.parquet")
+    design = np.column_stack([np.ones(len(train)), train["sqft_living"]])
+    reference = np.linalg.lstsq(design, train["price"].to_numpy(), rcond=None)[0]
+    converged = record["runs"][1]
+    np.testing.assert_allclose(converged["theta"], reference, rtol=1e-6)
+    assert abs(converged["optimality_gap"]) < 1e-12
+
+    # evaluate picks the converged run, not the diverged one, and marks it in MLflow.
+    report = evaluate.run(compose_cfg())
+    assert report["run_id"] == converged["run_id"]
+    metrics = json.loads((prepared / "reports" / "metrics.json").read_text())
+    assert set(metrics) >= {"test_mse", "test_rmse", "test_r2", "train_mse", "theta"}
+    assert metrics["test_rmse"] == pytest.approx(np.sqrt(metrics["test_mse"]))
+    best = client.get_run(converged["run_id"])
+    assert best.data.tags["best_of_sweep"] == "true"
+    assert best.data.metrics["test_mse"] == pytest.approx(metrics["test_mse"])
+    assert client.get_run(parent.info.run_id).data.tags["best_run_id"] == converged["run_id"]
+
+    # The logged model loads back and predicts θ0 + θ1 x.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", record["tracking_uri"])  # models:/ URIs resolve there
+    mlflow.set_tracking_uri(record["tracking_uri"])
+    model = mlflow.pyfunc.load_model(converged["model_uri"])
+    sqft = pd.DataFrame({"sqft_living": [1500.0, 2500.0]})
+    np.testing.assert_allclose(
+        model.predict(sqft), converged["theta"][0] + converged["theta"][1] * sqft["sqft_living"], rtol=1e-12
+    )
+    assert record["runs"][2]["model_uri"] is None  # a diverged θ is never a model
+
+
+def test_an_invalid_job_fails_clearly_while_the_sweep_completes(prepared: Path) -> None:
+    result = run_stage("train", prepared, *START, "optimizer.lr=0.1,-1", multirun=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of 2 runs failed") and "optimizer.lr: lr must be a finite number > 0" in last
+    record = json.loads((prepared / "reports" / "sweep.json").read_text())
+    assert [run["status"] for run in record["runs"]] == ["converged", "failed"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
+    statuses = sorted(run.info.status for run in children_of(client, record["parent_run_id"]))
+    assert statuses == ["FAILED", "FINISHED"]
+
+
+def test_a_single_run_trains_once_with_the_composed_config(prepared: Path) -> None:
+    result = run_stage("train", prepared, "data=kc_house")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((prepared / "reports" / "sweep.json").read_text())
+    assert record["parent_run_id"] is None
+    (only,) = record["runs"]
+    assert only["status"] == "converged" and only["lr"] == 0.1 and only["theta_init"] == [0.0, 100.0]
