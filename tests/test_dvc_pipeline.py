@@ -1,0 +1,102 @@
+"""End to end, as a user runs it: `dvc repro` in a fresh copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO_ROOT
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def run(command: list[str], cwd: Path) -> str:
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # `python` in dvc.yaml is ours
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{command} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh clone-like copy: the files git knows (committed or not), a new git repo."""
+    copy = tmp_path_factory.mktemp("project")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "copy"],
+    ):
+        run(command, copy)
+    return copy
+
+
+def test_dvc_repro_runs_everything_then_nothing_then_only_what_changed(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dvc = str(VENV_BIN / "dvc")
+    first = run([dvc, "repro"], project)
+    assert stages_run(first) == ["ingest", "split", "train", "evaluate"]
+    for output in ("data/ingested.parquet", "data/split/train.parquet", "data/split/test.parquet",
+                   "reports/sweep.json", "reports/metrics.json", "mlflow.db"):
+        assert (project / output).is_file(), output
+
+    # The default store, at the copy's root: one sweep parent and one child per job.
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("downhill")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [run for run in runs if run.data.tags.get("downhill.role") == "sweep"]
+    assert len(parents) == 1
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == len(runs) - 1 == 16
+    statuses = sorted({run.data.tags["status"] for run in children})
+    assert statuses == ["converged", "diverged", "max_iter"]  # the default sweep shows all three
+    for child in children:
+        assert {"model.init.theta0", "model.init.theta1", "optimizer.lr"} <= set(child.data.params)
+        assert len(client.get_metric_history(child.info.run_id, "train_mse")) > 1
+
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    best = client.get_run(metrics["run_id"])
+    assert best.data.tags["best_of_sweep"] == "true" and best.data.tags["status"] == "converged"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{metrics['run_id']}/model")
+    prediction = model.predict(pd.DataFrame({"sqft_living": [1500.0]}))
+    np.testing.assert_allclose(prediction, metrics["theta"][0] + 1500.0 * metrics["theta"][1], rtol=1e-12)
+
+    second = run([dvc, "repro"], project)
+    assert stages_run(second) == []
+    assert "Data and pipelines are up to date" in run([dvc, "status"], project)
+
+    train_conf = project / "conf" / "train.yaml"
+    text = train_conf.read_text()
+    assert "optimizer.lr: 0.001,0.01,0.1,1.05" in text
+    train_conf.write_text(text.replace("optimizer.lr: 0.001,0.01,0.1,1.05", "optimizer.lr: 0.001,0.02,0.1,1.05"))
+    third = run([dvc, "repro"], project)
+    assert stages_run(third) == ["train", "evaluate"]
