@@ -69,7 +69,7 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
 def predict(theta: list[float], X: np.ndarray) -> np.ndarray:
     """``θ0 + X @ θ[1:]`` for X of shape (n, d); returns shape (n,)."""
     coefficients = np.asarray(theta, dtype=np.float64)
-    return coefficients[0] + X @ coefficients[1:]
+    return np.asarray(coefficients[0] + X @ coefficients[1:], dtype=np.float64)
 
 
 def read_sweep(path: Path) -> dict[str, Any]:
@@ -114,7 +114,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     write_json(resolve(cfg, cfg.paths.metrics), report)
     log.info(
-        "best run %s (%s): test RMSE %.6g, R² %.4f", best["run_id"], best["run_name"], metrics["test_rmse"], metrics["test_r2"]
+        "best run %s (%s): test RMSE %.6g, R² %.4f",
+        best["run_id"],
+        best["run_name"],
+        metrics["test_rmse"],
+        metrics["test_r2"],
     )
     return report
 

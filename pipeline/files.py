@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from omegaconf import DictConfig
 
 
@@ -37,7 +38,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(target: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` and move the result to ``target`` only if it succeeds."""
     with atomic_path(target) as tmp:
         write(tmp)
@@ -46,6 +47,11 @@ def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
 def write_json(target: Path, payload: Any) -> None:
     """Write ``payload`` as indented JSON, atomically."""
     write_atomic(target, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+
+
+def write_parquet(target: Path, table: pd.DataFrame) -> None:
+    """Write ``table`` as Parquet without its index, atomically."""
+    write_atomic(target, lambda tmp: table.to_parquet(tmp, index=False))
 
 
 def file_md5(path: Path) -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError, exit_on_error
-from pipeline.files import resolve, write_atomic
+from pipeline.files import resolve, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def parse_number_column(values: pd.Series, *, column: str, source: str) -> np.nd
             problem = f"cannot read {raw!r} as a number"
         more = f" ({bad.size - 1} more bad cells in this column)" if bad.size > 1 else ""
         raise PipelineError(f"{source}, line {line}, column {column!r}: {problem}{more}")
-    return numbers
+    return np.asarray(numbers, dtype=np.float64)
 
 
 def parse_table(raw: pd.DataFrame, *, features: list[str], target: str, source: str) -> pd.DataFrame:
@@ -98,9 +98,7 @@ def parse_table(raw: pd.DataFrame, *, features: list[str], target: str, source: 
         raise PipelineError(f"{source}: column {names} not found; the columns are: {available}")
     if raw.empty:
         raise PipelineError(f"{source}: no data rows below the header")
-    return pd.DataFrame(
-        {name: parse_number_column(raw[name], column=name, source=source) for name in wanted}
-    )
+    return pd.DataFrame({name: parse_number_column(raw[name], column=name, source=source) for name in wanted})
 
 
 def read_text_table(path: Path) -> pd.DataFrame:
@@ -127,7 +125,7 @@ def run(cfg: DictConfig) -> Path:
         source=str(cfg.data.path),
     )
     output = resolve(cfg, cfg.paths.ingested)
-    write_atomic(output, lambda tmp: table.to_parquet(tmp, index=False))
+    write_parquet(output, table)
     log.info("ingested %d rows x %d columns from %s into %s", *table.shape, source, output)
     return output
 

@@ -142,9 +142,7 @@ def _as_design(X: ArrayLike, y: ArrayLike) -> tuple[FloatArray, FloatArray]:
         X_arr = X_arr[:, np.newaxis]
     y_arr = np.asarray(y, dtype=np.float64)
     if X_arr.ndim != 2 or y_arr.ndim != 1 or X_arr.shape[0] != y_arr.shape[0]:
-        raise ValueError(
-            f"X must have shape (n, d) and y shape (n,); got {X_arr.shape} and {y_arr.shape}"
-        )
+        raise ValueError(f"X must have shape (n, d) and y shape (n,); got {X_arr.shape} and {y_arr.shape}")
     if X_arr.shape[0] < 2:
         raise ValueError(f"need at least 2 rows to fit, got {X_arr.shape[0]}")
     if not (np.isfinite(X_arr).all() and np.isfinite(y_arr).all()):
@@ -187,7 +185,7 @@ def least_squares(X: ArrayLike, y: ArrayLike) -> FloatArray:
     X_arr, y_arr = _as_design(X, y)
     scaler = Standardizer.from_data(X_arr, y_arr)
     design, target = scaler.transform(X_arr, y_arr)
-    theta_std = np.linalg.lstsq(design, target, rcond=None)[0]
+    theta_std = np.asarray(np.linalg.lstsq(design, target, rcond=None)[0], dtype=np.float64)
     return scaler.to_original(theta_std)
 
 
@@ -240,9 +238,7 @@ def fit(
     n_rows, n_features = X_arr.shape
     start = np.asarray(theta_init, dtype=np.float64).reshape(-1)
     if start.shape != (n_features + 1,):
-        raise ValueError(
-            f"theta_init must have {n_features + 1} values (intercept first), got {start.size}"
-        )
+        raise ValueError(f"theta_init must have {n_features + 1} values (intercept first), got {start.size}")
     if not np.isfinite(start).all():
         raise ValueError("theta_init must be finite")
     if not (np.isfinite(lr) and lr > 0):
@@ -270,10 +266,14 @@ def fit(
             residual = design @ theta - target
             loss = float(residual @ residual) / n_rows
             if not np.isfinite(loss):
-                # Report the last iterate whose loss was finite, never NaN or inf.
+                if iteration == 0:
+                    raise ValueError("theta_init is so far off that the loss overflows float64")
                 diverged = True
-                theta, iteration = previous, max(iteration - 1, 0)
-                message = f"diverged at iteration {iteration + 1}: the loss became non-finite; lr={lr:g} is too large"
+                message = (
+                    f"diverged at iteration {iteration}: the loss became non-finite; lr={lr:g} is too large"
+                )
+                # Report the last iterate whose loss was finite, never NaN or inf.
+                theta, iteration = previous, iteration - 1
                 break
             losses.append(loss)
             if loss > divergence_ratio * max(losses[0], np.finfo(float).tiny):
@@ -287,7 +287,9 @@ def fit(
             grad_norm = float(np.sqrt(gradient @ gradient))
             if grad_norm <= tol:
                 converged = True
-                message = f"converged after {iteration} iterations: gradient norm {grad_norm:.2e} <= tol {tol:g}"
+                message = (
+                    f"converged after {iteration} iterations: gradient norm {grad_norm:.2e} <= tol {tol:g}"
+                )
                 break
             if iteration >= max_iter:
                 message = (

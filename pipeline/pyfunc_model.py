@@ -12,10 +12,10 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel
 
 
-class LinearPriceModel(PythonModel):  # type: ignore[misc]  # mlflow ships no type stubs
+class LinearPriceModel(PythonModel):
     """Predicts ``θ0 + Σ θj · x_j`` for a DataFrame with the feature columns."""
 
     def load_context(self, context: Any) -> None:
@@ -23,12 +23,14 @@ class LinearPriceModel(PythonModel):  # type: ignore[misc]  # mlflow ships no ty
         self.features = [str(name) for name in config["features"]]
         self.theta = np.asarray(config["theta"], dtype=np.float64)
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
         missing = [name for name in self.features if name not in model_input.columns]
         if missing:
             raise ValueError(f"input lacks feature column(s) {missing}; expected {self.features}")
         X = model_input[self.features].to_numpy(dtype=np.float64)
-        return self.theta[0] + X @ self.theta[1:]
+        return np.asarray(self.theta[0] + X @ self.theta[1:], dtype=np.float64)
 
 
 mlflow.models.set_model(LinearPriceModel())

@@ -15,7 +15,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError, exit_on_error
-from pipeline.files import resolve, write_atomic
+from pipeline.files import resolve, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,14 @@ def run(cfg: DictConfig) -> None:
         len(table), test_fraction=float(cfg.split.test_fraction), seed=int(cfg.split.seed)
     )
     for rows, key in ((train_rows, "train"), (test_rows, "test")):
-        part = table.iloc[rows].reset_index(drop=True)
-        write_atomic(resolve(cfg, cfg.paths[key]), lambda tmp, part=part: part.to_parquet(tmp, index=False))
-    log.info("split %d rows into %d train and %d test (seed %s)", len(table), len(train_rows), len(test_rows), cfg.split.seed)
+        write_parquet(resolve(cfg, cfg.paths[key]), table.iloc[rows].reset_index(drop=True))
+    log.info(
+        "split %d rows into %d train and %d test (seed %s)",
+        len(table),
+        len(train_rows),
+        len(test_rows),
+        cfg.split.seed,
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -116,7 +116,10 @@ def git_commit() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -128,7 +131,7 @@ def _terminate(client: MlflowClient, run_id: str, status: str) -> None:
         client.set_terminated(run_id, status=status)
 
 
-class SweepCallback(Callback):  # type: ignore[misc]  # hydra's Callback is untyped
+class SweepCallback(Callback):
     """Hydra callback that brackets training jobs with MLflow bookkeeping.
 
     * Before any job: the store and experiment are created, once.

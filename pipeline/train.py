@@ -64,7 +64,9 @@ def initial_theta(cfg: DictConfig, n_features: int) -> np.ndarray:
     return theta
 
 
-def fit_with_settings(X: np.ndarray, y: np.ndarray, theta_init: np.ndarray, optimizer: DictConfig) -> FitResult:
+def fit_with_settings(
+    X: np.ndarray, y: np.ndarray, theta_init: np.ndarray, optimizer: DictConfig
+) -> FitResult:
     """Call :func:`fit` with the ``optimizer`` settings; bad settings are named."""
     if optimizer.name != "gd":
         raise PipelineError(f"optimizer.name: unknown optimizer {optimizer.name!r}; the choices are: gd")
@@ -96,7 +98,9 @@ def reference_optimum(X: np.ndarray, y: np.ndarray, key: str) -> tuple[np.ndarra
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
     """Every setting that shapes a run, as dotted scalar params for MLflow."""
-    container = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("data", "split", "model", "optimizer")}
+    container = {
+        key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("data", "split", "model", "optimizer")
+    }
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -121,6 +125,9 @@ def log_model(features: list[str], theta: np.ndarray, X: np.ndarray) -> str:
     """Log θ as a pyfunc model from code (no pickle) to the active run; return its URI."""
     import mlflow
     from mlflow.models import infer_signature
+
+    # MLflow announces its input-example check at INFO on every run: noise in a sweep.
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
 
     example = pd.DataFrame(X[:3], columns=features)
     prediction = theta[0] + X[:3] @ theta[1:]
@@ -160,7 +167,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "data_md5": file_md5(raw_path) if raw_path.is_file() else "missing",
         "train_md5": train_md5,
     }
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg), parent_run_id=parent, tags=tags) as active:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name(cfg), parent_run_id=parent, tags=tags
+    ) as active:
         run_id = active.info.run_id
         mlflow.log_params(flat_params(cfg) | {"n_train": len(y)})
         try:
@@ -171,10 +180,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         optimum_theta, optimum_mse = reference_optimum(X, y, train_md5)
         train_mse = mean_squared_error(X, y, result.theta)
         # The curve as computed by the loop, ending at the MSE recomputed from residuals.
-        curve = list(result.loss_history[:-1]) + [train_mse]
+        curve = [*result.loss_history[:-1], train_mse]
         now = int(1000 * time.time())
         client = mlflow.MlflowClient(tracking_uri=uri)
-        client.log_batch(run_id, metrics=[Metric("train_mse", float(v), now, step) for step, v in enumerate(curve)])
+        client.log_batch(
+            run_id, metrics=[Metric("train_mse", float(v), now, step) for step, v in enumerate(curve)]
+        )
         gap = (train_mse - optimum_mse) / optimum_mse if optimum_mse > 0 else train_mse - optimum_mse
         finals = {
             "n_iter": result.n_iter,
@@ -230,7 +241,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         return run(cfg)
     except PipelineError as error:
         log.error("%s", error)
-        return {"status": "failed", "message": str(error), "overrides": list(HydraConfig.get().overrides.task)}
+        return {
+            "status": "failed",
+            "message": str(error),
+            "overrides": list(HydraConfig.get().overrides.task),
+        }
 
 
 if __name__ == "__main__":

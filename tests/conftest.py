@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -46,9 +47,36 @@ def compose_cfg(tmp_path: Path) -> ComposeFn:
     return _compose
 
 
-def run_stage(module: str, tmp_path: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess[str]:
+def copy_project(into: Path) -> Path:
+    """A fresh clone-like copy: the files git knows (committed or not) in a new repository."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        if (REPO_ROOT / name).is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, into / name)
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=copy", "-c", "user.email=copy@example.com", "commit", "-qm", "copy"],
+    ):
+        subprocess.run(command, cwd=into, check=True, capture_output=True)
+    return into
+
+
+def run_stage(
+    module: str, tmp_path: Path, *overrides: str, multirun: bool = False
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m pipeline.<module>`` as a user would, outputs under tmp_path."""
-    hydra_dirs = [f"hydra.run.dir={tmp_path / 'logs' / 'run'}", f"hydra.sweep.dir={tmp_path / 'logs' / 'sweep'}"]
+    hydra_dirs = [
+        f"hydra.run.dir={tmp_path / 'logs' / 'run'}",
+        f"hydra.sweep.dir={tmp_path / 'logs' / 'sweep'}",
+    ]
     command = [sys.executable, "-m", f"pipeline.{module}", *(["--multirun"] if multirun else [])]
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     return subprocess.run(

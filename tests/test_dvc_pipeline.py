@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import copy_project
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -35,24 +34,7 @@ def stages_run(output: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh clone-like copy: the files git knows (committed or not), a new git repo."""
-    copy = tmp_path_factory.mktemp("project")
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        source = REPO_ROOT / name
-        if source.is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, copy / name)
-    for command in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "copy"],
-    ):
-        run(command, copy)
-    return copy
+    return copy_project(tmp_path_factory.mktemp("project"))
 
 
 def test_dvc_repro_runs_everything_then_nothing_then_only_what_changed(
@@ -61,8 +43,14 @@ def test_dvc_repro_runs_everything_then_nothing_then_only_what_changed(
     dvc = str(VENV_BIN / "dvc")
     first = run([dvc, "repro"], project)
     assert stages_run(first) == ["ingest", "split", "train", "evaluate"]
-    for output in ("data/ingested.parquet", "data/split/train.parquet", "data/split/test.parquet",
-                   "reports/sweep.json", "reports/metrics.json", "mlflow.db"):
+    for output in (
+        "data/ingested.parquet",
+        "data/split/train.parquet",
+        "data/split/test.parquet",
+        "reports/sweep.json",
+        "reports/metrics.json",
+        "mlflow.db",
+    ):
         assert (project / output).is_file(), output
 
     # The default store, at the copy's root: one sweep parent and one child per job.
@@ -97,6 +85,8 @@ def test_dvc_repro_runs_everything_then_nothing_then_only_what_changed(
     train_conf = project / "conf" / "train.yaml"
     text = train_conf.read_text()
     assert "optimizer.lr: 0.001,0.01,0.1,1.05" in text
-    train_conf.write_text(text.replace("optimizer.lr: 0.001,0.01,0.1,1.05", "optimizer.lr: 0.001,0.02,0.1,1.05"))
+    train_conf.write_text(
+        text.replace("optimizer.lr: 0.001,0.01,0.1,1.05", "optimizer.lr: 0.001,0.02,0.1,1.05")
+    )
     third = run([dvc, "repro"], project)
     assert stages_run(third) == ["train", "evaluate"]

@@ -16,7 +16,7 @@ SEED_PRICE = np.array([150_000.0, 210_000.0, 290_000.0, 350_000.0])
 def lstsq_reference(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The independent reference: least squares on [1, X] in original units."""
     design = np.column_stack([np.ones(len(y)), X])
-    return np.linalg.lstsq(design, y, rcond=None)[0]
+    return np.asarray(np.linalg.lstsq(design, y, rcond=None)[0], dtype=np.float64)
 
 
 def test_seed_example_reaches_the_exact_least_squares_optimum() -> None:
@@ -109,7 +109,12 @@ def test_standardizer_round_trips_theta() -> None:
     ],
 )
 def test_invalid_settings_are_refused(settings: dict[str, object], message: str) -> None:
-    arguments: dict[str, object] = {"theta_init": [0.0, 100.0], "lr": 0.1, "max_iter": 10, "tol": 1e-9} | settings
+    arguments: dict[str, object] = {
+        "theta_init": [0.0, 100.0],
+        "lr": 0.1,
+        "max_iter": 10,
+        "tol": 1e-9,
+    } | settings
     with pytest.raises(ValueError, match=message):
         fit(SEED_SQFT, SEED_PRICE, **arguments)  # type: ignore[arg-type]
 

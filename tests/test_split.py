@@ -36,7 +36,7 @@ def test_too_few_rows_are_refused(rows: int, fraction: float) -> None:
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.2, 1.5])
 def test_fraction_outside_zero_one_is_refused(fraction: float) -> None:
-    with pytest.raises(PipelineError, match="split.test_fraction must be between 0 and 1"):
+    with pytest.raises(PipelineError, match=r"split\.test_fraction must be between 0 and 1"):
         split.split_indices(100, test_fraction=fraction, seed=0)
 
 
@@ -49,4 +49,6 @@ def test_stage_writes_train_and_test_files(compose_cfg: ComposeFn, tmp_path: Pat
     assert (len(train), len(test)) == (17_290, 4_323)
     whole = pd.read_parquet(tmp_path / "data" / "ingested.parquet")
     together = pd.concat([train, test]).sort_values(["price", "sqft_living"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(together, whole.sort_values(["price", "sqft_living"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        together, whole.sort_values(["price", "sqft_living"]).reset_index(drop=True)
+    )

@@ -97,7 +97,10 @@ def test_an_invalid_job_fails_clearly_while_the_sweep_completes(prepared: Path) 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: 1 of 2 runs failed") and "optimizer.lr: lr must be a finite number > 0" in last
+    assert (
+        last.startswith("error: 1 of 2 runs failed")
+        and "optimizer.lr: lr must be a finite number > 0" in last
+    )
     record = json.loads((prepared / "reports" / "sweep.json").read_text())
     assert [run["status"] for run in record["runs"]] == ["converged", "failed"]
     client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")

@@ -1,0 +1,84 @@
+"""How long the default pipeline takes, stage by stage, in a fresh copy of the project.
+
+Run with ``make bench`` (or ``.venv/bin/python bench/pipeline_speed.py``). Prints:
+
+* the import cost of each stage module, against ``import mlflow`` measured in the
+  same run (ingest and split must not import MLflow at all);
+* the wall time of each stage of ``dvc repro`` on the default config and sweep, and
+  of the whole, against the one-minute target;
+* a second ``dvc repro`` (nothing to do), against the first.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+from tests.conftest import copy_project  # noqa: E402  (the same copy the end-to-end test makes)
+
+BIN = Path(sys.executable).parent
+TARGET_SECONDS = 60.0
+
+
+def environment() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "DVC_NO_ANALYTICS": "1"}
+    return env
+
+
+def timed(command: list[str], cwd: Path) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=environment(), capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"bench: {' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return elapsed, done.stdout
+
+
+def best_of(runs: int, command: list[str], cwd: Path) -> float:
+    return min(timed(command, cwd)[0] for _ in range(runs))
+
+
+def row(label: str, seconds: float, ratio: str) -> None:
+    print(f"{label:<46}{seconds:9.2f}  {ratio}")
+
+
+def main() -> None:
+    python = str(BIN / "python")
+    print(f"{'measure':<46}{'seconds':>9}  ratio")
+    baseline = best_of(3, [python, "-c", "import mlflow"], REPO_ROOT)
+    row("import mlflow (baseline)", baseline, "1.00")
+    for module in ("ingest", "split", "train", "evaluate"):
+        probe = f"import sys, pipeline.{module}; sys.exit(2 if 'mlflow' in sys.modules else 0)"
+        loads = subprocess.run([python, "-c", probe], cwd=REPO_ROOT, env=environment()).returncode == 2
+        seconds = best_of(3, [python, "-c", f"import pipeline.{module}"], REPO_ROOT)
+        label = f"import pipeline.{module} ({'imports mlflow' if loads else 'no mlflow'})"
+        row(label, seconds, f"{seconds / baseline:.2f} of import mlflow")
+
+    with tempfile.TemporaryDirectory() as folder:
+        project = copy_project(Path(folder))
+        dvc = str(BIN / "dvc")
+        total = 0.0
+        for stage in ("ingest", "split", "train", "evaluate"):
+            seconds, _ = timed([dvc, "repro", "--single-item", stage], project)
+            total += seconds
+            row(f"dvc repro: stage {stage}", seconds, f"{seconds / TARGET_SECONDS:.2f} of the 60 s target")
+        row(
+            "dvc repro: all four stages, default sweep",
+            total,
+            f"{total / TARGET_SECONDS:.2f} of the 60 s target",
+        )
+        again, output = timed([dvc, "repro"], project)
+        assert "Running stage" not in output, output
+        row("dvc repro again (nothing to run)", again, f"{again / total:.2f} of the first")
+
+
+if __name__ == "__main__":
+    main()
