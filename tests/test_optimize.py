@@ -47,7 +47,7 @@ def test_king_county_fit_matches_lstsq_on_all_rows() -> None:
     result = fit(X, y, theta_init=[0.0, 100.0], lr=0.1, max_iter=2000, tol=1e-9)
     reference = lstsq_reference(X, y)
     np.testing.assert_allclose(result.theta, reference, rtol=1e-6)
-    # The figure quoted with the data set (data/raw: SOURCE): -43,580.74 + 280.6236 x.
+    # The fit quoted with the data set (README, "Data"): -43,580.74 + 280.6236 x.
     np.testing.assert_allclose(result.theta, [-43_580.74, 280.6236], rtol=1e-6)
 
 
