@@ -23,7 +23,7 @@ from pipeline.errors import PipelineError, exit_on_error
 from pipeline.files import resolve, write_json
 from pipeline.tracking import client_for
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pipeline.evaluate")  # not __main__ under `python -m`
 
 
 def select_best(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.files import resolve, write_parquet
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pipeline.ingest")  # not __main__ under `python -m`
 
 # Characters people put around numbers that carry no value: currency signs,
 # thousands separators, spaces (also the narrow and non-breaking ones).

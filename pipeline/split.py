@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.files import resolve, write_parquet
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pipeline.split")  # not __main__ under `python -m`
 
 MIN_TRAIN_ROWS = 2
 MIN_TEST_ROWS = 1

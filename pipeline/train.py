@@ -28,7 +28,7 @@ from pipeline.files import file_md5, resolve
 from pipeline.optimize import ConvergenceWarning, FitResult, fit, least_squares, mean_squared_error
 from pipeline.tracking import PARENT_RUN_ENV, git_commit, prepare_experiment, tracking_uri
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pipeline.train")  # not __main__ under `python -m`
 
 PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 # fit() names its arguments in its errors; these are the settings they come from.
