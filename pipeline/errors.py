@@ -1,43 +1,71 @@
-"""Expected mistakes end in one line that names what is wrong, never a traceback."""
+"""How entry points end: one line for an expected mistake, clean stops on signals."""
 
 from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import ParamSpec, TypeVar
 
 #: Set to 1 to see the full traceback of an expected error (for debugging).
 DEBUG_ENV = "DOWNHILL_DEBUG"
-#: Exit status of a run stopped by an expected mistake.
+#: Exit statuses: an expected mistake, Ctrl-C (SIGINT), SIGTERM (as a shell reports them).
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: Set once a signal stopped this process, so that clean-up can tell KILLED from FAILED.
+stopped_by_signal = False
 
 
 class PipelineError(Exception):
     """A mistake in the input or the configuration that the user can fix."""
 
 
-def fail(message: str) -> None:
-    """Print ``error: <message>`` on stderr and exit with :data:`EXIT_USAGE`."""
+class Terminated(BaseException):
+    """SIGTERM, raised where the main thread is so that ``finally`` blocks still run."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def fail(message: str, status: int = EXIT_USAGE) -> None:
+    """Print ``error: <message>`` on stderr and exit with ``status``."""
     print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(EXIT_USAGE)
+    raise SystemExit(status)
 
 
 def exit_on_error(func: Callable[P, R]) -> Callable[P, R]:
-    """Decorate an entry point: a :class:`PipelineError` becomes one line and exit 2."""
+    """Decorate an entry point.
+
+    A :class:`PipelineError` becomes one line and exit 2; Ctrl-C exits 130 and SIGTERM
+    143, after the ``finally`` blocks and context managers on the way have cleaned up
+    (temporary files removed, MLflow runs marked KILLED).
+    """
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        global stopped_by_signal
+        signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return func(*args, **kwargs)
         except PipelineError as error:
             if os.environ.get(DEBUG_ENV) == "1":
                 raise
             fail(str(error))
-            raise AssertionError("unreachable") from None
+        except KeyboardInterrupt:
+            stopped_by_signal = True
+            fail("interrupted (SIGINT); finished runs are kept", EXIT_INTERRUPTED)
+        except Terminated:
+            stopped_by_signal = True
+            fail("terminated (SIGTERM); finished runs are kept", EXIT_TERMINATED)
+        raise AssertionError("unreachable")  # fail() always exits
 
     return wrapper

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.files import resolve, write_json
+from pipeline.settings import check_overrides
 from pipeline.tracking import client_for
 
 log = logging.getLogger("pipeline.evaluate")  # not __main__ under `python -m`
@@ -130,4 +131,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides("config")
     main()

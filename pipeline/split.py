@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.files import resolve, write_parquet
+from pipeline.settings import check_overrides, read_number
 
 log = logging.getLogger("pipeline.split")  # not __main__ under `python -m`
 
@@ -57,7 +58,9 @@ def run(cfg: DictConfig) -> None:
     """Split ``cfg.paths.ingested`` into ``cfg.paths.train`` and ``cfg.paths.test``."""
     table = pd.read_parquet(resolve(cfg, cfg.paths.ingested))
     train_rows, test_rows = split_indices(
-        len(table), test_fraction=float(cfg.split.test_fraction), seed=int(cfg.split.seed)
+        len(table),
+        test_fraction=read_number(cfg, "split.test_fraction", above=0, below=1),
+        seed=int(read_number(cfg, "split.seed", at_least=0, integer=True)),
     )
     for rows, key in ((train_rows, "train"), (test_rows, "test")):
         write_parquet(resolve(cfg, cfg.paths[key]), table.iloc[rows].reset_index(drop=True))
@@ -77,4 +80,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides("config")
     main()

@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import errors
 from pipeline.errors import fail
 from pipeline.files import resolve, write_json
 
@@ -126,9 +128,44 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
-def _terminate(client: MlflowClient, run_id: str, status: str) -> None:
+def process_tags() -> dict[str, str]:
+    """Which process on which machine runs this, so that its runs can be closed if it dies."""
+    return {"downhill.host": socket.gethostname(), "downhill.pid": str(os.getpid())}
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_orphaned_runs(client: MlflowClient, experiment_id: str) -> int:
+    """Mark KILLED the runs left RUNNING by a process of this machine that is gone.
+
+    A ``kill -9`` leaves its run RUNNING forever; the next sweep tidies up after it.
+    Runs of live processes, and of other machines, are left alone.
+    """
+    host = socket.gethostname()
+    closed = 0
+    running = client.search_runs(
+        [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    )
+    for run in running:
+        pid = run.data.tags.get("downhill.pid", "")
+        if run.data.tags.get("downhill.host") == host and pid.isdigit() and not _process_alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed += 1
+    return closed
+
+
+def _close_parent(client: MlflowClient, run_id: str) -> None:
+    """At exit: a parent still RUNNING means the sweep did not finish."""
     if client.get_run(run_id).info.status == "RUNNING":
-        client.set_terminated(run_id, status=status)
+        client.set_terminated(run_id, status="KILLED" if errors.stopped_by_signal else "FAILED")
 
 
 class SweepCallback(Callback):
@@ -150,6 +187,9 @@ class SweepCallback(Callback):
         self.results = []
         self.uri = tracking_uri(config.mlflow.tracking_uri)
         self.experiment_id = prepare_experiment(self.uri, config.mlflow.experiment)
+        closed = close_orphaned_runs(client_for(self.uri), self.experiment_id)
+        if closed:
+            log.warning("marked %d runs KILLED: their processes had ended without closing them", closed)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._start(config)
@@ -162,7 +202,7 @@ class SweepCallback(Callback):
         run = client.create_run(
             self.experiment_id,
             run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            tags={"downhill.role": "sweep", "git_commit": git_commit()},
+            tags=process_tags() | {"downhill.role": "sweep", "git_commit": git_commit()},
         )
         self.parent_run_id = run.info.run_id
         for key, values in dict(grid).items():  # type: ignore[arg-type]
@@ -171,7 +211,7 @@ class SweepCallback(Callback):
             client.log_param(self.parent_run_id, "sweep.overrides", " ".join(overrides))
         os.environ[PARENT_RUN_ENV] = self.parent_run_id
         # Should a job crash the sweep, the parent must not stay RUNNING forever.
-        atexit.register(_terminate, client, self.parent_run_id, "FAILED")
+        atexit.register(_close_parent, client, self.parent_run_id)
         log.info("sweep parent run %s in %s", self.parent_run_id, self.uri)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -209,7 +249,7 @@ class SweepCallback(Callback):
             return
         client = client_for(self.uri)
         client.log_text(self.parent_run_id, json.dumps(self.results, indent=2), "sweep.json")
-        _terminate(client, self.parent_run_id, "FINISHED")
+        client.set_terminated(self.parent_run_id, status="FINISHED")
         os.environ.pop(PARENT_RUN_ENV, None)
         failed = [result for result in self.results if result["status"] == "failed"]
         if failed:

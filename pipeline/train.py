@@ -9,10 +9,12 @@ the least-squares reference, and the fitted line as an MLflow pyfunc model.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +25,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.errors import PipelineError, exit_on_error
+from pipeline.errors import PipelineError, Terminated, exit_on_error
 from pipeline.files import file_md5, resolve
 from pipeline.optimize import ConvergenceWarning, FitResult, fit, least_squares, mean_squared_error
-from pipeline.tracking import PARENT_RUN_ENV, git_commit, prepare_experiment, tracking_uri
+from pipeline.settings import check_overrides, read_choice, read_names, read_number
+from pipeline.tracking import PARENT_RUN_ENV, git_commit, prepare_experiment, process_tags, tracking_uri
 
 log = logging.getLogger("pipeline.train")  # not __main__ under `python -m`
 
 PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
-# fit() names its arguments in its errors; these are the settings they come from.
-SETTING_OF_ARGUMENT = {
-    "lr": "optimizer.lr",
-    "max_iter": "optimizer.max_iter",
-    "tol": "optimizer.tol",
-    "divergence_ratio": "optimizer.divergence_ratio",
-    "theta_init": "model.init",
-}
+OPTIMIZERS = ("gd",)
 _optimum_cache: dict[str, tuple[np.ndarray, float]] = {}
 
 
@@ -56,20 +52,34 @@ def load_training_data(path: Path, features: list[str], target: str) -> tuple[np
     return table[features].to_numpy(np.float64), table[target].to_numpy(np.float64)
 
 
-def initial_theta(cfg: DictConfig, n_features: int) -> np.ndarray:
-    """θ to start from, shape (n_features + 1,): ``model.init``, further slopes 0."""
-    theta = np.zeros(n_features + 1)
-    theta[0] = float(cfg.model.init.theta0)
-    theta[1] = float(cfg.model.init.theta1)
-    return theta
+@dataclass(frozen=True)
+class TrainSettings:
+    """The settings a training run reads, checked, with the keys they come from."""
+
+    theta_init: np.ndarray  # model.init.theta0, model.init.theta1; further slopes start at 0
+    lr: float  # optimizer.lr
+    max_iter: int  # optimizer.max_iter
+    tol: float  # optimizer.tol
+    divergence_ratio: float  # optimizer.divergence_ratio
 
 
-def fit_with_settings(
-    X: np.ndarray, y: np.ndarray, theta_init: np.ndarray, optimizer: DictConfig
-) -> FitResult:
-    """Call :func:`fit` with the ``optimizer`` settings; bad settings are named."""
-    if optimizer.name != "gd":
-        raise PipelineError(f"optimizer.name: unknown optimizer {optimizer.name!r}; the choices are: gd")
+def read_settings(cfg: DictConfig, n_features: int) -> TrainSettings:
+    """Read and check ``model.init`` and ``optimizer``; a bad value names its key."""
+    read_choice(cfg, "optimizer.name", OPTIMIZERS)
+    theta_init = np.zeros(n_features + 1)
+    theta_init[0] = read_number(cfg, "model.init.theta0")
+    theta_init[1] = read_number(cfg, "model.init.theta1")
+    return TrainSettings(
+        theta_init=theta_init,
+        lr=read_number(cfg, "optimizer.lr", above=0),
+        max_iter=int(read_number(cfg, "optimizer.max_iter", at_least=1, integer=True)),
+        tol=read_number(cfg, "optimizer.tol", at_least=0),
+        divergence_ratio=read_number(cfg, "optimizer.divergence_ratio", above=1),
+    )
+
+
+def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings) -> FitResult:
+    """Run :func:`fit`; what the data make impossible becomes a :class:`PipelineError`."""
     try:
         with warnings.catch_warnings():
             # The runner logs a stopped run itself; one warning per run, not per module.
@@ -77,15 +87,14 @@ def fit_with_settings(
             return fit(
                 X,
                 y,
-                theta_init=theta_init,
-                lr=float(optimizer.lr),
-                max_iter=int(optimizer.max_iter),
-                tol=float(optimizer.tol),
-                divergence_ratio=float(optimizer.divergence_ratio),
+                theta_init=settings.theta_init,
+                lr=settings.lr,
+                max_iter=settings.max_iter,
+                tol=settings.tol,
+                divergence_ratio=settings.divergence_ratio,
             )
     except ValueError as error:
-        argument = str(error).split(" ", 1)[0]
-        raise PipelineError(f"{SETTING_OF_ARGUMENT.get(argument, 'train')}: {error}") from None
+        raise PipelineError(f"train: {error}") from None
 
 
 def reference_optimum(X: np.ndarray, y: np.ndarray, key: str) -> tuple[np.ndarray, float]:
@@ -118,7 +127,7 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
 
 def run_name(cfg: DictConfig) -> str:
     init = cfg.model.init
-    return f"lr={cfg.optimizer.lr:g} θ0={init.theta0:g} θ1={init.theta1:g}"
+    return f"lr={cfg.optimizer.lr} θ0={init.theta0} θ1={init.theta1}"
 
 
 def log_model(features: list[str], theta: np.ndarray, X: np.ndarray) -> str:
@@ -147,86 +156,119 @@ def log_model(features: list[str], theta: np.ndarray, X: np.ndarray) -> str:
     return str(info.model_uri)
 
 
+def ingest_counts(cfg: DictConfig) -> dict[str, float]:
+    """Rows read and dropped by ingest, from its report (empty if there is none)."""
+    path = resolve(cfg, cfg.paths.ingest_report)
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text())
+    return {"ingest_rows_read": report["rows_read"], "ingest_rows_dropped": report["rows_dropped"]}
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as configured, log it to MLflow, return its summary."""
     import mlflow
-    from mlflow.entities import Metric
 
-    features = [str(name) for name in cfg.data.features]
+    features = read_names(cfg, "data.features")
+    target = read_names(cfg, "data.target")[0]
     train_path = resolve(cfg, cfg.paths.train)
-    X, y = load_training_data(train_path, features, str(cfg.data.target))
+    X, y = load_training_data(train_path, features, target)
     train_md5 = file_md5(train_path)
     raw_path = resolve(cfg, cfg.data.path)
     uri = tracking_uri(cfg.mlflow.tracking_uri)
     experiment_id = prepare_experiment(uri, cfg.mlflow.experiment)
     mlflow.set_tracking_uri(uri)
-    parent = os.environ.get(PARENT_RUN_ENV)
-    tags = {
+    tags = process_tags() | {
         "downhill.role": "train",
         "git_commit": git_commit(),
         "data_md5": file_md5(raw_path) if raw_path.is_file() else "missing",
         "train_md5": train_md5,
     }
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name(cfg), parent_run_id=parent, tags=tags
+        experiment_id=experiment_id,
+        run_name=run_name(cfg),
+        parent_run_id=os.environ.get(PARENT_RUN_ENV),
+        tags=tags,
     ) as active:
-        run_id = active.info.run_id
-        mlflow.log_params(flat_params(cfg) | {"n_train": len(y)})
         try:
-            result = fit_with_settings(X, y, initial_theta(cfg, len(features)), cfg.optimizer)
-        except PipelineError as error:
-            mlflow.set_tags({"status": "failed", "error": str(error)})
+            mlflow.log_params(flat_params(cfg) | {"n_train": len(y)})
+            try:
+                settings = read_settings(cfg, len(features))
+                result = fit_with_settings(X, y, settings)
+            except PipelineError as error:
+                mlflow.set_tags({"status": "failed", "error": str(error)})
+                raise
+            summary = log_result(active.info.run_id, uri, X, y, features, result, train_md5)
+            mlflow.log_metrics(ingest_counts(cfg))
+        except (KeyboardInterrupt, Terminated):
+            mlflow.end_run("KILLED")  # not FAILED: nothing was wrong with the run
             raise
-        optimum_theta, optimum_mse = reference_optimum(X, y, train_md5)
-        train_mse = mean_squared_error(X, y, result.theta)
-        # The curve as computed by the loop, ending at the MSE recomputed from residuals.
-        curve = [*result.loss_history[:-1], train_mse]
-        now = int(1000 * time.time())
-        client = mlflow.MlflowClient(tracking_uri=uri)
-        client.log_batch(
-            run_id, metrics=[Metric("train_mse", float(v), now, step) for step, v in enumerate(curve)]
-        )
-        gap = (train_mse - optimum_mse) / optimum_mse if optimum_mse > 0 else train_mse - optimum_mse
-        finals = {
-            "n_iter": result.n_iter,
-            "grad_norm": result.grad_norm,
-            "optimum_mse": optimum_mse,
-            "optimality_gap": gap,
-        } | {f"theta{j}": float(value) for j, value in enumerate(result.theta)}
-        mlflow.log_metrics({key: float(value) for key, value in finals.items() if np.isfinite(value)})
-        mlflow.set_tags(
-            {
-                "status": result.status,
-                "converged": str(result.converged).lower(),
-                "diverged": str(result.diverged).lower(),
-                "message": result.message,
-            }
-        )
-        # A diverged run's θ is not a model anyone should use: only its curve is kept.
-        model_uri = None if result.diverged else log_model(features, result.theta, X)
 
     line = (
         f"{run_name(cfg)}: {result.message}; θ=({', '.join(f'{v:.6g}' for v in result.theta)}), "
-        f"train MSE {train_mse:.6g}, optimality gap {gap:.3g}"
+        f"train MSE {summary['train_mse']:.6g}, optimality gap {summary['optimality_gap']:.3g}"
     )
     (log.warning if result.status != "converged" else log.info)(line)
-    return {
-        "run_id": run_id,
+    return summary | {
+        "run_id": active.info.run_id,
         "run_name": run_name(cfg),
+        "lr": settings.lr,
+        "theta_init": [float(v) for v in settings.theta_init],
+        "features": features,
+        "target": target,
+    }
+
+
+def log_result(
+    run_id: str,
+    uri: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    features: list[str],
+    result: FitResult,
+    train_md5: str,
+) -> dict[str, Any]:
+    """Log a finished fit to the active run: loss curve, reference, status, model."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    optimum_theta, optimum_mse = reference_optimum(X, y, train_md5)
+    train_mse = mean_squared_error(X, y, result.theta)
+    # The curve as computed by the loop, ending at the MSE recomputed from residuals.
+    curve = [*result.loss_history[:-1], train_mse]
+    now = int(1000 * time.time())
+    mlflow.MlflowClient(tracking_uri=uri).log_batch(
+        run_id, metrics=[Metric("train_mse", float(v), now, step) for step, v in enumerate(curve)]
+    )
+    gap = (train_mse - optimum_mse) / optimum_mse if optimum_mse > 0 else train_mse - optimum_mse
+    finals = {
+        "n_iter": result.n_iter,
+        "grad_norm": result.grad_norm,
+        "optimum_mse": optimum_mse,
+        "optimality_gap": gap,
+    } | {f"theta{j}": float(value) for j, value in enumerate(result.theta)}
+    mlflow.log_metrics({key: float(value) for key, value in finals.items() if np.isfinite(value)})
+    mlflow.set_tags(
+        {
+            "status": result.status,
+            "converged": str(result.converged).lower(),
+            "diverged": str(result.diverged).lower(),
+            "message": result.message,
+        }
+    )
+    # A diverged run's θ is not a model anyone should use: only its curve is kept.
+    model_uri = None if result.diverged else log_model(features, result.theta, X)
+    return {
         "status": result.status,
         "converged": result.converged,
         "diverged": result.diverged,
         "message": result.message,
-        "lr": float(cfg.optimizer.lr),
-        "theta_init": [float(v) for v in initial_theta(cfg, len(features))],
         "theta": [float(v) for v in result.theta],
         "n_iter": result.n_iter,
         "train_mse": train_mse,
         "optimum_mse": optimum_mse,
         "optimality_gap": gap,
         "optimum_theta": [float(v) for v in optimum_theta],
-        "features": features,
-        "target": str(cfg.data.target),
         "model_uri": model_uri,
     }
 
@@ -249,4 +291,5 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    check_overrides("train")
     main()

@@ -47,6 +47,17 @@ def compose_cfg(tmp_path: Path) -> ComposeFn:
     return _compose
 
 
+@pytest.fixture
+def prepared(compose_cfg: ComposeFn, tmp_path: Path) -> Path:
+    """tmp_path with the King County data ingested and split, ready to train."""
+    from pipeline import ingest, split
+
+    cfg = compose_cfg()
+    ingest.run(cfg)
+    split.run(cfg)
+    return tmp_path
+
+
 def copy_project(into: Path) -> Path:
     """A fresh clone-like copy: the files git knows (committed or not) in a new repository."""
     listed = subprocess.run(
@@ -67,6 +78,16 @@ def copy_project(into: Path) -> Path:
     ):
         subprocess.run(command, cwd=into, check=True, capture_output=True)
     return into
+
+
+def assert_one_line_error(stderr: str, *fragments: str) -> None:
+    """stderr is exactly one line, ``error: ...``, with each fragment and no traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
 
 
 def run_stage(

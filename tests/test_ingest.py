@@ -1,7 +1,8 @@
-"""Stage ingest: numbers written for people parse; mistakes end in one named line."""
+"""Stage ingest: numbers written for people parse; every mistake ends in one named line."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,14 @@ import pytest
 
 from pipeline import ingest
 from pipeline.errors import PipelineError
-from tests.conftest import BAD_DIR, ComposeFn, run_stage
+from tests.conftest import BAD_DIR, ComposeFn, assert_one_line_error, run_stage
+
+SEED_PRICES = [150_000.0, 210_000.0, 290_000.0, 350_000.0]
+
+
+def seed_like(file: str, *overrides: str) -> list[str]:
+    """Overrides that read ``tests/data/<file>`` with the seed example's columns (sqft, price)."""
+    return ["data=seed_example", f"data.path={BAD_DIR / file}", *overrides]
 
 
 def test_seed_example_dollar_amounts_become_float64(compose_cfg: ComposeFn, tmp_path: Path) -> None:
@@ -19,8 +27,10 @@ def test_seed_example_dollar_amounts_become_float64(compose_cfg: ComposeFn, tmp_
     assert output == tmp_path / "data" / "ingested.parquet"
     assert list(table.columns) == ["sqft", "price"]
     assert (table.dtypes == np.float64).all()
-    np.testing.assert_array_equal(table["price"], [150_000.0, 210_000.0, 290_000.0, 350_000.0])
+    np.testing.assert_array_equal(table["price"], SEED_PRICES)
     np.testing.assert_array_equal(table["sqft"], [1000.0, 1500.0, 2000.0, 2500.0])
+    report = json.loads((tmp_path / "reports" / "ingest.json").read_text())
+    assert (report["rows_read"], report["rows_dropped"], report["rows"]) == (4, 0, 4)
 
 
 def test_king_county_keeps_every_row(compose_cfg: ComposeFn) -> None:
@@ -30,11 +40,18 @@ def test_king_county_keeps_every_row(compose_cfg: ComposeFn) -> None:
     assert table["price"].iloc[0] == 221_900.0 and table["sqft_living"].iloc[0] == 1180.0
 
 
-def test_byte_order_mark_crlf_quotes_and_separators_parse(compose_cfg: ComposeFn) -> None:
-    cfg = compose_cfg(f"data.path={BAD_DIR / 'bom_crlf_quoted.csv'}", "data.features=[sqft]")
-    table = pd.read_parquet(ingest.run(cfg))
+@pytest.mark.parametrize(
+    ("file", "overrides"),
+    [
+        ("bom_crlf_quoted.csv", []),
+        ("semicolon.csv", []),  # detected from the header line
+        ("semicolon.csv", ["data.delimiter=';'"]),
+    ],
+)
+def test_awkward_but_valid_files_parse(compose_cfg: ComposeFn, file: str, overrides: list[str]) -> None:
+    table = pd.read_parquet(ingest.run(compose_cfg(*seed_like(file, *overrides))))
     np.testing.assert_array_equal(table["sqft"], [1000.0, 1500.0, 2000.0, 2500.0])
-    np.testing.assert_array_equal(table["price"], [150_000.0, 210_000.0, 290_000.0, 350_000.0])
+    np.testing.assert_array_equal(table["price"], SEED_PRICES)
 
 
 @pytest.mark.parametrize(
@@ -43,47 +60,76 @@ def test_byte_order_mark_crlf_quotes_and_separators_parse(compose_cfg: ComposeFn
         ("no_such_file.csv", "data.path: no such file"),
         ("empty.csv", "empty.csv: the file is empty"),
         ("header_only.csv", "header_only.csv: no data rows below the header"),
-        ("blank_cell.csv", "blank_cell.csv, line 3, column 'price': blank cell"),
+        ("duplicate_columns.csv", "duplicate column name(s) 'price' in the header"),
+        ("missing_target_column.csv", "column 'price' not found; the columns are: 'sqft', 'cost'"),
+        ("non_numeric_cell.csv", "line 4, column 'price': cannot read 'about 290k' as a number"),
+        ("decimal_comma.csv", "line 2, column 'price': cannot read '150,5' as a number"),
+        ("blank_cell.csv", "line 3, column 'price': missing value (1 rows have one); set data.missing=drop"),
+        ("nan_cell.csv", "line 3, column 'price': missing value"),
         ("infinite_value.csv", "line 3, column 'price': value 'inf' is not a finite number"),
-        ("latin1.csv", "latin1.csv: not UTF-8 text"),
+        (
+            "huge_value.csv",
+            "line 3, column 'price': value '1e200' is too large: its square overflows float64",
+        ),
+        ("negative_price.csv", "line 3, column 'price': -5 is not > 0 (data.positive"),
+        ("zero_sqft.csv", "line 3, column 'sqft': 0 is not > 0"),
+        ("constant_feature.csv", "column 'sqft' is constant (1500 in every row)"),
+        ("latin1.csv", "latin1.csv, line 2: not UTF-8 text (byte 0xe9)"),
+        ("binary.csv", "binary.csv: a binary file, not CSV text"),
     ],
 )
 def test_bad_files_are_named(compose_cfg: ComposeFn, tmp_path: Path, file: str, message: str) -> None:
-    cfg = compose_cfg(f"data.path={BAD_DIR / file}", "data.features=[sqft]")
-    with pytest.raises(PipelineError, match=message.replace("(", r"\(")):
-        ingest.run(cfg)
-    assert not (tmp_path / "data").exists()
+    with pytest.raises(PipelineError) as raised:
+        ingest.run(compose_cfg(*seed_like(file)))
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()
 
 
-def assert_one_line_error(stderr: str, *fragments: str) -> None:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.missing=skip"], "data.missing: expected one of fail, drop; got 'skip'"),
+        (["data.features=[]"], "data.features: expected a list of column names"),
+        (["data.target=sqft"], "data.target: 'sqft' is also listed in data.features"),
+        (["data.positive=[rooms]"], "data.positive: 'rooms' is not one of the columns read"),
+        (["data.delimiter=';;'"], "data.delimiter: expected one character or null"),
+    ],
+)
+def test_bad_data_settings_are_named(compose_cfg: ComposeFn, overrides: list[str], message: str) -> None:
+    with pytest.raises(PipelineError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        ingest.run(compose_cfg("data=seed_example", *overrides))
+
+
+@pytest.mark.parametrize("file", ["blank_cell.csv", "nan_cell.csv"])
+def test_missing_cells_can_be_dropped_and_are_counted(
+    compose_cfg: ComposeFn, tmp_path: Path, file: str
+) -> None:
+    table = pd.read_parquet(ingest.run(compose_cfg(*seed_like(file, "data.missing=drop"))))
+    assert 1500.0 not in table["sqft"].to_list() and not table.isna().any().any()
+    report = json.loads((tmp_path / "reports" / "ingest.json").read_text())
+    assert (report["rows_read"], report["rows_dropped"], report["rows"]) == (len(table) + 1, 1, len(table))
 
 
 def test_missing_column_exits_with_one_line_naming_it(tmp_path: Path) -> None:
     bad = BAD_DIR / "missing_target_column.csv"
-    result = run_stage("ingest", tmp_path, f"data.path={bad}", "data.features=[sqft]", "data.target=price")
+    result = run_stage("ingest", tmp_path, *seed_like("missing_target_column.csv"))
     assert result.returncode == 2
     assert_one_line_error(result.stderr, str(bad), "column 'price' not found", "'sqft', 'cost'")
     assert not (tmp_path / "data").exists()
 
 
 def test_non_numeric_cell_exits_with_one_line_naming_row_and_column(tmp_path: Path) -> None:
-    bad = BAD_DIR / "non_numeric_cell.csv"
-    result = run_stage("ingest", tmp_path, f"data.path={bad}", "data.features=[sqft]")
+    result = run_stage("ingest", tmp_path, *seed_like("non_numeric_cell.csv"))
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "line 4", "column 'price'", "'about 290k'")
     assert not (tmp_path / "data").exists()
 
 
-def test_a_failed_ingest_keeps_the_previous_output_whole(compose_cfg: ComposeFn, tmp_path: Path) -> None:
+def test_a_failed_ingest_keeps_the_previous_output_whole(compose_cfg: ComposeFn) -> None:
     good = ingest.run(compose_cfg("data=seed_example"))
     before = good.read_bytes()
     with pytest.raises(PipelineError):
-        ingest.run(compose_cfg(f"data.path={BAD_DIR / 'non_numeric_cell.csv'}", "data.features=[sqft]"))
+        ingest.run(compose_cfg(*seed_like("non_numeric_cell.csv")))
     assert good.read_bytes() == before
     assert sorted(p.name for p in good.parent.iterdir()) == ["ingested.parquet"]

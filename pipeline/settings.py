@@ -1,0 +1,144 @@
+"""Reading settings with their names: every bad value is reported as ``key: what was expected``.
+
+Hydra composes the configuration; this module checks what the stages read from it, and
+checks command-line overrides before Hydra sees them, so that a typo gets a one-line
+answer with the closest valid key instead of a stack of Hydra internals.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from pipeline.errors import PipelineError, fail
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# Hydra's own flags that take a value, so that the value is not read as an override.
+_FLAGS_WITH_VALUE = {
+    "--cfg", "-c", "--info", "-i", "--package", "-p", "--config-path", "-cp",
+    "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun",
+}  # fmt: skip
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key, throw_on_missing=False, default=None)
+    if value is None:
+        raise PipelineError(f"{key}: missing; set it in conf/ or on the command line ({key}=...)")
+    return value
+
+
+def read_number(
+    cfg: DictConfig,
+    key: str,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+    integer: bool = False,
+) -> float:
+    """The finite number at ``key``, within the given bounds."""
+    value = _value(cfg, key)
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PipelineError(f"{key}: expected {kind}, got {value!r}")
+    if not math.isfinite(value) or (integer and value != int(value)):
+        raise PipelineError(f"{key}: expected a finite {kind}, got {value!r}")
+    rules = []
+    if above is not None:
+        rules.append((value > above, f"> {above:g}"))
+    if at_least is not None:
+        rules.append((value >= at_least, f">= {at_least:g}"))
+    if below is not None:
+        rules.append((value < below, f"< {below:g}"))
+    if not all(holds for holds, _ in rules):
+        wanted = " and ".join(text for _, text in rules)
+        raise PipelineError(f"{key}: expected {kind} {wanted}, got {value!r}")
+    return float(value)
+
+
+def read_names(cfg: DictConfig, key: str, *, allow_empty: bool = False) -> list[str]:
+    """A list of column names at ``key`` (a single name is taken as a list of one)."""
+    value = _value(cfg, key)
+    names = list(value) if isinstance(value, ListConfig | list) else [value]
+    if (not names and not allow_empty) or not all(isinstance(name, str) and name for name in names):
+        raise PipelineError(f"{key}: expected a list of column names, got {value!r}")
+    return [str(name) for name in names]
+
+
+def read_choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> str:
+    value = _value(cfg, key)
+    if value not in choices:
+        raise PipelineError(
+            f"{key}: expected one of {', '.join(choices)}; got {value!r}{_did_you_mean(str(value), choices)}"
+        )
+    return str(value)
+
+
+def _did_you_mean(word: str, candidates: Any) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _known_keys(node: Any, prefix: str = "") -> set[str]:
+    """Every dotted key of a plain (container) config tree."""
+    keys = set()
+    if isinstance(node, dict):
+        for key, child in node.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            keys |= {path} | _known_keys(child, path)
+    return keys
+
+
+def override_problem(arguments: list[str], config_name: str) -> str | None:
+    """What is wrong with the command-line overrides, or None.
+
+    Unknown keys get the closest known one; a config-group choice that does not exist
+    gets the list of choices. Hydra's own keys (``hydra.*``) and appended keys (``+key``)
+    are left to Hydra.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    words, skip_next = [], False
+    for argument in arguments:
+        if skip_next:
+            skip_next = False
+        elif argument.startswith("-"):
+            skip_next = argument in _FLAGS_WITH_VALUE
+        else:
+            words.append(argument)
+    try:
+        overrides = OverridesParser.create().parse_overrides(words)
+    except HydraException:
+        return None  # a syntax error: Hydra's own message says where
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        base = compose(config_name=config_name)
+    known = _known_keys(OmegaConf.to_container(base, resolve=False))
+    groups = {path.name for path in CONF_DIR.iterdir() if path.is_dir()}
+    for override in overrides:
+        key = override.key_or_group
+        if override.is_add() or override.is_force_add() or key.split(".")[0] == "hydra":
+            continue
+        if key in groups and not override.is_delete():
+            options = sorted(path.stem for path in (CONF_DIR / key).glob("*.yaml"))
+            values = override.value()
+            for choice in values if isinstance(values, list) else [values]:
+                if str(choice) not in options and not override.is_sweep_override():
+                    return f"{key}={choice}: no such {key} config; the choices are: {', '.join(options)}"
+            continue
+        if key not in known:
+            return f"unknown setting {key!r}{_did_you_mean(key, known)}"
+    return None
+
+
+def check_overrides(config_name: str) -> None:
+    """Exit with one line if ``sys.argv`` names a setting that does not exist."""
+    problem = override_problem(sys.argv[1:], config_name)
+    if problem:
+        fail(problem)
