@@ -43,11 +43,11 @@ def read_number(
 ) -> float:
     """The finite number at ``key``, within the given bounds."""
     value = _value(cfg, key)
-    kind = "a whole number" if integer else "a number"
+    noun = "whole number" if integer else "number"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PipelineError(f"{key}: expected {kind}, got {value!r}")
+        raise PipelineError(f"{key}: expected a {noun}, got {value!r}")
     if not math.isfinite(value) or (integer and value != int(value)):
-        raise PipelineError(f"{key}: expected a finite {kind}, got {value!r}")
+        raise PipelineError(f"{key}: expected a finite {noun}, got {value!r}")
     rules = []
     if above is not None:
         rules.append((value > above, f"> {above:g}"))
@@ -57,7 +57,7 @@ def read_number(
         rules.append((value < below, f"< {below:g}"))
     if not all(holds for holds, _ in rules):
         wanted = " and ".join(text for _, text in rules)
-        raise PipelineError(f"{key}: expected {kind} {wanted}, got {value!r}")
+        raise PipelineError(f"{key}: expected a {noun} {wanted}, got {value!r}")
     return float(value)
 
 

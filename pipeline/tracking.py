@@ -91,6 +91,10 @@ def client_for(uri: str) -> MlflowClient:
     """An MLflow client for the store at ``uri`` (imports MLflow, about a second)."""
     from mlflow.tracking import MlflowClient
 
+    # MLflow announces store creation and its input-example check at INFO on every
+    # run: noise in a sweep and between a mistake and its one-line message.
+    for name in ("mlflow.store.db.utils", "mlflow.pyfunc", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
 
 

@@ -135,9 +135,6 @@ def log_model(features: list[str], theta: np.ndarray, X: np.ndarray) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    # MLflow announces its input-example check at INFO on every run: noise in a sweep.
-    logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
-
     example = pd.DataFrame(X[:3], columns=features)
     prediction = theta[0] + X[:3] @ theta[1:]
     info = mlflow.pyfunc.log_model(

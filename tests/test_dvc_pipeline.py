@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -20,10 +24,15 @@ from tests.conftest import copy_project
 VENV_BIN = Path(sys.executable).parent
 
 
-def run(command: list[str], cwd: Path) -> str:
+def user_env() -> dict[str, str]:
+    """The environment of a user in the activated .venv, with the default store."""
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # `python` in dvc.yaml is ours
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return env
+
+
+def run(command: list[str], cwd: Path) -> str:
+    done = subprocess.run(command, cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{command} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
 
@@ -90,3 +99,54 @@ def test_dvc_repro_runs_everything_then_nothing_then_only_what_changed(
     )
     third = run([dvc, "repro"], project)
     assert stages_run(third) == ["train", "evaluate"]
+
+
+def wait_for_finished_runs(database: Path, process: subprocess.Popen[bytes], count: int) -> list[str]:
+    """Ids of the first ``count`` runs to finish, read straight from the SQLite store."""
+    deadline = time.monotonic() + 300
+    finished: list[str] = []
+    while len(finished) < count:
+        assert time.monotonic() < deadline and process.poll() is None, (
+            "the sweep ended before it could be killed"
+        )
+        if database.exists():
+            with (
+                contextlib.closing(sqlite3.connect(database)) as connection,
+                contextlib.suppress(sqlite3.OperationalError),  # tables not created yet
+            ):
+                query = "SELECT run_uuid FROM runs WHERE status = 'FINISHED'"
+                finished = [row[0] for row in connection.execute(query)]
+        time.sleep(0.1)
+    return finished
+
+
+def test_dvc_repro_completes_after_a_kill_9_mid_sweep(tmp_path: Path) -> None:
+    project = copy_project(tmp_path)
+    dvc = str(VENV_BIN / "dvc")
+    process = subprocess.Popen(
+        [dvc, "repro"],
+        cwd=project,
+        env=user_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        finished = wait_for_finished_runs(project / "mlflow.db", process, count=3)
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+
+    again = run([dvc, "repro"], project)
+    assert stages_run(again)[-2:] == ["train", "evaluate"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    for run_id in finished:  # nothing that had finished was lost
+        assert client.get_run(run_id).info.status == "FINISHED"
+    experiment = client.get_experiment_by_name("downhill")
+    assert experiment is not None
+    statuses = [run.info.status for run in client.search_runs([experiment.experiment_id], max_results=1000)]
+    assert "RUNNING" not in statuses and "KILLED" in statuses  # the cut-off runs were closed
+    assert (project / "reports" / "metrics.json").is_file()
+    assert "Data and pipelines are up to date" in run([dvc, "status"], project)

@@ -1,0 +1,226 @@
+"""Faults: bad settings, numerical extremes, signals, kill -9, concurrent sweeps, repeatability."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from pipeline import ingest, split, train
+from pipeline.errors import PipelineError
+from tests.conftest import REPO_ROOT, ComposeFn, assert_one_line_error, isolating_overrides, run_stage
+
+START = ["model.init.theta0=0", "model.init.theta1=100"]
+
+
+def store(tmp_path: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def train_runs(client: MlflowClient) -> list[Run]:
+    experiment = client.get_experiment_by_name("downhill")
+    return [] if experiment is None else client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+@pytest.mark.parametrize(
+    ("module", "argument", "message"),
+    [
+        ("train", "optimizer.lrr=0.1", "unknown setting 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
+        (
+            "train",
+            "data=kc_hous",
+            "data=kc_hous: no such data config; the choices are: kc_house, seed_example",
+        ),
+        ("ingest", "data.featurs=[sqft]", "unknown setting 'data.featurs'; did you mean 'data.features'?"),
+        ("split", "split.test_fraction=1.5", "split.test_fraction: expected a number > 0 and < 1, got 1.5"),
+        ("split", "split.seed=abc", "split.seed: expected a whole number, got 'abc'"),
+        ("train", "optimizer.lr=fast", "optimizer.lr: expected a number, got 'fast'"),
+        ("train", "optimizer.name=adamw", "optimizer.name: expected one of gd; got 'adamw'"),
+    ],
+)
+def test_setting_mistakes_end_in_one_line(prepared: Path, module: str, argument: str, message: str) -> None:
+    result = run_stage(module, prepared, argument)
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, message)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=0", "optimizer.lr: expected a number > 0, got 0"),
+        ("optimizer.lr=-0.5", "optimizer.lr: expected a number > 0, got -0.5"),
+        ("optimizer.lr=nan", "optimizer.lr: expected a finite number, got nan"),
+        ("optimizer.lr=inf", "optimizer.lr: expected a finite number, got inf"),
+        ("optimizer.max_iter=0", "optimizer.max_iter: expected a whole number >= 1, got 0"),
+        ("optimizer.max_iter=2.5", "optimizer.max_iter: expected a finite whole number, got 2.5"),
+        ("optimizer.tol=-1", "optimizer.tol: expected a number >= 0, got -1"),
+        ("optimizer.divergence_ratio=1", "optimizer.divergence_ratio: expected a number > 1, got 1"),
+        ("model.init.theta0=null", "model.init.theta0: missing"),
+        ("model.init.theta1=true", "model.init.theta1: expected a number, got True"),
+    ],
+)
+def test_invalid_training_settings_are_named(compose_cfg: ComposeFn, override: str, message: str) -> None:
+    with pytest.raises(PipelineError) as raised:
+        train.read_settings(compose_cfg(override, config_name="train"), n_features=1)
+    assert str(raised.value).startswith(message)
+
+
+def test_learning_rates_from_1e_minus_12_to_1e6(prepared: Path, compose_cfg: ComposeFn) -> None:
+    rates = "1e-12,1e-3,0.1,0.9,1.5,1e6"
+    result = run_stage(
+        "train", prepared, *START, f"optimizer.lr={rates}", "optimizer.max_iter=500", multirun=True
+    )
+    assert result.returncode == 0, result.stderr
+    runs = json.loads((prepared / "reports" / "sweep.json").read_text())["runs"]
+    statuses = [run["status"] for run in runs]
+    assert statuses == ["max_iter", "max_iter", "converged", "converged", "diverged", "diverged"]
+    assert all("diverged at iteration" in run["message"] for run in runs[4:])
+    for run in runs:
+        assert all(math.isfinite(value) for value in run["theta"]), run
+        assert (run["model_uri"] is None) == (run["status"] == "diverged")
+    from pipeline import evaluate
+
+    assert evaluate.run(compose_cfg())["run_id"] in {runs[2]["run_id"], runs[3]["run_id"]}
+
+
+@pytest.fixture
+def slow_sweep(prepared: Path) -> Iterator[subprocess.Popen[str]]:
+    """A sweep of a quick run, then one slow enough (tiny rate, huge budget) to stop mid-way.
+
+    Killed at teardown whatever happens, so that a failing test leaves nothing running.
+    """
+    overrides = [*START, "optimizer.lr=0.1,1e-9", "optimizer.max_iter=100000000"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        "--multirun",
+        *isolating_overrides(prepared),
+        *overrides,
+    ]
+    command.append(f"hydra.sweep.dir={prepared / 'logs'}")
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def wait_for_second_run(client: MlflowClient, process: subprocess.Popen[str]) -> None:
+    """Until the quick run has finished and the slow one is under way."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        runs = train_runs(client) if (Path(client.tracking_uri[len("sqlite:///") :])).exists() else []
+        children = [run for run in runs if run.data.tags.get("downhill.role") == "train"]
+        if len(children) == 2 and any(run.info.status == "FINISHED" for run in children):
+            time.sleep(0.5)  # well inside the slow run's loop
+            return
+        time.sleep(0.2)
+    raise AssertionError("the sweep did not reach its second run in time")
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_ends_the_current_run_as_killed_and_keeps_finished_ones(
+    prepared: Path, slow_sweep: subprocess.Popen[str], signum: int, status: int
+) -> None:
+    client, process = store(prepared), slow_sweep
+    wait_for_second_run(client, process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == status, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith(("error: interrupted", "error: terminated"))
+    by_role: dict[str, list[Run]] = {}
+    for run in train_runs(client):
+        by_role.setdefault(run.data.tags["downhill.role"], []).append(run)
+    (parent,) = by_role["sweep"]
+    assert parent.info.status == "KILLED"
+    statuses = sorted((run.data.params["optimizer.lr"], run.info.status) for run in by_role["train"])
+    assert statuses == [("0.1", "FINISHED"), ("1e-09", "KILLED")]
+    quick = next(run for run in by_role["train"] if run.info.status == "FINISHED")
+    assert len(client.get_metric_history(quick.info.run_id, "train_mse")) > 1
+    assert not (prepared / "reports" / "sweep.json").exists()  # no record of a sweep that did not end
+
+
+def test_kill_9_loses_no_finished_run_and_the_next_sweep_tidies_up(
+    prepared: Path, slow_sweep: subprocess.Popen[str]
+) -> None:
+    client, process = store(prepared), slow_sweep
+    wait_for_second_run(client, process)
+    process.kill()
+    process.communicate(timeout=60)
+    statuses = sorted(run.info.status for run in train_runs(client))
+    assert statuses == ["FINISHED", "RUNNING", "RUNNING"]  # parent and slow run were cut off
+
+    result = run_stage("train", prepared, *START, "optimizer.lr=0.1", multirun=True)
+    assert result.returncode == 0, result.stderr
+    assert "marked 2 runs KILLED" in result.stderr + result.stdout
+    statuses = sorted(run.info.status for run in train_runs(client))
+    assert statuses == ["FINISHED", "FINISHED", "FINISHED", "KILLED", "KILLED"]
+
+
+def test_two_sweeps_at_once_on_a_new_store_both_finish(compose_cfg: ComposeFn, tmp_path: Path) -> None:
+    shared_store = f"mlflow.tracking_uri=sqlite:///{tmp_path / 'shared.db'}"
+    processes = []
+    for name in ("a", "b"):
+        root = tmp_path / name
+        cfg = compose_cfg(f"paths.root={root}", "data=seed_example")
+        ingest.run(cfg)
+        split.run(cfg)
+        command = [sys.executable, "-m", "pipeline.train", "--multirun", *isolating_overrides(root)]
+        command += [
+            shared_store,
+            "data=seed_example",
+            *START,
+            "optimizer.lr=0.01,0.1,0.3",
+            f"hydra.sweep.dir={root}/logs",
+        ]
+        env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+        processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True))
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'shared.db'}")
+    runs = train_runs(client)
+    assert sorted(run.data.tags["downhill.role"] for run in runs) == ["sweep"] * 2 + ["train"] * 6
+    assert all(run.info.status == "FINISHED" for run in runs)
+    for name in ("a", "b"):
+        record = json.loads((tmp_path / name / "reports" / "sweep.json").read_text())
+        assert {run["status"] for run in record["runs"]} == {"converged"}
+
+
+def test_the_same_config_gives_bit_identical_results(prepared: Path, compose_cfg: ComposeFn) -> None:
+    first_split = (prepared / "data" / "split" / "train.parquet").read_bytes()
+    records = []
+    for _ in range(2):
+        cfg = compose_cfg()
+        ingest.run(cfg)
+        split.run(cfg)
+        assert (prepared / "data" / "split" / "train.parquet").read_bytes() == first_split
+        records.append(train.run(compose_cfg(config_name="train")))
+    first, second = records
+    assert first["run_id"] != second["run_id"]
+    for key in ("theta", "train_mse", "n_iter", "optimality_gap"):
+        assert first[key] == second[key], key  # exactly, not approximately
+    client = store(prepared)
+    curves = [
+        [(m.step, m.value) for m in client.get_metric_history(record["run_id"], "train_mse")]
+        for record in records
+    ]
+    assert sorted(curves[0]) == sorted(curves[1])
