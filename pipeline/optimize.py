@@ -50,9 +50,15 @@ class FitResult:
     ----------
     theta : ndarray, shape (n_features + 1,)
         Final parameters in original units, intercept first.
-    loss_history : ndarray, shape (n_iter + 1,)
-        Training MSE (original units) at every iterate, starting with the initial θ.
+    loss_history : ndarray, shape (m,)
+        Training MSE (original units) at the iterates ``history_steps``: every iterate
+        from the initial θ on (m = n_iter + 1), unless the run is longer than
+        ``history_limit``, when it is thinned to evenly spaced iterates, the last kept.
         For a diverged run it ends at the last finite loss.
+    theta_history : ndarray, shape (m, n_features + 1)
+        θ (original units, intercept first) at the same iterates: the path downhill.
+    history_steps : ndarray of int, shape (m,)
+        The iteration number of each recorded iterate, 0 first, ``n_iter`` last.
     n_iter : int
         Number of parameter updates made.
     converged : bool
@@ -68,6 +74,8 @@ class FitResult:
 
     theta: FloatArray
     loss_history: FloatArray
+    theta_history: FloatArray
+    history_steps: NDArray[np.int64]
     n_iter: int
     converged: bool
     diverged: bool
@@ -136,6 +144,40 @@ class Standardizer:
         return np.concatenate(([intercept], slopes))
 
 
+class _History:
+    """Iterates kept for the loss curve and the path, at most about ``limit`` of them.
+
+    Past the limit, every other kept iterate is dropped and the stride doubles, so a run
+    of any length keeps evenly spaced iterates in bounded memory.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.stride = limit, 1
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.thetas: list[FloatArray] = []
+
+    def record(self, step: int, loss: float, theta: FloatArray) -> None:
+        if step % self.stride:
+            return
+        self.steps.append(step)
+        self.losses.append(loss)
+        self.thetas.append(theta)
+        if len(self.steps) > self.limit:
+            self.stride *= 2
+            keep = [i for i, kept in enumerate(self.steps) if kept % self.stride == 0]
+            self.steps = [self.steps[i] for i in keep]
+            self.losses = [self.losses[i] for i in keep]
+            self.thetas = [self.thetas[i] for i in keep]
+
+    def finish(self, step: int, loss: float, theta: FloatArray) -> None:
+        """Make sure the final iterate is the last one kept."""
+        if not self.steps or self.steps[-1] != step:
+            self.steps.append(step)
+            self.losses.append(loss)
+            self.thetas.append(theta)
+
+
 def _as_design(X: ArrayLike, y: ArrayLike) -> tuple[FloatArray, FloatArray]:
     X_arr = np.asarray(X, dtype=np.float64)
     if X_arr.ndim == 1:
@@ -198,6 +240,7 @@ def fit(
     max_iter: int = 1000,
     tol: float = 1e-9,
     divergence_ratio: float = 1e6,
+    history_limit: int = 100_000,
 ) -> FitResult:
     """Fit ``y ≈ θ0 + X @ θ[1:]`` by batch gradient descent on the MSE.
 
@@ -228,6 +271,8 @@ def fit(
         Stopping tolerance on the standardized gradient norm, ``>= 0``.
     divergence_ratio : float
         Loss growth (relative to the initial loss) taken as divergence, ``> 1``.
+    history_limit : int
+        Most iterates kept in the histories before they are thinned.
 
     Returns
     -------
@@ -255,7 +300,8 @@ def fit(
     to_mse = scaler.y_scale**2  # standardized loss → dollars², say
     theta = scaler.to_standard(start)
 
-    losses: list[float] = []
+    history = _History(history_limit)
+    first_loss = last_loss = float("nan")
     converged = diverged = False
     grad_norm = float("nan")
     message = ""
@@ -275,8 +321,11 @@ def fit(
                 # Report the last iterate whose loss was finite, never NaN or inf.
                 theta, iteration = previous, iteration - 1
                 break
-            losses.append(loss)
-            if loss > divergence_ratio * max(losses[0], np.finfo(float).tiny):
+            if iteration == 0:
+                first_loss = loss
+            last_loss = loss
+            history.record(iteration, loss, theta)
+            if loss > divergence_ratio * max(first_loss, np.finfo(float).tiny):
                 diverged = True
                 message = (
                     f"diverged at iteration {iteration}: the loss grew past "
@@ -302,9 +351,13 @@ def fit(
             theta = theta - lr * gradient
             iteration += 1
 
+    history.finish(iteration, last_loss, theta)
+    path = np.array([scaler.to_original(point) for point in history.thetas])
     return FitResult(
         theta=scaler.to_original(theta),
-        loss_history=np.asarray(losses) * to_mse,
+        loss_history=np.asarray(history.losses) * to_mse,
+        theta_history=path,
+        history_steps=np.asarray(history.steps, dtype=np.int64),
         n_iter=iteration,
         converged=converged,
         diverged=diverged,

@@ -17,18 +17,22 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import errors
 from pipeline.errors import fail
-from pipeline.files import resolve, write_json
+from pipeline.files import resolve, write_atomic, write_json
 
 if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -172,6 +176,51 @@ def _close_parent(client: MlflowClient, run_id: str) -> None:
         client.set_terminated(run_id, status="KILLED" if errors.stopped_by_signal else "FAILED")
 
 
+def axis_labels(config: DictConfig) -> tuple[str, str]:
+    """Labels for θ0 and θ1 with units, from ``data.units``."""
+    target_unit = config.data.units.target
+    feature, feature_unit = config.data.features[0], config.data.units.features[0]
+    return (
+        f"θ0, intercept ({target_unit})",
+        f"θ1, coefficient of {feature} ({target_unit} per {feature_unit})",
+    )
+
+
+def sweep_figures(config: DictConfig, results: list[dict[str, Any]]) -> dict[str, Figure]:
+    """The landscape, valley and loss-curve pictures of a sweep, keyed by their path key."""
+    import pandas as pd
+
+    from pipeline.landscape import landscape_figure, loss_curves_figure, valley_figure
+
+    runs = [run for run in results if run["status"] != "failed"]
+    if not runs:
+        return {}
+    table = pd.read_parquet(resolve(config, config.paths.train))
+    X = table[list(config.data.features)].to_numpy(np.float64)
+    y = table[config.data.target].to_numpy(np.float64)
+    optimum = np.asarray(runs[0]["optimum_theta"])
+    labels = axis_labels(config)
+    return {
+        "landscape": landscape_figure(runs, X, y, optimum, labels),
+        "valley": valley_figure(runs, X, y, optimum, labels),
+        "loss_curves": loss_curves_figure(runs),
+    }
+
+
+def summary_table(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per job of a sweep: its settings, outcome and final numbers."""
+    import pandas as pd
+
+    rows = []
+    for result in results:
+        row = {key: result.get(key) for key in ("run_id", "run_name", "lr", "status", "n_iter")}
+        init, theta = result.get("theta_init") or [None, None], result.get("theta") or [None, None]
+        row |= {"theta0_init": init[0], "theta1_init": init[1], "theta0": theta[0], "theta1": theta[1]}
+        row |= {key: result.get(key) for key in ("train_mse", "optimality_gap", "message")}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 class SweepCallback(Callback):
     """Hydra callback that brackets training jobs with MLflow bookkeeping.
 
@@ -230,7 +279,8 @@ class SweepCallback(Callback):
                 }
             )
 
-    def _finish(self, config: DictConfig) -> None:
+    def _finish(self, config: DictConfig) -> dict[str, Figure]:
+        """Write the sweep record and its pictures; return the pictures."""
         record = {
             "tracking_uri": self.uri,
             "experiment_id": self.experiment_id,
@@ -238,21 +288,30 @@ class SweepCallback(Callback):
             "runs": self.results,
         }
         write_json(resolve(config, config.paths.sweep), record)
+        figures = sweep_figures(config, self.results)
+        for name, figure in figures.items():
+            write_atomic(resolve(config, config.paths[name]), partial(figure.savefig, format="png", dpi=110))
         counts: dict[str, int] = {}
         for result in self.results:
             counts[result["status"]] = counts.get(result["status"], 0) + 1
         log.info("%d runs: %s", len(self.results), ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        return figures
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.results and self.results[0]["status"] != "failed":  # else Hydra reports it
             self._finish(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._finish(config)
+        figures = self._finish(config)
         if self.parent_run_id is None:
             return
         client = client_for(self.uri)
         client.log_text(self.parent_run_id, json.dumps(self.results, indent=2), "sweep.json")
+        for name, figure in figures.items():
+            client.log_figure(self.parent_run_id, figure, f"{name}.png")
+        summary = summary_table(self.results)
+        client.log_table(self.parent_run_id, data=summary, artifact_file="sweep_summary.json")
+        client.log_text(self.parent_run_id, summary.to_csv(index=False), "sweep_summary.csv")
         client.set_terminated(self.parent_run_id, status="FINISHED")
         os.environ.pop(PARENT_RUN_ENV, None)
         failed = [result for result in self.results if result["status"] == "failed"]

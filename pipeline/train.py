@@ -153,6 +153,12 @@ def log_model(features: list[str], theta: np.ndarray, X: np.ndarray) -> str:
     return str(info.model_uri)
 
 
+def plot_indices(length: int, count: int = 300) -> np.ndarray:
+    """About ``count`` indices into a history of ``length``, log-spaced, first and last kept."""
+    spaced = np.geomspace(1, length, num=min(count, length)).round().astype(int) - 1
+    return np.unique(np.concatenate(([0], spaced, [length - 1])))
+
+
 def ingest_counts(cfg: DictConfig) -> dict[str, float]:
     """Rows read and dropped by ingest, from its report (empty if there is none)."""
     path = resolve(cfg, cfg.paths.ingest_report)
@@ -255,6 +261,7 @@ def log_result(
     )
     # A diverged run's θ is not a model anyone should use: only its curve is kept.
     model_uri = None if result.diverged else log_model(features, result.theta, X)
+    shown = plot_indices(len(result.history_steps))
     return {
         "status": result.status,
         "converged": result.converged,
@@ -267,6 +274,10 @@ def log_result(
         "optimality_gap": gap,
         "optimum_theta": [float(v) for v in optimum_theta],
         "model_uri": model_uri,
+        # A few hundred iterates, dense early where the path turns: enough to draw it.
+        "path_steps": result.history_steps[shown].tolist(),
+        "path_theta": result.theta_history[shown].tolist(),
+        "path_loss": result.loss_history[shown].tolist(),
     }
 
 
