@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 import numpy as np
@@ -20,9 +21,15 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError, exit_on_error
-from pipeline.files import resolve, write_json
-from pipeline.settings import check_overrides
+from pipeline.files import resolve, write_atomic, write_json
+from pipeline.settings import check_overrides, read_names
 from pipeline.tracking import client_for
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+#: The registry alias that always names the latest best model.
+CHAMPION = "champion"
 
 log = logging.getLogger("pipeline.evaluate")  # not __main__ under `python -m`
 
@@ -80,7 +87,7 @@ def read_sweep(path: Path) -> dict[str, Any]:
     return record
 
 
-def log_to_mlflow(record: dict[str, Any], best: dict[str, Any], metrics: dict[str, float]) -> None:
+def log_to_mlflow(record: dict[str, Any], best: dict[str, Any], metrics: dict[str, float]) -> MlflowClient:
     """Put the test metrics on the best run and mark it; mark the sweep's parent too."""
     client = client_for(record["tracking_uri"])
     finite = {key: value for key, value in metrics.items() if math.isfinite(value)}
@@ -93,6 +100,27 @@ def log_to_mlflow(record: dict[str, Any], best: dict[str, Any], metrics: dict[st
         client.log_metric(parent, "best_train_mse", best["train_mse"])
         if "test_mse" in finite:
             client.log_metric(parent, "best_test_mse", finite["test_mse"])
+    return client
+
+
+def register_champion(
+    client: MlflowClient, best: dict[str, Any], metrics: dict[str, float], name: str
+) -> int:
+    """Register the best run's model under ``name`` and point the alias ``champion`` at it."""
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    version = mlflow.register_model(best["model_uri"], name, tags={"run_id": best["run_id"]})
+    client.set_registered_model_alias(name, CHAMPION, version.version)
+    for key, value in metrics.items():
+        client.set_model_version_tag(name, version.version, key, f"{value:.8g}")
+    return int(version.version)
+
+
+def best_loss_curve(client: MlflowClient, run_id: str) -> pd.DataFrame:
+    """The chosen run's loss curve, every logged step, as a table (step, train_mse)."""
+    history = sorted(client.get_metric_history(run_id, "train_mse"), key=lambda metric: metric.step)
+    return pd.DataFrame({"step": [m.step for m in history], "train_mse": [m.value for m in history]})
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -105,15 +133,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise PipelineError(f"{cfg.paths.test}: no column {missing}; run `dvc repro` to rebuild the split")
     y_pred = predict(best["theta"], test[best["features"]].to_numpy(np.float64))
     metrics = regression_metrics(test[best["target"]].to_numpy(np.float64), y_pred)
-    log_to_mlflow(record, best, metrics)
+    client = log_to_mlflow(record, best, metrics)
+    name = read_names(cfg, "registry.model_name")[0]
+    version = register_champion(client, best, metrics, name)
+    curve = best_loss_curve(client, best["run_id"])
+    write_atomic(resolve(cfg, cfg.paths.best_loss_curve), partial(curve.to_csv, index=False))
     report = metrics | {
         "train_mse": best["train_mse"],
         "theta": best["theta"],
         "features": best["features"],
         "run_id": best["run_id"],
         "run_name": best["run_name"],
+        "model": f"models:/{name}@{CHAMPION}",
+        "model_version": version,
     }
     write_json(resolve(cfg, cfg.paths.metrics), report)
+    log.info("registered %s version %d as %s@%s", best["model_uri"], version, name, CHAMPION)
     log.info(
         "best run %s (%s): test RMSE %.6g, R² %.4f",
         best["run_id"],
