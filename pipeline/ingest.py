@@ -98,6 +98,15 @@ def parse_number_column(values: pd.Series, *, column: str, source: str) -> np.nd
     return np.asarray(numbers, dtype=np.float64)
 
 
+def require_columns(raw: pd.DataFrame, names: list[str], *, source: str) -> None:
+    """Raise naming the missing columns and listing those that exist."""
+    missing = [name for name in names if name not in raw.columns]
+    if missing:
+        absent = ", ".join(repr(name) for name in missing)
+        available = ", ".join(repr(str(name)) for name in raw.columns)
+        raise PipelineError(f"{source}: column {absent} not found; the columns are: {available}")
+
+
 def parse_table(raw: pd.DataFrame, rules: IngestRules, *, source: str) -> tuple[pd.DataFrame, int]:
     """Select, parse and check the model's columns from a table of text cells.
 
@@ -120,11 +129,7 @@ def parse_table(raw: pd.DataFrame, rules: IngestRules, *, source: str) -> tuple[
     wanted = [*rules.features, rules.target]
     if rules.target in rules.features:
         raise PipelineError(f"data.target: {rules.target!r} is also listed in data.features")
-    missing = [name for name in wanted if name not in raw.columns]
-    if missing:
-        names = ", ".join(repr(name) for name in missing)
-        available = ", ".join(repr(str(name)) for name in raw.columns)
-        raise PipelineError(f"{source}: column {names} not found; the columns are: {available}")
+    require_columns(raw, wanted, source=source)
     if raw.empty:
         raise PipelineError(f"{source}: no data rows below the header")
     table = pd.DataFrame(

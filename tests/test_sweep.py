@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import matplotlib.image
 import mlflow
 import numpy as np
 import pandas as pd
@@ -12,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import evaluate
-from tests.conftest import ComposeFn, run_stage
+from tests.conftest import REPO_ROOT, ComposeFn, run_stage
 
 START = ["model.init.theta0=0", "model.init.theta1=100"]
 
@@ -81,6 +84,34 @@ def test_sweep_with_a_diverging_rate_records_every_run(
         model.predict(sqft), converged["theta"][0] + converged["theta"][1] * sqft["sqft_living"], rtol=1e-12
     )
     assert record["runs"][2]["model_uri"] is None  # a diverged θ is never a model
+
+    # The sweep's pictures and summary: written under reports/ and logged to the parent.
+    for name in ("landscape", "valley", "loss_curves"):
+        png = prepared / "reports" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.image.imread(png).shape[0] > 400
+    artifacts = {item.path for item in client.list_artifacts(parent.info.run_id)}
+    assert artifacts >= {"landscape.png", "valley.png", "loss_curves.png", "sweep_summary.csv", "sweep.json"}
+    summary = pd.read_csv(client.download_artifacts(parent.info.run_id, "sweep_summary.csv", str(prepared)))
+    assert summary["status"].tolist() == ["max_iter", "converged", "diverged"]
+    assert summary["run_id"].tolist() == [run["run_id"] for run in record["runs"]]
+    curve = pd.read_csv(prepared / "reports" / "best_loss_curve.csv")
+    assert curve["step"].tolist() == list(range(converged["n_iter"] + 1))
+
+    # The champion in the registry, and predictions with it from the command line.
+    version = client.get_model_version_by_alias("house-price", "champion")
+    assert version.run_id == converged["run_id"] and int(version.version) == metrics["model_version"]
+    predicted = subprocess.run(
+        [sys.executable, "-m", "pipeline.predict", "1500", "--tracking-uri", record["tracking_uri"]],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    expected = converged["theta"][0] + 1500 * converged["theta"][1]
+    first, last = predicted.stdout.splitlines()
+    assert first == f"sqft_living = 1,500: predicted price {expected:,.2f}"
+    assert last.startswith(f"model house-price version {version.version} (run {converged['run_id']})")
 
 
 def test_an_invalid_job_fails_clearly_while_the_sweep_completes(prepared: Path) -> None:

@@ -1,0 +1,152 @@
+"""Predict with the champion model: ``python -m pipeline.predict 1500`` or ``--csv houses.csv``.
+
+Loads ``models:/<registry.model_name>@champion`` from the configured MLflow store (the
+one ``evaluate`` registered it in) and prints, for each value, the predicted target and
+the model version used. ``--csv FILE`` reads the feature columns from a CSV (parsed and
+checked like ``ingest`` does) and writes the rows with a ``predicted_<target>`` column
+to ``--out`` (default: standard output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import PipelineError, exit_on_error
+from pipeline.evaluate import CHAMPION
+from pipeline.ingest import parse_number_column, read_text_table, require_columns
+from pipeline.settings import CONF_DIR
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The model behind the ``champion`` alias and what it expects."""
+
+    name: str
+    version: str
+    run_id: str
+    features: list[str]
+    target: str
+    model: Any  # mlflow.pyfunc.PyFuncModel
+
+
+def parse_values(words: list[str]) -> np.ndarray:
+    """Command-line feature values ("1500", "1,500", "$2,000") as float64, shape (n,)."""
+    values = []
+    for word in words:
+        try:
+            (value,) = parse_number_column(pd.Series([word], dtype=str), column="value", source="argument")
+        except PipelineError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise PipelineError(f"argument {word!r}: expected a number such as 1500 or 1,500")
+        values.append(value)
+    return np.asarray(values, dtype=np.float64)
+
+
+def load_champion(tracking_uri: str, name: str) -> Champion:
+    """Load the model the alias ``champion`` points at in the store at ``tracking_uri``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking import client_for
+
+    client = client_for(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        raise PipelineError(
+            f"no model {name!r} with alias {CHAMPION!r} in {tracking_uri}; run `dvc repro` to train one"
+        ) from None
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    schema = model.metadata.get_input_schema()
+    features = list(schema.input_names()) if schema is not None else []
+    run = client.get_run(version.run_id) if version.run_id else None
+    target = run.data.params.get("data.target", "prediction") if run else "prediction"
+    return Champion(name, str(version.version), str(version.run_id), features, target, model)
+
+
+def predict_frame(champion: Champion, table: pd.DataFrame) -> np.ndarray:
+    """Predictions for a table with the champion's feature columns, shape (n,)."""
+    return np.asarray(champion.model.predict(table[champion.features]), dtype=np.float64)
+
+
+def read_feature_csv(path: Path, features: list[str]) -> pd.DataFrame:
+    """The feature columns of a CSV, parsed and checked as ingest does."""
+    raw = read_text_table(path, delimiter=None)
+    require_columns(raw, features, source=str(path))
+    table = pd.DataFrame(
+        {name: parse_number_column(raw[name], column=name, source=str(path)) for name in features}
+    )
+    blank = np.argwhere(table.isna().to_numpy())
+    if blank.size:
+        row, col = blank[0]
+        raise PipelineError(f"{path}, line {row + 2}, column {features[col]!r}: missing value")
+    return table
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("values", nargs="*", help="feature values, e.g. square feet (one-feature models)")
+    parser.add_argument("--csv", type=Path, help="a CSV file with the feature columns")
+    parser.add_argument("--out", type=Path, help="where to write the predictions of --csv (default: stdout)")
+    parser.add_argument("--model-name", help="registered model name (default: registry.model_name)")
+    parser.add_argument("--tracking-uri", help="MLflow store (default: as the pipeline's)")
+    options = parser.parse_args(argv)
+    if bool(options.values) == bool(options.csv):
+        parser.error("give either feature values or --csv FILE")
+    return options
+
+
+def configured(options: argparse.Namespace) -> tuple[str, str]:
+    """The store and the model name: the options, else the pipeline's own config."""
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.tracking import tracking_uri
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name="config")
+    uri = options.tracking_uri or tracking_uri(cfg.mlflow.tracking_uri)
+    return uri, options.model_name or str(cfg.registry.model_name)
+
+
+@exit_on_error
+def main(argv: list[str] | None = None) -> None:
+    options = arguments(argv)
+    uri, name = configured(options)
+    champion = load_champion(uri, name)
+    label = f"model {champion.name} version {champion.version} (run {champion.run_id})"
+    if options.csv is None:
+        if len(champion.features) != 1:
+            count = len(champion.features)
+            raise PipelineError(f"{label} takes {count} features {champion.features}; use --csv")
+        values = parse_values(options.values)
+        predictions = predict_frame(champion, pd.DataFrame({champion.features[0]: values}))
+        for value, prediction in zip(values, predictions, strict=True):
+            print(f"{champion.features[0]} = {value:,.6g}: predicted {champion.target} {prediction:,.2f}")
+        print(label)
+        return
+    table = read_feature_csv(options.csv, champion.features)
+    table[f"predicted_{champion.target}"] = predict_frame(champion, table)
+    text = io.StringIO()
+    table.to_csv(text, index=False)
+    if options.out is None:
+        sys.stdout.write(text.getvalue())
+    else:
+        from pipeline.files import write_atomic
+
+        write_atomic(options.out, lambda tmp: tmp.write_text(text.getvalue()))
+    print(f"{len(table)} predictions by {label}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

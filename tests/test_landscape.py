@@ -1,0 +1,87 @@
+"""The numbers behind the pictures: the cost plane, the valley floor, the thinned path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.landscape import Plane, landscape_figure, loss_curves_figure, valley_figure
+from pipeline.optimize import fit, least_squares, mean_squared_error
+
+
+@pytest.fixture
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(11)
+    X = np.column_stack([rng.uniform(500, 4000, 200), rng.uniform(1, 5, 200)])
+    y = 30_000 + X @ np.array([250.0, 8_000.0]) + rng.normal(0, 40_000, 200)
+    return X, y
+
+
+def test_the_plane_is_the_mse_with_other_coefficients_at_their_optimum(
+    data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    X, y = data
+    optimum = least_squares(X, y)
+    plane = Plane.from_data(X, y, optimum)
+    for theta0, theta1 in [(0.0, 0.0), (-1e5, 400.0), (optimum[0], optimum[1])]:
+        direct = mean_squared_error(X, y, [theta0, theta1, optimum[2]])
+        assert plane.mse(np.array(theta0), np.array(theta1)) == pytest.approx(direct, rel=1e-9)
+
+
+def test_the_valley_floor_is_the_best_intercept_for_each_slope(data: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = data
+    optimum = least_squares(X, y)
+    plane = Plane.from_data(X, y, optimum)
+    theta1 = np.array([0.0, 150.0, 400.0])
+    theta0, floor = plane.valley_floor(theta1)
+    for t0, t1, cost in zip(theta0, theta1, floor, strict=True):
+        # The best intercept given the slope, independently: lstsq on a column of ones.
+        residual = y - t1 * X[:, 0] - optimum[2] * X[:, 1]
+        best = np.linalg.lstsq(np.ones((len(y), 1)), residual, rcond=None)[0][0]
+        assert t0 == pytest.approx(best, rel=1e-9)
+        assert cost == pytest.approx(mean_squared_error(X, y, [best, t1, optimum[2]]), rel=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")  # meant to run out
+def test_long_runs_keep_a_thinned_evenly_spaced_history() -> None:
+    X, y = np.array([1.0, 2.0, 3.0, 5.0]), np.array([2.0, 3.0, 5.0, 4.0])
+    result = fit(X, y, theta_init=[0.0, 0.0], lr=1e-4, max_iter=5000, tol=0.0, history_limit=100)
+    steps = result.history_steps
+    assert steps[0] == 0 and steps[-1] == result.n_iter == 5000
+    assert len(steps) <= 102 and len(set(np.diff(steps[:-1]))) == 1
+    assert result.theta_history.shape == (len(steps), 2) and result.loss_history.shape == (len(steps),)
+    np.testing.assert_array_equal(result.theta_history[-1], result.theta)
+    np.testing.assert_allclose(result.theta_history[0], [0.0, 0.0], atol=1e-9)
+    for step, theta, loss in zip(
+        steps[::25], result.theta_history[::25], result.loss_history[::25], strict=True
+    ):
+        assert loss == pytest.approx(mean_squared_error(X, y, theta), rel=1e-9), step
+
+
+@pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")  # one run is meant to stop
+def test_figures_draw_every_kind_of_run(data: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = data
+    optimum = least_squares(X, y)
+    runs = []
+    for lr in (0.001, 0.3, 1.5):
+        result = fit(X, y, theta_init=[0.0, 0.0, 0.0], lr=lr, max_iter=300, tol=1e-9)
+        runs.append(
+            {
+                "lr": lr,
+                "status": result.status,
+                "theta_init": [0.0, 0.0, 0.0],
+                "theta": result.theta.tolist(),
+                "optimum_mse": mean_squared_error(X, y, optimum),
+                "path_steps": result.history_steps.tolist(),
+                "path_theta": result.theta_history.tolist(),
+                "path_loss": result.loss_history.tolist(),
+            }
+        )
+    runs.append({"status": "failed", "message": "optimizer.lr: expected a number > 0"})
+    assert {run["status"] for run in runs} == {"max_iter", "converged", "diverged", "failed"}
+    labels = ("θ0 (dollars)", "θ1 (dollars per square foot)")
+    landscape = landscape_figure(runs, X, y, optimum, labels)
+    assert "other coefficients at their optimum" in landscape.axes[0].get_title()
+    assert landscape.axes[0].get_xlabel() == labels[0]
+    assert valley_figure(runs, X, y, optimum, labels).axes[0].get_ylabel() == "training MSE"
+    assert loss_curves_figure(runs).axes[0].get_yscale() == "log"
