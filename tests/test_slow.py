@@ -1,0 +1,111 @@
+"""Slow checks (minutes): serving the champion over HTTP, and DVC experiments.
+
+Not part of `make test`; run them with `make test-slow`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import evaluate
+from tests.conftest import ComposeFn, copy_project, run_stage
+
+VENV_BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_mlflow_serves_the_champion_on_loopback(prepared: Path, compose_cfg: ComposeFn) -> None:
+    result = run_stage(
+        "train", prepared, "optimizer.lr=0.1", "model.init.theta0=0", "model.init.theta1=100", multirun=True
+    )
+    assert result.returncode == 0, result.stderr
+    report = evaluate.run(compose_cfg())
+    theta0, theta1 = report["theta"]
+    port = free_port()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{prepared / 'mlflow.db'}")
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # as in the activated .venv (uvicorn)
+    command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/house-price@champion"]
+    command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the server did not answer /ping in time"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        body = json.dumps({"dataframe_split": {"columns": ["sqft_living"], "data": [[1500.0], [2500.0]]}})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            predictions = json.loads(answer.read())["predictions"]
+        assert predictions == pytest.approx([theta0 + 1500 * theta1, theta0 + 2500 * theta1], rel=1e-12)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_dvc_experiments_log_to_the_repository_store(tmp_path: Path) -> None:
+    project = copy_project(tmp_path)
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    dvc = str(VENV_BIN / "dvc")
+
+    def run(*arguments: str) -> str:
+        done = subprocess.run(
+            [dvc, *arguments], cwd=project, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    run("exp", "run", "-S", "conf/config.yaml:split.seed=7")
+    # --temp works in a copy under .dvc/tmp/exps; its runs must still land in the project's store.
+    run("exp", "run", "--temp", "-S", "conf/config.yaml:split.test_fraction=0.3")
+    assert not list((project / ".dvc" / "tmp").rglob("mlflow.db"))
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("downhill")
+    assert experiment is not None
+    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`downhill.role` = 'sweep'")
+    assert len(parents) == 2
+
+    shown = json.loads(run("exp", "show", "--json"))
+    test_mse = []
+    for commit in shown:
+        for experiment_run in commit.get("experiments") or []:
+            for revision in experiment_run.get("revs", []):
+                metrics = (
+                    revision.get("data", {})
+                    .get("metrics", {})
+                    .get("reports/metrics.json", {})
+                    .get("data", {})
+                )
+                if "test_mse" in metrics:
+                    test_mse.append(metrics["test_mse"])
+    assert len(test_mse) == 2 and len(set(test_mse)) == 2
