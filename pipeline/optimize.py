@@ -21,6 +21,7 @@ converted on the way in and on the way out, so callers only ever see original un
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -241,6 +242,7 @@ def fit(
     tol: float = 1e-9,
     divergence_ratio: float = 1e6,
     history_limit: int = 100_000,
+    callback: Callable[[int, float], None] | None = None,
 ) -> FitResult:
     """Fit ``y ≈ θ0 + X @ θ[1:]`` by batch gradient descent on the MSE.
 
@@ -273,6 +275,9 @@ def fit(
         Loss growth (relative to the initial loss) taken as divergence, ``> 1``.
     history_limit : int
         Most iterates kept in the histories before they are thinned.
+    callback : callable, optional
+        Called as ``callback(iteration, loss)`` (loss in original units) at every
+        iterate, e.g. to show progress; it must not change anything.
 
     Returns
     -------
@@ -325,6 +330,8 @@ def fit(
                 first_loss = loss
             last_loss = loss
             history.record(iteration, loss, theta)
+            if callback is not None:
+                callback(iteration, loss * to_mse)
             if loss > divergence_ratio * max(first_loss, np.finfo(float).tiny):
                 diverged = True
                 message = (

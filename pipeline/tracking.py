@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipeline import errors
 from pipeline.errors import fail
@@ -44,6 +44,9 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 #: Set by :class:`SweepCallback` for the jobs of a sweep: the parent run's id.
 PARENT_RUN_ENV = "DOWNHILL_PARENT_RUN_ID"
+#: Also for the jobs' progress line: how many jobs, and the best training MSE so far.
+SWEEP_SIZE_ENV = "DOWNHILL_SWEEP_SIZE"
+BEST_MSE_ENV = "DOWNHILL_BEST_TRAIN_MSE"
 SQLITE_PREFIX = "sqlite:///"
 
 
@@ -176,6 +179,28 @@ def _close_parent(client: MlflowClient, run_id: str) -> None:
         client.set_terminated(run_id, status="KILLED" if errors.stopped_by_signal else "FAILED")
 
 
+def sweep_grid(config: DictConfig) -> dict[str, str]:
+    """The sweep declared in the config (``hydra.sweeper.params``): key → "a,b,c"."""
+    return {str(key): str(value) for key, value in (config.hydra.sweeper.params or {}).items()}
+
+
+def sweep_size(config: DictConfig) -> int | None:
+    """How many jobs the sweep will run: the grid in the config, command line applied."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    words = [f"{key}={value}" for key, value in sweep_grid(config).items()]
+    try:
+        overrides = OverridesParser.create().parse_overrides([*words, *config.hydra.overrides.task])
+        choices = {o.key_or_group: o for o in overrides}  # the command line comes last and wins
+        size = 1
+        for override in choices.values():
+            if override.is_sweep_override():
+                size *= len(list(override.sweep_string_iterator()))
+    except Exception:  # a sweep kind we cannot count (glob, interval): just do not show N
+        return None
+    return size
+
+
 def axis_labels(config: DictConfig) -> tuple[str, str]:
     """Labels for θ0 and θ1 with units, from ``data.units``."""
     target_unit = config.data.units.target
@@ -250,7 +275,6 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._start(config)
         client = client_for(self.uri)
-        grid = OmegaConf.to_container(config.hydra.sweeper.params) or {}
         overrides = list(config.hydra.overrides.task)
         run = client.create_run(
             self.experiment_id,
@@ -258,11 +282,14 @@ class SweepCallback(Callback):
             tags=process_tags() | {"downhill.role": "sweep", "git_commit": git_commit()},
         )
         self.parent_run_id = run.info.run_id
-        for key, values in dict(grid).items():  # type: ignore[arg-type]
+        for key, values in sweep_grid(config).items():
             client.log_param(self.parent_run_id, f"sweep.{key}", str(values))
         if overrides:
             client.log_param(self.parent_run_id, "sweep.overrides", " ".join(overrides))
         os.environ[PARENT_RUN_ENV] = self.parent_run_id
+        size = sweep_size(config)
+        if size:
+            os.environ[SWEEP_SIZE_ENV] = str(size)
         # Should a job crash the sweep, the parent must not stay RUNNING forever.
         atexit.register(_close_parent, client, self.parent_run_id)
         log.info("sweep parent run %s in %s", self.parent_run_id, self.uri)
@@ -270,6 +297,9 @@ class SweepCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
             self.results.append(job_return.return_value)
+            finished = [r["train_mse"] for r in self.results if r["status"] in {"converged", "max_iter"}]
+            if finished:
+                os.environ[BEST_MSE_ENV] = repr(min(finished))
         else:
             self.results.append(
                 {
@@ -313,7 +343,8 @@ class SweepCallback(Callback):
         client.log_table(self.parent_run_id, data=summary, artifact_file="sweep_summary.json")
         client.log_text(self.parent_run_id, summary.to_csv(index=False), "sweep_summary.csv")
         client.set_terminated(self.parent_run_id, status="FINISHED")
-        os.environ.pop(PARENT_RUN_ENV, None)
+        for name in (PARENT_RUN_ENV, SWEEP_SIZE_ENV, BEST_MSE_ENV):
+            os.environ.pop(name, None)
         failed = [result for result in self.results if result["status"] == "failed"]
         if failed:
             fail(f"{len(failed)} of {len(self.results)} runs failed; the first: {failed[0]['message']}")

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import hydra
 import numpy as np
@@ -29,7 +30,15 @@ from pipeline.errors import PipelineError, Terminated, exit_on_error
 from pipeline.files import file_md5, resolve
 from pipeline.optimize import ConvergenceWarning, FitResult, fit, least_squares, mean_squared_error
 from pipeline.settings import check_overrides, read_choice, read_names, read_number
-from pipeline.tracking import PARENT_RUN_ENV, git_commit, prepare_experiment, process_tags, tracking_uri
+from pipeline.tracking import (
+    BEST_MSE_ENV,
+    PARENT_RUN_ENV,
+    SWEEP_SIZE_ENV,
+    git_commit,
+    prepare_experiment,
+    process_tags,
+    tracking_uri,
+)
 
 log = logging.getLogger("pipeline.train")  # not __main__ under `python -m`
 
@@ -78,8 +87,40 @@ def read_settings(cfg: DictConfig, n_features: int) -> TrainSettings:
     )
 
 
+class ProgressLine:
+    """On a terminal, one self-updating line: run k of N, iteration, loss, best so far.
+
+    Off a terminal (a log file, CI) it prints nothing: each run ends in one log line.
+    """
+
+    def __init__(self, max_iter: int, stream: TextIO = sys.stderr) -> None:
+        self.stream, self.max_iter, self.shown = stream, max_iter, 0.0
+        self.enabled = stream.isatty()
+        in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        total = os.environ.get(SWEEP_SIZE_ENV, "?")
+        self.prefix = f"run {HydraConfig.get().job.num + 1}/{total}  " if in_sweep else ""
+        best = os.environ.get(BEST_MSE_ENV)
+        self.suffix = f"  best so far {float(best):.6g}" if best else ""
+
+    def __call__(self, iteration: int, loss: float) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.shown < 0.1:  # ten updates a second at most
+            return
+        self.shown = now
+        self.stream.write(
+            f"\r{self.prefix}iteration {iteration}/{self.max_iter}  train MSE {loss:.6g}{self.suffix}\x1b[K"
+        )
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
 def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings) -> FitResult:
     """Run :func:`fit`; what the data make impossible becomes a :class:`PipelineError`."""
+    progress = ProgressLine(settings.max_iter)
     try:
         with warnings.catch_warnings():
             # The runner logs a stopped run itself; one warning per run, not per module.
@@ -92,9 +133,12 @@ def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings) -> 
                 max_iter=settings.max_iter,
                 tol=settings.tol,
                 divergence_ratio=settings.divergence_ratio,
+                callback=progress,
             )
     except ValueError as error:
         raise PipelineError(f"train: {error}") from None
+    finally:
+        progress.close()
 
 
 def reference_optimum(X: np.ndarray, y: np.ndarray, key: str) -> tuple[np.ndarray, float]:
