@@ -21,6 +21,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError, exit_on_error
+from pipeline.features import polynomial_columns
 from pipeline.files import resolve, write_atomic, write_json
 from pipeline.settings import check_overrides, read_names
 from pipeline.tracking import client_for
@@ -131,7 +132,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     missing = [name for name in [*best["features"], best["target"]] if name not in test.columns]
     if missing:
         raise PipelineError(f"{cfg.paths.test}: no column {missing}; run `dvc repro` to rebuild the split")
-    y_pred = predict(best["theta"], test[best["features"]].to_numpy(np.float64))
+    columns = polynomial_columns(test[best["features"]].to_numpy(np.float64), int(best.get("degree", 1)))
+    y_pred = predict(best["theta"], columns)
     metrics = regression_metrics(test[best["target"]].to_numpy(np.float64), y_pred)
     client = log_to_mlflow(record, best, metrics)
     name = read_names(cfg, "registry.model_name")[0]

@@ -1,25 +1,35 @@
-"""Batch gradient descent on the mean squared error of a linear model.
+"""Gradient descent on the mean squared error of a linear model.
 
 Plain numpy: this module knows nothing of MLflow, Hydra or files, so that it can be
 imported, tested and reused on its own::
 
     from pipeline.optimize import fit
     result = fit(X, y, theta_init=[0.0, 100.0], lr=0.1, max_iter=1000, tol=1e-9)
+    result = fit(X, y, theta_init=[0.0, 100.0], lr="auto", method="nesterov")
 
-The model is ``y ≈ θ0 + X @ θ[1:]``. The cost is the mean squared error
-``J(θ) = mean((θ0 + X @ θ[1:] - y) ** 2)``, as in the design notes.
+The model is ``y ≈ θ0 + X @ θ[1:]`` (or ``X @ θ[1:]`` with ``fit_intercept=False``).
+The cost is the mean squared error ``J(θ) = mean((θ0 + X @ θ[1:] - y) ** 2)``, as in
+the design notes.
 
 Why standardize inside: on the house data the intercept is in dollars and the slope in
 dollars per square foot, and the two directions of the cost landscape differ in
 curvature by a factor of millions, so no single learning rate suits both. The
 optimizer therefore walks in standardized coordinates (each feature column centred and
-divided by its standard deviation, the target likewise), where the cost is well
-conditioned and a learning rate of 0.01 to 1 means the same on any data set. θ is
-converted on the way in and on the way out, so callers only ever see original units.
+divided by its standard deviation, the target likewise; without an intercept, divided
+by their root mean square), where a learning rate of 0.01 to 1 means the same on any
+data set. θ is converted on the way in and on the way out, so callers only ever see
+original units.
+
+Why statistics: the MSE of a linear model is a quadratic, ``J = θᵀQθ − 2bᵀθ + c`` with
+``Q = DᵀD/N``, ``b = Dᵀy/N``, ``c = yᵀy/N`` for the (standardized) design D. These are
+computed in one blocked pass over the data; every full-batch iteration then costs
+O(d²) instead of a pass over N rows, with the same iterates. Only mini-batch SGD
+passes over the data each epoch.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,15 +38,23 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "METHODS",
     "ConvergenceWarning",
     "FitResult",
+    "Quadratic",
     "Standardizer",
+    "auto_settings",
     "fit",
     "least_squares",
     "mean_squared_error",
 ]
 
 FloatArray = NDArray[np.float64]
+METHODS = ("gd", "momentum", "nesterov", "adam", "backtracking", "sgd")
+#: Rows per block when the statistics are accumulated: a few MB, cache-friendly.
+BLOCK_ROWS = 1 << 16
+#: Past this condition number of the standardized XᵀX/N, float64 cannot certify θ.
+MAX_CONDITION = 1e10
 
 
 class ConvergenceWarning(UserWarning):
@@ -50,7 +68,7 @@ class FitResult:
     Attributes
     ----------
     theta : ndarray, shape (n_features + 1,)
-        Final parameters in original units, intercept first.
+        Final parameters in original units, intercept first (0 without an intercept).
     loss_history : ndarray, shape (m,)
         Training MSE (original units) at the iterates ``history_steps``: every iterate
         from the initial θ on (m = n_iter + 1), unless the run is longer than
@@ -61,9 +79,10 @@ class FitResult:
     history_steps : ndarray of int, shape (m,)
         The iteration number of each recorded iterate, 0 first, ``n_iter`` last.
     n_iter : int
-        Number of parameter updates made.
+        Number of iterations made (for ``sgd``: epochs).
     converged : bool
-        True when the gradient norm fell to ``tol`` or below.
+        True when the gradient norm fell to ``tol`` or below on a problem whose
+        condition number float64 can handle.
     diverged : bool
         True when the loss became non-finite or grew past ``divergence_ratio`` times
         its initial value.
@@ -71,6 +90,10 @@ class FitResult:
         One sentence saying why the loop stopped.
     grad_norm : float
         Euclidean norm of the gradient at the final iterate, in standardized units.
+    lr : float
+        The learning rate used (the one chosen, for ``lr="auto"``).
+    condition_number : float
+        Condition number of the standardized XᵀX/N.
     """
 
     theta: FloatArray
@@ -82,6 +105,8 @@ class FitResult:
     diverged: bool
     message: str
     grad_norm: float
+    lr: float = math.nan
+    condition_number: float = math.nan
 
     @property
     def status(self) -> str:
@@ -100,49 +125,134 @@ class Standardizer:
     Attributes
     ----------
     x_mean, x_scale : ndarray, shape (n_features,)
-        Column means and standard deviations of X.
+        Column means (0 without an intercept) and scales of X.
     y_mean, y_scale : float
-        Mean and standard deviation of y (``y_scale`` is 1 for a constant target).
+        Mean (0 without an intercept) and scale of y (1 for a zero target).
+    fit_intercept : bool
+        Whether the model has an intercept; without one nothing is centred.
     """
 
     x_mean: FloatArray
     x_scale: FloatArray
     y_mean: float
     y_scale: float
+    fit_intercept: bool = True
 
     @classmethod
-    def from_data(cls, X: FloatArray, y: FloatArray) -> Standardizer:
+    def from_data(cls, X: FloatArray, y: FloatArray, fit_intercept: bool = True) -> Standardizer:
         """Measure the columns of ``X`` (shape (n, d)) and ``y`` (shape (n,))."""
-        x_mean = X.mean(axis=0)
-        x_scale = X.std(axis=0)
-        constant = np.flatnonzero(~(x_scale > 0))
-        if constant.size:
+        if fit_intercept:
+            x_mean, y_mean = X.mean(axis=0), float(y.mean())
+            x_scale, y_scale = X.std(axis=0), float(y.std())
+        else:
+            x_mean, y_mean = np.zeros(X.shape[1]), 0.0
+            x_scale = np.sqrt((X * X).mean(axis=0))
+            y_scale = float(np.sqrt(y @ y / y.size))
+        flat = np.flatnonzero(~(x_scale > 0))
+        if flat.size:
+            what = "constant (zero variance)" if fit_intercept else "all zero"
             raise ValueError(
-                f"feature column {int(constant[0])} is constant (zero variance): "
-                "it cannot be standardized and its coefficient is not identifiable"
+                f"feature column {int(flat[0])} is {what}: it cannot be standardized "
+                "and its coefficient is not identifiable"
             )
-        y_scale = float(y.std())
-        return cls(x_mean, x_scale, float(y.mean()), y_scale if y_scale > 0 else 1.0)
+        return cls(x_mean, x_scale, y_mean, y_scale if y_scale > 0 else 1.0, fit_intercept)
 
-    def transform(self, X: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Return the standardized design ``[1, Z]`` (shape (n, d+1)) and target (n,)."""
+    def design(self, X: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The standardized design (n, p) and target (n,); p = d+1 with an intercept."""
         Z = (X - self.x_mean) / self.x_scale
-        design = np.empty((Z.shape[0], Z.shape[1] + 1))
-        design[:, 0] = 1.0
-        design[:, 1:] = Z
-        return design, (y - self.y_mean) / self.y_scale
+        if self.fit_intercept:
+            Z = np.column_stack([np.ones(Z.shape[0]), Z])
+        return Z, (y - self.y_mean) / self.y_scale
 
     def to_standard(self, theta: FloatArray) -> FloatArray:
-        """Original-unit θ (intercept first) to standardized θ."""
+        """Original-unit θ (intercept first) to the standardized free parameters."""
         weights = theta[1:] * self.x_scale / self.y_scale
+        if not self.fit_intercept:
+            return np.asarray(weights, dtype=np.float64)
         intercept = (theta[0] + theta[1:] @ self.x_mean - self.y_mean) / self.y_scale
         return np.concatenate(([intercept], weights))
 
-    def to_original(self, theta_std: FloatArray) -> FloatArray:
-        """Standardized θ to original units (intercept first)."""
-        slopes = theta_std[1:] * self.y_scale / self.x_scale
-        intercept = self.y_mean + self.y_scale * theta_std[0] - slopes @ self.x_mean
-        return np.concatenate(([intercept], slopes))
+    def to_original(self, free: FloatArray) -> FloatArray:
+        """Standardized free parameters, shape (p,) or (m, p), to θ in original units."""
+        free = np.atleast_2d(free)
+        weights = free[:, 1:] if self.fit_intercept else free
+        slopes = weights * self.y_scale / self.x_scale
+        if self.fit_intercept:
+            intercept = self.y_mean + self.y_scale * free[:, 0] - slopes @ self.x_mean
+        else:
+            intercept = np.zeros(free.shape[0])
+        theta = np.column_stack([intercept, slopes])
+        return theta[0] if theta.shape[0] == 1 else theta
+
+
+@dataclass(frozen=True)
+class Quadratic:
+    """The standardized MSE as a quadratic: ``J(w) = wᵀQw − 2bᵀw + c``.
+
+    Attributes
+    ----------
+    Q : ndarray, shape (p, p)
+    b : ndarray, shape (p,)
+    c : float
+    """
+
+    Q: FloatArray
+    b: FloatArray
+    c: float
+
+    def loss(self, w: FloatArray) -> float:
+        return float(w @ (self.Q @ w) - 2.0 * (self.b @ w) + self.c)
+
+    def gradient(self, w: FloatArray) -> FloatArray:
+        return np.asarray(2.0 * (self.Q @ w - self.b), dtype=np.float64)
+
+    def curvatures(self) -> tuple[float, float]:
+        """Smallest and largest eigenvalue of the Hessian 2Q (μ and L)."""
+        eigenvalues = np.linalg.eigvalsh(self.Q)
+        return 2.0 * float(max(eigenvalues[0], 0.0)), 2.0 * float(eigenvalues[-1])
+
+
+def standardized_quadratic(X: FloatArray, y: FloatArray, scaler: Standardizer) -> Quadratic:
+    """Q, b, c of the standardized problem, in one blocked pass over the rows.
+
+    Columns are centred (with an intercept) before their products are summed, so that
+    a large mean does not cost digits; blocks keep the temporaries in cache.
+    """
+    n_rows, n_features = X.shape
+    cross = np.zeros((n_features, n_features))
+    cross_y = np.zeros(n_features)
+    yy = 0.0
+    for start in range(0, n_rows, BLOCK_ROWS):
+        block = X[start : start + BLOCK_ROWS] - scaler.x_mean
+        target = y[start : start + BLOCK_ROWS] - scaler.y_mean
+        cross += block.T @ block
+        cross_y += block.T @ target
+        yy += float(target @ target)
+    scale = np.outer(scaler.x_scale, scaler.x_scale)
+    weights_Q = cross / n_rows / scale
+    weights_b = cross_y / n_rows / (scaler.x_scale * scaler.y_scale)
+    c = yy / n_rows / scaler.y_scale**2
+    if not scaler.fit_intercept:
+        return Quadratic(weights_Q, weights_b, c)
+    # The intercept column is all ones and every other column is centred: orthogonal.
+    Q = np.zeros((n_features + 1, n_features + 1))
+    Q[0, 0] = 1.0
+    Q[1:, 1:] = weights_Q
+    return Quadratic(Q, np.concatenate(([0.0], weights_b)), c)
+
+
+def auto_settings(method: str, mu: float, L: float) -> tuple[float, float]:
+    """The step size (and momentum) that theory recommends, from the curvatures μ and L.
+
+    gd, backtracking, adam, sgd: 1/L. momentum (heavy ball): 4/(√L+√μ)² and
+    ((√L−√μ)/(√L+√μ))². nesterov: 1/L and (√L−√μ)/(√L+√μ).
+    """
+    root_L, root_mu = math.sqrt(L), math.sqrt(mu)
+    if method == "momentum":
+        return 4.0 / (root_L + root_mu) ** 2, ((root_L - root_mu) / (root_L + root_mu)) ** 2
+    if method == "nesterov":
+        return 1.0 / L, (root_L - root_mu) / (root_L + root_mu)
+    return 1.0 / L, 0.0
 
 
 class _History:
@@ -156,27 +266,27 @@ class _History:
         self.limit, self.stride = limit, 1
         self.steps: list[int] = []
         self.losses: list[float] = []
-        self.thetas: list[FloatArray] = []
+        self.points: list[FloatArray] = []
 
-    def record(self, step: int, loss: float, theta: FloatArray) -> None:
+    def record(self, step: int, loss: float, point: FloatArray) -> None:
         if step % self.stride:
             return
         self.steps.append(step)
         self.losses.append(loss)
-        self.thetas.append(theta)
+        self.points.append(point)
         if len(self.steps) > self.limit:
             self.stride *= 2
             keep = [i for i, kept in enumerate(self.steps) if kept % self.stride == 0]
             self.steps = [self.steps[i] for i in keep]
             self.losses = [self.losses[i] for i in keep]
-            self.thetas = [self.thetas[i] for i in keep]
+            self.points = [self.points[i] for i in keep]
 
-    def finish(self, step: int, loss: float, theta: FloatArray) -> None:
+    def finish(self, step: int, loss: float, point: FloatArray) -> None:
         """Make sure the final iterate is the last one kept."""
         if not self.steps or self.steps[-1] != step:
             self.steps.append(step)
             self.losses.append(loss)
-            self.thetas.append(theta)
+            self.points.append(point)
 
 
 def _as_design(X: ArrayLike, y: ArrayLike) -> tuple[FloatArray, FloatArray]:
@@ -209,7 +319,7 @@ def mean_squared_error(X: ArrayLike, y: ArrayLike, theta: ArrayLike) -> float:
     return float(residual @ residual / residual.size)
 
 
-def least_squares(X: ArrayLike, y: ArrayLike) -> FloatArray:
+def least_squares(X: ArrayLike, y: ArrayLike, *, fit_intercept: bool = True) -> FloatArray:
     """The exact minimizer of the MSE, for reference and certificates.
 
     Solved by SVD (``numpy.linalg.lstsq``) on the standardized columns, which is
@@ -219,6 +329,8 @@ def least_squares(X: ArrayLike, y: ArrayLike) -> FloatArray:
     ----------
     X : array_like, shape (n, d) or (n,)
     y : array_like, shape (n,)
+    fit_intercept : bool
+        False for a model through the origin (θ0 is then 0).
 
     Returns
     -------
@@ -226,10 +338,23 @@ def least_squares(X: ArrayLike, y: ArrayLike) -> FloatArray:
         Intercept first, original units.
     """
     X_arr, y_arr = _as_design(X, y)
-    scaler = Standardizer.from_data(X_arr, y_arr)
-    design, target = scaler.transform(X_arr, y_arr)
-    theta_std = np.asarray(np.linalg.lstsq(design, target, rcond=None)[0], dtype=np.float64)
-    return scaler.to_original(theta_std)
+    scaler = Standardizer.from_data(X_arr, y_arr, fit_intercept)
+    design, target = scaler.design(X_arr, y_arr)
+    free = np.asarray(np.linalg.lstsq(design, target, rcond=None)[0], dtype=np.float64)
+    return np.asarray(scaler.to_original(free), dtype=np.float64)
+
+
+def _check_settings(lr: float | str, max_iter: int, tol: float, divergence_ratio: float, method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if lr != "auto" and not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0 or 'auto', got {lr!r}")
+    if int(max_iter) != max_iter or max_iter < 1:
+        raise ValueError(f"max_iter must be a whole number >= 1, got {max_iter!r}")
+    if not (math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    if not divergence_ratio > 1:
+        raise ValueError(f"divergence_ratio must be > 1, got {divergence_ratio!r}")
 
 
 def fit(
@@ -237,23 +362,43 @@ def fit(
     y: ArrayLike,
     *,
     theta_init: ArrayLike,
-    lr: float,
+    lr: float | str,
     max_iter: int = 1000,
     tol: float = 1e-9,
+    method: str = "gd",
+    fit_intercept: bool = True,
+    momentum: float | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    batch_size: int = 32,
+    seed: int = 0,
+    decay: float = 0.0,
     divergence_ratio: float = 1e6,
     history_limit: int = 100_000,
     callback: Callable[[int, float], None] | None = None,
 ) -> FitResult:
-    """Fit ``y ≈ θ0 + X @ θ[1:]`` by batch gradient descent on the MSE.
+    """Fit ``y ≈ θ0 + X @ θ[1:]`` by gradient descent on the MSE.
 
-    Each iteration takes one step ``θ ← θ - lr · ∇J(θ)`` in standardized coordinates
-    (see the module docstring). The loop stops at the first of:
+    Each iteration takes one step in standardized coordinates (see the module
+    docstring). The methods:
 
-    * converged: ``‖∇J‖ <= tol``, the gradient norm measured in standardized units,
-      so the same ``tol`` means the same accuracy on any data set;
+    * ``gd``: ``w ← w − lr·∇J(w)``, the design notes' batch gradient descent;
+    * ``momentum``: heavy ball, ``v ← β·v − lr·∇J(w)``, ``w ← w + v``;
+    * ``nesterov``: the same with the gradient taken at the look-ahead ``w + β·v``;
+    * ``adam``: Adam with ``betas`` (full batch);
+    * ``backtracking``: gradient descent whose step starts at twice the last accepted
+      one and halves until the Armijo condition holds (sufficient decrease 1e-4);
+    * ``sgd``: one iteration is an epoch of shuffled mini-batches of ``batch_size``
+      rows (``seed``), step ``lr / (1 + decay · epoch)``.
+
+    The loop stops at the first of:
+
+    * converged: ``‖∇J‖ <= tol``, the full-batch gradient norm in standardized units,
+      so the same ``tol`` means the same accuracy on any data set, unless the
+      condition number exceeds :data:`MAX_CONDITION` (then float64 cannot certify θ,
+      and the run says so instead of claiming convergence);
     * diverged: the loss is non-finite or exceeds ``divergence_ratio`` times the
       initial loss (the step is too large for the curvature);
-    * budget: ``max_iter`` updates were made; a :class:`ConvergenceWarning` is issued.
+    * budget: ``max_iter`` iterations were made; a :class:`ConvergenceWarning` is issued.
 
     Parameters
     ----------
@@ -262,15 +407,26 @@ def fit(
     y : array_like, shape (n,)
         Target values, original units.
     theta_init : array_like, shape (d + 1,)
-        Starting parameters in original units, intercept first.
-    lr : float
-        Learning rate (step size) in standardized coordinates, ``> 0``. With one
-        feature the cost's curvature there is 2 in every direction, so rates below 1
-        converge, 0.5 lands on the optimum in one step, and rates above 1 diverge.
+        Starting parameters in original units, intercept first (ignored without one).
+    lr : float or "auto"
+        Step size in standardized coordinates, ``> 0``; ``"auto"`` takes it (and the
+        momentum) from the curvature, see :func:`auto_settings`. With one feature and an
+        intercept the curvature is 2 in every direction: plain gd converges below 1,
+        lands on the optimum in one step at 0.5, and diverges above 1.
     max_iter : int
-        Largest number of updates, ``>= 1``.
+        Largest number of iterations, ``>= 1``.
     tol : float
         Stopping tolerance on the standardized gradient norm, ``>= 0``.
+    method : str
+        One of :data:`METHODS`.
+    fit_intercept : bool
+        False for a model through the origin.
+    momentum : float, optional
+        β of ``momentum`` and ``nesterov`` (default 0.9, or the optimum with lr="auto").
+    betas : (float, float)
+        Adam's decay rates.
+    batch_size, seed, decay
+        Mini-batch size, shuffling seed and step decay of ``sgd``.
     divergence_ratio : float
         Loss growth (relative to the initial loss) taken as divergence, ``> 1``.
     history_limit : int
@@ -282,86 +438,103 @@ def fit(
     Returns
     -------
     FitResult
-        θ in original units, the loss at every iterate, and how the loop ended.
+        θ in original units, the loss and θ along the way, and how the loop ended.
     """
     X_arr, y_arr = _as_design(X, y)
-    n_rows, n_features = X_arr.shape
+    n_features = X_arr.shape[1]
     start = np.asarray(theta_init, dtype=np.float64).reshape(-1)
     if start.shape != (n_features + 1,):
         raise ValueError(f"theta_init must have {n_features + 1} values (intercept first), got {start.size}")
     if not np.isfinite(start).all():
         raise ValueError("theta_init must be finite")
-    if not (np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if int(max_iter) != max_iter or max_iter < 1:
-        raise ValueError(f"max_iter must be a whole number >= 1, got {max_iter!r}")
-    if not (np.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-    if not divergence_ratio > 1:
-        raise ValueError(f"divergence_ratio must be > 1, got {divergence_ratio!r}")
+    _check_settings(lr, max_iter, tol, divergence_ratio, method)
 
-    scaler = Standardizer.from_data(X_arr, y_arr)
-    design, target = scaler.transform(X_arr, y_arr)
+    scaler = Standardizer.from_data(X_arr, y_arr, fit_intercept)
+    quadratic = standardized_quadratic(X_arr, y_arr, scaler)
+    mu, L = quadratic.curvatures()
+    condition = L / mu if mu > 0 else math.inf
+    if lr == "auto":
+        step, beta = auto_settings(method, mu, L)
+    else:
+        step, beta = float(lr), 0.0
+    if momentum is not None:
+        beta = float(momentum)
+    elif method in {"momentum", "nesterov"} and lr != "auto":
+        beta = 0.9
     to_mse = scaler.y_scale**2  # standardized loss → dollars², say
-    theta = scaler.to_standard(start)
+    w = scaler.to_standard(start)
+    if not fit_intercept:
+        start = np.concatenate(([0.0], start[1:]))
 
+    update = _stepper(method, quadratic, step, beta, betas, scaler, X_arr, y_arr, batch_size, seed, decay)
     history = _History(history_limit)
-    first_loss = last_loss = float("nan")
+    first_loss = last_loss = math.nan
     converged = diverged = False
-    grad_norm = float("nan")
+    grad_norm = math.nan
     message = ""
     iteration = 0
-    previous = theta
+    previous = w
     with np.errstate(over="ignore", invalid="ignore"):
         while True:
-            residual = design @ theta - target
-            loss = float(residual @ residual) / n_rows
-            if not np.isfinite(loss):
+            loss = quadratic.loss(w)
+            if not math.isfinite(loss):
                 if iteration == 0:
                     raise ValueError("theta_init is so far off that the loss overflows float64")
                 diverged = True
                 message = (
-                    f"diverged at iteration {iteration}: the loss became non-finite; lr={lr:g} is too large"
+                    f"diverged at iteration {iteration}: the loss became non-finite; lr={step:g} is too large"
                 )
                 # Report the last iterate whose loss was finite, never NaN or inf.
-                theta, iteration = previous, iteration - 1
+                w, iteration = previous, iteration - 1
                 break
             if iteration == 0:
                 first_loss = loss
             last_loss = loss
-            history.record(iteration, loss, theta)
+            history.record(iteration, loss, w)
             if callback is not None:
                 callback(iteration, loss * to_mse)
             if loss > divergence_ratio * max(first_loss, np.finfo(float).tiny):
                 diverged = True
                 message = (
                     f"diverged at iteration {iteration}: the loss grew past "
-                    f"{divergence_ratio:g} times its initial value; lr={lr:g} is too large"
+                    f"{divergence_ratio:g} times its initial value; lr={step:g} is too large"
                 )
                 break
-            gradient = (2.0 / n_rows) * (design.T @ residual)
+            gradient = quadratic.gradient(w)
             grad_norm = float(np.sqrt(gradient @ gradient))
             if grad_norm <= tol:
-                converged = True
-                message = (
-                    f"converged after {iteration} iterations: gradient norm {grad_norm:.2e} <= tol {tol:g}"
-                )
+                if condition > MAX_CONDITION:
+                    message = (
+                        f"stopped after {iteration} iterations with gradient norm {grad_norm:.2e}, but the "
+                        f"standardized XᵀX has condition number {condition:.2e} > {MAX_CONDITION:.0e}: "
+                        "float64 cannot certify θ (drop or combine collinear columns, lower the degree)"
+                    )
+                    warnings.warn(message, ConvergenceWarning, stacklevel=2)
+                else:
+                    converged = True
+                    message = f"converged after {iteration} iterations: " + (
+                        f"gradient norm {grad_norm:.2e} <= tol {tol:g}"
+                    )
                 break
             if iteration >= max_iter:
                 message = (
                     f"stopped at max_iter={max_iter}: gradient norm {grad_norm:.2e} > tol {tol:g}; "
                     "raise max_iter or lr"
                 )
+                if condition > MAX_CONDITION:
+                    message += f" (condition number {condition:.2e}: beyond what float64 can certify)"
                 warnings.warn(message, ConvergenceWarning, stacklevel=2)
                 break
-            previous = theta
-            theta = theta - lr * gradient
+            previous = w
+            w = update(iteration, w, gradient)
             iteration += 1
 
-    history.finish(iteration, last_loss, theta)
-    path = np.array([scaler.to_original(point) for point in history.thetas])
+    history.finish(iteration, last_loss, w)
+    path = np.asarray(scaler.to_original(np.array(history.points)), dtype=np.float64).reshape(
+        -1, n_features + 1
+    )
     return FitResult(
-        theta=scaler.to_original(theta),
+        theta=np.asarray(scaler.to_original(w), dtype=np.float64),
         loss_history=np.asarray(history.losses) * to_mse,
         theta_history=path,
         history_steps=np.asarray(history.steps, dtype=np.int64),
@@ -370,4 +543,88 @@ def fit(
         diverged=diverged,
         message=message,
         grad_norm=grad_norm,
+        lr=step,
+        condition_number=condition,
     )
+
+
+Update = Callable[[int, FloatArray, FloatArray], FloatArray]
+
+
+def _stepper(
+    method: str,
+    quadratic: Quadratic,
+    step: float,
+    beta: float,
+    betas: tuple[float, float],
+    scaler: Standardizer,
+    X: FloatArray,
+    y: FloatArray,
+    batch_size: int,
+    seed: int,
+    decay: float,
+) -> Update:
+    """The update rule of ``method``: ``(iteration, w, ∇J(w)) → next w``; holds its state."""
+    if method == "gd":
+        return lambda _, w, gradient: w - step * gradient
+
+    if method in {"momentum", "nesterov"}:
+        velocity = np.zeros_like(quadratic.b)
+
+        def heavy_ball(_: int, w: FloatArray, gradient: FloatArray) -> FloatArray:
+            nonlocal velocity
+            if method == "nesterov":
+                gradient = quadratic.gradient(w + beta * velocity)
+            velocity = beta * velocity - step * gradient
+            return w + velocity
+
+        return heavy_ball
+
+    if method == "adam":
+        first = np.zeros_like(quadratic.b)
+        second = np.zeros_like(quadratic.b)
+        beta1, beta2 = betas
+
+        def adam(iteration: int, w: FloatArray, gradient: FloatArray) -> FloatArray:
+            nonlocal first, second
+            first = beta1 * first + (1 - beta1) * gradient
+            second = beta2 * second + (1 - beta2) * gradient**2
+            corrected1 = first / (1 - beta1 ** (iteration + 1))
+            corrected2 = second / (1 - beta2 ** (iteration + 1))
+            return w - step * corrected1 / (np.sqrt(corrected2) + 1e-12)
+
+        return adam
+
+    if method == "backtracking":
+        trial = step
+
+        def armijo(_: int, w: FloatArray, gradient: FloatArray) -> FloatArray:
+            nonlocal trial
+            squared = float(gradient @ gradient)
+            curvature = float(gradient @ (quadratic.Q @ gradient))
+            trial *= 2.0  # let the step grow back after a cautious stretch
+            # J(w − t g) − J(w) = −t‖g‖² + t² gᵀQg exactly: Armijo without cancellation.
+            while trial * curvature > (1.0 - 1e-4) * squared and trial > 1e-30:
+                trial *= 0.5
+            return w - trial * gradient
+
+        return armijo
+
+    # sgd: an epoch of shuffled mini-batches over the standardized rows.
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    design, target = scaler.design(X, y)
+    rng = np.random.default_rng(seed)
+    n_rows = design.shape[0]
+    size = min(int(batch_size), n_rows)
+
+    def epoch(iteration: int, w: FloatArray, _: FloatArray) -> FloatArray:
+        rate = step / (1.0 + decay * iteration)
+        order = rng.permutation(n_rows)
+        for begin in range(0, n_rows, size):
+            rows = order[begin : begin + size]
+            block, goal = design[rows], target[rows]
+            w = w - rate * (2.0 / rows.size) * (block.T @ (block @ w - goal))
+        return w
+
+    return epoch

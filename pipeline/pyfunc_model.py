@@ -16,12 +16,13 @@ from mlflow.pyfunc.model import PythonModel
 
 
 class LinearPriceModel(PythonModel):
-    """Predicts ``θ0 + Σ θj · x_j`` for a DataFrame with the feature columns."""
+    """Predicts ``θ0 + Σ θj · x_j`` (or ``θ0 + Σ θj · x^j`` for a polynomial) from a DataFrame."""
 
     def load_context(self, context: Any) -> None:
         config = context.model_config
         self.features = [str(name) for name in config["features"]]
         self.theta = np.asarray(config["theta"], dtype=np.float64)
+        self.degree = int(config.get("degree", 1))
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -30,6 +31,8 @@ class LinearPriceModel(PythonModel):
         if missing:
             raise ValueError(f"input lacks feature column(s) {missing}; expected {self.features}")
         X = model_input[self.features].to_numpy(dtype=np.float64)
+        if self.degree > 1:  # x, x², …: as pipeline.features.polynomial_columns builds them
+            X = X[:, :1] ** np.arange(1, self.degree + 1)
         return np.asarray(self.theta[0] + X @ self.theta[1:], dtype=np.float64)
 
 

@@ -205,6 +205,11 @@ def axis_labels(config: DictConfig) -> tuple[str, str]:
     """Labels for θ0 and θ1 with units, from ``data.units``."""
     target_unit = config.data.units.target
     feature, feature_unit = config.data.features[0], config.data.units.features[0]
+    if config.model.degree > 1:
+        return (
+            f"θ0, intercept ({target_unit})",
+            f"θ1, coefficient of {feature} ({target_unit} per {feature_unit})",
+        )
     return (
         f"θ0, intercept ({target_unit})",
         f"θ1, coefficient of {feature} ({target_unit} per {feature_unit})",
@@ -215,13 +220,14 @@ def sweep_figures(config: DictConfig, results: list[dict[str, Any]]) -> dict[str
     """The landscape, valley and loss-curve pictures of a sweep, keyed by their path key."""
     import pandas as pd
 
+    from pipeline.features import polynomial_columns
     from pipeline.landscape import landscape_figure, loss_curves_figure, valley_figure
 
     runs = [run for run in results if run["status"] != "failed"]
     if not runs:
         return {}
     table = pd.read_parquet(resolve(config, config.paths.train))
-    X = table[list(config.data.features)].to_numpy(np.float64)
+    X = polynomial_columns(table[list(config.data.features)].to_numpy(np.float64), int(runs[0]["degree"]))
     y = table[config.data.target].to_numpy(np.float64)
     optimum = np.asarray(runs[0]["optimum_theta"])
     labels = axis_labels(config)

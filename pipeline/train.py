@@ -27,8 +27,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import PipelineError, Terminated, exit_on_error
+from pipeline.features import MAX_DEGREE, column_names, polynomial_columns
 from pipeline.files import file_md5, resolve
-from pipeline.optimize import ConvergenceWarning, FitResult, fit, least_squares, mean_squared_error
+from pipeline.optimize import METHODS, ConvergenceWarning, FitResult, fit, least_squares, mean_squared_error
 from pipeline.settings import check_overrides, read_choice, read_names, read_number
 from pipeline.tracking import (
     BEST_MSE_ENV,
@@ -43,7 +44,6 @@ from pipeline.tracking import (
 log = logging.getLogger("pipeline.train")  # not __main__ under `python -m`
 
 PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
-OPTIMIZERS = ("gd",)
 _optimum_cache: dict[str, tuple[np.ndarray, float]] = {}
 
 
@@ -65,25 +65,77 @@ def load_training_data(path: Path, features: list[str], target: str) -> tuple[np
 class TrainSettings:
     """The settings a training run reads, checked, with the keys they come from."""
 
-    theta_init: np.ndarray  # model.init.theta0, model.init.theta1; further slopes start at 0
-    lr: float  # optimizer.lr
+    method: str  # optimizer.name
+    theta_init: np.ndarray  # model.init: theta0, theta1 (further slopes start at 0), or random
+    lr: float | str  # optimizer.lr: a number, or "auto"
     max_iter: int  # optimizer.max_iter
     tol: float  # optimizer.tol
     divergence_ratio: float  # optimizer.divergence_ratio
+    fit_intercept: bool  # model.fit_intercept
+    degree: int  # model.degree
+    options: dict[str, Any]  # the method's own: momentum, betas, batch_size, seed, decay
+
+
+def read_flag(cfg: DictConfig, key: str) -> bool:
+    value = OmegaConf.select(cfg, key, default=None)
+    if not isinstance(value, bool):
+        raise PipelineError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def read_initial_theta(cfg: DictConfig, n_columns: int) -> np.ndarray:
+    """θ to start from, shape (n_columns + 1,): given, or uniform in ``model.init.box``."""
+    theta = np.zeros(n_columns + 1)
+    if read_flag(cfg, "model.init.random"):
+        rng = np.random.default_rng(int(read_number(cfg, "model.init.seed", at_least=0, integer=True)))
+        for index, key in enumerate(("theta0", "theta1")):
+            low = read_number(cfg, f"model.init.box.{key}.0")
+            high = read_number(cfg, f"model.init.box.{key}.1")
+            if not low <= high:
+                raise PipelineError(
+                    f"model.init.box.{key}: expected [low, high] with low <= high, got {[low, high]}"
+                )
+            theta[index] = rng.uniform(low, high)
+    else:
+        theta[0] = read_number(cfg, "model.init.theta0")
+        theta[1] = read_number(cfg, "model.init.theta1")
+    return theta
 
 
 def read_settings(cfg: DictConfig, n_features: int) -> TrainSettings:
-    """Read and check ``model.init`` and ``optimizer``; a bad value names its key."""
-    read_choice(cfg, "optimizer.name", OPTIMIZERS)
-    theta_init = np.zeros(n_features + 1)
-    theta_init[0] = read_number(cfg, "model.init.theta0")
-    theta_init[1] = read_number(cfg, "model.init.theta1")
+    """Read and check ``model`` and ``optimizer``; a bad value names its key."""
+    method = read_choice(cfg, "optimizer.name", METHODS)
+    degree = int(read_number(cfg, "model.degree", at_least=1, integer=True))
+    if degree > MAX_DEGREE:
+        raise PipelineError(f"model.degree: expected a whole number from 1 to {MAX_DEGREE}, got {degree}")
+    if degree > 1 and n_features != 1:
+        raise PipelineError(
+            f"model.degree: a polynomial is built from one feature; data.features has {n_features}"
+        )
+    lr_value = OmegaConf.select(cfg, "optimizer.lr", default=None)
+    lr: float | str = "auto" if lr_value == "auto" else read_number(cfg, "optimizer.lr", above=0)
+    options: dict[str, Any] = {}
+    if method in {"momentum", "nesterov"} and OmegaConf.select(cfg, "optimizer.momentum") is not None:
+        options["momentum"] = read_number(cfg, "optimizer.momentum", at_least=0, below=1)
+    if method == "adam":
+        options["betas"] = (
+            read_number(cfg, "optimizer.beta1", at_least=0, below=1),
+            read_number(cfg, "optimizer.beta2", at_least=0, below=1),
+        )
+    if method == "sgd":
+        options["batch_size"] = int(read_number(cfg, "optimizer.batch_size", at_least=1, integer=True))
+        options["seed"] = int(read_number(cfg, "optimizer.seed", at_least=0, integer=True))
+        options["decay"] = read_number(cfg, "optimizer.decay", at_least=0)
     return TrainSettings(
-        theta_init=theta_init,
-        lr=read_number(cfg, "optimizer.lr", above=0),
+        method=method,
+        theta_init=read_initial_theta(cfg, degree if degree > 1 else n_features),
+        lr=lr,
         max_iter=int(read_number(cfg, "optimizer.max_iter", at_least=1, integer=True)),
         tol=read_number(cfg, "optimizer.tol", at_least=0),
         divergence_ratio=read_number(cfg, "optimizer.divergence_ratio", above=1),
+        fit_intercept=read_flag(cfg, "model.fit_intercept"),
+        degree=degree,
+        options=options,
     )
 
 
@@ -132,7 +184,10 @@ def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings) -> 
                 lr=settings.lr,
                 max_iter=settings.max_iter,
                 tol=settings.tol,
+                method=settings.method,
+                fit_intercept=settings.fit_intercept,
                 divergence_ratio=settings.divergence_ratio,
+                **settings.options,
                 callback=progress,
             )
     except ValueError as error:
@@ -141,10 +196,12 @@ def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings) -> 
         progress.close()
 
 
-def reference_optimum(X: np.ndarray, y: np.ndarray, key: str) -> tuple[np.ndarray, float]:
-    """Least-squares θ and its MSE, computed once per training set (``key``)."""
+def reference_optimum(
+    X: np.ndarray, y: np.ndarray, key: str, fit_intercept: bool = True
+) -> tuple[np.ndarray, float]:
+    """Least-squares θ and its MSE, computed once per training set and model (``key``)."""
     if key not in _optimum_cache:
-        theta = least_squares(X, y)
+        theta = least_squares(X, y, fit_intercept=fit_intercept)
         _optimum_cache[key] = (theta, mean_squared_error(X, y, theta))
     return _optimum_cache[key]
 
@@ -174,17 +231,21 @@ def run_name(cfg: DictConfig) -> str:
     return f"lr={cfg.optimizer.lr} θ0={init.theta0} θ1={init.theta1}"
 
 
-def log_model(features: list[str], theta: np.ndarray, X: np.ndarray) -> str:
-    """Log θ as a pyfunc model from code (no pickle) to the active run; return its URI."""
+def log_model(features: list[str], theta: np.ndarray, inputs: np.ndarray, degree: int) -> str:
+    """Log θ as a pyfunc model from code (no pickle) to the active run; return its URI.
+
+    ``inputs`` (n, len(features)) are feature rows as a user passes them: the model
+    builds the polynomial columns itself.
+    """
     import mlflow
     from mlflow.models import infer_signature
 
-    example = pd.DataFrame(X[:3], columns=features)
-    prediction = theta[0] + X[:3] @ theta[1:]
+    example = pd.DataFrame(inputs[:3], columns=features)
+    prediction = theta[0] + polynomial_columns(inputs[:3], degree) @ theta[1:]
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_MODEL_CODE),
-        model_config={"features": features, "theta": [float(value) for value in theta]},
+        model_config={"features": features, "theta": [float(value) for value in theta], "degree": degree},
         signature=infer_signature(example, prediction),
         input_example=example,
         # Inferring requirements costs over a second a run; these are all it imports.
@@ -219,7 +280,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     features = read_names(cfg, "data.features")
     target = read_names(cfg, "data.target")[0]
     train_path = resolve(cfg, cfg.paths.train)
-    X, y = load_training_data(train_path, features, target)
+    inputs, y = load_training_data(train_path, features, target)
     train_md5 = file_md5(train_path)
     raw_path = resolve(cfg, cfg.data.path)
     uri = tracking_uri(cfg.mlflow.tracking_uri)
@@ -241,11 +302,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             mlflow.log_params(flat_params(cfg) | {"n_train": len(y)})
             try:
                 settings = read_settings(cfg, len(features))
+                X = polynomial_columns(inputs, settings.degree)
                 result = fit_with_settings(X, y, settings)
             except PipelineError as error:
                 mlflow.set_tags({"status": "failed", "error": str(error)})
                 raise
-            summary = log_result(active.info.run_id, uri, X, y, features, result, train_md5)
+            model = Model(features, settings.degree, settings.fit_intercept)
+            summary = log_result(active.info.run_id, uri, inputs, y, model, result, train_md5)
             mlflow.log_metrics(ingest_counts(cfg))
         except (KeyboardInterrupt, Terminated):
             mlflow.end_run("KILLED")  # not FAILED: nothing was wrong with the run
@@ -259,40 +322,69 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return summary | {
         "run_id": active.info.run_id,
         "run_name": run_name(cfg),
-        "lr": settings.lr,
+        "method": settings.method,
+        "lr": result.lr,
         "theta_init": [float(v) for v in settings.theta_init],
         "features": features,
         "target": target,
     }
 
 
+@dataclass(frozen=True)
+class Model:
+    """What a θ means: the feature columns it takes, the degree, whether θ0 is fitted."""
+
+    features: list[str]
+    degree: int
+    fit_intercept: bool
+
+    @property
+    def columns(self) -> list[str]:
+        return column_names(self.features, self.degree)
+
+
 def log_result(
     run_id: str,
     uri: str,
-    X: np.ndarray,
+    inputs: np.ndarray,
     y: np.ndarray,
-    features: list[str],
+    model: Model,
     result: FitResult,
     train_md5: str,
 ) -> dict[str, Any]:
-    """Log a finished fit to the active run: loss curve, reference, status, model."""
+    """Log a finished fit to the active run: loss curve, certificate, status, model.
+
+    ``inputs`` (n, len(features)) are the feature columns; the model's own columns
+    (powers, for a polynomial) are built from them.
+    """
     import mlflow
     from mlflow.entities import Metric
 
-    optimum_theta, optimum_mse = reference_optimum(X, y, train_md5)
+    X = polynomial_columns(inputs, model.degree)
+    key = f"{train_md5}:{model.degree}:{model.fit_intercept}"
+    optimum_theta, optimum_mse = reference_optimum(X, y, key, model.fit_intercept)
     train_mse = mean_squared_error(X, y, result.theta)
     # The curve as computed by the loop, ending at the MSE recomputed from residuals.
     curve = [*result.loss_history[:-1], train_mse]
     now = int(1000 * time.time())
-    mlflow.MlflowClient(tracking_uri=uri).log_batch(
-        run_id, metrics=[Metric("train_mse", float(v), now, step) for step, v in enumerate(curve)]
-    )
+    metrics = [
+        Metric("train_mse", float(v), now, int(step))
+        for step, v in zip(result.history_steps, curve, strict=True)
+    ]
+    mlflow.MlflowClient(tracking_uri=uri).log_batch(run_id, metrics=metrics)
     gap = (train_mse - optimum_mse) / optimum_mse if optimum_mse > 0 else train_mse - optimum_mse
+    nonzero = np.abs(optimum_theta) > 0
+    theta_rel_error = float(
+        np.max(np.abs(result.theta - optimum_theta)[nonzero] / np.abs(optimum_theta[nonzero]), initial=0.0)
+    )
     finals = {
         "n_iter": result.n_iter,
         "grad_norm": result.grad_norm,
+        "lr_used": result.lr,
+        "condition_number": result.condition_number,
         "optimum_mse": optimum_mse,
         "optimality_gap": gap,
+        "theta_rel_error": theta_rel_error,
     } | {f"theta{j}": float(value) for j, value in enumerate(result.theta)}
     mlflow.log_metrics({key: float(value) for key, value in finals.items() if np.isfinite(value)})
     mlflow.set_tags(
@@ -304,7 +396,7 @@ def log_result(
         }
     )
     # A diverged run's θ is not a model anyone should use: only its curve is kept.
-    model_uri = None if result.diverged else log_model(features, result.theta, X)
+    model_uri = None if result.diverged else log_model(model.features, result.theta, inputs, model.degree)
     shown = plot_indices(len(result.history_steps))
     return {
         "status": result.status,
@@ -312,10 +404,15 @@ def log_result(
         "diverged": result.diverged,
         "message": result.message,
         "theta": [float(v) for v in result.theta],
+        "columns": model.columns,
+        "degree": model.degree,
+        "fit_intercept": model.fit_intercept,
         "n_iter": result.n_iter,
         "train_mse": train_mse,
         "optimum_mse": optimum_mse,
         "optimality_gap": gap,
+        "theta_rel_error": theta_rel_error,
+        "condition_number": result.condition_number,
         "optimum_theta": [float(v) for v in optimum_theta],
         "model_uri": model_uri,
         # A few hundred iterates, dense early where the path turns: enough to draw it.

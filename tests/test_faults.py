@@ -45,7 +45,18 @@ def train_runs(client: MlflowClient) -> list[Run]:
         ("split", "split.test_fraction=1.5", "split.test_fraction: expected a number > 0 and < 1, got 1.5"),
         ("split", "split.seed=abc", "split.seed: expected a whole number, got 'abc'"),
         ("train", "optimizer.lr=fast", "optimizer.lr: expected a number, got 'fast'"),
-        ("train", "optimizer.name=adamw", "optimizer.name: expected one of gd; got 'adamw'"),
+        (
+            "train",
+            "optimizer.name=adamw",
+            "optimizer.name: expected one of gd, momentum, nesterov, adam, backtracking, sgd; "
+            "got 'adamw'; did you mean 'adam'?",
+        ),
+        (
+            "train",
+            "optimizer=adamw",
+            "optimizer=adamw: no such optimizer config; the choices are: adam, backtracking",
+        ),
+        ("train", "model.degree=11", "model.degree: expected a whole number from 1 to 10, got 11"),
     ],
 )
 def test_setting_mistakes_end_in_one_line(prepared: Path, module: str, argument: str, message: str) -> None:
@@ -111,7 +122,15 @@ def slow_sweep(prepared: Path) -> Iterator[subprocess.Popen[str]]:
     command.append(f"hydra.sweep.dir={prepared / 'logs'}")
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As a foreground command gets it: a shell starts background jobs (CI, say) with
+        # SIGINT ignored, and Python keeps an ignored SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         yield process
