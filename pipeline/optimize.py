@@ -47,6 +47,7 @@ __all__ = [
     "fit",
     "least_squares",
     "mean_squared_error",
+    "standardize",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -212,33 +213,49 @@ class Quadratic:
         return 2.0 * float(max(eigenvalues[0], 0.0)), 2.0 * float(eigenvalues[-1])
 
 
-def standardized_quadratic(X: FloatArray, y: FloatArray, scaler: Standardizer) -> Quadratic:
-    """Q, b, c of the standardized problem, in one blocked pass over the rows.
+def standardize(X: FloatArray, y: FloatArray, fit_intercept: bool = True) -> tuple[Standardizer, Quadratic]:
+    """The scales and the standardized quadratic of the problem, in two passes over the rows.
 
-    Columns are centred (with an intercept) before their products are summed, so that
-    a large mean does not cost digits; blocks keep the temporaries in cache.
+    One pass takes the means; a second, in blocks that stay in cache, sums the centred
+    cross products (centring first, so that a large mean costs no digits), from which
+    the scales and ``Q``, ``b``, ``c`` all follow. A non-finite value anywhere shows in
+    these sums, so the data need no separate check.
     """
     n_rows, n_features = X.shape
+    x_mean = X.mean(axis=0) if fit_intercept else np.zeros(n_features)
+    y_mean = float(y.mean()) if fit_intercept else 0.0
     cross = np.zeros((n_features, n_features))
     cross_y = np.zeros(n_features)
     yy = 0.0
-    for start in range(0, n_rows, BLOCK_ROWS):
-        block = X[start : start + BLOCK_ROWS] - scaler.x_mean
-        target = y[start : start + BLOCK_ROWS] - scaler.y_mean
-        cross += block.T @ block
-        cross_y += block.T @ target
-        yy += float(target @ target)
-    scale = np.outer(scaler.x_scale, scaler.x_scale)
-    weights_Q = cross / n_rows / scale
-    weights_b = cross_y / n_rows / (scaler.x_scale * scaler.y_scale)
-    c = yy / n_rows / scaler.y_scale**2
-    if not scaler.fit_intercept:
-        return Quadratic(weights_Q, weights_b, c)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, n_rows, BLOCK_ROWS):
+            block = X[start : start + BLOCK_ROWS] - x_mean
+            target = y[start : start + BLOCK_ROWS] - y_mean
+            cross += block.T @ block
+            cross_y += block.T @ target
+            yy += float(target @ target)
+    if not (np.isfinite(cross).all() and np.isfinite(cross_y).all() and math.isfinite(yy)):
+        raise ValueError("X and y must be finite (no NaN or infinity) and their squares must fit in float64")
+    x_scale = np.sqrt(np.diag(cross) / n_rows)
+    flat = np.flatnonzero(~(x_scale > 0))
+    if flat.size:
+        what = "constant (zero variance)" if fit_intercept else "all zero"
+        raise ValueError(
+            f"feature column {int(flat[0])} is {what}: it cannot be standardized "
+            "and its coefficient is not identifiable"
+        )
+    y_scale = math.sqrt(yy / n_rows) or 1.0
+    scaler = Standardizer(x_mean, x_scale, y_mean, y_scale, fit_intercept)
+    weights_Q = cross / n_rows / np.outer(x_scale, x_scale)
+    weights_b = cross_y / n_rows / (x_scale * y_scale)
+    c = yy / n_rows / y_scale**2
+    if not fit_intercept:
+        return scaler, Quadratic(weights_Q, weights_b, c)
     # The intercept column is all ones and every other column is centred: orthogonal.
     Q = np.zeros((n_features + 1, n_features + 1))
     Q[0, 0] = 1.0
     Q[1:, 1:] = weights_Q
-    return Quadratic(Q, np.concatenate(([0.0], weights_b)), c)
+    return scaler, Quadratic(Q, np.concatenate(([0.0], weights_b)), c)
 
 
 def auto_settings(method: str, mu: float, L: float) -> tuple[float, float]:
@@ -289,7 +306,7 @@ class _History:
             self.points.append(point)
 
 
-def _as_design(X: ArrayLike, y: ArrayLike) -> tuple[FloatArray, FloatArray]:
+def _as_design(X: ArrayLike, y: ArrayLike, *, check_finite: bool = True) -> tuple[FloatArray, FloatArray]:
     X_arr = np.asarray(X, dtype=np.float64)
     if X_arr.ndim == 1:
         X_arr = X_arr[:, np.newaxis]
@@ -298,7 +315,7 @@ def _as_design(X: ArrayLike, y: ArrayLike) -> tuple[FloatArray, FloatArray]:
         raise ValueError(f"X must have shape (n, d) and y shape (n,); got {X_arr.shape} and {y_arr.shape}")
     if X_arr.shape[0] < 2:
         raise ValueError(f"need at least 2 rows to fit, got {X_arr.shape[0]}")
-    if not (np.isfinite(X_arr).all() and np.isfinite(y_arr).all()):
+    if check_finite and not (np.isfinite(X_arr).all() and np.isfinite(y_arr).all()):
         raise ValueError("X and y must be finite (no NaN or infinity)")
     return X_arr, y_arr
 
@@ -440,7 +457,7 @@ def fit(
     FitResult
         θ in original units, the loss and θ along the way, and how the loop ended.
     """
-    X_arr, y_arr = _as_design(X, y)
+    X_arr, y_arr = _as_design(X, y, check_finite=False)  # standardize() checks, in its pass
     n_features = X_arr.shape[1]
     start = np.asarray(theta_init, dtype=np.float64).reshape(-1)
     if start.shape != (n_features + 1,):
@@ -449,8 +466,7 @@ def fit(
         raise ValueError("theta_init must be finite")
     _check_settings(lr, max_iter, tol, divergence_ratio, method)
 
-    scaler = Standardizer.from_data(X_arr, y_arr, fit_intercept)
-    quadratic = standardized_quadratic(X_arr, y_arr, scaler)
+    scaler, quadratic = standardize(X_arr, y_arr, fit_intercept)
     mu, L = quadratic.curvatures()
     condition = L / mu if mu > 0 else math.inf
     if lr == "auto":
@@ -610,21 +626,27 @@ def _stepper(
 
         return armijo
 
-    # sgd: an epoch of shuffled mini-batches over the standardized rows.
+    # sgd: the rows are shuffled once into one contiguous copy; every epoch visits its
+    # mini-batches in a new random order. Each batch is then a slice, not a gather, so an
+    # epoch streams through memory instead of jumping about it.
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    design, target = scaler.design(X, y)
     rng = np.random.default_rng(seed)
+    order = rng.permutation(X.shape[0])
+    design, target = scaler.design(X[order], y[order])
     n_rows = design.shape[0]
     size = min(int(batch_size), n_rows)
+    starts = np.arange(0, n_rows, size)
+    residual = np.empty(size)
 
     def epoch(iteration: int, w: FloatArray, _: FloatArray) -> FloatArray:
         rate = step / (1.0 + decay * iteration)
-        order = rng.permutation(n_rows)
-        for begin in range(0, n_rows, size):
-            rows = order[begin : begin + size]
-            block, goal = design[rows], target[rows]
-            w = w - rate * (2.0 / rows.size) * (block.T @ (block @ w - goal))
+        for begin in rng.permutation(starts):
+            block, goal = design[begin : begin + size], target[begin : begin + size]
+            part = residual[: block.shape[0]]
+            np.matmul(block, w, out=part)
+            part -= goal
+            w = w - (rate * 2.0 / block.shape[0]) * (part @ block)
         return w
 
     return epoch
