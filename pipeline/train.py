@@ -227,8 +227,11 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_name(cfg: DictConfig) -> str:
+    """What tells the runs of a sweep apart: method, learning rate, start."""
     init = cfg.model.init
-    return f"lr={cfg.optimizer.lr} θ0={init.theta0} θ1={init.theta1}"
+    start = f"random start {init.seed}" if init.random is True else f"θ0={init.theta0} θ1={init.theta1}"
+    degree = f" degree {cfg.model.degree}" if cfg.model.degree != 1 else ""
+    return f"{cfg.optimizer.name} lr={cfg.optimizer.lr} {start}{degree}"
 
 
 def log_model(features: list[str], theta: np.ndarray, inputs: np.ndarray, degree: int) -> str:

@@ -1,0 +1,174 @@
+"""Every method, lr="auto", polynomials, models through the origin, the certificate.
+
+References are independent of the optimizer: numpy.linalg.lstsq, coefficients that
+generated exact data, and exact rational arithmetic (fractions) where float64 lstsq
+would itself lose digits.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.features import polynomial_columns
+from pipeline.optimize import METHODS, ConvergenceWarning, auto_settings, fit, least_squares
+from tests.conftest import RAW_DIR, ComposeFn
+
+
+def relative_error(theta: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.max(np.abs(theta - reference) / np.abs(reference)))
+
+
+@pytest.fixture(scope="module")
+def king_county() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    table = pd.read_csv(RAW_DIR / "kc_house_data.csv", usecols=["sqft_living", "bathrooms", "price"])
+    X = table[["sqft_living", "bathrooms"]].to_numpy(np.float64)
+    y = table["price"].to_numpy(np.float64)
+    design = np.column_stack([np.ones(len(y)), X])
+    return X, y, np.asarray(np.linalg.lstsq(design, y, rcond=None)[0])
+
+
+@pytest.mark.parametrize("method", ["gd", "momentum", "nesterov", "adam", "backtracking"])
+def test_every_full_batch_method_reaches_lstsq(
+    king_county: tuple[np.ndarray, np.ndarray, np.ndarray], method: str
+) -> None:
+    X, y, reference = king_county
+    lr: float | str = 0.01 if method == "adam" else "auto"
+    result = fit(X, y, theta_init=[0.0, 100.0, 0.0], lr=lr, method=method, max_iter=50_000, tol=1e-10)
+    assert result.converged, result.message
+    assert relative_error(result.theta, reference) < 1e-6
+
+
+@pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")  # SGD runs its epochs out
+def test_mini_batch_sgd_with_decay_gets_close_and_is_repeatable(
+    king_county: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    X, y, reference = king_county
+    runs = [
+        fit(
+            X,
+            y,
+            theta_init=[0.0, 0.0, 0.0],
+            lr=0.02,
+            method="sgd",
+            max_iter=40,
+            tol=0.0,
+            batch_size=64,
+            decay=0.5,
+        )
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(runs[0].theta, runs[1].theta)  # the seed fixes the shuffles
+    optimum = np.mean((reference[0] + X @ reference[1:] - y) ** 2)
+    final = np.mean((runs[0].theta[0] + X @ runs[0].theta[1:] - y) ** 2)
+    assert (final - optimum) / optimum < 1e-3
+    assert runs[0].n_iter == 40 and not runs[0].converged
+
+
+def test_auto_settings_follow_the_curvature() -> None:
+    assert auto_settings("gd", 0.5, 8.0) == (1 / 8.0, 0.0)
+    step, beta = auto_settings("momentum", 1.0, 9.0)
+    assert step == pytest.approx(4 / 16) and beta == pytest.approx(0.25)
+    step, beta = auto_settings("nesterov", 1.0, 9.0)
+    assert step == pytest.approx(1 / 9) and beta == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("method", ["momentum", "nesterov"])
+def test_collinear_columns_to_1e_minus_9(method: str) -> None:
+    rng = np.random.default_rng(4)
+    x1 = rng.normal(0.0, 1.0, 3000)
+    x2 = x1 + rng.normal(0.0, 0.014, 3000)  # correlation 0.9999: condition number about 1e4
+    X = np.column_stack([x1, 3.0 * x2])
+    true = np.array([1.5, 2.0, -3.0])
+    y = true[0] + X @ true[1:]
+    result = fit(X, y, theta_init=[0.0, 0.0, 0.0], lr="auto", method=method, max_iter=20_000, tol=1e-14)
+    assert 5e3 < result.condition_number < 5e4
+    assert result.converged and result.n_iter <= 20_000
+    assert relative_error(result.theta, true) < 1e-9
+
+
+def exact_polynomial_fit(x: list[int], y: list[Fraction], degree: int) -> list[Fraction]:
+    """Least squares by the normal equations in exact rational arithmetic (Gauss-Jordan)."""
+    size = degree + 1
+    A = [[sum((Fraction(v) ** (i + j) for v in x), Fraction(0)) for j in range(size)] for i in range(size)]
+    b = [sum((Fraction(v) ** i * t for v, t in zip(x, y, strict=True)), Fraction(0)) for i in range(size)]
+    for col in range(size):
+        pivot = next(r for r in range(col, size) if A[r][col] != 0)
+        A[col], A[pivot], b[col], b[pivot] = A[pivot], A[col], b[pivot], b[col]
+        for r in range(size):
+            if r != col and A[r][col] != 0:
+                factor = A[r][col] / A[col][col]
+                A[r] = [a - factor * c for a, c in zip(A[r], A[col], strict=True)]
+                b[r] -= factor * b[col]
+    return [b[i] / A[i][i] for i in range(size)]
+
+
+def test_degree_5_polynomial_to_1e_minus_6_against_exact_rationals() -> None:
+    x = list(range(21))
+    rng = np.random.default_rng(5)
+    # Targets on a grid of exact binary fractions, so float64 and Fraction see the same data.
+    y = [Fraction(int(v)) / 64 for v in rng.integers(-64_000, 64_000, 21)]
+    exact = np.array([float(c) for c in exact_polynomial_fit(x, y, 5)])
+    X = polynomial_columns(np.array(x, dtype=np.float64)[:, np.newaxis], 5)
+    target = np.array([float(v) for v in y])
+    result = fit(X, target, theta_init=np.zeros(6), lr="auto", method="momentum", max_iter=200_000, tol=1e-13)
+    assert 1e6 < result.condition_number < 1e7
+    assert result.converged and result.n_iter <= 200_000
+    assert relative_error(result.theta, exact) < 1e-6
+
+
+def test_through_the_origin_to_1e_minus_12_against_exact_rationals() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.integers(1, 5000, 400) / 8.0
+    y = 2.5 * x + rng.integers(-4000, 4000, 400) / 16.0
+    exact = sum(Fraction(a) * Fraction(b) for a, b in zip(x, y, strict=True)) / sum(
+        Fraction(a) ** 2 for a in x
+    )
+    result = fit(x, y, theta_init=[0.0, 1.0], lr="auto", fit_intercept=False, max_iter=1000, tol=1e-15)
+    assert result.converged and result.theta[0] == 0.0
+    assert abs(result.theta[1] - float(exact)) / float(exact) < 1e-12
+    np.testing.assert_allclose(least_squares(x, y, fit_intercept=False), [0.0, float(exact)], rtol=1e-12)
+
+
+def test_beyond_what_float64_can_certify_the_run_says_so() -> None:
+    X = polynomial_columns(np.arange(21.0)[:, np.newaxis], 10)
+    y = X @ np.ones(10)
+    with pytest.warns(ConvergenceWarning, match="condition number"):
+        result = fit(X, y, theta_init=np.zeros(11), lr="auto", method="nesterov", max_iter=20_000, tol=1e-9)
+    assert result.condition_number > 1e8
+    assert not result.converged
+    assert "condition number" in result.message
+
+
+def test_unknown_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="method must be one of gd, momentum"):
+        fit([1.0, 2.0, 3.0], [1.0, 2.0, 4.0], theta_init=[0.0, 0.0], lr=0.1, method="lbfgs")
+    assert set(METHODS) == {"gd", "momentum", "nesterov", "adam", "backtracking", "sgd"}
+
+
+def test_random_starts_are_seeded_and_inside_the_box(compose_cfg: ComposeFn) -> None:
+    from pipeline.train import read_settings
+
+    def start(seed: int) -> np.ndarray:
+        cfg = compose_cfg("model.init.random=true", f"model.init.seed={seed}", config_name="train")
+        return read_settings(cfg, n_features=1).theta_init
+
+    first, again, other = start(1), start(1), start(2)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    for theta in (first, other):
+        assert -500_000 <= theta[0] <= 500_000 and 0 <= theta[1] <= 600
+
+
+def test_polynomial_settings_build_powers_of_the_one_feature(compose_cfg: ComposeFn) -> None:
+    from pipeline.errors import PipelineError
+    from pipeline.train import read_settings
+
+    settings = read_settings(compose_cfg("model.degree=3", config_name="train"), n_features=1)
+    assert settings.degree == 3 and settings.theta_init.shape == (4,)
+    with pytest.raises(PipelineError, match=r"model\.degree: a polynomial is built from one feature"):
+        read_settings(compose_cfg("model.degree=3", config_name="train"), n_features=2)
+    np.testing.assert_array_equal(polynomial_columns(np.array([[2.0], [3.0]]), 3), [[2, 4, 8], [3, 9, 27]])
