@@ -43,12 +43,17 @@ def row(label: str, seconds: float, ratio: str) -> None:
     print(f"{label:<58}{seconds:10.4f}  {ratio}")
 
 
+def house_like(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` made-up sales: square feet and a noisy price, shapes (rows,) and (rows,)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(500, 5000, rows)
+    return x, 20_000 + 280 * x + rng.normal(0, 250_000, rows)
+
+
 def full_batch(rows: int) -> None:
     from sklearn.linear_model import LinearRegression
 
-    rng = np.random.default_rng(0)
-    x = rng.uniform(500, 5000, rows)
-    y = 20_000 + 280 * x + rng.normal(0, 250_000, rows)
+    x, y = house_like(rows, seed=0)
     X = x[:, np.newaxis]
 
     def normal_equations() -> np.ndarray:
@@ -75,9 +80,7 @@ def full_batch(rows: int) -> None:
 
 
 def sgd_bandwidth(rows: int) -> None:
-    rng = np.random.default_rng(1)
-    x = rng.uniform(500, 5000, rows)
-    y = 20_000 + 280 * x + rng.normal(0, 250_000, rows)
+    x, y = house_like(rows, seed=1)
     X = x[:, np.newaxis]
     streamed = 2 * rows * 8  # the feature and target columns, once each
     dot = best_time(lambda: np.dot(x, y))

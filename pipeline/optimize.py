@@ -139,25 +139,6 @@ class Standardizer:
     y_scale: float
     fit_intercept: bool = True
 
-    @classmethod
-    def from_data(cls, X: FloatArray, y: FloatArray, fit_intercept: bool = True) -> Standardizer:
-        """Measure the columns of ``X`` (shape (n, d)) and ``y`` (shape (n,))."""
-        if fit_intercept:
-            x_mean, y_mean = X.mean(axis=0), float(y.mean())
-            x_scale, y_scale = X.std(axis=0), float(y.std())
-        else:
-            x_mean, y_mean = np.zeros(X.shape[1]), 0.0
-            x_scale = np.sqrt((X * X).mean(axis=0))
-            y_scale = float(np.sqrt(y @ y / y.size))
-        flat = np.flatnonzero(~(x_scale > 0))
-        if flat.size:
-            what = "constant (zero variance)" if fit_intercept else "all zero"
-            raise ValueError(
-                f"feature column {int(flat[0])} is {what}: it cannot be standardized "
-                "and its coefficient is not identifiable"
-            )
-        return cls(x_mean, x_scale, y_mean, y_scale if y_scale > 0 else 1.0, fit_intercept)
-
     def design(self, X: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
         """The standardized design (n, p) and target (n,); p = d+1 with an intercept."""
         Z = (X - self.x_mean) / self.x_scale
@@ -355,7 +336,7 @@ def least_squares(X: ArrayLike, y: ArrayLike, *, fit_intercept: bool = True) -> 
         Intercept first, original units.
     """
     X_arr, y_arr = _as_design(X, y)
-    scaler = Standardizer.from_data(X_arr, y_arr, fit_intercept)
+    scaler, _ = standardize(X_arr, y_arr, fit_intercept)
     design, target = scaler.design(X_arr, y_arr)
     free = np.asarray(np.linalg.lstsq(design, target, rcond=None)[0], dtype=np.float64)
     return np.asarray(scaler.to_original(free), dtype=np.float64)
