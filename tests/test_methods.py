@@ -172,3 +172,21 @@ def test_polynomial_settings_build_powers_of_the_one_feature(compose_cfg: Compos
     with pytest.raises(PipelineError, match=r"model\.degree: a polynomial is built from one feature"):
         read_settings(compose_cfg("model.degree=3", config_name="train"), n_features=2)
     np.testing.assert_array_equal(polynomial_columns(np.array([[2.0], [3.0]]), 3), [[2, 4, 8], [3, 9, 27]])
+
+
+def test_sgd_steps_from_batch_statistics_equal_steps_over_the_rows() -> None:
+    from pipeline.optimize import _batch_statistics, _statistics_epochs, _streaming_epochs
+
+    rng = np.random.default_rng(8)
+    design = np.column_stack([np.ones(1000), rng.normal(size=(1000, 2))])
+    target = design @ np.array([0.5, 1.0, -2.0]) + rng.normal(0.0, 0.1, 1000)
+    streaming = _streaming_epochs(design, target, 64, 0.05, 0.5, np.random.default_rng(9))
+    statistics = _statistics_epochs(
+        *_batch_statistics(design, target, 64), 0.05, 0.5, np.random.default_rng(9)
+    )
+    w_rows = w_stats = np.zeros(3)
+    for epoch in range(4):
+        w_rows = streaming(epoch, w_rows, w_rows)
+        w_stats = statistics(epoch, w_stats, w_stats)
+    np.testing.assert_allclose(w_stats, w_rows, rtol=1e-12)
+    assert np.abs(w_rows - [0.5, 1.0, -2.0]).max() < 0.05
