@@ -244,7 +244,7 @@ def summary_table(results: list[dict[str, Any]]) -> pd.DataFrame:
 
     rows = []
     for result in results:
-        row = {key: result.get(key) for key in ("run_id", "run_name", "lr", "status", "n_iter")}
+        row = {key: result.get(key) for key in ("run_id", "run_name", "method", "lr", "status", "n_iter")}
         init, theta = result.get("theta_init") or [None, None], result.get("theta") or [None, None]
         row |= {"theta0_init": init[0], "theta1_init": init[1], "theta0": theta[0], "theta1": theta[1]}
         row |= {key: result.get(key) for key in ("train_mse", "optimality_gap", "message")}
