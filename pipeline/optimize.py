@@ -40,6 +40,7 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = [
     "METHODS",
     "ConvergenceWarning",
+    "DataPass",
     "FitResult",
     "Quadratic",
     "Standardizer",
@@ -188,33 +189,129 @@ class Quadratic:
     def gradient(self, w: FloatArray) -> FloatArray:
         return np.asarray(2.0 * (self.Q @ w - self.b), dtype=np.float64)
 
+    def loss_and_gradient(self, w: FloatArray) -> tuple[float, FloatArray]:
+        Qw = self.Q @ w
+        return float(w @ Qw - 2.0 * (self.b @ w) + self.c), np.asarray(2.0 * (Qw - self.b), dtype=np.float64)
+
+    def curvature_along(self, g: FloatArray) -> float:
+        """``gᵀQg``: how fast the loss bends along ``g``."""
+        return float(g @ (self.Q @ g))
+
     def curvatures(self) -> tuple[float, float]:
         """Smallest and largest eigenvalue of the Hessian 2Q (μ and L)."""
         eigenvalues = np.linalg.eigvalsh(self.Q)
         return 2.0 * float(max(eigenvalues[0], 0.0)), 2.0 * float(eigenvalues[-1])
 
 
-def standardize(X: FloatArray, y: FloatArray, fit_intercept: bool = True) -> tuple[Standardizer, Quadratic]:
-    """The scales and the standardized quadratic of the problem, in two passes over the rows.
+class DataPass:
+    """The same loss, gradient and curvature as :class:`Quadratic`, each from a pass over the rows.
 
-    One pass takes the means; a second, in blocks that stay in cache, sums the centred
-    cross products (centring first, so that a large mean costs no digits), from which
-    the scales and ``Q``, ``b``, ``c`` all follow. A non-finite value anywhere shows in
-    these sums, so the data need no separate check.
+    For ``statistics=False``: every evaluation reads X and y once, in blocks of
+    :data:`BLOCK_ROWS` rows with preallocated buffers, and never builds the standardized
+    design: ``r = X @ (w/σ) + k − y/σ_y`` is the standardized residual, with the
+    centring folded into the constant ``k``. Slower than the statistics by a pass per
+    iteration, but each loss comes from the residuals themselves.
+    """
+
+    def __init__(self, X: FloatArray, y: FloatArray, scaler: Standardizer) -> None:
+        self.X, self.scaler = X, scaler
+        self.y_scaled = y / scaler.y_scale  # one copy, so that a pass does one less operation
+        self.buffer = np.empty(min(BLOCK_ROWS, X.shape[0]))
+        self.rows = X.shape[0]
+
+    def _split(self, w: FloatArray) -> tuple[FloatArray, float]:
+        """Slopes on the raw columns and the constant of the standardized residual."""
+        scaler = self.scaler
+        weights = w[1:] if scaler.fit_intercept else w
+        slopes = weights / scaler.x_scale
+        constant = (
+            float(w[0] - slopes @ scaler.x_mean + scaler.y_mean / scaler.y_scale)
+            if scaler.fit_intercept
+            else 0.0
+        )
+        return slopes, constant
+
+    @staticmethod
+    def _combine(block: FloatArray, slopes: FloatArray, out: FloatArray) -> None:
+        """``out = block @ slopes``; column by column for few columns, where numpy's
+        matrix-vector product of a tall, narrow block is ten times slower than that."""
+        if slopes.size > 8:
+            np.matmul(block, slopes, out=out)
+            return
+        np.multiply(block[:, 0], slopes[0], out=out)
+        for column in range(1, slopes.size):
+            out += block[:, column] * slopes[column]
+
+    def loss_and_gradient(self, w: FloatArray) -> tuple[float, FloatArray]:
+        slopes, constant = self._split(w)
+        total = squares = 0.0
+        cross = np.zeros(self.X.shape[1])
+        for start in range(0, self.rows, BLOCK_ROWS):
+            block = self.X[start : start + BLOCK_ROWS]
+            residual = self.buffer[: block.shape[0]]
+            self._combine(block, slopes, residual)
+            residual += constant
+            residual -= self.y_scaled[start : start + BLOCK_ROWS]
+            total += float(residual.sum())
+            squares += float(residual @ residual)
+            cross += residual @ block
+        scaler, n = self.scaler, self.rows
+        weights_gradient = 2.0 * (cross / n - scaler.x_mean * (total / n)) / scaler.x_scale
+        if scaler.fit_intercept:
+            return squares / n, np.concatenate(([2.0 * total / n], weights_gradient))
+        return squares / n, weights_gradient
+
+    def gradient(self, w: FloatArray) -> FloatArray:
+        return self.loss_and_gradient(w)[1]
+
+    def curvature_along(self, g: FloatArray) -> float:
+        slopes, constant = self._split(g)
+        constant -= self.scaler.y_mean / self.scaler.y_scale if self.scaler.fit_intercept else 0.0
+        squares = 0.0
+        for start in range(0, self.rows, BLOCK_ROWS):
+            block = self.X[start : start + BLOCK_ROWS]
+            bent = self.buffer[: block.shape[0]]
+            self._combine(block, slopes, bent)
+            bent += constant
+            squares += float(bent @ bent)
+        return float(squares / self.rows)
+
+
+def standardize(X: FloatArray, y: FloatArray, fit_intercept: bool = True) -> tuple[Standardizer, Quadratic]:
+    """The scales and the standardized quadratic of the problem, in one pass over the rows.
+
+    The rows are read once, in blocks that stay in cache. Each block is shifted by the
+    first block's means before its cross products are summed, so that a large mean costs
+    no digits (the shifted data algorithm); the exact centring is applied at the end.
+    The scales and ``Q``, ``b``, ``c`` all follow from these sums. A non-finite value
+    anywhere shows in them, so the data need no separate check.
     """
     n_rows, n_features = X.shape
-    x_mean = X.mean(axis=0) if fit_intercept else np.zeros(n_features)
-    y_mean = float(y.mean()) if fit_intercept else 0.0
+    head = slice(0, BLOCK_ROWS)
+    x_shift = X[head].mean(axis=0) if fit_intercept else np.zeros(n_features)
+    y_shift = float(y[head].mean()) if fit_intercept else 0.0
+    sums, sum_y = np.zeros(n_features), 0.0
     cross = np.zeros((n_features, n_features))
     cross_y = np.zeros(n_features)
     yy = 0.0
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, n_rows, BLOCK_ROWS):
-            block = X[start : start + BLOCK_ROWS] - x_mean
-            target = y[start : start + BLOCK_ROWS] - y_mean
+            block = X[start : start + BLOCK_ROWS] - x_shift
+            target = y[start : start + BLOCK_ROWS] - y_shift
+            sums += block.sum(axis=0)
+            sum_y += float(target.sum())
             cross += block.T @ block
             cross_y += block.T @ target
             yy += float(target @ target)
+        # From shifted sums to sums around the means: subtract n·(mean − shift) products.
+        # Without an intercept nothing is centred: the sums are taken around 0 as they are.
+        x_mean, y_mean = np.zeros(n_features), 0.0
+        if fit_intercept:
+            offset, offset_y = sums / n_rows, sum_y / n_rows
+            x_mean, y_mean = x_shift + offset, y_shift + offset_y
+            cross -= n_rows * np.outer(offset, offset)
+            cross_y -= n_rows * offset * offset_y
+            yy -= n_rows * offset_y**2
     if not (np.isfinite(cross).all() and np.isfinite(cross_y).all() and math.isfinite(yy)):
         raise ValueError("X and y must be finite (no NaN or infinity) and their squares must fit in float64")
     x_scale = np.sqrt(np.diag(cross) / n_rows)
@@ -373,6 +470,7 @@ def fit(
     divergence_ratio: float = 1e6,
     history_limit: int = 100_000,
     callback: Callable[[int, float], None] | None = None,
+    statistics: bool = True,
 ) -> FitResult:
     """Fit ``y ≈ θ0 + X @ θ[1:]`` by gradient descent on the MSE.
 
@@ -432,6 +530,10 @@ def fit(
     callback : callable, optional
         Called as ``callback(iteration, loss)`` (loss in original units) at every
         iterate, e.g. to show progress; it must not change anything.
+    statistics : bool
+        True (the default): full-batch iterations use XᵀX, Xᵀy, yᵀy and N, O(d²) each.
+        False: every iteration passes over the rows (:class:`DataPass`); the same
+        iterates, each loss from the residuals. ``sgd`` has its own scheme either way.
 
     Returns
     -------
@@ -463,7 +565,10 @@ def fit(
     if not fit_intercept:
         start = np.concatenate(([0.0], start[1:]))
 
-    update = _stepper(method, quadratic, step, beta, betas, scaler, X_arr, y_arr, batch_size, seed, decay)
+    objective: Quadratic | DataPass = (
+        quadratic if statistics or method == "sgd" else DataPass(X_arr, y_arr, scaler)
+    )
+    update = _stepper(method, objective, step, beta, betas, scaler, X_arr, y_arr, batch_size, seed, decay)
     history = _History(history_limit)
     first_loss = last_loss = math.nan
     converged = diverged = False
@@ -473,7 +578,7 @@ def fit(
     previous = w
     with np.errstate(over="ignore", invalid="ignore"):
         while True:
-            loss = quadratic.loss(w)
+            loss, gradient = objective.loss_and_gradient(w)
             if not math.isfinite(loss):
                 if iteration == 0:
                     raise ValueError("theta_init is so far off that the loss overflows float64")
@@ -497,7 +602,6 @@ def fit(
                     f"{divergence_ratio:g} times its initial value; lr={step:g} is too large"
                 )
                 break
-            gradient = quadratic.gradient(w)
             grad_norm = float(np.sqrt(gradient @ gradient))
             if grad_norm <= tol:
                 if condition > MAX_CONDITION:
@@ -550,7 +654,7 @@ Update = Callable[[int, FloatArray, FloatArray], FloatArray]
 
 def _stepper(
     method: str,
-    quadratic: Quadratic,
+    objective: Quadratic | DataPass,
     step: float,
     beta: float,
     betas: tuple[float, float],
@@ -562,24 +666,25 @@ def _stepper(
     decay: float,
 ) -> Update:
     """The update rule of ``method``: ``(iteration, w, ∇J(w)) → next w``; holds its state."""
+    width = X.shape[1] + (1 if scaler.fit_intercept else 0)
     if method == "gd":
         return lambda _, w, gradient: w - step * gradient
 
     if method in {"momentum", "nesterov"}:
-        velocity = np.zeros_like(quadratic.b)
+        velocity = np.zeros(width)
 
         def heavy_ball(_: int, w: FloatArray, gradient: FloatArray) -> FloatArray:
             nonlocal velocity
             if method == "nesterov":
-                gradient = quadratic.gradient(w + beta * velocity)
+                gradient = objective.gradient(w + beta * velocity)
             velocity = beta * velocity - step * gradient
             return w + velocity
 
         return heavy_ball
 
     if method == "adam":
-        first = np.zeros_like(quadratic.b)
-        second = np.zeros_like(quadratic.b)
+        first = np.zeros(width)
+        second = np.zeros(width)
         beta1, beta2 = betas
 
         def adam(iteration: int, w: FloatArray, gradient: FloatArray) -> FloatArray:
@@ -598,7 +703,7 @@ def _stepper(
         def armijo(_: int, w: FloatArray, gradient: FloatArray) -> FloatArray:
             nonlocal trial
             squared = float(gradient @ gradient)
-            curvature = float(gradient @ (quadratic.Q @ gradient))
+            curvature = objective.curvature_along(gradient)
             trial *= 2.0  # let the step grow back after a cautious stretch
             # J(w − t g) − J(w) = −t‖g‖² + t² gᵀQg exactly: Armijo without cancellation.
             while trial * curvature > (1.0 - 1e-4) * squared and trial > 1e-30:

@@ -114,7 +114,7 @@ def read_settings(cfg: DictConfig, n_features: int) -> TrainSettings:
         )
     lr_value = OmegaConf.select(cfg, "optimizer.lr", default=None)
     lr: float | str = "auto" if lr_value == "auto" else read_number(cfg, "optimizer.lr", above=0)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"statistics": read_flag(cfg, "optimizer.statistics")}
     if method in {"momentum", "nesterov"} and OmegaConf.select(cfg, "optimizer.momentum") is not None:
         options["momentum"] = read_number(cfg, "optimizer.momentum", at_least=0, below=1)
     if method == "adam":

@@ -190,3 +190,35 @@ def test_sgd_steps_from_batch_statistics_equal_steps_over_the_rows() -> None:
         w_stats = statistics(epoch, w_stats, w_stats)
     np.testing.assert_allclose(w_stats, w_rows, rtol=1e-12)
     assert np.abs(w_rows - [0.5, 1.0, -2.0]).max() < 0.05
+
+
+# Backtracking is left out: its halvings compare two nearly equal numbers, so rounding
+# can pick another step; it is checked for reaching the optimum instead.
+@pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")  # 30 iterations, by design
+@pytest.mark.parametrize("method", ["gd", "momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_a_pass_over_the_rows_gives_the_iterates_of_the_statistics(method: str, fit_intercept: bool) -> None:
+    rng = np.random.default_rng(12)
+    X = np.column_stack([rng.uniform(500, 4000, 70_000), rng.uniform(1, 5, 70_000)])  # more than a block
+    y = 30_000 + X @ np.array([250.0, 8_000.0]) + rng.normal(0, 40_000, 70_000)
+    settings = {"theta_init": [1e4, 100.0, 0.0], "lr": 0.05 if method == "adam" else "auto", "method": method}
+    with_stats = fit(X, y, max_iter=30, tol=0.0, fit_intercept=fit_intercept, **settings)  # type: ignore[arg-type]
+    with_rows = fit(X, y, max_iter=30, tol=0.0, fit_intercept=fit_intercept, statistics=False, **settings)  # type: ignore[arg-type]
+    np.testing.assert_allclose(with_rows.theta, with_stats.theta, rtol=1e-8)
+    np.testing.assert_allclose(with_rows.loss_history, with_stats.loss_history, rtol=1e-9)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_a_pass_over_the_rows_reaches_lstsq(
+    king_county: tuple[np.ndarray, np.ndarray, np.ndarray], fit_intercept: bool
+) -> None:
+    X, y, _ = king_county
+    reference = least_squares(X, y, fit_intercept=fit_intercept)
+    for method in ("backtracking", "nesterov"):
+        result = fit(
+            X, y, theta_init=[0.0, 0.0, 0.0], lr="auto", method=method, fit_intercept=fit_intercept,
+            max_iter=20_000, tol=1e-10, statistics=False,
+        )  # fmt: skip
+        assert result.converged, (method, result.message)
+        nonzero = reference != 0
+        assert relative_error(result.theta[nonzero], reference[nonzero]) < 1e-6, method
