@@ -82,38 +82,10 @@ def full_batch(rows: int) -> None:
     print(f"   θ from fit {theta}, from solve {reference}")
 
 
-def data_pass(rows: int) -> None:
-    x, y = house_like(rows, seed=2)
-    X = x[:, np.newaxis]
-    dot = best_time(lambda: np.dot(x, y))
+def iteration_times(X: np.ndarray, y: np.ndarray, **options: object) -> tuple[float, float]:
+    """Seconds before the first iterate (set-up), and the median seconds per iteration
+    over 20, read from the times at which ``fit`` calls its callback."""
     stamps: list[float] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        fit(
-            X,
-            y,
-            theta_init=[0.0, 0.0],
-            lr=0.01,
-            max_iter=20,
-            tol=0.0,
-            statistics=False,
-            callback=lambda iteration, loss: stamps.append(time.perf_counter()),
-        )
-    iteration = float(np.median(np.diff(stamps)))
-    print(f"\n2. full-batch gd with statistics off: a pass over the {rows:,} rows per iteration")
-    row("np.dot over the feature and target columns (baseline)", dot, f"{2 * rows * 8 / dot / 1e9:.1f} GB/s")
-    row(
-        "one iteration (median of 20; reads the same two columns)",
-        iteration,
-        f"{2 * rows * 8 / iteration / 1e9:.1f} GB/s = {dot / iteration:.0%} of np.dot's (target >= 50%)",
-    )
-
-
-def sgd_epochs(rows: int) -> None:
-    x, y = house_like(rows, seed=1)
-    X = x[:, np.newaxis]
-    dot = best_time(lambda: np.dot(x, y))
-    stamps: list[float] = []  # when each epoch's iterate is reached, via fit's callback
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -124,14 +96,37 @@ def sgd_epochs(rows: int) -> None:
             lr=0.01,
             max_iter=20,
             tol=0.0,
-            method="sgd",
-            batch_size=4096,
             callback=lambda iteration, loss: stamps.append(time.perf_counter()),
+            **options,  # type: ignore[arg-type]
         )
-    setup = stamps[0] - start
-    epoch = float(np.median(np.diff(stamps)))
+    return stamps[0] - start, float(np.median(np.diff(stamps)))
+
+
+def bandwidth_baseline(x: np.ndarray, y: np.ndarray) -> float:
+    dot = best_time(lambda: np.dot(x, y))
+    row(
+        "np.dot over the feature and target columns (baseline)", dot, f"{2 * x.size * 8 / dot / 1e9:.1f} GB/s"
+    )
+    return dot
+
+
+def data_pass(rows: int) -> None:
+    x, y = house_like(rows, seed=2)
+    print(f"\n2. full-batch gd with statistics off: a pass over the {rows:,} rows per iteration")
+    dot = bandwidth_baseline(x, y)
+    _, iteration = iteration_times(x[:, np.newaxis], y, statistics=False)
+    row(
+        "one iteration (median of 20; reads the same two columns)",
+        iteration,
+        f"{2 * rows * 8 / iteration / 1e9:.1f} GB/s = {dot / iteration:.0%} of np.dot's (target >= 50%)",
+    )
+
+
+def sgd_epochs(rows: int) -> None:
+    x, y = house_like(rows, seed=1)
     print(f"\n3. mini-batch SGD (batch 4,096), {rows:,} rows")
-    row("np.dot over the feature and target columns (baseline)", dot, f"{2 * rows * 8 / dot / 1e9:.1f} GB/s")
+    dot = bandwidth_baseline(x, y)
+    setup, epoch = iteration_times(x[:, np.newaxis], y, method="sgd", batch_size=4096)
     row("sgd set-up: shuffle once, sum BᵀB and Bᵀg per batch", setup, f"{setup / dot:.1f} x np.dot")
     row(
         "sgd epoch (median of 20; reads no rows)",
