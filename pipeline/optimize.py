@@ -183,9 +183,6 @@ class Quadratic:
     b: FloatArray
     c: float
 
-    def loss(self, w: FloatArray) -> float:
-        return float(w @ (self.Q @ w) - 2.0 * (self.b @ w) + self.c)
-
     def gradient(self, w: FloatArray) -> FloatArray:
         return np.asarray(2.0 * (self.Q @ w - self.b), dtype=np.float64)
 
