@@ -203,18 +203,25 @@ class Quadratic:
 class DataPass:
     """The same loss, gradient and curvature as :class:`Quadratic`, each from a pass over the rows.
 
-    For ``statistics=False``: every evaluation reads X and y once, in blocks of
-    :data:`BLOCK_ROWS` rows with preallocated buffers, and never builds the standardized
-    design: ``r = X @ (w/σ) + k − y/σ_y`` is the standardized residual, with the
-    centring folded into the constant ``k``. Slower than the statistics by a pass per
-    iteration, but each loss comes from the residuals themselves.
+    For ``statistics=False``: every evaluation reads X and y once and never builds the
+    standardized design: ``r = X @ (w/σ) + k − y/σ_y`` is the standardized residual,
+    with the centring folded into the constant ``k``. With numba installed the pass is
+    one compiled loop over all cores (:mod:`pipeline.kernels`); without it, numpy in
+    blocks of :data:`BLOCK_ROWS` rows with a preallocated buffer. Slower than the
+    statistics by a pass per iteration, but each loss comes from the residuals.
     """
 
     def __init__(self, X: FloatArray, y: FloatArray, scaler: Standardizer) -> None:
-        self.X, self.scaler = X, scaler
+        self.X, self.scaler = np.ascontiguousarray(X), scaler
         self.y_scaled = y / scaler.y_scale  # one copy, so that a pass does one less operation
         self.buffer = np.empty(min(BLOCK_ROWS, X.shape[0]))
         self.rows = X.shape[0]
+        try:
+            from pipeline import kernels
+        except ImportError:  # numba is optional: the numpy blocks give the same numbers
+            self.kernels = None
+        else:
+            self.kernels, self.chunks = kernels, kernels.chunk_count()
 
     def _split(self, w: FloatArray) -> tuple[FloatArray, float]:
         """Slopes on the raw columns and the constant of the standardized residual."""
@@ -239,8 +246,11 @@ class DataPass:
         for column in range(1, slopes.size):
             out += block[:, column] * slopes[column]
 
-    def loss_and_gradient(self, w: FloatArray) -> tuple[float, FloatArray]:
-        slopes, constant = self._split(w)
+    def _residual_sums(self, slopes: FloatArray, constant: float) -> tuple[float, float, FloatArray]:
+        """Σr, Σr² and Σr·X for the residual ``r = X @ slopes + constant − y/σ_y``."""
+        if self.kernels is not None:
+            sums = self.kernels.residual_sums(self.X, self.y_scaled, slopes, constant, self.chunks)
+            return float(sums[0]), float(sums[1]), np.asarray(sums[2:], dtype=np.float64)
         total = squares = 0.0
         cross = np.zeros(self.X.shape[1])
         for start in range(0, self.rows, BLOCK_ROWS):
@@ -252,6 +262,10 @@ class DataPass:
             total += float(residual.sum())
             squares += float(residual @ residual)
             cross += residual @ block
+        return total, squares, cross
+
+    def loss_and_gradient(self, w: FloatArray) -> tuple[float, FloatArray]:
+        total, squares, cross = self._residual_sums(*self._split(w))
         scaler, n = self.scaler, self.rows
         weights_gradient = 2.0 * (cross / n - scaler.x_mean * (total / n)) / scaler.x_scale
         if scaler.fit_intercept:
@@ -264,6 +278,8 @@ class DataPass:
     def curvature_along(self, g: FloatArray) -> float:
         slopes, constant = self._split(g)
         constant -= self.scaler.y_mean / self.scaler.y_scale if self.scaler.fit_intercept else 0.0
+        if self.kernels is not None:
+            return float(self.kernels.combination_squares(self.X, slopes, constant, self.chunks) / self.rows)
         squares = 0.0
         for start in range(0, self.rows, BLOCK_ROWS):
             block = self.X[start : start + BLOCK_ROWS]
