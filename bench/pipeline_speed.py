@@ -11,7 +11,6 @@ Run with ``make bench`` (or ``.venv/bin/python bench/pipeline_speed.py``). Print
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,22 +19,14 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from tests.conftest import copy_project  # noqa: E402  (the same copy the end-to-end test makes)
+from tests.conftest import VENV_BIN, copy_project, user_env  # noqa: E402  (the same copy the end-to-end test makes)
 
-BIN = Path(sys.executable).parent
 TARGET_SECONDS = 60.0
-
-
-def environment() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "DVC_NO_ANALYTICS": "1"}
-    return env
 
 
 def timed(command: list[str], cwd: Path) -> tuple[float, str]:
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, env=environment(), capture_output=True, text=True)
+    done = subprocess.run(command, cwd=cwd, env=user_env(), capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"bench: {' '.join(command)} failed:\n{done.stderr[-2000:]}")
@@ -51,20 +42,20 @@ def row(label: str, seconds: float, ratio: str) -> None:
 
 
 def main() -> None:
-    python = str(BIN / "python")
+    python = str(VENV_BIN / "python")
     print(f"{'measure':<46}{'seconds':>9}  ratio")
     baseline = best_of(3, [python, "-c", "import mlflow"], REPO_ROOT)
     row("import mlflow (baseline)", baseline, "1.00")
     for module in ("ingest", "split", "train", "evaluate"):
         probe = f"import sys, pipeline.{module}; sys.exit(2 if 'mlflow' in sys.modules else 0)"
-        loads = subprocess.run([python, "-c", probe], cwd=REPO_ROOT, env=environment()).returncode == 2
+        loads = subprocess.run([python, "-c", probe], cwd=REPO_ROOT, env=user_env()).returncode == 2
         seconds = best_of(3, [python, "-c", f"import pipeline.{module}"], REPO_ROOT)
         label = f"import pipeline.{module} ({'imports mlflow' if loads else 'no mlflow'})"
         row(label, seconds, f"{seconds / baseline:.2f} of import mlflow")
 
     with tempfile.TemporaryDirectory() as folder:
         project = copy_project(Path(folder))
-        dvc = str(BIN / "dvc")
+        dvc = str(VENV_BIN / "dvc")
         total = 0.0
         for stage in ("ingest", "split", "train", "evaluate"):
             seconds, _ = timed([dvc, "repro", "--single-item", stage], project)

@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
 CONF_DIR = REPO_ROOT / "conf"
 RAW_DIR = REPO_ROOT / "data" / "raw"
 BAD_DIR = Path(__file__).resolve().parent / "data"
@@ -25,6 +26,14 @@ os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 ComposeFn = Callable[..., DictConfig]
+
+
+def user_env() -> dict[str, str]:
+    """The environment of a user in the activated .venv, with the default MLflow store:
+    `python`, `dvc`, `mlflow` and `uvicorn` are ours, MLFLOW_TRACKING_URI is unset."""
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 def isolating_overrides(tmp_path: Path) -> list[str]:
@@ -99,11 +108,10 @@ def run_stage(
         f"hydra.sweep.dir={tmp_path / 'logs' / 'sweep'}",
     ]
     command = [sys.executable, "-m", f"pipeline.{module}", *(["--multirun"] if multirun else [])]
-    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     return subprocess.run(
         [*command, *isolating_overrides(tmp_path), *hydra_dirs, *overrides],
         cwd=REPO_ROOT,
-        env=env,
+        env=user_env(),
         capture_output=True,
         text=True,
         timeout=600,

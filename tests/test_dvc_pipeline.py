@@ -9,7 +9,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,16 +18,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import copy_project
-
-VENV_BIN = Path(sys.executable).parent
-
-
-def user_env() -> dict[str, str]:
-    """The environment of a user in the activated .venv, with the default store."""
-    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # `python` in dvc.yaml is ours
-    return env
+from tests.conftest import VENV_BIN, copy_project, user_env
 
 
 def run(command: list[str], cwd: Path) -> str:

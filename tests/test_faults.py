@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,14 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import ingest, split, train
 from pipeline.errors import PipelineError
-from tests.conftest import REPO_ROOT, ComposeFn, assert_one_line_error, isolating_overrides, run_stage
+from tests.conftest import (
+    REPO_ROOT,
+    ComposeFn,
+    assert_one_line_error,
+    isolating_overrides,
+    run_stage,
+    user_env,
+)
 
 START = ["model.init.theta0=0", "model.init.theta1=100"]
 
@@ -120,11 +126,10 @@ def slow_sweep(prepared: Path) -> Iterator[subprocess.Popen[str]]:
         *overrides,
     ]
     command.append(f"hydra.sweep.dir={prepared / 'logs'}")
-    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     process = subprocess.Popen(
         command,
         cwd=REPO_ROOT,
-        env=env,
+        env=user_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -210,8 +215,9 @@ def test_two_sweeps_at_once_on_a_new_store_both_finish(compose_cfg: ComposeFn, t
             "optimizer.lr=0.01,0.1,0.3",
             f"hydra.sweep.dir={root}/logs",
         ]
-        env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-        processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True))
+        processes.append(
+            subprocess.Popen(command, cwd=REPO_ROOT, env=user_env(), stderr=subprocess.PIPE, text=True)
+        )
     for process in processes:
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr

@@ -6,10 +6,8 @@ Not part of `make test`; run them with `make test-slow`.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,9 +17,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import evaluate
-from tests.conftest import ComposeFn, copy_project, run_stage
+from tests.conftest import VENV_BIN, ComposeFn, copy_project, run_stage, user_env
 
-VENV_BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
@@ -39,8 +36,7 @@ def test_mlflow_serves_the_champion_on_loopback(prepared: Path, compose_cfg: Com
     report = evaluate.run(compose_cfg())
     theta0, theta1 = report["theta"]
     port = free_port()
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{prepared / 'mlflow.db'}")
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # as in the activated .venv (uvicorn)
+    env = user_env() | {"MLFLOW_TRACKING_URI": f"sqlite:///{prepared / 'mlflow.db'}"}
     command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/house-price@champion"]
     command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -74,13 +70,11 @@ def test_mlflow_serves_the_champion_on_loopback(prepared: Path, compose_cfg: Com
 
 def test_dvc_experiments_log_to_the_repository_store(tmp_path: Path) -> None:
     project = copy_project(tmp_path)
-    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     dvc = str(VENV_BIN / "dvc")
 
     def run(*arguments: str) -> str:
         done = subprocess.run(
-            [dvc, *arguments], cwd=project, env=env, capture_output=True, text=True, timeout=900
+            [dvc, *arguments], cwd=project, env=user_env(), capture_output=True, text=True, timeout=900
         )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
