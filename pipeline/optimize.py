@@ -575,8 +575,6 @@ def fit(
         beta = 0.9
     to_mse = scaler.y_scale**2  # standardized loss → dollars², say
     w = scaler.to_standard(start)
-    if not fit_intercept:
-        start = np.concatenate(([0.0], start[1:]))
 
     objective: Quadratic | DataPass = (
         quadratic if statistics or method == "sgd" else DataPass(X_arr, y_arr, scaler)

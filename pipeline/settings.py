@@ -61,6 +61,14 @@ def read_number(
     return float(value)
 
 
+def read_flag(cfg: DictConfig, key: str) -> bool:
+    """The true or false at ``key``."""
+    value = OmegaConf.select(cfg, key, default=None)
+    if not isinstance(value, bool):
+        raise PipelineError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
 def read_names(cfg: DictConfig, key: str, *, allow_empty: bool = False) -> list[str]:
     """A list of column names at ``key`` (a single name is taken as a list of one)."""
     value = _value(cfg, key)

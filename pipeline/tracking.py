@@ -205,11 +205,6 @@ def axis_labels(config: DictConfig) -> tuple[str, str]:
     """Labels for θ0 and θ1 with units, from ``data.units``."""
     target_unit = config.data.units.target
     feature, feature_unit = config.data.features[0], config.data.units.features[0]
-    if config.model.degree > 1:
-        return (
-            f"θ0, intercept ({target_unit})",
-            f"θ1, coefficient of {feature} ({target_unit} per {feature_unit})",
-        )
     return (
         f"θ0, intercept ({target_unit})",
         f"θ1, coefficient of {feature} ({target_unit} per {feature_unit})",

@@ -30,7 +30,7 @@ from pipeline.errors import PipelineError, Terminated, exit_on_error
 from pipeline.features import MAX_DEGREE, column_names, polynomial_columns
 from pipeline.files import file_md5, resolve
 from pipeline.optimize import METHODS, ConvergenceWarning, FitResult, fit, least_squares, mean_squared_error
-from pipeline.settings import check_overrides, read_choice, read_names, read_number
+from pipeline.settings import check_overrides, read_choice, read_flag, read_names, read_number
 from pipeline.tracking import (
     BEST_MSE_ENV,
     PARENT_RUN_ENV,
@@ -74,13 +74,6 @@ class TrainSettings:
     fit_intercept: bool  # model.fit_intercept
     degree: int  # model.degree
     options: dict[str, Any]  # the method's own: momentum, betas, batch_size, seed, decay
-
-
-def read_flag(cfg: DictConfig, key: str) -> bool:
-    value = OmegaConf.select(cfg, key, default=None)
-    if not isinstance(value, bool):
-        raise PipelineError(f"{key}: expected true or false, got {value!r}")
-    return value
 
 
 def read_initial_theta(cfg: DictConfig, n_columns: int) -> np.ndarray:
@@ -311,7 +304,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 mlflow.set_tags({"status": "failed", "error": str(error)})
                 raise
             model = Model(features, settings.degree, settings.fit_intercept)
-            summary = log_result(active.info.run_id, uri, inputs, y, model, result, train_md5)
+            summary = log_result(active.info.run_id, uri, inputs, X, y, model, result, train_md5)
             mlflow.log_metrics(ingest_counts(cfg))
         except (KeyboardInterrupt, Terminated):
             mlflow.end_run("KILLED")  # not FAILED: nothing was wrong with the run
@@ -350,6 +343,7 @@ def log_result(
     run_id: str,
     uri: str,
     inputs: np.ndarray,
+    X: np.ndarray,
     y: np.ndarray,
     model: Model,
     result: FitResult,
@@ -357,13 +351,12 @@ def log_result(
 ) -> dict[str, Any]:
     """Log a finished fit to the active run: loss curve, certificate, status, model.
 
-    ``inputs`` (n, len(features)) are the feature columns; the model's own columns
-    (powers, for a polynomial) are built from them.
+    ``inputs`` (n, len(features)) are the feature columns a user passes to the model;
+    ``X`` (n, len(model.columns)) the columns it was fitted on (powers, for a polynomial).
     """
     import mlflow
     from mlflow.entities import Metric
 
-    X = polynomial_columns(inputs, model.degree)
     key = f"{train_md5}:{model.degree}:{model.fit_intercept}"
     optimum_theta, optimum_mse = reference_optimum(X, y, key, model.fit_intercept)
     train_mse = mean_squared_error(X, y, result.theta)
