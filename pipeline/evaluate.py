@@ -21,16 +21,14 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError, exit_on_error
-from pipeline.features import polynomial_columns
 from pipeline.files import resolve, write_atomic, write_json
+from pipeline.model import ModelSpec
 from pipeline.settings import check_overrides, read_names
-from pipeline.tracking import client_for
+from pipeline.tables import require_columns
+from pipeline.tracking import CHAMPION, client_for
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
-
-#: The registry alias that always names the latest best model.
-CHAMPION = "champion"
 
 log = logging.getLogger("pipeline.evaluate")  # not __main__ under `python -m`
 
@@ -73,12 +71,6 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         "test_rmse": math.sqrt(mse),
         "test_r2": 1.0 - mse / spread if spread > 0 else math.nan,
     }
-
-
-def predict(theta: list[float], X: np.ndarray) -> np.ndarray:
-    """``θ0 + X @ θ[1:]`` for X of shape (n, d); returns shape (n,)."""
-    coefficients = np.asarray(theta, dtype=np.float64)
-    return np.asarray(coefficients[0] + X @ coefficients[1:], dtype=np.float64)
 
 
 def read_sweep(path: Path) -> dict[str, Any]:
@@ -129,11 +121,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     record = read_sweep(resolve(cfg, cfg.paths.sweep))
     best = select_best(record["runs"])
     test = pd.read_parquet(resolve(cfg, cfg.paths.test))
-    missing = [name for name in [*best["features"], best["target"]] if name not in test.columns]
-    if missing:
-        raise PipelineError(f"{cfg.paths.test}: no column {missing}; run `dvc repro` to rebuild the split")
-    columns = polynomial_columns(test[best["features"]].to_numpy(np.float64), int(best.get("degree", 1)))
-    y_pred = predict(best["theta"], columns)
+    require_columns(
+        test.columns, [*best["features"], best["target"]], source=f"{cfg.paths.test} (run `dvc repro`)"
+    )
+    model = ModelSpec(tuple(best["features"]), int(best["degree"]), bool(best["fit_intercept"]))
+    y_pred = model.predict(best["theta"], test[list(model.features)].to_numpy(np.float64))
     metrics = regression_metrics(test[best["target"]].to_numpy(np.float64), y_pred)
     client = log_to_mlflow(record, best, metrics)
     name = read_names(cfg, "registry.model_name")[0]

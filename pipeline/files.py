@@ -16,8 +16,19 @@ from omegaconf import DictConfig
 
 
 def resolve(cfg: DictConfig, path: str) -> Path:
-    """A configured path, relative paths taken against ``paths.root``."""
-    return Path(cfg.paths.root) / path
+    """A configured path, relative paths taken against ``paths.root``.
+
+    A relative root is the folder the command was started in, also when Hydra changed
+    into its run folder (``hydra.job.chdir=true``).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    located = Path(cfg.paths.root) / path
+    if not located.is_absolute() and HydraConfig.initialized():
+        started_in = Path(HydraConfig.get().runtime.cwd)
+        if started_in != Path.cwd():
+            return started_in / located
+    return located
 
 
 @contextmanager

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from pipeline.model import linear_prediction
+
 __all__ = [
     "METHODS",
     "ConvergenceWarning",
@@ -422,8 +424,7 @@ def mean_squared_error(X: ArrayLike, y: ArrayLike, theta: ArrayLike) -> float:
         Intercept first, original units.
     """
     X_arr, y_arr = _as_design(X, y)
-    theta_arr = np.asarray(theta, dtype=np.float64)
-    residual = theta_arr[0] + X_arr @ theta_arr[1:] - y_arr
+    residual = linear_prediction(theta, X_arr) - y_arr
     return float(residual @ residual / residual.size)
 
 

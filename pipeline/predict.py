@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError, exit_on_error
-from pipeline.evaluate import CHAMPION
-from pipeline.ingest import parse_number_column, read_text_table, require_columns
 from pipeline.settings import CONF_DIR
+from pipeline.tables import STDIN, TextTable, parse_numbers, read_csv, read_numeric
+from pipeline.tracking import CHAMPION
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class Champion:
     run_id: str
     features: list[str]
     target: str
+    positive: list[str]  # features the data declares > 0: other values are refused
+    training_range: dict[str, list[float]]  # feature → [min, max] seen in training
     model: Any  # mlflow.pyfunc.PyFuncModel
 
 
@@ -43,7 +45,7 @@ def parse_values(words: list[str]) -> np.ndarray:
     values = []
     for word in words:
         try:
-            (value,) = parse_number_column(pd.Series([word], dtype=str), column="value", source="argument")
+            (value,) = parse_numbers(pd.Series([word], dtype=str), where=lambda _: "argument")
         except PipelineError:
             value = math.nan
         if not math.isfinite(value):
@@ -72,38 +74,57 @@ def load_champion(tracking_uri: str, name: str) -> Champion:
     features = list(schema.input_names()) if schema is not None else []
     run = client.get_run(version.run_id) if version.run_id else None
     target = run.data.params.get("data.target", "prediction") if run else "prediction"
-    return Champion(name, str(version.version), str(version.run_id), features, target, model)
+    config = model.model_config or {}
+    return Champion(
+        name,
+        str(version.version),
+        str(version.run_id),
+        features,
+        target,
+        positive=list(config.get("positive", [])),
+        training_range=dict(config.get("training_range", {})),
+        model=model,
+    )
 
 
 def predict_frame(champion: Champion, table: pd.DataFrame) -> np.ndarray:
-    """Predictions for a table with the champion's feature columns, shape (n,)."""
+    """Predictions for a table with the champion's feature columns, shape (n,).
+
+    Warns on stderr when inputs lie outside the training range (extrapolation).
+    """
+    for name in champion.features:
+        low, high = champion.training_range.get(name, (-math.inf, math.inf))
+        outside = int(((table[name] < low) | (table[name] > high)).sum())
+        if outside:
+            print(
+                f"warning: {outside} value(s) of {name!r} outside the training range "
+                f"{low:,.6g} to {high:,.6g}: the prediction extrapolates",
+                file=sys.stderr,
+            )
     return np.asarray(champion.model.predict(table[champion.features]), dtype=np.float64)
 
 
-def read_feature_csv(path: Path, features: list[str]) -> pd.DataFrame:
-    """The feature columns of a CSV, parsed and checked as ingest does."""
-    raw = read_text_table(path, delimiter=None)
-    require_columns(raw, features, source=str(path))
-    table = pd.DataFrame(
-        {name: parse_number_column(raw[name], column=name, source=str(path)) for name in features}
-    )
-    blank = np.argwhere(table.isna().to_numpy())
-    if blank.size:
-        row, col = blank[0]
-        raise PipelineError(f"{path}, line {row + 2}, column {features[col]!r}: missing value")
-    return table
+def read_feature_csv(path: Path, features: list[str], positive: list[str]) -> tuple[TextTable, pd.DataFrame]:
+    """A CSV as read (every column, as text) and its feature columns parsed as ingest does."""
+    raw = read_csv(path, setting="--csv")
+    numbers, _ = read_numeric(raw, features, positive=positive)
+    return raw, numbers
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.splitlines()[0])
     parser.add_argument("values", nargs="*", help="feature values, e.g. square feet (one-feature models)")
-    parser.add_argument("--csv", type=Path, help="a CSV file with the feature columns")
+    parser.add_argument(
+        "--csv", type=Path, help=f"a CSV file with the feature columns ({STDIN}: standard input)"
+    )
     parser.add_argument("--out", type=Path, help="where to write the predictions of --csv (default: stdout)")
     parser.add_argument("--model-name", help="registered model name (default: registry.model_name)")
     parser.add_argument("--tracking-uri", help="MLflow store (default: as the pipeline's)")
     options = parser.parse_args(argv)
     if bool(options.values) == bool(options.csv):
         parser.error("give either feature values or --csv FILE")
+    if options.out is not None and options.out.is_dir():
+        raise PipelineError(f"--out: {options.out} is a folder; name a file to write")
     return options
 
 
@@ -130,13 +151,17 @@ def main(argv: list[str] | None = None) -> None:
             count = len(champion.features)
             raise PipelineError(f"{label} takes {count} features {champion.features}; use --csv")
         values = parse_values(options.values)
+        if champion.features[0] in champion.positive and (values <= 0).any():
+            word = options.values[int(np.flatnonzero(values <= 0)[0])]
+            raise PipelineError(f"argument {word!r}: {champion.features[0]} must be > 0 (data.positive)")
         predictions = predict_frame(champion, pd.DataFrame({champion.features[0]: values}))
         for value, prediction in zip(values, predictions, strict=True):
             print(f"{champion.features[0]} = {value:,.6g}: predicted {champion.target} {prediction:,.2f}")
         print(label)
         return
-    table = read_feature_csv(options.csv, champion.features)
-    table[f"predicted_{champion.target}"] = predict_frame(champion, table)
+    raw, numbers = read_feature_csv(options.csv, champion.features, champion.positive)
+    # The rows as the user wrote them, every column kept, with the prediction added.
+    table = raw.cells.assign(**{f"predicted_{champion.target}": predict_frame(champion, numbers)})
     text = io.StringIO()
     table.to_csv(text, index=False)
     if options.out is None:

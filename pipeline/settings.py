@@ -75,6 +75,9 @@ def read_names(cfg: DictConfig, key: str, *, allow_empty: bool = False) -> list[
     names = list(value) if isinstance(value, ListConfig | list) else [value]
     if (not names and not allow_empty) or not all(isinstance(name, str) and name for name in names):
         raise PipelineError(f"{key}: expected a list of column names, got {value!r}")
+    repeated = sorted({str(name) for name in names if names.count(name) > 1})
+    if repeated:
+        raise PipelineError(f"{key}: {', '.join(map(repr, repeated))} listed more than once")
     return [str(name) for name in names]
 
 
@@ -102,12 +105,27 @@ def _known_keys(node: Any, prefix: str = "") -> set[str]:
     return keys
 
 
+def _choices(override: Any) -> list[str]:
+    """The values of an override: one, or each of a sweep's."""
+    if override.is_sweep_override():
+        try:
+            return [str(value) for value in override.sweep_string_iterator()]
+        except Exception:  # a range or interval of choices: nothing to list
+            return []
+    value = override.value()
+    return [str(item) for item in value] if isinstance(value, list) else [str(value)]
+
+
 def override_problem(arguments: list[str], config_name: str) -> str | None:
     """What is wrong with the command-line overrides, or None.
 
     Unknown keys get the closest known one; a config-group choice that does not exist
-    gets the list of choices. Hydra's own keys (``hydra.*``) and appended keys (``+key``)
-    are left to Hydra.
+    gets the list of choices. Keys are known if the config composed with any of the
+    group choices on the same command line has them (``optimizer=sgd
+    optimizer.batch_size=256``; for a swept group, the union over its choices). Added
+    keys (``+key=value``) are checked too: a new key that is not known is most often a
+    typo. Forced keys (``++key``) and Hydra's own (``hydra.*``, ``hydra/...``) are left
+    to Hydra.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -125,20 +143,35 @@ def override_problem(arguments: list[str], config_name: str) -> str | None:
         overrides = OverridesParser.create().parse_overrides(words)
     except HydraException:
         return None  # a syntax error: Hydra's own message says where
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        base = compose(config_name=config_name)
-    known = _known_keys(OmegaConf.to_container(base, resolve=False))
     groups = {path.name for path in CONF_DIR.iterdir() if path.is_dir()}
-    for override in overrides:
+    ours = [
+        override
+        for override in overrides
+        if not override.is_force_add() and override.key_or_group.split(".")[0].split("/")[0] != "hydra"
+    ]
+    selections: list[list[str]] = [[]]  # the default config, then one per group choice named
+    for override in ours:
         key = override.key_or_group
-        if override.is_add() or override.is_force_add() or key.split(".")[0] == "hydra":
+        if key not in groups or override.is_delete():
             continue
+        options = sorted(path.stem for path in (CONF_DIR / key).glob("*.yaml"))
+        for choice in _choices(override):
+            if choice not in options:
+                return f"{key}={choice}: no such {key} config; the choices are: {', '.join(options)}"
+            selections.append([f"{key}={choice}", f"+{key}={choice}"])  # in the defaults, or added
+    known: set[str] = set()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        for selection in selections:
+            for attempt in [selection[i : i + 1] for i in range(len(selection))] or [[]]:
+                try:
+                    composed = compose(config_name=config_name, overrides=attempt)
+                except HydraException:
+                    continue
+                known |= _known_keys(OmegaConf.to_container(composed, resolve=False))
+                break
+    for override in ours:
+        key = override.key_or_group
         if key in groups and not override.is_delete():
-            options = sorted(path.stem for path in (CONF_DIR / key).glob("*.yaml"))
-            values = override.value()
-            for choice in values if isinstance(values, list) else [values]:
-                if str(choice) not in options and not override.is_sweep_override():
-                    return f"{key}={choice}: no such {key} config; the choices are: {', '.join(options)}"
             continue
         if key not in known:
             return f"unknown setting {key!r}{_did_you_mean(key, known)}"

@@ -48,6 +48,8 @@ PARENT_RUN_ENV = "DOWNHILL_PARENT_RUN_ID"
 SWEEP_SIZE_ENV = "DOWNHILL_SWEEP_SIZE"
 BEST_MSE_ENV = "DOWNHILL_BEST_TRAIN_MSE"
 SQLITE_PREFIX = "sqlite:///"
+#: The registry alias that names the model to use (moved by ``evaluate``).
+CHAMPION = "champion"
 
 
 def repository_root() -> Path:
@@ -215,8 +217,8 @@ def sweep_figures(config: DictConfig, results: list[dict[str, Any]]) -> dict[str
     """The landscape, valley and loss-curve pictures of a sweep, keyed by their path key."""
     import pandas as pd
 
-    from pipeline.features import polynomial_columns
     from pipeline.landscape import landscape_figure, loss_curves_figure, valley_figure
+    from pipeline.model import polynomial_columns
 
     runs = [run for run in results if run["status"] != "failed"]
     if not runs:

@@ -27,10 +27,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import PipelineError, Terminated, exit_on_error
-from pipeline.features import MAX_DEGREE, column_names, polynomial_columns
 from pipeline.files import file_md5, resolve
+from pipeline.model import ModelSpec
 from pipeline.optimize import METHODS, ConvergenceWarning, FitResult, fit, least_squares, mean_squared_error
 from pipeline.settings import check_overrides, read_choice, read_flag, read_names, read_number
+from pipeline.tables import require_columns
 from pipeline.tracking import (
     BEST_MSE_ENV,
     PARENT_RUN_ENV,
@@ -52,12 +53,7 @@ def load_training_data(path: Path, features: list[str], target: str) -> tuple[np
     if not path.is_file():
         raise PipelineError(f"{path}: no training split; run `dvc repro split` first")
     table = pd.read_parquet(path)
-    missing = [name for name in [*features, target] if name not in table.columns]
-    if missing:
-        raise PipelineError(
-            f"{path}: no column {missing} (it has {list(table.columns)}); "
-            "data.features or data.target changed since ingest: run `dvc repro`"
-        )
+    require_columns(table.columns, [*features, target], source=f"{path} (made by ingest; run `dvc repro`)")
     return table[features].to_numpy(np.float64), table[target].to_numpy(np.float64)
 
 
@@ -71,8 +67,7 @@ class TrainSettings:
     max_iter: int  # optimizer.max_iter
     tol: float  # optimizer.tol
     divergence_ratio: float  # optimizer.divergence_ratio
-    fit_intercept: bool  # model.fit_intercept
-    degree: int  # model.degree
+    model: ModelSpec  # data.features, model.degree, model.fit_intercept
     options: dict[str, Any]  # the method's own: momentum, betas, batch_size, seed, decay
 
 
@@ -95,16 +90,26 @@ def read_initial_theta(cfg: DictConfig, n_columns: int) -> np.ndarray:
     return theta
 
 
-def read_settings(cfg: DictConfig, n_features: int) -> TrainSettings:
-    """Read and check ``model`` and ``optimizer``; a bad value names its key."""
-    method = read_choice(cfg, "optimizer.name", METHODS)
+def read_model(cfg: DictConfig) -> ModelSpec:
+    """The model of ``data.features``, ``model.degree`` and ``model.fit_intercept``, checked."""
+    features = tuple(read_names(cfg, "data.features"))
     degree = int(read_number(cfg, "model.degree", at_least=1, integer=True))
-    if degree > MAX_DEGREE:
-        raise PipelineError(f"model.degree: expected a whole number from 1 to {MAX_DEGREE}, got {degree}")
-    if degree > 1 and n_features != 1:
-        raise PipelineError(
-            f"model.degree: a polynomial is built from one feature; data.features has {n_features}"
+    positive = read_names(cfg, "data.positive", allow_empty=True)
+    try:
+        return ModelSpec(
+            features,
+            degree,
+            read_flag(cfg, "model.fit_intercept"),
+            positive=tuple(name for name in features if name in positive),
         )
+    except ValueError as error:
+        raise PipelineError(f"model.degree: {error}") from None
+
+
+def read_settings(cfg: DictConfig) -> TrainSettings:
+    """Read and check ``data.features``, ``model`` and ``optimizer``; a bad value names its key."""
+    method = read_choice(cfg, "optimizer.name", METHODS)
+    model = read_model(cfg)
     lr_value = OmegaConf.select(cfg, "optimizer.lr", default=None)
     lr: float | str = "auto" if lr_value == "auto" else read_number(cfg, "optimizer.lr", above=0)
     options: dict[str, Any] = {"statistics": read_flag(cfg, "optimizer.statistics")}
@@ -121,13 +126,12 @@ def read_settings(cfg: DictConfig, n_features: int) -> TrainSettings:
         options["decay"] = read_number(cfg, "optimizer.decay", at_least=0)
     return TrainSettings(
         method=method,
-        theta_init=read_initial_theta(cfg, degree if degree > 1 else n_features),
+        theta_init=read_initial_theta(cfg, model.n_params - 1),
         lr=lr,
         max_iter=int(read_number(cfg, "optimizer.max_iter", at_least=1, integer=True)),
         tol=read_number(cfg, "optimizer.tol", at_least=0),
         divergence_ratio=read_number(cfg, "optimizer.divergence_ratio", above=1),
-        fit_intercept=read_flag(cfg, "model.fit_intercept"),
-        degree=degree,
+        model=model,
         options=options,
     )
 
@@ -178,7 +182,7 @@ def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings) -> 
                 max_iter=settings.max_iter,
                 tol=settings.tol,
                 method=settings.method,
-                fit_intercept=settings.fit_intercept,
+                fit_intercept=settings.model.fit_intercept,
                 divergence_ratio=settings.divergence_ratio,
                 **settings.options,
                 callback=progress,
@@ -227,21 +231,31 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.optimizer.name} lr={cfg.optimizer.lr} {start}{degree}"
 
 
-def log_model(features: list[str], theta: np.ndarray, inputs: np.ndarray, degree: int) -> str:
+def log_model(model: ModelSpec, theta: np.ndarray, inputs: np.ndarray) -> str:
     """Log θ as a pyfunc model from code (no pickle) to the active run; return its URI.
 
-    ``inputs`` (n, len(features)) are feature rows as a user passes them: the model
-    builds the polynomial columns itself.
+    ``inputs`` (n, len(features)) are the training rows' features as a user passes
+    them: the model builds the polynomial columns itself. Their range goes into the
+    model's config, for ``predict``'s warning about extrapolation.
     """
     import mlflow
     from mlflow.models import infer_signature
 
-    example = pd.DataFrame(inputs[:3], columns=features)
-    prediction = theta[0] + polynomial_columns(inputs[:3], degree) @ theta[1:]
+    example = pd.DataFrame(inputs[:3], columns=list(model.features))
+    prediction = model.predict(theta, inputs[:3])
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_MODEL_CODE),
-        model_config={"features": features, "theta": [float(value) for value in theta], "degree": degree},
+        model_config={
+            "features": list(model.features),
+            "theta": [float(value) for value in theta],
+            "degree": model.degree,
+            "positive": list(model.positive),
+            "training_range": {
+                name: [float(inputs[:, j].min()), float(inputs[:, j].max())]
+                for j, name in enumerate(model.features)
+            },
+        },
         signature=infer_signature(example, prediction),
         input_example=example,
         # Inferring requirements costs over a second a run; these are all it imports.
@@ -297,14 +311,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         try:
             mlflow.log_params(flat_params(cfg) | {"n_train": len(y)})
             try:
-                settings = read_settings(cfg, len(features))
-                X = polynomial_columns(inputs, settings.degree)
+                settings = read_settings(cfg)
+                X = settings.model.design(inputs)
                 result = fit_with_settings(X, y, settings)
             except PipelineError as error:
                 mlflow.set_tags({"status": "failed", "error": str(error)})
                 raise
-            model = Model(features, settings.degree, settings.fit_intercept)
-            summary = log_result(active.info.run_id, uri, inputs, X, y, model, result, train_md5)
+            summary = log_result(active.info.run_id, uri, inputs, X, y, settings.model, result, train_md5)
             mlflow.log_metrics(ingest_counts(cfg))
         except (KeyboardInterrupt, Terminated):
             mlflow.end_run("KILLED")  # not FAILED: nothing was wrong with the run
@@ -326,26 +339,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class Model:
-    """What a θ means: the feature columns it takes, the degree, whether θ0 is fitted."""
-
-    features: list[str]
-    degree: int
-    fit_intercept: bool
-
-    @property
-    def columns(self) -> list[str]:
-        return column_names(self.features, self.degree)
-
-
 def log_result(
     run_id: str,
     uri: str,
     inputs: np.ndarray,
     X: np.ndarray,
     y: np.ndarray,
-    model: Model,
+    model: ModelSpec,
     result: FitResult,
     train_md5: str,
 ) -> dict[str, Any]:
@@ -392,7 +392,7 @@ def log_result(
         }
     )
     # A diverged run's θ is not a model anyone should use: only its curve is kept.
-    model_uri = None if result.diverged else log_model(model.features, result.theta, inputs, model.degree)
+    model_uri = None if result.diverged else log_model(model, result.theta, inputs)
     shown = plot_indices(len(result.history_steps))
     return {
         "status": result.status,

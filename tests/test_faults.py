@@ -88,7 +88,7 @@ def test_setting_mistakes_end_in_one_line(prepared: Path, module: str, argument:
 )
 def test_invalid_training_settings_are_named(compose_cfg: ComposeFn, override: str, message: str) -> None:
     with pytest.raises(PipelineError) as raised:
-        train.read_settings(compose_cfg(override, config_name="train"), n_features=1)
+        train.read_settings(compose_cfg(override, config_name="train"))
     assert str(raised.value).startswith(message)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from pipeline import ingest
 from pipeline.errors import PipelineError
-from tests.conftest import BAD_DIR, ComposeFn, assert_one_line_error, run_stage
+from tests.conftest import BAD_DIR, REPO_ROOT, ComposeFn, assert_one_line_error, run_stage
 
 SEED_PRICES = [150_000.0, 210_000.0, 290_000.0, 350_000.0]
 
@@ -133,3 +134,13 @@ def test_a_failed_ingest_keeps_the_previous_output_whole(compose_cfg: ComposeFn)
         ingest.run(compose_cfg(*seed_like("non_numeric_cell.csv")))
     assert good.read_bytes() == before
     assert sorted(p.name for p in good.parent.iterdir()) == ["ingested.parquet"]
+
+
+def test_relative_paths_are_taken_where_the_command_started_also_with_chdir(tmp_path: Path) -> None:
+    # With hydra.job.chdir=true Hydra works in its run folder; data.path and outputs must not move.
+    relative_root = os.path.relpath(tmp_path, REPO_ROOT)
+    result = run_stage(
+        "ingest", tmp_path, "data=seed_example", "hydra.job.chdir=true", f"paths.root={relative_root}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data" / "ingested.parquet").is_file()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.features import polynomial_columns
+from pipeline.model import polynomial_columns
 from pipeline.optimize import METHODS, ConvergenceWarning, auto_settings, fit, least_squares
 from tests.conftest import RAW_DIR, ComposeFn
 
@@ -154,7 +154,7 @@ def test_random_starts_are_seeded_and_inside_the_box(compose_cfg: ComposeFn) -> 
 
     def start(seed: int) -> np.ndarray:
         cfg = compose_cfg("model.init.random=true", f"model.init.seed={seed}", config_name="train")
-        return read_settings(cfg, n_features=1).theta_init
+        return read_settings(cfg).theta_init
 
     first, again, other = start(1), start(1), start(2)
     np.testing.assert_array_equal(first, again)
@@ -167,10 +167,12 @@ def test_polynomial_settings_build_powers_of_the_one_feature(compose_cfg: Compos
     from pipeline.errors import PipelineError
     from pipeline.train import read_settings
 
-    settings = read_settings(compose_cfg("model.degree=3", config_name="train"), n_features=1)
-    assert settings.degree == 3 and settings.theta_init.shape == (4,)
+    settings = read_settings(compose_cfg("model.degree=3", config_name="train"))
+    assert settings.model.degree == 3 and settings.theta_init.shape == (4,)
     with pytest.raises(PipelineError, match=r"model\.degree: a polynomial is built from one feature"):
-        read_settings(compose_cfg("model.degree=3", config_name="train"), n_features=2)
+        read_settings(
+            compose_cfg("model.degree=3", "data.features=[sqft_living,bedrooms]", config_name="train")
+        )
     np.testing.assert_array_equal(polynomial_columns(np.array([[2.0], [3.0]]), 3), [[2, 4, 8], [3, 9, 27]])
 
 

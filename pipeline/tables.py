@@ -1,0 +1,302 @@
+"""Reading tables written for people: CSV text in, checked float64 columns out.
+
+One home for how a CSV is read (``ingest`` and ``predict --csv`` both read through
+here): the byte-level checks (text, UTF-8, a header of sane length), the delimiter,
+every row's field count against the header's, the line in the file of every row (blank
+lines and quoted line breaks counted), and numbers written for people ("$150,000",
+" 1,180 ") parsed into float64. Every mistake is a :class:`PipelineError` that names
+the file, line and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sys
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import PipelineError
+
+#: What ``--csv -`` and the like mean: read standard input.
+STDIN = "-"
+DELIMITERS = ",;\t|"
+#: The header must end within this many bytes: a longer "line" is not a CSV header
+#: (e.g. a one-line file of gigabytes), and only this much is read to find out.
+MAX_HEADER_BYTES = 1 << 20
+# Larger magnitudes square past float64's range (about 1.8e308) in the MSE.
+LARGEST_MAGNITUDE = 1e150
+# Characters people put around numbers that carry no value: currency signs and spaces
+# (also the narrow and non-breaking ones).
+_DECORATION = r"[$€£¥\s\u00a0\u202f]"
+# A comma is read as a thousands separator only where it separates groups of three
+# digits: "1,5" (a decimal comma?) is refused rather than read as 15.
+_COMMA_GROUPED = r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?"
+# "1.000" or "150.000": thousands grouped with dots, as written where the delimiter is
+# ';'. Read as decimals they would be 1,000 times too small.
+_DOT_GROUPED = r"[+-]?\d{1,3}(?:\.\d{3})+"
+_QUOTED = re.compile(r'"[^"]*"')
+MISSING_WORDS = frozenset({"", "nan", "na", "n/a", "null", "none"})
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """A CSV as read: every cell text, with the file line of every data row.
+
+    Attributes
+    ----------
+    source : str
+        The file's name as the user gave it, for messages.
+    cells : pandas.DataFrame of str, shape (n, columns)
+        The data rows, in file order, with the header's column names.
+    lines : ndarray of int, shape (n,)
+        The line in the file where each data row starts (the header is line 1 when
+        nothing precedes it).
+    delimiter : str
+        The delimiter used (given, or detected from the header line).
+    """
+
+    source: str
+    cells: pd.DataFrame
+    lines: np.ndarray
+    delimiter: str
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def require(self, names: Sequence[str]) -> None:
+        """Raise naming the columns that are missing and listing those there are."""
+        require_columns(self.cells.columns, names, source=self.source, delimiter=self.delimiter)
+
+    def where(self, row: int, column: str) -> str:
+        """``file, line N, column 'x'`` of a data row (0-based), for messages."""
+        return f"{self.source}, line {int(self.lines[row])}, column {column!r}"
+
+    def numbers(self, column: str) -> np.ndarray:
+        """One column parsed by :func:`parse_numbers`; missing cells are NaN, shape (n,)."""
+        return parse_numbers(
+            self.cells[column], where=lambda row: self.where(row, column), dot_thousands=self.delimiter == ";"
+        )
+
+
+def require_columns(
+    columns: Collection[object], names: Sequence[str], *, source: str, delimiter: str | None = None
+) -> None:
+    """Raise naming the ``names`` not in ``columns`` and listing the columns there are.
+
+    With a CSV's ``delimiter``, the message says which one was used and how to set it:
+    a wrongly detected delimiter makes every column look missing.
+    """
+    missing = [name for name in names if name not in columns]
+    if not missing:
+        return
+    absent = ", ".join(repr(name) for name in missing)
+    available = ", ".join(repr(str(name)) for name in columns)
+    used = ""
+    if delimiter is not None:
+        shown = {"\t": "tab"}.get(delimiter, repr(delimiter))
+        used = f" (read with delimiter {shown}; set data.delimiter if that is wrong)"
+    raise PipelineError(f"{source}: column {absent} not found; the columns are: {available}{used}")
+
+
+def parse_numbers(
+    cells: pd.Series, *, where: Callable[[int], str], dot_thousands: bool = False
+) -> np.ndarray:
+    """Parse text cells into float64; missing cells ("", "NaN", "null", …) become NaN.
+
+    Parameters
+    ----------
+    cells : pandas.Series of str, shape (n,)
+        The raw cells, in file order.
+    where : callable
+        ``where(i)`` names cell ``i`` in a message (file, line and column).
+    dot_thousands : bool
+        Refuse "1.000"-shaped cells as dot-grouped thousands (files delimited by ';').
+
+    Returns
+    -------
+    ndarray, shape (n,)
+
+    Raises
+    ------
+    PipelineError
+        At the first cell that is not a number, not finite, too large, or ambiguous.
+    """
+    text = cells.astype(str)
+    cleaned = text.str.replace(_DECORATION, "", regex=True)
+    missing = cleaned.str.lower().isin(MISSING_WORDS).to_numpy()
+    misgrouped = cleaned.str.contains(",", regex=False) & ~cleaned.str.fullmatch(_COMMA_GROUPED)
+    dotted = cleaned.str.fullmatch(_DOT_GROUPED) if dot_thousands else pd.Series(False, index=cleaned.index)
+    cleaned = cleaned.str.replace(",", "", regex=False).mask(misgrouped | dotted, "not a number")
+    numbers = pd.to_numeric(cleaned.mask(missing, "nan"), errors="coerce").to_numpy(
+        np.float64, na_value=np.nan
+    )
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~missing & ~(np.abs(numbers) < LARGEST_MAGNITUDE))
+    if bad.size:
+        row = int(bad[0])
+        raw, number = text.iloc[row], numbers[row]
+        if bool(dotted.iloc[row]):
+            problem = (
+                f"cannot read {raw!r} as a number: thousands grouped with dots, or a decimal? "
+                "Write it without grouping (e.g. 1000 or 1.5)"
+            )
+        elif np.isnan(number):
+            problem = f"cannot read {raw!r} as a number"
+        elif np.isinf(number):
+            problem = f"value {raw!r} is not a finite number"
+        else:
+            problem = f"value {raw!r} is too large: its square overflows float64"
+        more = f" ({bad.size - 1} more such cells in this column)" if bad.size > 1 else ""
+        raise PipelineError(f"{where(row)}: {problem}{more}")
+    return np.asarray(numbers, dtype=np.float64)
+
+
+def read_numeric(
+    table: TextTable,
+    names: Sequence[str],
+    *,
+    positive: Collection[str] = (),
+    drop_missing: bool = False,
+    missing_hint: str = "",
+) -> tuple[pd.DataFrame, int]:
+    """The columns ``names`` of a text table as float64, checked.
+
+    Parameters
+    ----------
+    table : TextTable
+        The CSV as read.
+    names : sequence of str
+        Columns to parse, in the order of the result.
+    positive : collection of str
+        Columns whose values must be > 0 (the data's declared domain).
+    drop_missing : bool
+        Drop rows with a missing cell instead of refusing the file.
+    missing_hint : str
+        Appended to the missing-cell message (what setting would drop such rows).
+
+    Returns
+    -------
+    numbers : pandas.DataFrame, shape (n - dropped, len(names))
+    dropped : int
+        Rows dropped for a missing cell (0 unless ``drop_missing``).
+    """
+    table.require(names)
+    if not len(table):
+        raise PipelineError(f"{table.source}: no data rows below the header")
+    numbers = pd.DataFrame({name: table.numbers(name) for name in names})
+    for name in positive:
+        values = numbers[name].to_numpy()
+        not_positive = np.flatnonzero(values <= 0)
+        if not_positive.size:
+            row = int(not_positive[0])
+            raise PipelineError(
+                f"{table.where(row, name)}: {values[row]:g} is not > 0 "
+                "(data.positive declares the column positive)"
+            )
+    blank = numbers.isna().to_numpy()
+    if not blank.any():
+        return numbers, 0
+    row, col = (int(i) for i in np.argwhere(blank)[0])
+    incomplete = blank.any(axis=1)
+    if not drop_missing:
+        count = int(incomplete.sum())
+        where = table.where(row, names[col])
+        raise PipelineError(f"{where}: missing value ({count} rows have one){missing_hint}")
+    return numbers[~incomplete].reset_index(drop=True), int(incomplete.sum())
+
+
+def sniff_delimiter(header_line: str) -> str:
+    """The most frequent of , ; tab | in the header line outside quotes (``,`` if none)."""
+    bare = _QUOTED.sub("", header_line)
+    counts = {delimiter: bare.count(delimiter) for delimiter in DELIMITERS}
+    best = max(counts, key=lambda delimiter: counts[delimiter])
+    return best if counts[best] > 0 else ","
+
+
+def read_csv(path: Path, *, setting: str, delimiter: str | None = None) -> TextTable:
+    """Read a CSV file (or standard input for ``-``) with every cell as text.
+
+    Parameters
+    ----------
+    path : Path
+        The file; ``-`` reads standard input.
+    setting : str
+        The setting or option that named the file (``data.path``, ``--csv``), for the
+        message when there is no such file.
+    delimiter : str or None
+        None detects , ; tab or | from the header line.
+    """
+    if str(path) == STDIN:
+        return parse_csv(sys.stdin.buffer.read(), source="standard input", delimiter=delimiter)
+    if path.is_dir():
+        raise PipelineError(f"{setting}: {path} is a folder, not a CSV file")
+    if not path.is_file():
+        raise PipelineError(f"{setting}: no such file: {path}")
+    with path.open("rb") as handle:
+        head = handle.read(MAX_HEADER_BYTES + 1)
+    if b"\0" in head[:65536]:
+        raise PipelineError(f"{path}: a binary file, not CSV text")
+    if len(head) > MAX_HEADER_BYTES and b"\n" not in head and b"\r" not in head:
+        raise PipelineError(
+            f"{path}, line 1: the header line is longer than {MAX_HEADER_BYTES >> 20} MiB; not a CSV table"
+        )
+    return parse_csv(path.read_bytes(), source=str(path), delimiter=delimiter)
+
+
+def parse_csv(data: bytes, *, source: str, delimiter: str | None = None) -> TextTable:
+    """Parse CSV bytes into a :class:`TextTable` (see :func:`read_csv`).
+
+    A UTF-8 byte-order mark, Windows line endings and quoted cells are accepted; blank
+    lines are skipped (and counted in line numbers); a data row with more or fewer
+    fields than the header is refused, naming its line.
+    """
+    if b"\0" in data[:65536]:
+        raise PipelineError(f"{source}: a binary file, not CSV text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise PipelineError(
+            f"{source}, line {line}: not UTF-8 text (byte 0x{data[error.start]:02x}); save it as UTF-8"
+        ) from None
+    if not text.strip():
+        raise PipelineError(f"{source}: the file is empty")
+    if delimiter is None:
+        delimiter = sniff_delimiter(next(line for line in text.splitlines() if line.strip()))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    line = 1
+    try:
+        for fields in reader:
+            start, line = line, reader.line_num + 1
+            if not fields:  # a blank line
+                continue
+            if header is None:
+                header = fields
+                repeated = sorted(name for name, count in Counter(header).items() if count > 1)
+                if repeated:
+                    raise PipelineError(
+                        f"{source}: duplicate column name(s) {', '.join(map(repr, repeated))} in the header"
+                    )
+                continue
+            if len(fields) != len(header):
+                raise PipelineError(
+                    f"{source}, line {start}: {len(fields)} fields where the header has {len(header)} "
+                    f"({', '.join(map(repr, header))}); a stray {delimiter!r} or an unnamed column?"
+                )
+            rows.append(fields)
+            lines.append(start)
+    except csv.Error as error:
+        raise PipelineError(f"{source}, line {line}: not a readable CSV row ({error})") from None
+    assert header is not None  # the text is not blank, so some line has fields
+    cells = pd.DataFrame(rows, columns=header, dtype=str) if rows else pd.DataFrame(columns=header, dtype=str)
+    return TextTable(source, cells, np.asarray(lines, dtype=np.int64), delimiter)

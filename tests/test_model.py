@@ -1,0 +1,74 @@
+"""What θ means (pipeline.model), and the logged model file that must predict the same."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+
+from pipeline.model import ModelSpec
+from pipeline.pyfunc_model import LinearPriceModel
+
+
+def logged_model(spec: ModelSpec, theta: np.ndarray) -> LinearPriceModel:
+    """The model file as MLflow runs it, given the config train logs."""
+    model = LinearPriceModel()
+    config = {
+        "features": list(spec.features),
+        "theta": theta.tolist(),
+        "degree": spec.degree,
+        "positive": list(spec.positive),
+    }
+    model.load_context(SimpleNamespace(model_config=config))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("features", "degree", "fit_intercept"),
+    [(("x",), 1, True), (("x",), 1, False), (("x",), 3, True), (("x",), 5, False), (("a", "b"), 1, True)],
+)
+def test_the_model_file_predicts_exactly_what_the_model_does(
+    features: tuple[str, ...], degree: int, fit_intercept: bool
+) -> None:
+    spec = ModelSpec(features, degree, fit_intercept)
+    rng = np.random.default_rng(degree)
+    theta = rng.normal(size=spec.n_params) * [1.0 if fit_intercept else 0.0, *[1.0] * (spec.n_params - 1)]
+    inputs = rng.uniform(0.5, 3.0, size=(7, len(features)))
+    expected = spec.predict(theta, inputs)
+    got = logged_model(spec, theta).predict(None, pd.DataFrame(inputs, columns=list(features)))
+    np.testing.assert_array_equal(got, expected)
+    # And the model's columns are what an independent construction gives.
+    reference = np.column_stack([inputs[:, 0] ** k for k in range(1, degree + 1)]) if degree > 1 else inputs
+    np.testing.assert_allclose(expected, theta[0] + reference @ theta[1:], rtol=1e-13)
+
+
+def test_model_rules() -> None:
+    assert ModelSpec(("sqft",), 3).columns == ["sqft", "sqft^2", "sqft^3"]
+    for bad in (
+        lambda: ModelSpec(()),
+        lambda: ModelSpec(("a", "a")),
+        lambda: ModelSpec(("a",), 11),
+        lambda: ModelSpec(("a", "b"), 2),
+        lambda: ModelSpec(("a",), positive=("price",)),
+    ):
+        with pytest.raises(ValueError):
+            bad()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "input row 0, column 'sqft': nan is not a finite number > 0"),
+        (float("inf"), "is not a finite number > 0"),
+        (-5.0, "input row 0, column 'sqft': -5.0 is not a finite number > 0"),
+        (1e308, "input row 0: the prediction overflows float64"),
+    ],
+)
+def test_the_model_file_refuses_inputs_outside_the_domain(value: float | None, message: str) -> None:
+    model = logged_model(ModelSpec(("sqft",), positive=("sqft",)), np.array([12_000.0, 136.0]))
+    with pytest.raises(MlflowException, match=message.replace("(", r"\(")) as refused:
+        model.predict(None, pd.DataFrame({"sqft": [value]}))
+    assert refused.value.get_http_status_code() == 400
