@@ -31,11 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from pipeline.optimize import (  # noqa: E402
     ConvergenceWarning,
-    DataPass,
     fit,
     least_squares,
     mean_squared_error,
-    standardize,
 )
 
 
@@ -127,14 +125,6 @@ def data_pass(rows: int) -> None:
         iteration,
         f"{2 * rows * 8 / iteration / 1e9:.1f} GB/s = {dot / iteration:.0%} of np.dot's (target >= 50%)",
     )
-    # The same pass without numba: numpy in blocks, as DataPass does when numba is missing.
-    X = x[:, np.newaxis]
-    scaler, _ = standardize(X, y)
-    fallback = DataPass(X, y, scaler)
-    fallback.kernels = None
-    w = np.array([0.1, 0.2])
-    numpy_pass = best_time(lambda: fallback.loss_and_gradient(w), repeats=5)
-    row("the same pass in numpy blocks (no numba)", numpy_pass, f"{dot / numpy_pass:.0%} of np.dot's")
 
 
 def sgd_epochs(rows: int) -> None:

@@ -36,6 +36,12 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message, first line only (or its type's name if it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def fail(message: str, status: int = EXIT_USAGE) -> None:
     """Print ``error: <message>`` on stderr and exit with ``status``."""
     print(f"error: {message}", file=sys.stderr)

@@ -1,18 +1,20 @@
-"""Stage ``evaluate``: score the sweep's best run on the test split.
+"""Stage ``evaluate``: score the sweep's best run on the test split, register its model.
 
-The best run is the one with the lowest training MSE among the runs that did not
-diverge (nor fail). Its test MSE, RMSE and R² go to ``paths.metrics`` (DVC metrics) and
-to its MLflow run, which is tagged ``best_of_sweep``. Run it as
+The best run is the usable one (converged, or stopped at the budget, with finite θ)
+with the lowest training MSE; it is found in MLflow by its job key. Its test MSE, RMSE
+and R² go to ``paths.metrics`` (DVC metrics: numbers only) and to its MLflow run, which
+is tagged ``best_of_sweep``. Its model is registered under ``data.model_name``, and the
+alias ``champion`` moves to it as ``registry.promote`` says. The run id and model
+version go to ``paths.best_run`` (git-ignored, not tracked by DVC). Run it as
 ``python -m pipeline.evaluate [overrides]``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import os
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
@@ -23,32 +25,41 @@ from omegaconf import DictConfig
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.files import resolve, write_atomic, write_json
 from pipeline.model import ModelSpec
-from pipeline.settings import check_overrides, read_names
+from pipeline.optimize import one_blas_thread
+from pipeline.outcome import RunSummary, best_run, status_counts
+from pipeline.settings import check_overrides, read_choice, read_model_name, read_names
+from pipeline.sweep import read_outcome, read_sweep_record
 from pipeline.tables import require_columns
-from pipeline.tracking import CHAMPION, client_for
+from pipeline.tracking import (
+    CHAMPION,
+    MODEL_URI_TAG,
+    client_for,
+    finished_run,
+    prepare_experiment,
+    redact,
+    sweep_parents,
+    tracking_uri,
+    write_store_mark,
+)
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger("pipeline.evaluate")  # not __main__ under `python -m`
 
+#: ``registry.promote``: when ``evaluate`` moves the champion alias to the new model.
+PROMOTE = ("auto", "never", "force")
+#: Metrics where a larger value is better (the others are errors).
+HIGHER_IS_BETTER = frozenset({"test_r2"})
 
-def select_best(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the lowest finite ``train_mse`` among those that did not diverge.
 
-    Ties go to the earlier run, so the choice does not depend on rounding noise order.
-    """
-    usable = [
-        run
-        for run in runs
-        if run.get("status") in {"converged", "max_iter"}
-        and math.isfinite(run.get("train_mse", math.inf))
-        and all(math.isfinite(value) for value in run["theta"])
-    ]
-    if not usable:
-        statuses = ", ".join(str(run.get("status")) for run in runs) or "none"
+def select_best(runs: list[RunSummary]) -> RunSummary:
+    """The usable run with the lowest training cost (see :func:`pipeline.outcome.best_run`)."""
+    best = best_run(runs)
+    if best is None:
+        statuses = status_counts(runs) or "none"
         raise PipelineError(f"evaluate: no run to choose from: every run diverged or failed ({statuses})")
-    return min(usable, key=lambda run: run["train_mse"])
+    return best
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -64,7 +75,8 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         ``test_mse``, ``test_rmse`` and ``test_r2`` (R² is NaN for a constant ``y_true``).
     """
     residual = y_true - y_pred
-    mse = float(residual @ residual / residual.size)
+    with one_blas_thread():  # the same figures whatever the thread count
+        mse = float(residual @ residual / residual.size)
     spread = float(((y_true - y_true.mean()) ** 2).mean())
     return {
         "test_mse": mse,
@@ -73,41 +85,67 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     }
 
 
-def read_sweep(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise PipelineError(f"{path}: no sweep record; run `dvc repro train` first")
-    record: dict[str, Any] = json.loads(path.read_text())
-    return record
+def champion_decision(policy: str, in_workspace: bool, new: float, current: float | None, metric: str) -> str:
+    """Why the alias moves (a sentence), or "" if it stays.
+
+    ``auto`` moves it in the project's own workspace (not in ``dvc exp run``) when the new
+    model is not worse than the current champion on ``metric`` over the same test
+    split; ``force`` always; ``never`` never.
+    """
+    if policy == "never":
+        return ""
+    if policy == "force":
+        return "registry.promote=force"
+    if not in_workspace:
+        return ""  # an experiment's model is registered, the champion stays
+    if current is None:
+        return "there was no champion to compare with"
+    better = new >= current if metric in HIGHER_IS_BETTER else new <= current
+    return f"{metric} {new:.6g} is not worse than the champion's {current:.6g}" if better else ""
 
 
-def log_to_mlflow(record: dict[str, Any], best: dict[str, Any], metrics: dict[str, float]) -> MlflowClient:
-    """Put the test metrics on the best run and mark it; mark the sweep's parent too."""
-    client = client_for(record["tracking_uri"])
-    finite = {key: value for key, value in metrics.items() if math.isfinite(value)}
-    for key, value in finite.items():
-        client.log_metric(best["run_id"], key, value)
-    client.set_tag(best["run_id"], "best_of_sweep", "true")
-    parent = record.get("parent_run_id")
-    if parent:
-        client.set_tag(parent, "best_run_id", best["run_id"])
-        client.log_metric(parent, "best_train_mse", best["train_mse"])
-        if "test_mse" in finite:
-            client.log_metric(parent, "best_test_mse", finite["test_mse"])
-    return client
+def in_dvc_experiment() -> bool:
+    """True inside ``dvc exp run`` (also ``--temp`` and queued runs), which sets this variable."""
+    return "DVC_EXP_BASELINE_REV" in os.environ
 
 
-def register_champion(
-    client: MlflowClient, best: dict[str, Any], metrics: dict[str, float], name: str
-) -> int:
-    """Register the best run's model under ``name`` and point the alias ``champion`` at it."""
+def champion_score(
+    client: MlflowClient, experiment_id: str, name: str, test: pd.DataFrame, target: str, metric: str
+) -> tuple[str | None, float | None]:
+    """The current champion's version and its ``metric`` re-scored on this test split."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None, None
+    runs = client.search_runs([experiment_id], filter_string=f"attributes.run_id = '{version.run_id}'")
+    outcome = read_outcome(client, runs[0]) if runs else None
+    if outcome is None or outcome.theta is None or not set(outcome.features) <= set(test.columns):
+        return str(version.version), None  # made before outcomes were logged: not comparable
+    model = ModelSpec(tuple(outcome.features), outcome.degree, outcome.fit_intercept)
+    y_pred = model.predict(outcome.theta, test[list(model.features)].to_numpy(np.float64))
+    return str(version.version), regression_metrics(test[target].to_numpy(np.float64), y_pred)[metric]
+
+
+def register_model(
+    client: MlflowClient,
+    run_id: str,
+    model_uri: str,
+    metrics: dict[str, float],
+    name: str,
+    features: list[str],
+    data: str,
+) -> str:
+    """Register the run's model under ``name``, tagged with its data and test metrics; its version."""
     import mlflow
 
     mlflow.set_tracking_uri(client.tracking_uri)
-    version = mlflow.register_model(best["model_uri"], name, tags={"run_id": best["run_id"]})
-    client.set_registered_model_alias(name, CHAMPION, version.version)
+    tags = {"run_id": run_id, "data": data, "features": ",".join(features)}
+    version = mlflow.register_model(model_uri, name, tags=tags)
     for key, value in metrics.items():
         client.set_model_version_tag(name, version.version, key, f"{value:.8g}")
-    return int(version.version)
+    return str(version.version)
 
 
 def best_loss_curve(client: MlflowClient, run_id: str) -> pd.DataFrame:
@@ -117,40 +155,90 @@ def best_loss_curve(client: MlflowClient, run_id: str) -> pd.DataFrame:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate the best run of ``paths.sweep`` on ``paths.test``; write ``paths.metrics``."""
-    record = read_sweep(resolve(cfg, cfg.paths.sweep))
-    best = select_best(record["runs"])
+    """Evaluate the best run of ``paths.sweep`` on ``paths.test``; write ``paths.metrics``.
+
+    Returns what it wrote to ``paths.best_run`` (the run, the model version, whether it
+    became the champion) and the test metrics.
+    """
+    key, runs = read_sweep_record(resolve(cfg, cfg.paths.sweep))
+    best = select_best(runs)
     test = pd.read_parquet(resolve(cfg, cfg.paths.test))
-    require_columns(
-        test.columns, [*best["features"], best["target"]], source=f"{cfg.paths.test} (run `dvc repro`)"
+    target = str(best.target or read_names(cfg, "data.target")[0])
+    require_columns(test.columns, [*best.features, target], source=f"{cfg.paths.test} (run `dvc repro`)")
+    model = ModelSpec(tuple(best.features), best.degree, best.fit_intercept)
+    y_pred = model.predict(best.theta or [], test[list(model.features)].to_numpy(np.float64))
+    metrics = regression_metrics(test[target].to_numpy(np.float64), y_pred)
+    policy = read_choice(cfg, "registry.promote", PROMOTE)
+    metric = read_choice(cfg, "registry.metric", tuple(metrics))
+    name = read_model_name(cfg)
+
+    uri = tracking_uri(cfg.mlflow.tracking_uri)
+    experiment_id = prepare_experiment(uri, cfg.mlflow.experiment)
+    client = client_for(uri)
+    found = finished_run(client, experiment_id, best.job_key)
+    if found is None:
+        raise PipelineError(
+            f"evaluate: the store {redact(uri)} has no finished run with job key {best.job_key} "
+            "(deleted, or another store); run `dvc repro` to train it again"
+        )
+    run_id = found.info.run_id
+    for metric_name, value in metrics.items():
+        if math.isfinite(value):
+            client.log_metric(run_id, metric_name, value)
+    client.set_tag(run_id, "best_of_sweep", "true")
+    parents = sweep_parents(client, experiment_id, key)
+    if parents:
+        client.set_tag(parents[0].info.run_id, "best_run_id", run_id)
+        client.log_metric(parents[0].info.run_id, "best_train_mse", float(best.train_mse or math.nan))
+        if math.isfinite(metrics["test_mse"]):
+            client.log_metric(parents[0].info.run_id, "best_test_mse", metrics["test_mse"])
+
+    current_version, current = champion_score(client, experiment_id, name, test, target, metric)
+    model_uri = found.data.tags.get(MODEL_URI_TAG, f"runs:/{run_id}/model")
+    version = register_model(
+        client, run_id, model_uri, metrics, name, list(model.features), str(cfg.data.path)
     )
-    model = ModelSpec(tuple(best["features"]), int(best["degree"]), bool(best["fit_intercept"]))
-    y_pred = model.predict(best["theta"], test[list(model.features)].to_numpy(np.float64))
-    metrics = regression_metrics(test[best["target"]].to_numpy(np.float64), y_pred)
-    client = log_to_mlflow(record, best, metrics)
-    name = read_names(cfg, "registry.model_name")[0]
-    version = register_champion(client, best, metrics, name)
-    curve = best_loss_curve(client, best["run_id"])
+    reason = champion_decision(policy, not in_dvc_experiment(), metrics[metric], current, metric)
+    if reason:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        log.info("%s version %s is the new %s: %s", name, version, CHAMPION, reason)
+    else:
+        log.info(
+            "%s version %s registered; %s stays on version %s (registry.promote=%s%s)",
+            name,
+            version,
+            CHAMPION,
+            current_version,
+            policy,
+            ", inside dvc exp run" if in_dvc_experiment() else "",
+        )
+    curve = best_loss_curve(client, run_id)
     write_atomic(resolve(cfg, cfg.paths.best_loss_curve), partial(curve.to_csv, index=False))
-    report = metrics | {
-        "train_mse": best["train_mse"],
-        "theta": best["theta"],
-        "features": best["features"],
-        "run_id": best["run_id"],
-        "run_name": best["run_name"],
+    # DVC metrics: numbers that follow from data, config and code only (no ids, no versions).
+    numbers = metrics | {"train_mse": float(best.train_mse or math.nan)}
+    write_json(
+        resolve(cfg, cfg.paths.metrics), {k: (v if math.isfinite(v) else None) for k, v in numbers.items()}
+    )
+    chosen = {
+        "run_id": run_id,
+        "run_name": best.run_name,
+        "job_key": best.job_key,
+        "theta": best.theta,
+        "features": best.features,
         "model": f"models:/{name}@{CHAMPION}",
         "model_version": version,
+        "champion": bool(reason),
     }
-    write_json(resolve(cfg, cfg.paths.metrics), report)
-    log.info("registered %s version %d as %s@%s", best["model_uri"], version, name, CHAMPION)
+    write_json(resolve(cfg, cfg.paths.best_run), chosen)  # git-ignored, not a DVC output
+    write_store_mark(resolve(cfg, cfg.paths.store_evaluate), [])  # the model and champion exist now
     log.info(
         "best run %s (%s): test RMSE %.6g, R² %.4f",
-        best["run_id"],
-        best["run_name"],
+        run_id,
+        best.run_name,
         metrics["test_rmse"],
         metrics["test_r2"],
     )
-    return report
+    return numbers | chosen
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

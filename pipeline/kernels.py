@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
@@ -18,9 +17,15 @@ from numpy.typing import NDArray
 FloatArray = NDArray[np.float64]
 
 
+#: Work pieces per pass. Fixed, not a multiple of the thread count: the sums are then
+#: added in the same order on any machine and with any number of threads, so θ does
+#: not depend on how many cores a launcher gives a job.
+CHUNKS = 64
+
+
 def chunk_count() -> int:
-    """Work pieces per pass: a few per thread, so that no core waits on another."""
-    return int(4 * numba.get_num_threads())
+    """Work pieces per pass (:data:`CHUNKS`, whatever the number of threads)."""
+    return CHUNKS
 
 
 def residual_sums(
@@ -28,28 +33,37 @@ def residual_sums(
 ) -> FloatArray:
     """For ``r = X @ slopes + constant − ys``: ``[Σr, Σr², Σr·X[:, 0], …]``, shape (d + 2,)."""
     if X.shape[1] == 1:  # the common case, every sum in a register
-        sums = _one_column_sums(X[:, 0], ys, float(slopes[0]), constant)
+        partial = _one_column_sums(X[:, 0], ys, float(slopes[0]), constant, chunks)
     else:
-        sums = _many_column_sums(X, ys, slopes, constant, chunks)
-    return np.asarray(sums, dtype=np.float64)
+        partial = _many_column_sums(X, ys, slopes, constant, chunks)
+    # Summed here, in numpy's fixed order: inside a parallel function numba would turn
+    # this sum into a parallel reduction whose order follows the thread count.
+    return np.asarray(np.sum(partial, axis=0), dtype=np.float64)
 
 
 def combination_squares(X: FloatArray, slopes: FloatArray, constant: float, chunks: int) -> float:
     """``Σ (X @ slopes + constant)²`` over the rows."""
-    return float(_combination_squares(X, slopes, constant, chunks))
+    return float(np.sum(_combination_squares(X, slopes, constant, chunks)))
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _one_column_sums(x: FloatArray, ys: FloatArray, slope: float, constant: float) -> Any:
-    total = 0.0
-    squares = 0.0
-    cross = 0.0
-    for i in prange(x.shape[0]):
-        r = x[i] * slope + constant - ys[i]
-        total += r
-        squares += r * r
-        cross += r * x[i]
-    return np.array([total, squares, cross])
+def _one_column_sums(x: FloatArray, ys: FloatArray, slope: float, constant: float, chunks: int) -> Any:
+    n = x.shape[0]
+    partial = np.zeros((chunks, 3))
+    size = (n + chunks - 1) // chunks
+    for chunk in prange(chunks):
+        total = 0.0
+        squares = 0.0
+        cross = 0.0
+        for i in range(chunk * size, min(n, (chunk + 1) * size)):
+            r = x[i] * slope + constant - ys[i]
+            total += r
+            squares += r * r
+            cross += r * x[i]
+        partial[chunk, 0] = total
+        partial[chunk, 1] = squares
+        partial[chunk, 2] = cross
+    return partial
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -72,7 +86,7 @@ def _many_column_sums(X: FloatArray, ys: FloatArray, slopes: FloatArray, constan
         partial[chunk, 0] = total
         partial[chunk, 1] = squares
         partial[chunk, 2:] = cross
-    return partial.sum(axis=0)
+    return partial
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -88,4 +102,4 @@ def _combination_squares(X: FloatArray, slopes: FloatArray, constant: float, chu
                 r += X[i, j] * slopes[j]
             squares += r * r
         partial[chunk] = squares
-    return partial.sum()
+    return partial

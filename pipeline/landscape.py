@@ -3,9 +3,9 @@
 Pure functions: arrays and run summaries in, matplotlib figures out; no files, no MLflow.
 matplotlib is imported only when a figure is drawn.
 
-A run summary is a dict as ``pipeline.train`` returns it, with at least ``lr``,
-``status``, ``theta_init``, ``theta`` and the thinned ``path_steps`` (m,),
-``path_theta`` (m, d+1) and ``path_loss`` (m,).
+Runs are :class:`pipeline.outcome.RunSummary` records; failed runs are left out, and
+the others carry ``lr``, ``status``, ``theta_init``, ``theta`` and the thinned
+``path_steps`` (m,), ``path_theta`` (m, d+1) and ``path_loss`` (m,).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from pipeline.outcome import RunSummary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -70,14 +72,17 @@ class Plane:
         return theta0, self.mse(theta0, theta1)
 
 
-def _frame(
-    runs: list[dict[str, Any]], optimum: FloatArray
-) -> tuple[tuple[float, float], tuple[float, float]]:
+def run_lr(run: RunSummary) -> float:
+    """The learning rate a drawn run used (every run that is drawn has one)."""
+    return float(run.lr if run.lr is not None else "nan")
+
+
+def _frame(runs: list[RunSummary], optimum: FloatArray) -> tuple[tuple[float, float], tuple[float, float]]:
     """(θ0, θ1) limits holding every start, the optimum and every path that did not diverge."""
-    points = [np.asarray(run["theta_init"])[:2] for run in runs] + [optimum[:2]]
+    points = [np.asarray(run.theta_init)[:2] for run in runs] + [optimum[:2]]
     for run in runs:
-        if run["status"] != "diverged":
-            points.extend(np.asarray(run["path_theta"])[:, :2])
+        if run.status != "diverged":
+            points.extend(np.asarray(run.path_theta)[:, :2])
     box = np.array(points)
     low, high = box.min(axis=0), box.max(axis=0)
     span = np.where(high > low, high - low, np.maximum(np.abs(high), 1.0))
@@ -85,10 +90,10 @@ def _frame(
     return (float(low[0]), float(high[0])), (float(low[1]), float(high[1]))
 
 
-def _rate_colours(runs: list[dict[str, Any]]) -> dict[float, Any]:
+def _rate_colours(runs: list[RunSummary]) -> dict[float, Any]:
     from matplotlib import colormaps
 
-    rates = sorted({float(run["lr"]) for run in runs})
+    rates = sorted({run_lr(run) for run in runs})
     palette = colormaps["plasma"]
     return {rate: palette(0.85 * i / max(len(rates) - 1, 1)) for i, rate in enumerate(rates)}
 
@@ -115,7 +120,7 @@ def _legend_handles(colours: dict[float, Any]) -> list[Any]:
 
 
 def landscape_figure(
-    runs: list[dict[str, Any]], X: FloatArray, y: FloatArray, optimum: FloatArray, labels: tuple[str, str]
+    runs: list[RunSummary], X: FloatArray, y: FloatArray, optimum: FloatArray, labels: tuple[str, str]
 ) -> Figure:
     """Contour map of the training MSE over (θ0, θ1) with each run's path downhill.
 
@@ -133,7 +138,7 @@ def landscape_figure(
     from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
 
-    runs = [run for run in runs if run.get("status") != "failed"]
+    runs = [run for run in runs if run.status != "failed"]
     plane = Plane.from_data(X, y, optimum)
     limits = _frame(runs, optimum)
     theta0, theta1 = np.meshgrid(np.linspace(*limits[0], GRID_POINTS), np.linspace(*limits[1], GRID_POINTS))
@@ -152,10 +157,10 @@ def landscape_figure(
 
     colours = _rate_colours(runs)
     # Diverged paths first and dashed: they zig-zag across the valley and would hide the rest.
-    for run in sorted(runs, key=lambda run: run["status"] != "diverged"):
-        colour = colours[float(run["lr"])]
-        path = _inside(np.asarray(run["path_theta"])[:, :2], limits)
-        if run["status"] == "diverged":
+    for run in sorted(runs, key=lambda run: run.status != "diverged"):
+        colour = colours[run_lr(run)]
+        path = _inside(np.asarray(run.path_theta)[:, :2], limits)
+        if run.status == "diverged":
             axes.plot(path[:, 0], path[:, 1], "--", color=colour, lw=1, alpha=0.7)
             axes.plot(*path[-1], "X", color="red", mec="black", ms=10)
         else:
@@ -184,7 +189,7 @@ def landscape_figure(
 
 
 def valley_figure(
-    runs: list[dict[str, Any]], X: FloatArray, y: FloatArray, optimum: FloatArray, labels: tuple[str, str]
+    runs: list[RunSummary], X: FloatArray, y: FloatArray, optimum: FloatArray, labels: tuple[str, str]
 ) -> Figure:
     """The cost along θ1 with θ0 at its best for each θ1, and every run's iterates on it.
 
@@ -192,7 +197,7 @@ def valley_figure(
     """
     from matplotlib.figure import Figure
 
-    runs = [run for run in runs if run.get("status") != "failed"]
+    runs = [run for run in runs if run.status != "failed"]
     plane = Plane.from_data(X, y, optimum)
     limits = _frame(runs, optimum)
     theta1 = np.linspace(*limits[1], 400)
@@ -203,16 +208,16 @@ def valley_figure(
     top = float(floor.max())
     colours = _rate_colours(runs)
     for run in runs:
-        colour = colours[float(run["lr"])]
-        path = np.asarray(run["path_theta"])
-        cost = np.asarray(run["path_loss"])
+        colour = colours[run_lr(run)]
+        path = np.asarray(run.path_theta)
+        cost = np.asarray(run.path_loss)
         shown = (path[:, 1] >= limits[1][0]) & (path[:, 1] <= limits[1][1]) & (cost <= 1.5 * top)
         axes.plot(path[shown, 1], cost[shown], ".", color=colour, ms=4, alpha=0.7)
         if shown.any():
             first = int(np.flatnonzero(shown)[0])
             axes.plot(path[first, 1], cost[first], "o", mfc="white", mec=colour, mew=2, ms=8)
         last = int(np.flatnonzero(shown)[-1]) if shown.any() else 0
-        if run["status"] == "diverged":
+        if run.status == "diverged":
             axes.plot(path[last, 1], min(cost[last], 1.5 * top), "X", color="red", mec="black", ms=10)
         else:
             axes.plot(path[last, 1], cost[last], "s", color=colour, mec="black", ms=5)
@@ -231,23 +236,23 @@ def valley_figure(
     return figure
 
 
-def loss_curves_figure(runs: list[dict[str, Any]]) -> Figure:
+def loss_curves_figure(runs: list[RunSummary]) -> Figure:
     """Every run's training MSE above the least-squares minimum, per iteration, log scale."""
     from matplotlib.figure import Figure
 
-    runs = [run for run in runs if run.get("status") != "failed"]
+    runs = [run for run in runs if run.status != "failed"]
     figure = Figure(figsize=(10, 6), layout="constrained")
     axes = figure.add_subplot()
     colours = _rate_colours(runs)
     styles = {"converged": "-", "max_iter": "--", "diverged": ":"}
     for run in runs:
-        loss = np.asarray(run["path_loss"])
-        floor = 1e-16 * max(float(run["optimum_mse"]), 1.0)  # rounding can put a loss a hair below
+        loss = np.asarray(run.path_loss)
+        floor = 1e-16 * max(float(run.optimum_mse or 0.0), 1.0)  # rounding can put a loss a hair below
         axes.plot(
-            run["path_steps"],
-            np.maximum(loss - run["optimum_mse"], floor),
-            styles[run["status"]],
-            color=colours[float(run["lr"])],
+            run.path_steps,
+            np.maximum(loss - (run.optimum_mse or 0.0), floor),
+            styles[run.status],
+            color=colours[run_lr(run)],
             lw=1.4,
         )
     axes.set_yscale("log")

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from threadpoolctl import threadpool_limits
 
 from pipeline.model import linear_prediction
 
@@ -207,23 +208,19 @@ class DataPass:
 
     For ``statistics=False``: every evaluation reads X and y once and never builds the
     standardized design: ``r = X @ (w/σ) + k − y/σ_y`` is the standardized residual,
-    with the centring folded into the constant ``k``. With numba installed the pass is
-    one compiled loop over all cores (:mod:`pipeline.kernels`); without it, numpy in
-    blocks of :data:`BLOCK_ROWS` rows with a preallocated buffer. Slower than the
+    with the centring folded into the constant ``k``. The pass is one loop compiled by
+    numba over all cores (:mod:`pipeline.kernels`), summed in a fixed number of chunks
+    so that the result does not depend on the number of threads. Slower than the
     statistics by a pass per iteration, but each loss comes from the residuals.
     """
 
     def __init__(self, X: FloatArray, y: FloatArray, scaler: Standardizer) -> None:
+        from pipeline import kernels  # numba compiles (or loads) the loops: only when asked for
+
         self.X, self.scaler = np.ascontiguousarray(X), scaler
         self.y_scaled = y / scaler.y_scale  # one copy, so that a pass does one less operation
-        self.buffer = np.empty(min(BLOCK_ROWS, X.shape[0]))
         self.rows = X.shape[0]
-        try:
-            from pipeline import kernels
-        except ImportError:  # numba is optional: the numpy blocks give the same numbers
-            self.kernels = None
-        else:
-            self.kernels, self.chunks = kernels, kernels.chunk_count()
+        self.kernels, self.chunks = kernels, kernels.chunk_count()
 
     def _split(self, w: FloatArray) -> tuple[FloatArray, float]:
         """Slopes on the raw columns and the constant of the standardized residual."""
@@ -237,37 +234,10 @@ class DataPass:
         )
         return slopes, constant
 
-    @staticmethod
-    def _combine(block: FloatArray, slopes: FloatArray, out: FloatArray) -> None:
-        """``out = block @ slopes``; column by column for few columns, where numpy's
-        matrix-vector product of a tall, narrow block is ten times slower than that."""
-        if slopes.size > 8:
-            np.matmul(block, slopes, out=out)
-            return
-        np.multiply(block[:, 0], slopes[0], out=out)
-        for column in range(1, slopes.size):
-            out += block[:, column] * slopes[column]
-
-    def _residual_sums(self, slopes: FloatArray, constant: float) -> tuple[float, float, FloatArray]:
-        """Σr, Σr² and Σr·X for the residual ``r = X @ slopes + constant − y/σ_y``."""
-        if self.kernels is not None:
-            sums = self.kernels.residual_sums(self.X, self.y_scaled, slopes, constant, self.chunks)
-            return float(sums[0]), float(sums[1]), np.asarray(sums[2:], dtype=np.float64)
-        total = squares = 0.0
-        cross = np.zeros(self.X.shape[1])
-        for start in range(0, self.rows, BLOCK_ROWS):
-            block = self.X[start : start + BLOCK_ROWS]
-            residual = self.buffer[: block.shape[0]]
-            self._combine(block, slopes, residual)
-            residual += constant
-            residual -= self.y_scaled[start : start + BLOCK_ROWS]
-            total += float(residual.sum())
-            squares += float(residual @ residual)
-            cross += residual @ block
-        return total, squares, cross
-
     def loss_and_gradient(self, w: FloatArray) -> tuple[float, FloatArray]:
-        total, squares, cross = self._residual_sums(*self._split(w))
+        slopes, constant = self._split(w)
+        sums = self.kernels.residual_sums(self.X, self.y_scaled, slopes, constant, self.chunks)
+        total, squares, cross = float(sums[0]), float(sums[1]), np.asarray(sums[2:], dtype=np.float64)
         scaler, n = self.scaler, self.rows
         weights_gradient = 2.0 * (cross / n - scaler.x_mean * (total / n)) / scaler.x_scale
         if scaler.fit_intercept:
@@ -280,16 +250,14 @@ class DataPass:
     def curvature_along(self, g: FloatArray) -> float:
         slopes, constant = self._split(g)
         constant -= self.scaler.y_mean / self.scaler.y_scale if self.scaler.fit_intercept else 0.0
-        if self.kernels is not None:
-            return float(self.kernels.combination_squares(self.X, slopes, constant, self.chunks) / self.rows)
-        squares = 0.0
-        for start in range(0, self.rows, BLOCK_ROWS):
-            block = self.X[start : start + BLOCK_ROWS]
-            bent = self.buffer[: block.shape[0]]
-            self._combine(block, slopes, bent)
-            bent += constant
-            squares += float(bent @ bent)
-        return float(squares / self.rows)
+        return float(self.kernels.combination_squares(self.X, slopes, constant, self.chunks) / self.rows)
+
+
+def one_blas_thread() -> threadpool_limits:
+    """BLAS on one thread: a multi-threaded BLAS adds partial sums in an order that depends
+    on its thread count (joblib's workers get one thread, the main process all cores), and
+    θ must not depend on the launcher. The matrices here are narrow: one thread is as fast."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def standardize(X: FloatArray, y: FloatArray, fit_intercept: bool = True) -> tuple[Standardizer, Quadratic]:
@@ -309,7 +277,7 @@ def standardize(X: FloatArray, y: FloatArray, fit_intercept: bool = True) -> tup
     cross = np.zeros((n_features, n_features))
     cross_y = np.zeros(n_features)
     yy = 0.0
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"), one_blas_thread():
         for start in range(0, n_rows, BLOCK_ROWS):
             block = X[start : start + BLOCK_ROWS] - x_shift
             target = y[start : start + BLOCK_ROWS] - y_shift
@@ -424,8 +392,9 @@ def mean_squared_error(X: ArrayLike, y: ArrayLike, theta: ArrayLike) -> float:
         Intercept first, original units.
     """
     X_arr, y_arr = _as_design(X, y)
-    residual = linear_prediction(theta, X_arr) - y_arr
-    return float(residual @ residual / residual.size)
+    with one_blas_thread():
+        residual = linear_prediction(theta, X_arr) - y_arr
+        return float(residual @ residual / residual.size)
 
 
 def least_squares(X: ArrayLike, y: ArrayLike, *, fit_intercept: bool = True) -> FloatArray:
@@ -449,7 +418,8 @@ def least_squares(X: ArrayLike, y: ArrayLike, *, fit_intercept: bool = True) -> 
     X_arr, y_arr = _as_design(X, y)
     scaler, _ = standardize(X_arr, y_arr, fit_intercept)
     design, target = scaler.design(X_arr, y_arr)
-    free = np.asarray(np.linalg.lstsq(design, target, rcond=None)[0], dtype=np.float64)
+    with one_blas_thread():
+        free = np.asarray(np.linalg.lstsq(design, target, rcond=None)[0], dtype=np.float64)
     return np.asarray(scaler.to_original(free), dtype=np.float64)
 
 

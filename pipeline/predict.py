@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import PipelineError, exit_on_error
-from pipeline.settings import CONF_DIR
+from pipeline.errors import PipelineError, exit_on_error, first_line
+from pipeline.settings import CONF_DIR, read_model_name
 from pipeline.tables import STDIN, TextTable, parse_numbers, read_csv, read_numeric
 from pipeline.tracking import CHAMPION
 
@@ -59,16 +59,24 @@ def load_champion(tracking_uri: str, name: str) -> Champion:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline.tracking import client_for
+    from pipeline.tracking import client_for, redact, sqlite_file
 
-    client = client_for(tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
+    database = sqlite_file(tracking_uri)
+    if database is not None and not database.is_file():  # a read-only command creates no store
+        raise PipelineError(f"no MLflow store at {database}; run `dvc repro` to train a model")
     try:
+        client = client_for(tracking_uri)
+        mlflow.set_tracking_uri(tracking_uri)
         version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    except MlflowException as error:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(error.error_code) and "not found" not in str(error).lower():
+            raise PipelineError(f"MLflow store {redact(tracking_uri)}: {first_line(error)}") from None
+        where = redact(tracking_uri)
         raise PipelineError(
-            f"no model {name!r} with alias {CHAMPION!r} in {tracking_uri}; run `dvc repro` to train one"
+            f"no model {name!r} with alias {CHAMPION!r} in {where}; run `dvc repro`"
         ) from None
+    except Exception as error:  # an unknown scheme, an unreachable server, a corrupt file
+        raise PipelineError(f"MLflow store {redact(tracking_uri)}: {first_line(error)}") from None
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
     schema = model.metadata.get_input_schema()
     features = list(schema.input_names()) if schema is not None else []
@@ -118,7 +126,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         "--csv", type=Path, help=f"a CSV file with the feature columns ({STDIN}: standard input)"
     )
     parser.add_argument("--out", type=Path, help="where to write the predictions of --csv (default: stdout)")
-    parser.add_argument("--model-name", help="registered model name (default: registry.model_name)")
+    parser.add_argument("--model-name", help="registered model name (default: data.model_name)")
     parser.add_argument("--tracking-uri", help="MLflow store (default: as the pipeline's)")
     options = parser.parse_args(argv)
     if bool(options.values) == bool(options.csv):
@@ -137,7 +145,7 @@ def configured(options: argparse.Namespace) -> tuple[str, str]:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose(config_name="config")
     uri = options.tracking_uri or tracking_uri(cfg.mlflow.tracking_uri)
-    return uri, options.model_name or str(cfg.registry.model_name)
+    return uri, options.model_name or read_model_name(cfg)
 
 
 @exit_on_error

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,18 @@ def read_names(cfg: DictConfig, key: str, *, allow_empty: bool = False) -> list[
     if repeated:
         raise PipelineError(f"{key}: {', '.join(map(repr, repeated))} listed more than once")
     return [str(name) for name in names]
+
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def read_model_name(cfg: DictConfig, key: str = "data.model_name") -> str:
+    """A registered model's name: letters, digits, ``_``, ``.`` and ``-``; no spaces or slashes."""
+    value = _value(cfg, key)
+    if not isinstance(value, str) or not _MODEL_NAME.fullmatch(value):
+        wanted = "a model name of letters, digits, '_', '.' and '-' (e.g. house-price)"
+        raise PipelineError(f"{key}: expected {wanted}, got {value!r}")
+    return value
 
 
 def read_choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> str:

@@ -7,32 +7,19 @@ artifacts beside it (``mlartifacts/``); ``mlflow.tracking_uri`` in the config, o
 
 from __future__ import annotations
 
-import atexit
 import fcntl
-import json
 import logging
 import os
+import re
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
-
-from pipeline import errors
-from pipeline.errors import fail
-from pipeline.files import resolve, write_atomic, write_json
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import pandas as pd
-    from matplotlib.figure import Figure
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -42,11 +29,20 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-#: Set by :class:`SweepCallback` for the jobs of a sweep: the parent run's id.
-PARENT_RUN_ENV = "DOWNHILL_PARENT_RUN_ID"
-#: Also for the jobs' progress line: how many jobs, and the best training MSE so far.
+#: The config key through which the sweeper tells each job its parent run.
+PARENT_KEY = "mlflow.parent_run_id"
+#: For the progress line of jobs started by the sweeper on this machine: how many jobs,
+#: and the best training MSE so far (cosmetic: jobs elsewhere simply do not show them).
 SWEEP_SIZE_ENV = "DOWNHILL_SWEEP_SIZE"
 BEST_MSE_ENV = "DOWNHILL_BEST_TRAIN_MSE"
+#: Tags that tie MLflow runs to the sweep record: a run's role (sweep or train), its
+#: job key and overrides, a sweep's key; and each run's outcome artifact.
+ROLE_TAG = "downhill.role"
+JOB_KEY_TAG = "downhill.job_key"
+JOB_OVERRIDES_TAG = "downhill.job_overrides"
+SWEEP_KEY_TAG = "downhill.sweep_key"
+MODEL_URI_TAG = "downhill.model_uri"
+OUTCOME = "outcome.json"
 SQLITE_PREFIX = "sqlite:///"
 #: The registry alias that names the model to use (moved by ``evaluate``).
 CHAMPION = "champion"
@@ -66,24 +62,33 @@ def repository_root() -> Path:
     return here
 
 
+#: The user's MLFLOW_TRACKING_URI, read once at start-up: MLflow's ``set_tracking_uri``
+#: writes the variable too, and a store this process chose must not pass for the user's.
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def tracking_uri(configured: str | None) -> str:
-    """``MLFLOW_TRACKING_URI``, else the configured URI, else SQLite at the root."""
-    from_env = os.environ.get("MLFLOW_TRACKING_URI")
-    if from_env:
-        return from_env
+    """``MLFLOW_TRACKING_URI`` as the user set it, else the configured URI, else SQLite at the root."""
+    if USER_TRACKING_URI:
+        return USER_TRACKING_URI
     if configured:
         return configured
     return SQLITE_PREFIX + str(repository_root() / "mlflow.db")
 
 
-def _sqlite_file(uri: str) -> Path | None:
+def redact(uri: str) -> str:
+    """The URI without a password (``http://user:secret@host`` → ``http://user:***@host``)."""
+    return re.sub(r"(//[^/:@]+):[^/@]*@", r"\1:***@", uri)
+
+
+def sqlite_file(uri: str) -> Path | None:
     return Path(uri[len(SQLITE_PREFIX) :]) if uri.startswith(SQLITE_PREFIX) else None
 
 
 @contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """Serialize store creation: two processes creating one SQLite file can corrupt it."""
-    database = _sqlite_file(uri)
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialize store creation and sweep claims on a SQLite store (a no-op for a server)."""
+    database = sqlite_file(uri)
     if database is None:
         yield
         return
@@ -112,14 +117,60 @@ def prepare_experiment(uri: str, name: str) -> str:
 
     A SQLite store keeps its artifacts in ``mlartifacts/`` beside the database file.
     """
-    with _store_lock(uri):
+    database = sqlite_file(uri)
+    with store_lock(uri):
         client = client_for(uri)
         experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
-            return str(experiment.experiment_id)
-        database = _sqlite_file(uri)
-        location = (database.parent / "mlartifacts").as_uri() if database else None
-        return str(client.create_experiment(name, artifact_location=location))
+        location = artifact_root(database) if database else None
+        if experiment is None:
+            return str(client.create_experiment(name, artifact_location=location))
+        old = str(experiment.artifact_location)
+        moved = location is not None and old != location and old.endswith(ARTIFACTS)
+        if database is not None and location is not None and moved:
+            relocate_artifacts(database, old, location)
+            log.warning(
+                "%s: artifacts moved from %s to %s (a copied or moved project)", database, old, location
+            )
+        return str(experiment.experiment_id)
+
+
+#: The artifact folder beside a SQLite store.
+ARTIFACTS = "/mlartifacts"
+#: Columns of MLflow's SQLite schema that hold an absolute artifact location.
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
+
+
+def artifact_root(database: Path) -> str:
+    """Where a SQLite store's artifacts belong: ``mlartifacts/`` beside the database file."""
+    return database.resolve().parent.joinpath(ARTIFACTS.strip("/")).as_uri()
+
+
+def relocate_artifacts(database: Path, old: str, new: str) -> None:
+    """Point every artifact location under ``old`` at ``new`` instead (one transaction).
+
+    MLflow stores absolute artifact locations: a project copied with ``cp -a`` would
+    write into the original's ``mlartifacts/``, and a moved one could not load its
+    models. Called under the store lock, before anything else uses the store.
+    """
+    import sqlite3
+
+    pattern = old.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    with sqlite3.connect(database) as connection:
+        listed = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        tables = {row[0] for row in listed}
+        for table, column in ARTIFACT_COLUMNS:
+            if table in tables:
+                connection.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                    f"WHERE {column} LIKE ? ESCAPE '\\'",
+                    (new, len(old) + 1, pattern),
+                )
 
 
 def git_commit() -> str:
@@ -175,179 +226,43 @@ def close_orphaned_runs(client: MlflowClient, experiment_id: str) -> int:
     return closed
 
 
-def _close_parent(client: MlflowClient, run_id: str) -> None:
-    """At exit: a parent still RUNNING means the sweep did not finish."""
-    if client.get_run(run_id).info.status == "RUNNING":
-        client.set_terminated(run_id, status="KILLED" if errors.stopped_by_signal else "FAILED")
-
-
-def sweep_grid(config: DictConfig) -> dict[str, str]:
-    """The sweep declared in the config (``hydra.sweeper.params``): key → "a,b,c"."""
-    return {str(key): str(value) for key, value in (config.hydra.sweeper.params or {}).items()}
-
-
-def sweep_size(config: DictConfig) -> int | None:
-    """How many jobs the sweep will run: the grid in the config, command line applied."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    words = [f"{key}={value}" for key, value in sweep_grid(config).items()]
-    try:
-        overrides = OverridesParser.create().parse_overrides([*words, *config.hydra.overrides.task])
-        choices = {o.key_or_group: o for o in overrides}  # the command line comes last and wins
-        size = 1
-        for override in choices.values():
-            if override.is_sweep_override():
-                size *= len(list(override.sweep_string_iterator()))
-    except Exception:  # a sweep kind we cannot count (glob, interval): just do not show N
-        return None
-    return size
-
-
-def axis_labels(config: DictConfig) -> tuple[str, str]:
-    """Labels for θ0 and θ1 with units, from ``data.units``."""
-    target_unit = config.data.units.target
-    feature, feature_unit = config.data.features[0], config.data.units.features[0]
-    return (
-        f"θ0, intercept ({target_unit})",
-        f"θ1, coefficient of {feature} ({target_unit} per {feature_unit})",
+def sweep_parents(client: MlflowClient, experiment_id: str, key: str) -> list[Run]:
+    """The parent runs of sweeps with this sweep key, newest first."""
+    return list(
+        client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'sweep' and tags.`{SWEEP_KEY_TAG}` = '{key}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1000,
+        )
     )
 
 
-def sweep_figures(config: DictConfig, results: list[dict[str, Any]]) -> dict[str, Figure]:
-    """The landscape, valley and loss-curve pictures of a sweep, keyed by their path key."""
-    import pandas as pd
-
-    from pipeline.landscape import landscape_figure, loss_curves_figure, valley_figure
-    from pipeline.model import polynomial_columns
-
-    runs = [run for run in results if run["status"] != "failed"]
-    if not runs:
-        return {}
-    table = pd.read_parquet(resolve(config, config.paths.train))
-    X = polynomial_columns(table[list(config.data.features)].to_numpy(np.float64), int(runs[0]["degree"]))
-    y = table[config.data.target].to_numpy(np.float64)
-    optimum = np.asarray(runs[0]["optimum_theta"])
-    labels = axis_labels(config)
-    return {
-        "landscape": landscape_figure(runs, X, y, optimum, labels),
-        "valley": valley_figure(runs, X, y, optimum, labels),
-        "loss_curves": loss_curves_figure(runs),
-    }
-
-
-def summary_table(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per job of a sweep: its settings, outcome and final numbers."""
-    import pandas as pd
-
-    rows = []
-    for result in results:
-        row = {key: result.get(key) for key in ("run_id", "run_name", "method", "lr", "status", "n_iter")}
-        init, theta = result.get("theta_init") or [None, None], result.get("theta") or [None, None]
-        row |= {"theta0_init": init[0], "theta1_init": init[1], "theta0": theta[0], "theta1": theta[1]}
-        row |= {key: result.get(key) for key in ("train_mse", "optimality_gap", "message")}
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-class SweepCallback(Callback):
-    """Hydra callback that brackets training jobs with MLflow bookkeeping.
-
-    * Before any job: the store and experiment are created, once.
-    * A ``--multirun`` sweep gets a parent run; each job logs a child run under it.
-    * After the last job: ``paths.sweep`` lists every job's outcome (run id, θ, status)
-      for ``evaluate``, and the parent run is closed.
-    """
-
-    def __init__(self) -> None:
-        self.results: list[dict[str, Any]] = []
-        self.parent_run_id: str | None = None
-        self.uri = ""
-        self.experiment_id = ""
-
-    def _start(self, config: DictConfig) -> None:
-        self.results = []
-        self.uri = tracking_uri(config.mlflow.tracking_uri)
-        self.experiment_id = prepare_experiment(self.uri, config.mlflow.experiment)
-        closed = close_orphaned_runs(client_for(self.uri), self.experiment_id)
-        if closed:
-            log.warning("marked %d runs KILLED: their processes had ended without closing them", closed)
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._start(config)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._start(config)
-        client = client_for(self.uri)
-        overrides = list(config.hydra.overrides.task)
-        run = client.create_run(
-            self.experiment_id,
-            run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            tags=process_tags() | {"downhill.role": "sweep", "git_commit": git_commit()},
+def children(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
+    """The (not deleted) child runs of a parent run."""
+    return list(
+        client.search_runs(
+            [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=50000
         )
-        self.parent_run_id = run.info.run_id
-        for key, values in sweep_grid(config).items():
-            client.log_param(self.parent_run_id, f"sweep.{key}", str(values))
-        if overrides:
-            client.log_param(self.parent_run_id, "sweep.overrides", " ".join(overrides))
-        os.environ[PARENT_RUN_ENV] = self.parent_run_id
-        size = sweep_size(config)
-        if size:
-            os.environ[SWEEP_SIZE_ENV] = str(size)
-        # Should a job crash the sweep, the parent must not stay RUNNING forever.
-        atexit.register(_close_parent, client, self.parent_run_id)
-        log.info("sweep parent run %s in %s", self.parent_run_id, self.uri)
+    )
 
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
-            self.results.append(job_return.return_value)
-            finished = [r["train_mse"] for r in self.results if r["status"] in {"converged", "max_iter"}]
-            if finished:
-                os.environ[BEST_MSE_ENV] = repr(min(finished))
-        else:
-            self.results.append(
-                {
-                    "status": "failed",
-                    "overrides": list(job_return.overrides or []),
-                    "message": str(job_return._return_value),
-                }
-            )
 
-    def _finish(self, config: DictConfig) -> dict[str, Figure]:
-        """Write the sweep record and its pictures; return the pictures."""
-        record = {
-            "tracking_uri": self.uri,
-            "experiment_id": self.experiment_id,
-            "parent_run_id": self.parent_run_id,
-            "runs": self.results,
-        }
-        write_json(resolve(config, config.paths.sweep), record)
-        figures = sweep_figures(config, self.results)
-        for name, figure in figures.items():
-            write_atomic(resolve(config, config.paths[name]), partial(figure.savefig, format="png", dpi=110))
-        counts: dict[str, int] = {}
-        for result in self.results:
-            counts[result["status"]] = counts.get(result["status"], 0) + 1
-        log.info("%d runs: %s", len(self.results), ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-        return figures
+def finished_run(client: MlflowClient, experiment_id: str, job_key: str) -> Run | None:
+    """The newest FINISHED training run with this job key (any of them has the same result)."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{JOB_KEY_TAG}` = '{job_key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return found[0] if found else None
 
-    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.results and self.results[0]["status"] != "failed":  # else Hydra reports it
-            self._finish(config)
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        figures = self._finish(config)
-        if self.parent_run_id is None:
-            return
-        client = client_for(self.uri)
-        client.log_text(self.parent_run_id, json.dumps(self.results, indent=2), "sweep.json")
-        for name, figure in figures.items():
-            client.log_figure(self.parent_run_id, figure, f"{name}.png")
-        summary = summary_table(self.results)
-        client.log_table(self.parent_run_id, data=summary, artifact_file="sweep_summary.json")
-        client.log_text(self.parent_run_id, summary.to_csv(index=False), "sweep_summary.csv")
-        client.set_terminated(self.parent_run_id, status="FINISHED")
-        for name in (PARENT_RUN_ENV, SWEEP_SIZE_ENV, BEST_MSE_ENV):
-            os.environ.pop(name, None)
-        failed = [result for result in self.results if result["status"] == "failed"]
-        if failed:
-            fail(f"{len(failed)} of {len(self.results)} runs failed; the first: {failed[0]['message']}")
+def write_store_mark(path: Path, missing: list[str]) -> None:
+    """The mark the ``store`` stage, ``train`` and ``evaluate`` write: what the store lacks.
+
+    Deterministic: a store that holds everything gives the same bytes on every machine.
+    """
+    from pipeline.files import write_json
+
+    write_json(path, {"store_holds_everything": not missing, "missing": sorted(missing)})

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,18 +28,35 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import PipelineError, Terminated, exit_on_error
 from pipeline.files import file_md5, resolve
+from pipeline.keys import in_result, job_key, sweep_key
 from pipeline.model import ModelSpec
-from pipeline.optimize import METHODS, ConvergenceWarning, FitResult, fit, least_squares, mean_squared_error
+from pipeline.optimize import (
+    METHODS,
+    ConvergenceWarning,
+    FitResult,
+    fit,
+    least_squares,
+    mean_squared_error,
+    one_blas_thread,
+)
+from pipeline.outcome import EndPoint, RunSummary
 from pipeline.settings import check_overrides, read_choice, read_flag, read_names, read_number
+from pipeline.sweep import write_sweep_outputs
 from pipeline.tables import require_columns
 from pipeline.tracking import (
     BEST_MSE_ENV,
-    PARENT_RUN_ENV,
+    JOB_KEY_TAG,
+    JOB_OVERRIDES_TAG,
+    MODEL_URI_TAG,
+    OUTCOME,
+    PARENT_KEY,
+    ROLE_TAG,
     SWEEP_SIZE_ENV,
     git_commit,
     prepare_experiment,
     process_tags,
     tracking_uri,
+    write_store_mark,
 )
 
 log = logging.getLogger("pipeline.train")  # not __main__ under `python -m`
@@ -283,8 +300,19 @@ def ingest_counts(cfg: DictConfig) -> dict[str, float]:
     return {"ingest_rows_read": report["rows_read"], "ingest_rows_dropped": report["rows_dropped"]}
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train one model as configured, log it to MLflow, return its summary."""
+def job_overrides() -> list[str]:
+    """This job's overrides that can change its result (its place in the grid)."""
+    if not HydraConfig.initialized():
+        return []
+    return [item for item in HydraConfig.get().overrides.task if in_result(item)]
+
+
+def run(cfg: DictConfig) -> RunSummary:
+    """Train one model as configured, log it to MLflow, return its outcome.
+
+    In a sweep, ``mlflow.parent_run_id`` (set by the sweeper) names the parent run.
+    The outcome is also logged as the run's ``outcome.json``: the sweep reads it back.
+    """
     import mlflow
 
     features = read_names(cfg, "data.features")
@@ -292,12 +320,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     train_path = resolve(cfg, cfg.paths.train)
     inputs, y = load_training_data(train_path, features, target)
     train_md5 = file_md5(train_path)
+    key = job_key(cfg, train_md5)
+    overrides = job_overrides()
     raw_path = resolve(cfg, cfg.data.path)
     uri = tracking_uri(cfg.mlflow.tracking_uri)
     experiment_id = prepare_experiment(uri, cfg.mlflow.experiment)
     mlflow.set_tracking_uri(uri)
     tags = process_tags() | {
-        "downhill.role": "train",
+        ROLE_TAG: "train",
+        JOB_KEY_TAG: key,
+        JOB_OVERRIDES_TAG: " ".join(overrides),
         "git_commit": git_commit(),
         "data_md5": file_md5(raw_path) if raw_path.is_file() else "missing",
         "train_md5": train_md5,
@@ -305,7 +337,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=run_name(cfg),
-        parent_run_id=os.environ.get(PARENT_RUN_ENV),
+        parent_run_id=OmegaConf.select(cfg, PARENT_KEY, default=None),
         tags=tags,
     ) as active:
         try:
@@ -313,30 +345,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             try:
                 settings = read_settings(cfg)
                 X = settings.model.design(inputs)
-                result = fit_with_settings(X, y, settings)
+                with one_blas_thread():  # θ must not depend on how many cores the launcher gave
+                    result = fit_with_settings(X, y, settings)
             except PipelineError as error:
                 mlflow.set_tags({"status": "failed", "error": str(error)})
+                mlflow.log_dict(
+                    RunSummary.failed(key, overrides, run_name(cfg), str(error)).to_json(), OUTCOME
+                )
                 raise
-            summary = log_result(active.info.run_id, uri, inputs, X, y, settings.model, result, train_md5)
+            summary = log_result(
+                active.info.run_id, uri, inputs, X, y, settings, result, train_md5, key, run_name(cfg)
+            )
+            summary = replace(summary, overrides=overrides, target=target)
             mlflow.log_metrics(ingest_counts(cfg))
+            mlflow.log_dict(summary.to_json(), OUTCOME)
         except (KeyboardInterrupt, Terminated):
             mlflow.end_run("KILLED")  # not FAILED: nothing was wrong with the run
             raise
 
     line = (
         f"{run_name(cfg)}: {result.message}; θ=({', '.join(f'{v:.6g}' for v in result.theta)}), "
-        f"train MSE {summary['train_mse']:.6g}, optimality gap {summary['optimality_gap']:.3g}"
+        f"train MSE {summary.train_mse:.6g}, optimality gap {summary.optimality_gap:.3g}"
     )
     (log.warning if result.status != "converged" else log.info)(line)
-    return summary | {
-        "run_id": active.info.run_id,
-        "run_name": run_name(cfg),
-        "method": settings.method,
-        "lr": result.lr,
-        "theta_init": [float(v) for v in settings.theta_init],
-        "features": features,
-        "target": target,
-    }
+    return summary
 
 
 def log_result(
@@ -345,20 +377,24 @@ def log_result(
     inputs: np.ndarray,
     X: np.ndarray,
     y: np.ndarray,
-    model: ModelSpec,
+    settings: TrainSettings,
     result: FitResult,
     train_md5: str,
-) -> dict[str, Any]:
+    job: str,
+    name: str,
+) -> RunSummary:
     """Log a finished fit to the active run: loss curve, certificate, status, model.
 
     ``inputs`` (n, len(features)) are the feature columns a user passes to the model;
     ``X`` (n, len(model.columns)) the columns it was fitted on (powers, for a polynomial).
+    ``job`` and ``name`` are the run's job key and name, for its outcome record.
     """
     import mlflow
     from mlflow.entities import Metric
 
-    key = f"{train_md5}:{model.degree}:{model.fit_intercept}"
-    optimum_theta, optimum_mse = reference_optimum(X, y, key, model.fit_intercept)
+    model = settings.model
+    cache_key = f"{train_md5}:{model.degree}:{model.fit_intercept}"
+    optimum_theta, optimum_mse = reference_optimum(X, y, cache_key, model.fit_intercept)
     train_mse = mean_squared_error(X, y, result.theta)
     # The curve as computed by the loop, ending at the MSE recomputed from residuals.
     curve = [*result.loss_history[:-1], train_mse]
@@ -392,47 +428,55 @@ def log_result(
         }
     )
     # A diverged run's θ is not a model anyone should use: only its curve is kept.
-    model_uri = None if result.diverged else log_model(model, result.theta, inputs)
+    if not result.diverged:
+        mlflow.set_tag(MODEL_URI_TAG, log_model(model, result.theta, inputs))
     shown = plot_indices(len(result.history_steps))
-    return {
-        "status": result.status,
-        "converged": result.converged,
-        "diverged": result.diverged,
-        "message": result.message,
-        "theta": [float(v) for v in result.theta],
-        "columns": model.columns,
-        "degree": model.degree,
-        "fit_intercept": model.fit_intercept,
-        "n_iter": result.n_iter,
-        "train_mse": train_mse,
-        "optimum_mse": optimum_mse,
-        "optimality_gap": gap,
-        "theta_rel_error": theta_rel_error,
-        "condition_number": result.condition_number,
-        "optimum_theta": [float(v) for v in optimum_theta],
-        "model_uri": model_uri,
+    # The MSE of a linear model has one minimum: a converged run is at the global one.
+    end_point: EndPoint = "global minimum" if result.converged else "none"
+    return RunSummary(
+        job_key=job,
+        overrides=[],
+        run_name=name,
+        status=result.status,  # type: ignore[arg-type]
+        message=result.message,
+        end_point=end_point,
+        method=settings.method,
+        lr=float(result.lr),
+        features=list(model.features),
+        columns=model.columns,
+        degree=model.degree,
+        fit_intercept=model.fit_intercept,
+        theta_init=[float(v) for v in settings.theta_init],
+        theta=[float(v) for v in result.theta],
+        n_iter=result.n_iter,
+        train_mse=train_mse,
+        optimum_mse=optimum_mse,
+        optimality_gap=gap,
+        theta_rel_error=theta_rel_error,
+        condition_number=float(result.condition_number),
+        optimum_theta=[float(v) for v in optimum_theta],
         # A few hundred iterates, dense early where the path turns: enough to draw it.
-        "path_steps": result.history_steps[shown].tolist(),
-        "path_theta": result.theta_history[shown].tolist(),
-        "path_loss": result.loss_history[shown].tolist(),
-    }
+        path_steps=result.history_steps[shown].tolist(),
+        path_theta=result.theta_history[shown].tolist(),
+        path_loss=result.loss_history[shown].tolist(),
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @exit_on_error
-def main(cfg: DictConfig) -> dict[str, Any]:
+def main(cfg: DictConfig) -> RunSummary | None:
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        return run(cfg)
-    # One bad job must not stop the sweep: record it, go on; the sweep fails at the end.
+        summary = run(cfg)
+        write_sweep_outputs(cfg, sweep_key([summary.job_key]), [summary])
+        write_store_mark(resolve(cfg, cfg.paths.store_train), [])
+        return summary
+    # One bad job must not stop the sweep: it is recorded as failed (its MLflow run and
+    # outcome say why), the others go on, and the sweeper fails at the end.
     try:
         return run(cfg)
     except PipelineError as error:
         log.error("%s", error)
-        return {
-            "status": "failed",
-            "message": str(error),
-            "overrides": list(HydraConfig.get().overrides.task),
-        }
+        return None
 
 
 if __name__ == "__main__":

@@ -28,6 +28,13 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 ComposeFn = Callable[..., DictConfig]
 
 
+@pytest.fixture(autouse=True)
+def no_inherited_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts without MLFLOW_TRACKING_URI: ``mlflow.set_tracking_uri`` in an
+    earlier in-process test sets it, and it would win over the test's own store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 def user_env() -> dict[str, str]:
     """The environment of a user in the activated .venv, with the default MLflow store:
     `python`, `dvc`, `mlflow` and `uvicorn` are ours, MLFLOW_TRACKING_URI is unset."""
@@ -56,15 +63,22 @@ def compose_cfg(tmp_path: Path) -> ComposeFn:
     return _compose
 
 
-@pytest.fixture
-def prepared(compose_cfg: ComposeFn, tmp_path: Path) -> Path:
-    """tmp_path with the King County data ingested and split, ready to train."""
+def prepare_data(folder: Path, *overrides: str) -> Path:
+    """``folder`` with the King County data (or as overridden) ingested and split, ready to train."""
     from pipeline import ingest, split
 
-    cfg = compose_cfg()
+    folder.mkdir(parents=True, exist_ok=True)
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name="config", overrides=[*isolating_overrides(folder), *overrides])
     ingest.run(cfg)
     split.run(cfg)
-    return tmp_path
+    return folder
+
+
+@pytest.fixture
+def prepared(tmp_path: Path) -> Path:
+    """tmp_path with the King County data ingested and split, ready to train."""
+    return prepare_data(tmp_path)
 
 
 def copy_project(into: Path) -> Path:

@@ -16,8 +16,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from pipeline.tracking import children
 from tests.conftest import VENV_BIN, copy_project, user_env
 
 
@@ -68,14 +70,14 @@ def test_dvc_repro_runs_everything_then_nothing_then_only_what_changed(
         assert {"model.init.theta0", "model.init.theta1", "optimizer.lr"} <= set(child.data.params)
         assert len(client.get_metric_history(child.info.run_id, "train_mse")) > 1
 
-    metrics = json.loads((project / "reports" / "metrics.json").read_text())
-    best = client.get_run(metrics["run_id"])
+    chosen = json.loads((project / "reports" / "best_run.json").read_text())
+    best = client.get_run(chosen["run_id"])
     assert best.data.tags["best_of_sweep"] == "true" and best.data.tags["status"] == "converged"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(f"runs:/{metrics['run_id']}/model")
+    model = mlflow.pyfunc.load_model("models:/house-price@champion")
     prediction = model.predict(pd.DataFrame({"sqft_living": [1500.0]}))
-    np.testing.assert_allclose(prediction, metrics["theta"][0] + 1500.0 * metrics["theta"][1], rtol=1e-12)
+    np.testing.assert_allclose(prediction, chosen["theta"][0] + 1500.0 * chosen["theta"][1], rtol=1e-12)
 
     second = run([dvc, "repro"], project)
     assert stages_run(second) == []
@@ -131,12 +133,19 @@ def test_dvc_repro_completes_after_a_kill_9_mid_sweep(tmp_path: Path) -> None:
 
     again = run([dvc, "repro"], project)
     assert stages_run(again)[-2:] == ["train", "evaluate"]
+    assert "resuming sweep" in again
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    for run_id in finished:  # nothing that had finished was lost
-        assert client.get_run(run_id).info.status == "FINISHED"
     experiment = client.get_experiment_by_name("downhill")
     assert experiment is not None
-    statuses = [run.info.status for run in client.search_runs([experiment.experiment_id], max_results=1000)]
-    assert "RUNNING" not in statuses and "KILLED" in statuses  # the cut-off runs were closed
+    # The killed sweep was resumed: one parent, the finished runs kept under it, each job
+    # run once, plus at most the one that was cut off (closed, then deleted as a duplicate).
+    everything = client.search_runs([experiment.experiment_id], max_results=1000, run_view_type=ViewType.ALL)
+    parents = [r for r in everything if r.data.tags.get("downhill.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    kept = children(client, experiment.experiment_id, parents[0].info.run_id)
+    assert len(kept) == 16 and {r.info.status for r in kept} == {"FINISHED"}
+    assert set(finished) - {parents[0].info.run_id} <= {r.info.run_id for r in kept}  # none redone
+    assert len(everything) - 1 <= 16 + 1
+    assert "RUNNING" not in {r.info.status for r in everything}
     assert (project / "reports" / "metrics.json").is_file()
     assert "Data and pipelines are up to date" in run([dvc, "status"], project)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from sklearn.metrics import mean_squared_error, r2_score
 
 from pipeline.errors import PipelineError
-from pipeline.evaluate import regression_metrics, select_best
+from pipeline.evaluate import champion_decision, regression_metrics, select_best
+from pipeline.outcome import RunSummary, Status
 
 
-def run_record(run_id: str, status: str, train_mse: float) -> dict[str, Any]:
-    return {"run_id": run_id, "status": status, "train_mse": train_mse, "theta": [1.0, 2.0]}
+def run_record(job_key: str, status: Status, train_mse: float) -> RunSummary:
+    return RunSummary(
+        job_key=job_key, overrides=[], run_name=job_key, status=status, message="", train_mse=train_mse,
+        theta=[1.0, 2.0],
+    )  # fmt: skip
 
 
 def test_best_run_is_the_lowest_train_mse_that_did_not_diverge() -> None:
@@ -21,15 +25,46 @@ def test_best_run_is_the_lowest_train_mse_that_did_not_diverge() -> None:
         run_record("slow", "max_iter", 9.0),
         run_record("good", "converged", 4.0),
         run_record("wild", "diverged", 1.0),  # lower, but its θ is meaningless
-        {"status": "failed", "message": "optimizer.lr must be > 0"},
+        run_record("swing", "oscillating", 2.0),  # neither: it never settled
+        RunSummary.failed("bad", ["optimizer.lr=-1"], "gd lr=-1", "optimizer.lr must be > 0"),
         run_record("tie", "converged", 4.0),
     ]
-    assert select_best(runs)["run_id"] == "good"
+    assert select_best(runs).job_key == "good"
 
 
 def test_no_usable_run_is_an_error() -> None:
     with pytest.raises(PipelineError, match="every run diverged or failed"):
         select_best([run_record("wild", "diverged", 1.0)])
+
+
+def test_a_run_with_non_finite_theta_is_not_usable() -> None:
+    broken = replace(run_record("nan", "converged", 1.0), theta=[float("nan"), 2.0])
+    assert not broken.usable and select_best([broken, run_record("ok", "max_iter", 5.0)]).job_key == "ok"
+    assert broken.to_json()["theta"] == [None, 2.0]  # valid JSON: no NaN
+
+
+@pytest.mark.parametrize(
+    ("policy", "in_workspace", "new", "current", "moves"),
+    [
+        ("auto", True, 1.0, 2.0, True),
+        ("auto", True, 2.0, 2.0, True),  # not worse
+        ("auto", True, 3.0, 2.0, False),  # worse on the test split: the champion stays
+        ("auto", True, 3.0, None, True),  # no champion yet
+        ("auto", False, 1.0, 2.0, False),  # inside dvc exp run
+        ("force", False, 3.0, 2.0, True),
+        ("never", True, 1.0, None, False),
+    ],
+)
+def test_champion_policy(
+    policy: str, in_workspace: bool, new: float, current: float | None, moves: bool
+) -> None:
+    assert bool(champion_decision(policy, in_workspace, new, current, "test_mse")) is moves
+
+
+def test_champion_policy_on_r2_prefers_higher() -> None:
+    # A model with R² 0.0002 must not replace one with 0.48 (Hardening).
+    assert not champion_decision("auto", True, 0.0002, 0.48, "test_r2")
+    assert champion_decision("auto", True, 0.5, 0.48, "test_r2")
 
 
 def test_metrics_match_scikit_learn() -> None:

@@ -102,12 +102,15 @@ def test_learning_rates_from_1e_minus_12_to_1e6(prepared: Path, compose_cfg: Com
     statuses = [run["status"] for run in runs]
     assert statuses == ["max_iter", "max_iter", "converged", "converged", "diverged", "diverged"]
     assert all("diverged at iteration" in run["message"] for run in runs[4:])
+    client = store(prepared)
+    logged = {run.data.tags.get("downhill.job_key"): run for run in train_runs(client)}
     for run in runs:
         assert all(math.isfinite(value) for value in run["theta"]), run
-        assert (run["model_uri"] is None) == (run["status"] == "diverged")
+        has_model = "downhill.model_uri" in logged[run["job_key"]].data.tags
+        assert has_model == (run["status"] != "diverged")  # a diverged θ is never a model
     from pipeline import evaluate
 
-    assert evaluate.run(compose_cfg())["run_id"] in {runs[2]["run_id"], runs[3]["run_id"]}
+    assert evaluate.run(compose_cfg())["job_key"] in {runs[2]["job_key"], runs[3]["job_key"]}
 
 
 @pytest.fixture
@@ -240,12 +243,13 @@ def test_the_same_config_gives_bit_identical_results(prepared: Path, compose_cfg
         assert (prepared / "data" / "split" / "train.parquet").read_bytes() == first_split
         records.append(train.run(compose_cfg(config_name="train")))
     first, second = records
-    assert first["run_id"] != second["run_id"]
+    assert first.job_key == second.job_key  # the same settings, split and code: one key
     for key in ("theta", "train_mse", "n_iter", "optimality_gap"):
-        assert first[key] == second[key], key  # exactly, not approximately
+        assert getattr(first, key) == getattr(second, key), key  # exactly, not approximately
     client = store(prepared)
+    runs = [run for run in train_runs(client) if run.data.tags.get("downhill.job_key") == first.job_key]
+    assert len(runs) == 2
     curves = [
-        [(m.step, m.value) for m in client.get_metric_history(record["run_id"], "train_mse")]
-        for record in records
+        [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_mse")] for run in runs
     ]
     assert sorted(curves[0]) == sorted(curves[1])

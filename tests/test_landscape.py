@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.landscape import Plane, landscape_figure, loss_curves_figure, valley_figure
 from pipeline.optimize import fit, least_squares, mean_squared_error
+from pipeline.outcome import RunSummary
 
 
 @pytest.fixture
@@ -66,19 +67,25 @@ def test_figures_draw_every_kind_of_run(data: tuple[np.ndarray, np.ndarray]) -> 
     for lr in (0.001, 0.3, 1.5):
         result = fit(X, y, theta_init=[0.0, 0.0, 0.0], lr=lr, max_iter=300, tol=1e-9)
         runs.append(
-            {
-                "lr": lr,
-                "status": result.status,
-                "theta_init": [0.0, 0.0, 0.0],
-                "theta": result.theta.tolist(),
-                "optimum_mse": mean_squared_error(X, y, optimum),
-                "path_steps": result.history_steps.tolist(),
-                "path_theta": result.theta_history.tolist(),
-                "path_loss": result.loss_history.tolist(),
-            }
+            RunSummary(
+                job_key=f"job{lr}",
+                overrides=[f"optimizer.lr={lr}"],
+                run_name=f"gd lr={lr}",
+                status=result.status,  # type: ignore[arg-type]
+                message=result.message,
+                lr=lr,
+                theta_init=[0.0, 0.0, 0.0],
+                theta=result.theta.tolist(),
+                optimum_mse=mean_squared_error(X, y, optimum),
+                path_steps=result.history_steps.tolist(),
+                path_theta=result.theta_history.tolist(),
+                path_loss=result.loss_history.tolist(),
+            )
         )
-    runs.append({"status": "failed", "message": "optimizer.lr: expected a number > 0"})
-    assert {run["status"] for run in runs} == {"max_iter", "converged", "diverged", "failed"}
+    runs.append(
+        RunSummary.failed("bad", ["optimizer.lr=-1"], "gd lr=-1", "optimizer.lr: expected a number > 0")
+    )
+    assert {run.status for run in runs} == {"max_iter", "converged", "diverged", "failed"}
     labels = ("θ0 (dollars)", "θ1 (dollars per square foot)")
     landscape = landscape_figure(runs, X, y, optimum, labels)
     assert "other coefficients at their optimum" in landscape.axes[0].get_title()

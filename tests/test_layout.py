@@ -11,8 +11,8 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "pipeline"
-STAGES = ("ingest", "split", "train", "evaluate")
-ENTRY_POINTS = (*STAGES, "predict")
+STAGES = ("ingest", "split", "store", "train", "evaluate")
+ENTRY_POINTS = (*STAGES, "predict")  # store is a stage too
 #: Code a stage runs without importing it: MLflow copies the model file and runs it.
 RUN_BY_PATH = {"train": {"pyfunc_model"}}
 

@@ -55,7 +55,7 @@ def test_model_rules() -> None:
         lambda: ModelSpec(("a",), positive=("price",)),
     ):
         with pytest.raises(ValueError):
-            bad()
+            bad()  # type: ignore[no-untyped-call]
 
 
 @pytest.mark.parametrize(
@@ -71,4 +71,4 @@ def test_the_model_file_refuses_inputs_outside_the_domain(value: float | None, m
     model = logged_model(ModelSpec(("sqft",), positive=("sqft",)), np.array([12_000.0, 136.0]))
     with pytest.raises(MlflowException, match=message.replace("(", r"\(")) as refused:
         model.predict(None, pd.DataFrame({"sqft": [value]}))
-    assert refused.value.get_http_status_code() == 400
+    assert refused.value.get_http_status_code() == 400  # type: ignore[no-untyped-call]

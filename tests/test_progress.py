@@ -7,7 +7,7 @@ import io
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from pipeline.tracking import sweep_size
+from pipeline.sweep import sweep_size
 from pipeline.train import ProgressLine
 from tests.conftest import CONF_DIR
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image
 import mlflow
@@ -15,17 +16,31 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import evaluate
+from pipeline.tracking import children, sweep_parents
 from tests.conftest import REPO_ROOT, ComposeFn, run_stage
 
 START = ["model.init.theta0=0", "model.init.theta1=100"]
 
 
-def children_of(client: MlflowClient, parent_id: str) -> list[mlflow.entities.Run]:
+def experiment_id(client: MlflowClient) -> str:
     experiment = client.get_experiment_by_name("downhill")
     assert experiment is not None
-    return client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=100
-    )
+    return str(experiment.experiment_id)
+
+
+def children_of(client: MlflowClient, parent_id: str) -> list[mlflow.entities.Run]:
+    return children(client, experiment_id(client), parent_id)
+
+
+def parent_of(client: MlflowClient, record: dict[str, Any]) -> mlflow.entities.Run:
+    """The sweep's parent run, found by the sweep key the record holds (it holds no run ids)."""
+    found = sweep_parents(client, experiment_id(client), record["sweep_key"])
+    assert found, record["sweep_key"]
+    return found[0]
+
+
+def run_ids_by_key(client: MlflowClient, parent_id: str) -> dict[str, str]:
+    return {run.data.tags["downhill.job_key"]: run.info.run_id for run in children_of(client, parent_id)}
 
 
 def test_sweep_with_a_diverging_rate_records_every_run(
@@ -36,15 +51,18 @@ def test_sweep_with_a_diverging_rate_records_every_run(
     record = json.loads((prepared / "reports" / "sweep.json").read_text())
     assert [run["status"] for run in record["runs"]] == ["max_iter", "converged", "diverged"]
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
-    parent = client.get_run(record["parent_run_id"])
+    # The record holds keys, never run ids, times or paths (a fresh clone's must match).
+    assert "run_id" not in json.dumps(record) and str(prepared) not in json.dumps(record)
+    uri = f"sqlite:///{prepared / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    parent = parent_of(client, record)
     assert parent.info.status == "FINISHED"
-    assert parent.data.params["sweep.optimizer.lr"] == "0.001,0.01,0.1,1.05"  # the grid in conf/
+    assert parent.data.params["sweep.optimizer.lr"] == "0.001,0.1,1.05"  # what ran
     assert "optimizer.lr=0.001,0.1,1.05" in parent.data.params["sweep.overrides"]
-    children = {run.info.run_id: run for run in children_of(client, parent.info.run_id)}
-    assert set(children) == {run["run_id"] for run in record["runs"]}
+    ids = run_ids_by_key(client, parent.info.run_id)
+    assert set(ids) == {run["job_key"] for run in record["runs"]}
     for summary in record["runs"]:
-        child = children[summary["run_id"]]
+        child = client.get_run(ids[summary["job_key"]])
         assert child.info.status == "FINISHED"
         assert float(child.data.params["optimizer.lr"]) == summary["lr"]
         assert float(child.data.params["model.init.theta0"]) == 0.0
@@ -65,25 +83,29 @@ def test_sweep_with_a_diverging_rate_records_every_run(
     assert abs(converged["optimality_gap"]) < 1e-12
 
     # evaluate picks the converged run, not the diverged one, and marks it in MLflow.
+    converged_id = ids[converged["job_key"]]
     report = evaluate.run(compose_cfg())
-    assert report["run_id"] == converged["run_id"]
+    assert report["run_id"] == converged_id
     metrics = json.loads((prepared / "reports" / "metrics.json").read_text())
-    assert set(metrics) >= {"test_mse", "test_rmse", "test_r2", "train_mse", "theta"}
+    assert set(metrics) == {"test_mse", "test_rmse", "test_r2", "train_mse"}  # numbers only
     assert metrics["test_rmse"] == pytest.approx(np.sqrt(metrics["test_mse"]))
-    best = client.get_run(converged["run_id"])
+    best = client.get_run(converged_id)
     assert best.data.tags["best_of_sweep"] == "true"
     assert best.data.metrics["test_mse"] == pytest.approx(metrics["test_mse"])
-    assert client.get_run(parent.info.run_id).data.tags["best_run_id"] == converged["run_id"]
+    assert client.get_run(parent.info.run_id).data.tags["best_run_id"] == converged_id
+    chosen = json.loads((prepared / "reports" / "best_run.json").read_text())
+    assert chosen["run_id"] == converged_id and chosen["champion"] is True
 
     # The logged model loads back and predicts θ0 + θ1 x.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", record["tracking_uri"])  # models:/ URIs resolve there
-    mlflow.set_tracking_uri(record["tracking_uri"])
-    model = mlflow.pyfunc.load_model(converged["model_uri"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # models:/ URIs resolve there
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(best.data.tags["downhill.model_uri"])
     sqft = pd.DataFrame({"sqft_living": [1500.0, 2500.0]})
     np.testing.assert_allclose(
         model.predict(sqft), converged["theta"][0] + converged["theta"][1] * sqft["sqft_living"], rtol=1e-12
     )
-    assert record["runs"][2]["model_uri"] is None  # a diverged θ is never a model
+    diverged = client.get_run(ids[record["runs"][2]["job_key"]])
+    assert "downhill.model_uri" not in diverged.data.tags  # a diverged θ is never a model
 
     # The sweep's pictures and summary: written under reports/ and logged to the parent.
     for name in ("landscape", "valley", "loss_curves"):
@@ -94,15 +116,15 @@ def test_sweep_with_a_diverging_rate_records_every_run(
     assert artifacts >= {"landscape.png", "valley.png", "loss_curves.png", "sweep_summary.csv", "sweep.json"}
     summary = pd.read_csv(client.download_artifacts(parent.info.run_id, "sweep_summary.csv", str(prepared)))
     assert summary["status"].tolist() == ["max_iter", "converged", "diverged"]
-    assert summary["run_id"].tolist() == [run["run_id"] for run in record["runs"]]
+    assert summary["run_id"].tolist() == [ids[run["job_key"]] for run in record["runs"]]
     curve = pd.read_csv(prepared / "reports" / "best_loss_curve.csv")
     assert curve["step"].tolist() == list(range(converged["n_iter"] + 1))
 
     # The champion in the registry, and predictions with it from the command line.
     version = client.get_model_version_by_alias("house-price", "champion")
-    assert version.run_id == converged["run_id"] and int(version.version) == metrics["model_version"]
+    assert version.run_id == converged_id and str(version.version) == chosen["model_version"]
     predicted = subprocess.run(
-        [sys.executable, "-m", "pipeline.predict", "1500", "--tracking-uri", record["tracking_uri"]],
+        [sys.executable, "-m", "pipeline.predict", "1500", "--tracking-uri", uri],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -111,7 +133,7 @@ def test_sweep_with_a_diverging_rate_records_every_run(
     expected = converged["theta"][0] + 1500 * converged["theta"][1]
     first, last = predicted.stdout.splitlines()
     assert first == f"sqft_living = 1,500: predicted price {expected:,.2f}"
-    assert last.startswith(f"model house-price version {version.version} (run {converged['run_id']})")
+    assert last.startswith(f"model house-price version {version.version} (run {converged_id})")
 
 
 def test_an_invalid_job_fails_clearly_while_the_sweep_completes(prepared: Path) -> None:
@@ -125,14 +147,61 @@ def test_an_invalid_job_fails_clearly_while_the_sweep_completes(prepared: Path) 
     record = json.loads((prepared / "reports" / "sweep.json").read_text())
     assert [run["status"] for run in record["runs"]] == ["converged", "failed"]
     client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
-    statuses = sorted(run.info.status for run in children_of(client, record["parent_run_id"]))
+    parent = parent_of(client, record)
+    statuses = sorted(run.info.status for run in children_of(client, parent.info.run_id))
     assert statuses == ["FAILED", "FINISHED"]
+    assert parent.info.status == "FAILED"  # so that the same sweep, run again, resumes it
 
 
 def test_a_single_run_trains_once_with_the_composed_config(prepared: Path) -> None:
     result = run_stage("train", prepared, "data=kc_house")
     assert result.returncode == 0, result.stderr
     record = json.loads((prepared / "reports" / "sweep.json").read_text())
-    assert record["parent_run_id"] is None
     (only,) = record["runs"]
     assert only["status"] == "converged" and only["lr"] == 0.1 and only["theta_init"] == [0.0, 100.0]
+
+
+def test_basic_and_joblib_launchers_give_the_same_sweep_bit_for_bit(tmp_path: Path) -> None:
+    """The default sweep, in this process and in two joblib workers: same record, θ, best run."""
+    from tests.conftest import prepare_data
+
+    records = []
+    for name, launcher in (("basic", []), ("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])):
+        folder = prepare_data(tmp_path / name)
+        result = run_stage("train", folder, *launcher, multirun=True)
+        assert result.returncode == 0, result.stderr
+        records.append((folder / "reports" / "sweep.json").read_text())
+        client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+        parent = parent_of(client, json.loads(records[-1]))
+        assert parent.info.status == "FINISHED" and len(children_of(client, parent.info.run_id)) == 16
+    assert records[0] == records[1]  # every θ, loss and path identical, to the last bit
+    assert len(json.loads(records[0])["runs"]) == 16
+
+
+def test_an_empty_sweep_fails_and_keeps_the_previous_record(prepared: Path) -> None:
+    first = run_stage("train", prepared, *START, "optimizer.lr=0.1", multirun=True)
+    assert first.returncode == 0, first.stderr
+    before = (prepared / "reports" / "sweep.json").read_bytes()
+    result = run_stage("train", prepared, "optimizer.lr=range(1,1)", multirun=True)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the sweep has no jobs") and "Traceback" not in result.stderr
+    assert (prepared / "reports" / "sweep.json").read_bytes() == before
+
+
+def test_a_failure_while_finishing_the_sweep_exits_non_zero(prepared: Path) -> None:
+    blocker = prepared / "not_a_folder"
+    blocker.write_text("a file where the sweep record's folder should be")
+    result = run_stage(
+        "train", prepared, *START, "optimizer.lr=0.1", f"paths.sweep={blocker}/sweep.json", multirun=True
+    )
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: finishing the sweep:") and "Traceback" not in result.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
+    parents = [
+        run
+        for run in client.search_runs([experiment_id(client)])
+        if run.data.tags.get("downhill.role") == "sweep"
+    ]
+    assert [run.info.status for run in parents] == ["FAILED"]

@@ -1,0 +1,350 @@
+"""A sweep, recorded in MLflow: claimed or started, launched, read back, written out.
+
+The project's Hydra sweeper (``hydra_plugins/downhill_sweeper``) calls :func:`run_sweep`
+in the process that started the sweep, whatever launcher runs the jobs (in this
+process, in joblib's workers, on a Ray cluster):
+
+1. the grid becomes a list of jobs, each with a job key (:mod:`pipeline.keys`); the
+   sweep's key hashes them;
+2. a parent run with that key that did not finish (killed, crashed, failed) is claimed
+   under the store lock and resumed: its FINISHED children are kept, the rest are
+   deleted and run again; otherwise a new parent run is started;
+3. the pending jobs are launched with ``mlflow.parent_run_id`` in their config;
+4. the children's outcomes are read back from MLflow (not from the launcher's memory)
+   and written, in job order, to ``paths.sweep`` with the pictures.
+
+Anything that goes wrong on the way ends in one ``error:`` line and a non-zero exit;
+the parent run then ends FAILED (or KILLED on a signal), and the next identical sweep
+resumes it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import errors
+from pipeline.errors import PipelineError, exit_on_error, first_line
+from pipeline.files import file_md5, resolve, write_atomic, write_json
+from pipeline.keys import in_result, job_key, sweep_key
+from pipeline.outcome import RunSummary, best_run, status_counts
+from pipeline.tracking import (
+    BEST_MSE_ENV,
+    JOB_KEY_TAG,
+    OUTCOME,
+    PARENT_KEY,
+    ROLE_TAG,
+    SWEEP_KEY_TAG,
+    SWEEP_SIZE_ENV,
+    children,
+    client_for,
+    close_orphaned_runs,
+    git_commit,
+    prepare_experiment,
+    process_tags,
+    store_lock,
+    sweep_parents,
+    tracking_uri,
+    write_store_mark,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from matplotlib.figure import Figure
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger("pipeline.sweep")
+
+#: Figures of a sweep, by their key in ``paths``.
+FIGURES = ("landscape", "valley", "loss_curves")
+
+
+def sweep_grid(config: DictConfig) -> dict[str, str]:
+    """The sweep declared in the config (``hydra.sweeper.params``): key → "a,b,c"."""
+    return {str(key): str(value) for key, value in (config.hydra.sweeper.params or {}).items()}
+
+
+def sweep_size(config: DictConfig) -> int | None:
+    """How many jobs the sweep will run: the grid in the config, command line applied."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    words = [f"{key}={value}" for key, value in sweep_grid(config).items()]
+    try:
+        overrides = OverridesParser.create().parse_overrides([*words, *config.hydra.overrides.task])
+        choices = {o.key_or_group: o for o in overrides}  # the command line comes last and wins
+        size = 1
+        for override in choices.values():
+            if override.is_sweep_override():
+                size *= len(list(override.sweep_string_iterator()))
+    except Exception:  # a sweep kind we cannot count (glob, interval): just do not show N
+        return None
+    return size
+
+
+def axis_labels(config: DictConfig) -> tuple[str, str]:
+    """Labels for θ0 and θ1 with units, from ``data.units``."""
+    target_unit = config.data.units.target
+    feature, feature_unit = config.data.features[0], config.data.units.features[0]
+    return (
+        f"θ0, intercept ({target_unit})",
+        f"θ1, coefficient of {feature} ({target_unit} per {feature_unit})",
+    )
+
+
+def sweep_figures(config: DictConfig, runs: list[RunSummary]) -> dict[str, Figure]:
+    """The landscape, valley and loss-curve pictures of a sweep, keyed by their path key."""
+    import pandas as pd
+
+    from pipeline.landscape import landscape_figure, loss_curves_figure, valley_figure
+    from pipeline.model import polynomial_columns
+
+    drawn = [run for run in runs if run.status != "failed"]
+    if not drawn:
+        return {}
+    table = pd.read_parquet(resolve(config, config.paths.train))
+    X = polynomial_columns(table[list(config.data.features)].to_numpy(np.float64), drawn[0].degree)
+    y = table[config.data.target].to_numpy(np.float64)
+    optimum = np.asarray(drawn[0].optimum_theta)
+    labels = axis_labels(config)
+    return {
+        "landscape": landscape_figure(drawn, X, y, optimum, labels),
+        "valley": valley_figure(drawn, X, y, optimum, labels),
+        "loss_curves": loss_curves_figure(drawn),
+    }
+
+
+def summary_table(runs: list[RunSummary], run_ids: Sequence[str | None]) -> pd.DataFrame:
+    """One row per job of a sweep: its run, settings, outcome and final numbers."""
+    import pandas as pd
+
+    rows = []
+    for run, run_id in zip(runs, run_ids, strict=True):
+        nothing: list[float | None] = [None, None]
+        start = list(run.theta_init) if run.theta_init else nothing
+        theta = list(run.theta) if run.theta else nothing
+        rows.append(
+            {"run_id": run_id, "run_name": run.run_name, "method": run.method, "lr": run.lr}
+            | {"status": run.status, "end_point": run.end_point, "n_iter": run.n_iter}
+            | {"theta0_init": start[0], "theta1_init": start[1], "theta0": theta[0], "theta1": theta[1]}
+            | {"train_mse": run.train_mse, "optimality_gap": run.optimality_gap, "message": run.message}
+        )
+    return pd.DataFrame(rows)
+
+
+def sweep_record(key: str, runs: list[RunSummary]) -> dict[str, Any]:
+    """The content of ``paths.sweep``: keys and outcomes, no run ids, times or paths."""
+    return {"sweep_key": key, "runs": [run.to_json() for run in runs]}
+
+
+def read_sweep_record(path: Path) -> tuple[str, list[RunSummary]]:
+    """The sweep key and the runs of a sweep record written by :func:`write_sweep_outputs`."""
+    if not path.is_file():
+        raise PipelineError(f"{path}: no sweep record; run `dvc repro train` first")
+    try:
+        record = json.loads(path.read_text())
+        return str(record["sweep_key"]), [RunSummary.from_json(run) for run in record["runs"]]
+    except (ValueError, KeyError, TypeError) as error:
+        raise PipelineError(
+            f"{path}: not a sweep record of this version ({error}); run `dvc repro`"
+        ) from None
+
+
+def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) -> dict[str, Figure]:
+    """Write the sweep record and its pictures (atomically); return the pictures."""
+    write_json(resolve(config, config.paths.sweep), sweep_record(key, runs))
+    figures = sweep_figures(config, runs)
+    for name, figure in figures.items():
+        write_atomic(resolve(config, config.paths[name]), partial(figure.savefig, format="png", dpi=110))
+    log.info("%d runs: %s", len(runs), status_counts(runs))
+    return figures
+
+
+def plan_jobs(sweeper: Any, arguments: list[str]) -> list[list[str]]:
+    """Every job's overrides, in Hydra's order: the grid in the config, the command line applied."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    words = [f"{key}={value}" for key, value in sweep_grid(sweeper.config).items()] + list(arguments)
+    parser = OverridesParser.create(config_loader=sweeper.hydra_context.config_loader)
+    batches = BasicSweeper.split_arguments(parser.parse_overrides(words), None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def read_outcome(client: MlflowClient, run: Run) -> RunSummary | None:
+    """The outcome a training run logged, or None if it logged none."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run.info.run_id, OUTCOME, folder)
+        except Exception:  # no such artifact: the job died before it could log one
+            return None
+        return RunSummary.from_json(json.loads(Path(path).read_text()))
+
+
+def read_back(
+    client: MlflowClient, experiment_id: str, parent_id: str, jobs: list[list[str]], keys: list[str]
+) -> tuple[list[RunSummary], list[str | None]]:
+    """Each job's outcome and run id, read from the parent's children in MLflow, in job order."""
+    by_key: dict[str, Run] = {}
+    for run in children(client, experiment_id, parent_id):
+        key = run.data.tags.get(JOB_KEY_TAG)
+        held = by_key.get(key) if key else None
+        if key and (held is None or (run.info.status == "FINISHED") >= (held.info.status == "FINISHED")):
+            by_key[key] = run
+    runs: list[RunSummary] = []
+    run_ids: list[str | None] = []
+    for job, key in zip(jobs, keys, strict=True):
+        found = by_key.get(key)
+        outcome = read_outcome(client, found) if found is not None else None
+        if found is None:
+            outcome = RunSummary.failed(key, job, "", "the job recorded no run (it did not start)")
+        elif outcome is None:
+            error = found.data.tags.get("error") or f"the job ended {found.info.status} without an outcome"
+            outcome = RunSummary.failed(key, job, found.info.run_name or "", error)
+        runs.append(replace(outcome, overrides=[item for item in job if in_result(item)]))
+        run_ids.append(found.info.run_id if found is not None else None)
+    return runs, run_ids
+
+
+def claim_parent(
+    client: MlflowClient, uri: str, experiment_id: str, key: str, resume: bool
+) -> tuple[str, set[str]]:
+    """The parent run to record the sweep under, and the job keys it already holds.
+
+    Under the store lock, so that two identical sweeps started together do not both
+    take the same parent: a parent with this key that did not finish is taken over
+    (its FINISHED children kept, the others deleted); else a new one is started.
+    """
+    with store_lock(uri):
+        candidates = [
+            run for run in sweep_parents(client, experiment_id, key) if run.info.status != "FINISHED"
+        ]
+        resumable = [run for run in candidates if run.info.status in ("FAILED", "KILLED")] if resume else []
+        if resumable:
+            parent_id = resumable[0].info.run_id
+            client.update_run(parent_id, status="RUNNING")
+            for name, value in process_tags().items():
+                client.set_tag(parent_id, name, value)
+            done: set[str] = set()
+            for run in children(client, experiment_id, parent_id):
+                job = run.data.tags.get(JOB_KEY_TAG, "")
+                if run.info.status == "FINISHED" and job and job not in done:
+                    done.add(job)
+                else:  # failed, killed, or a duplicate: it is run again or not needed
+                    client.delete_run(run.info.run_id)
+            return parent_id, done
+        tags = process_tags() | {ROLE_TAG: "sweep", SWEEP_KEY_TAG: key, "git_commit": git_commit()}
+        run = client.create_run(
+            experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}", tags=tags
+        )
+        return run.info.run_id, set()
+
+
+def _close_parent(client: MlflowClient, run_id: str) -> None:
+    """At exit: a parent still RUNNING means the sweep did not finish."""
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, status="KILLED" if errors.stopped_by_signal else "FAILED")
+
+
+def _grid_params(jobs: list[list[str]]) -> dict[str, str]:
+    """``sweep.<key>`` → the values that ran, in order (what ran, not the default grid)."""
+    values: dict[str, list[str]] = {}
+    for job in jobs:
+        for item in job:
+            key, _, value = item.partition("=")
+            if value not in values.setdefault(key, []):
+                values[key].append(value)
+    return {f"sweep.{key.lstrip('+~')}": ",".join(found) for key, found in values.items() if len(found) > 1}
+
+
+def _log_parent(
+    client: MlflowClient, parent_id: str, runs: list[RunSummary], run_ids: list[str | None], figures: Any
+) -> None:
+    """The sweep's record, pictures and summary table, on its parent run."""
+    client.log_text(parent_id, json.dumps([run.to_json() for run in runs], indent=2), "sweep.json")
+    for name, figure in figures.items():
+        client.log_figure(parent_id, figure, f"{name}.png")
+    summary = summary_table(runs, run_ids)
+    client.log_table(parent_id, data=summary, artifact_file="sweep_summary.json")
+    client.log_text(parent_id, summary.to_csv(index=False), "sweep_summary.csv")
+
+
+@exit_on_error
+def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
+    """Run a sweep as the module docstring says; called by the project's Hydra sweeper."""
+    config, context, launcher = sweeper.config, sweeper.hydra_context, sweeper.launcher
+    assert config is not None and context is not None and launcher is not None  # set up by Hydra
+    loader = context.config_loader
+    jobs = plan_jobs(sweeper, arguments)
+    if not jobs:
+        raise PipelineError(
+            f"the sweep has no jobs: an empty grid in {' '.join(arguments) or 'conf/train.yaml'}"
+        )
+    train_path = resolve(config, config.paths.train)
+    if not train_path.is_file():
+        raise PipelineError(f"{train_path}: no training split; run `dvc repro split` first")
+    train_md5 = file_md5(train_path)
+    keys = [job_key(loader.load_sweep_config(config, job), train_md5) for job in jobs]
+    key = sweep_key(keys)
+    uri = tracking_uri(config.mlflow.tracking_uri)
+    experiment_id = prepare_experiment(uri, config.mlflow.experiment)
+    client = client_for(uri)
+    closed = close_orphaned_runs(client, experiment_id)
+    if closed:
+        log.warning("marked %d runs KILLED: their processes had ended without closing them", closed)
+    resume = bool(OmegaConf.select(config, "mlflow.resume", default=True))
+    parent_id, done = claim_parent(client, uri, experiment_id, key, resume)
+    atexit.register(_close_parent, client, parent_id)  # should anything below end the process
+    if done:
+        log.info("resuming sweep %s: %d of %d jobs already finished", parent_id, len(done), len(jobs))
+    else:
+        for name, value in _grid_params(jobs).items():
+            client.log_param(parent_id, name, value)
+        if arguments:
+            client.log_param(parent_id, "sweep.overrides", " ".join(arguments))
+    pending, seen = [], set(done)
+    for job, job_key_ in zip(jobs, keys, strict=True):
+        if job_key_ not in seen:  # each result once, also when two jobs share a key
+            seen.add(job_key_)
+            pending.append([*job, f"{PARENT_KEY}={parent_id}"])
+    os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
+    log.info(
+        "sweep %s: %d jobs to run (of %d) into %s",
+        parent_id,
+        len(pending),
+        len(jobs),
+        config.mlflow.experiment,
+    )
+    if pending:
+        launcher.launch(pending, initial_job_idx=0)
+    for name in (SWEEP_SIZE_ENV, BEST_MSE_ENV):
+        os.environ.pop(name, None)
+
+    runs, run_ids = read_back(client, experiment_id, parent_id, jobs, keys)
+    try:
+        figures = write_sweep_outputs(config, key, runs)
+        _log_parent(client, parent_id, runs, run_ids, figures)
+    except Exception as error:  # an unwritable folder, a full disk, a store that went away
+        raise PipelineError(f"finishing the sweep: {first_line(error)}") from None
+    failed = [run for run in runs if run.status == "failed"]
+    client.set_terminated(parent_id, status="FAILED" if failed else "FINISHED")
+    if failed:
+        raise PipelineError(f"{len(failed)} of {len(runs)} runs failed; the first: {failed[0].message}")
+    write_store_mark(resolve(config, config.paths.store_train), [])  # the store holds every run now
+    best = best_run(runs)
+    if best is not None:
+        log.info("best run: %s (train MSE %.6g)", best.run_name, best.train_mse)
+    return runs

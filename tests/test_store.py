@@ -1,0 +1,82 @@
+"""The store and the workspace agree: a deleted store is noticed, a copied project keeps to itself."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from pipeline import evaluate, store, train
+from tests.conftest import CONF_DIR, RAW_DIR, prepare_data
+
+START = ["model.init.theta0=0", "model.init.theta1=100", "optimizer.lr=0.1"]
+
+
+def project_cfg(folder: Path, config_name: str = "config") -> DictConfig:
+    """The config of a project in ``folder`` whose store is its own ``mlflow.db``."""
+    overrides = [
+        f"paths.root={folder}",
+        f"paths.raw_dir={RAW_DIR}",
+        f"mlflow.tracking_uri=sqlite:///{folder}/mlflow.db",
+    ]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose(config_name=config_name, overrides=[*overrides, *START])
+
+
+def trained(folder: Path) -> Path:
+    """A project with data, one training run (its sweep record) and a champion."""
+    prepare_data(folder)
+    summary = train.run(project_cfg(folder, "train"))
+    from pipeline.keys import sweep_key
+    from pipeline.sweep import write_sweep_outputs
+
+    write_sweep_outputs(project_cfg(folder, "train"), sweep_key([summary.job_key]), [summary])
+    evaluate.run(project_cfg(folder))
+    return folder
+
+
+def test_a_deleted_store_is_noticed_by_the_store_stage(tmp_path: Path) -> None:
+    folder = trained(tmp_path / "project")
+    assert store.run(project_cfg(folder)) == ([], [])
+    marks = [(folder / "reports" / name).read_bytes() for name in ("store_train.json", "store_evaluate.json")]
+    (folder / "mlflow.db").unlink()
+    missing_runs, missing_model = store.run(project_cfg(folder))
+    assert len(missing_runs) == 1 and missing_model == ["house-price@champion"]
+    changed = [
+        (folder / "reports" / name).read_bytes() for name in ("store_train.json", "store_evaluate.json")
+    ]
+    assert changed[0] != marks[0] and changed[1] != marks[1]  # so DVC reruns train and evaluate
+    assert not (folder / "mlflow.db").exists()  # the check creates no store
+
+
+def test_a_copied_project_writes_only_into_its_own_store_and_a_moved_one_still_predicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = trained(tmp_path / "original")
+    before = sorted(str(p.relative_to(original)) for p in (original / "mlartifacts").rglob("*"))
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy, symlinks=True)  # as `cp -a` does
+    train.run(project_cfg(copy, "train"))
+    after = sorted(str(p.relative_to(original)) for p in (original / "mlartifacts").rglob("*"))
+    assert after == before  # the original's artifacts are untouched
+    for path in (copy / "mlartifacts").rglob("MLmodel"):
+        assert path.is_file()
+
+    moved = tmp_path / "moved"
+    shutil.move(copy, moved)
+    uri = f"sqlite:///{moved}/mlflow.db"
+    from pipeline.tracking import prepare_experiment
+
+    prepare_experiment(uri, "downhill")  # what every stage does first: relocates
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/house-price@champion")
+    chosen = json.loads((moved / "reports" / "best_run.json").read_text())
+    expected = chosen["theta"][0] + 1500 * chosen["theta"][1]
+    assert model.predict(pd.DataFrame({"sqft_living": [1500.0]}))[0] == pytest.approx(expected, rel=1e-12)
