@@ -36,6 +36,7 @@ lint: $(STAMP)
 bench: $(STAMP)  ## speed figures, each against a baseline measured in the same run
 	python bench/pipeline_speed.py
 	python bench/optimizer_speed.py
+	python bench/sweep_speed.py
 
 ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

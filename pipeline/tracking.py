@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.errors import PipelineError, first_line
+
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
@@ -117,21 +119,45 @@ def prepare_experiment(uri: str, name: str) -> str:
 
     A SQLite store keeps its artifacts in ``mlartifacts/`` beside the database file.
     """
+    if not isinstance(name, str) or not name.strip():
+        raise PipelineError(f"mlflow.experiment: expected a non-empty name, got {name!r}")
     database = sqlite_file(uri)
-    with store_lock(uri):
-        client = client_for(uri)
-        experiment = client.get_experiment_by_name(name)
-        location = artifact_root(database) if database else None
-        if experiment is None:
-            return str(client.create_experiment(name, artifact_location=location))
-        old = str(experiment.artifact_location)
-        moved = location is not None and old != location and old.endswith(ARTIFACTS)
-        if database is not None and location is not None and moved:
-            relocate_artifacts(database, old, location)
-            log.warning(
-                "%s: artifacts moved from %s to %s (a copied or moved project)", database, old, location
-            )
-        return str(experiment.experiment_id)
+    try:
+        with store_lock(uri):
+            return _prepare_experiment(uri, name, database)
+    except PipelineError:
+        raise
+    except Exception as error:  # a corrupt, read-only, locked or outdated store; a bad URI
+        raise PipelineError(store_problem(uri, error)) from None
+
+
+def store_problem(uri: str, error: BaseException) -> str:
+    """One line on why the store at ``uri`` cannot be used, with what to do where it is known."""
+    text = first_line(error)
+    advice = ""
+    if "mlflow db upgrade" in str(error) or "out-of-date database schema" in str(error):
+        advice = f"; upgrade it with `mlflow db upgrade {redact(uri)}`"
+    elif "readonly" in text or "read-only" in text:
+        advice = "; make the file (and its folder) writable"
+    elif "locked" in text:
+        advice = "; another process holds a write lock on it: try again when it is done"
+    elif "file is not a database" in str(error) or "malformed" in str(error):
+        advice = "; it is not an SQLite database: move it away, or point mlflow.tracking_uri elsewhere"
+    return f"mlflow.tracking_uri: cannot use the store {redact(uri)}: {text}{advice}"
+
+
+def _prepare_experiment(uri: str, name: str, database: Path | None) -> str:
+    """:func:`prepare_experiment` under the store lock: find or create, relocate a copy's store."""
+    client = client_for(uri)
+    experiment = client.get_experiment_by_name(name)
+    location = artifact_root(database) if database else None
+    if experiment is None:
+        return str(client.create_experiment(name, artifact_location=location))
+    old = str(experiment.artifact_location)
+    if database is not None and location is not None and old != location and old.endswith(ARTIFACTS):
+        relocate_artifacts(database, old, location)
+        log.warning("%s: artifacts moved from %s to %s (a copied or moved project)", database, old, location)
+    return str(experiment.experiment_id)
 
 
 #: The artifact folder beside a SQLite store.

@@ -80,3 +80,42 @@ def test_a_copied_project_writes_only_into_its_own_store_and_a_moved_one_still_p
     chosen = json.loads((moved / "reports" / "best_run.json").read_text())
     expected = chosen["theta"][0] + 1500 * chosen["theta"][1]
     assert model.predict(pd.DataFrame({"sqft_living": [1500.0]}))[0] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d.joinpath("mlflow.db").write_bytes(bytes(range(256)) * 64), "not an SQLite database"),
+        (lambda d: None, "cannot use the store garbage://x"),
+    ],
+)
+def test_a_store_that_cannot_be_used_is_one_line(tmp_path: Path, make: object, message: str) -> None:
+    from pipeline.errors import PipelineError
+    from pipeline.tracking import prepare_experiment
+
+    make(tmp_path)  # type: ignore[operator]
+    uri = "garbage://x" if "garbage" in message else f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(PipelineError) as raised:
+        prepare_experiment(uri, "downhill")
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert str(raised.value).startswith("mlflow.tracking_uri: cannot use the store")
+
+
+def test_an_empty_experiment_name_is_named() -> None:
+    from pipeline.errors import PipelineError
+    from pipeline.tracking import prepare_experiment
+
+    with pytest.raises(PipelineError, match=r"mlflow\.experiment: expected a non-empty name"):
+        prepare_experiment("sqlite:////nonexistent/never/created.db", "")
+    assert not Path("/nonexistent").exists()
+
+
+def test_a_corrupt_store_stops_the_sweep_before_any_job(prepared: Path) -> None:
+    from tests.conftest import run_stage
+
+    (prepared / "mlflow.db").write_bytes(b"not a database" * 1000)
+    result = run_stage("train", prepared, *START, multirun=True)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "cannot use the store" in lines[0] and "not an SQLite database" in lines[0]

@@ -1,0 +1,209 @@
+"""How long a 100-run sweep takes, and where the time goes.
+
+Run with ``make bench`` (or ``.venv/bin/python bench/sweep_speed.py``). On a fresh
+store in a temporary folder, with the King County training split, it times:
+
+* the sweep of 5 starting θ0 × 5 starting θ1 × 4 learning rates (1,000-iteration
+  budget, curves and models logged) with Hydra's basic launcher and with joblib
+  (``n_jobs=2``), end to end as a user runs it;
+* a per-job breakdown measured in this process: composing a job's config, the fit,
+  logging its curve, logging its model, and the sweep's pictures;
+* the baseline: logging each curve with one ``log_metric`` call per step. Timed on 5
+  runs and scaled to 100 (it costs milliseconds a call on SQLite), then put in place
+  of the batched curve logging to give the baseline sweep's time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+GRID = [
+    "model.init.theta0=-500000,-250000,0,250000,500000",
+    "model.init.theta1=0,150,300,450,600",
+    "optimizer.lr=0.001,0.01,0.1,1.05",
+    "optimizer.max_iter=1000",
+]
+RUNS = 100
+BASELINE_RUNS = 5
+TARGET_SECONDS = 15.0
+
+
+def row(label: str, seconds: float, ratio: str) -> None:
+    print(f"{label:<58}{seconds:9.3f}  {ratio}", flush=True)
+
+
+def overrides(folder: Path) -> list[str]:
+    return [
+        f"paths.root={folder}",
+        f"paths.raw_dir={REPO_ROOT / 'data' / 'raw'}",
+        f"mlflow.tracking_uri=sqlite:///{folder / 'mlflow.db'}",
+        f"hydra.sweep.dir={folder / 'logs'}",
+        f"hydra.run.dir={folder / 'logs'}",
+    ]
+
+
+def prepared(folder: Path) -> Path:
+    from hydra import compose, initialize_config_dir
+
+    from pipeline import ingest, split
+
+    folder.mkdir(parents=True)
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
+        cfg = compose("config", overrides=overrides(folder)[:3])
+    ingest.run(cfg)
+    split.run(cfg)
+    return folder
+
+
+def sweep_seconds(folder: Path, launcher: list[str]) -> float:
+    command = [sys.executable, "-m", "pipeline.train", "--multirun", *GRID, *launcher, *overrides(folder)]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"bench: the sweep failed:\n{done.stderr[-3000:]}")
+    return elapsed
+
+
+def mean_seconds(action: Callable[[], object], repeats: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeats):
+        action()
+    return (time.perf_counter() - start) / repeats
+
+
+def breakdown(folder: Path) -> dict[str, float]:
+    """Seconds per job for each part, and for the pictures of the whole sweep."""
+    import warnings
+
+    import mlflow
+    import pandas as pd
+    from hydra import compose, initialize_config_dir
+    from mlflow.entities import Metric
+
+    from pipeline.optimize import ConvergenceWarning
+    from pipeline.outcome import RunSummary
+    from pipeline.sweep import sweep_figures
+    from pipeline.train import fit_with_settings, log_model, read_settings
+
+    jobs = [
+        [
+            f"model.init.theta0={t0}",
+            f"model.init.theta1={t1}",
+            f"optimizer.lr={lr}",
+            "optimizer.max_iter=1000",
+        ]
+        for t0 in (-500000, 0, 500000)
+        for t1 in (0, 600)
+        for lr in (0.001, 0.01, 0.1, 1.05)
+    ]
+    parts: dict[str, float] = {}
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
+        start = time.perf_counter()
+        configs = [compose("train", overrides=[*overrides(folder)[:3], *job]) for job in jobs]
+        parts["compose a job's config (once; Hydra composes twice)"] = (time.perf_counter() - start) / len(
+            jobs
+        )
+    table = pd.read_parquet(folder / "data" / "split" / "train.parquet")
+    X, y = table[["sqft_living"]].to_numpy(), table["price"].to_numpy()
+    settings = [read_settings(cfg) for cfg in configs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        start = time.perf_counter()
+        results = [fit_with_settings(X, y, setting) for setting in settings]
+        parts["fit (1,000-iteration budget)"] = (time.perf_counter() - start) / len(jobs)
+
+    uri = f"sqlite:///{folder / 'breakdown.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("bench", artifact_location=(folder / "bench_artifacts").as_uri())
+    longest = max(results, key=lambda result: len(result.loss_history))
+    curve = [
+        Metric("train_mse", float(v), 0, int(s))
+        for s, v in zip(longest.history_steps, longest.loss_history, strict=True)
+    ]
+
+    def batched() -> None:
+        run = client.create_run(experiment)
+        client.log_batch(run.info.run_id, metrics=curve)
+
+    parts[f"curve logging, one batch ({len(curve)} points)"] = mean_seconds(batched, BASELINE_RUNS)
+
+    def per_step() -> None:
+        run = client.create_run(experiment)
+        for metric in curve:
+            client.log_metric(run.info.run_id, metric.key, metric.value, step=metric.step)
+
+    parts["curve logging, one log_metric per step (baseline)"] = mean_seconds(per_step, BASELINE_RUNS)
+
+    def model() -> None:
+        with mlflow.start_run(experiment_id=experiment):
+            log_model(settings[0].model, results[0].theta, X)
+
+    parts["model logging (pyfunc from code)"] = mean_seconds(model, BASELINE_RUNS)
+    runs = [
+        RunSummary(
+            job_key=str(i),
+            overrides=job,
+            run_name=str(i),
+            status=result.status,  # type: ignore[arg-type]
+            message="",
+            lr=float(result.lr),
+            theta_init=[float(v) for v in setting.theta_init],
+            theta=result.theta.tolist(),
+            degree=1,
+            optimum_mse=float(min(r.loss_history.min() for r in results)),
+            optimum_theta=results[2].theta.tolist(),
+            path_steps=result.history_steps[::10].tolist(),
+            path_theta=result.theta_history[::10].tolist(),
+            path_loss=result.loss_history[::10].tolist(),
+        )
+        for i, (job, setting, result) in enumerate(zip(jobs, settings, results, strict=True))
+    ]
+    start = time.perf_counter()
+    for figure in sweep_figures(configs[0], runs * 4).values():  # about 100 paths, as the sweep draws
+        figure.savefig(folder / "figure.png", dpi=110)
+    parts["pictures of the sweep (all three, once per sweep)"] = time.perf_counter() - start
+    return parts
+
+
+def main() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    print(f"{'measure':<58}{'seconds':>9}  ratio")
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        parts = breakdown(prepared(root / "breakdown"))
+        for label, seconds in parts.items():
+            row(label, seconds, "per job" if "once per sweep" not in label else "per sweep")
+        basic = sweep_seconds(prepared(root / "basic"), [])
+        row(f"sweep of {RUNS} runs, basic launcher", basic, f"{basic / TARGET_SECONDS:.2f} of the 15 s goal")
+        joblib = sweep_seconds(
+            prepared(root / "joblib"), ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+        )
+        row(
+            f"sweep of {RUNS} runs, joblib n_jobs=2",
+            joblib,
+            f"{joblib / TARGET_SECONDS:.2f} of the 15 s goal",
+        )
+        batched = parts[next(k for k in parts if "one batch" in k)]
+        per_step = parts[next(k for k in parts if "per step" in k)]
+        baseline = basic + RUNS * (per_step - batched)
+        row(
+            f"baseline: basic sweep, per-step logging ({BASELINE_RUNS} runs timed, x{RUNS // BASELINE_RUNS})",
+            baseline,
+            f"{baseline / basic:.1f} x the basic sweep, {baseline / joblib:.1f} x joblib (goal >= 20)",
+        )
+
+
+if __name__ == "__main__":
+    main()
