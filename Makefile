@@ -5,10 +5,9 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell md5sum requirements.lock | cut -c1-12)
 
-# No usage reports and no update checks: nothing may wait on the network.
-export MLFLOW_DISABLE_TELEMETRY := true
-export DO_NOT_TRACK := true
-export DVC_NO_ANALYTICS := 1
+# No usage reports and no update checks: nothing may wait on the network (offline.env).
+include offline.env
+export $(shell sed -n 's/^\([A-Z_]*\)=.*/\1/p' offline.env)
 export PATH := $(BIN):$(PATH)
 
 .PHONY: run test test-slow lint bench ui lock

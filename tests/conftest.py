@@ -13,16 +13,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+import pipeline  # noqa: F401  (sets the defaults of offline.env for every test and its subprocesses)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 CONF_DIR = REPO_ROOT / "conf"
 RAW_DIR = REPO_ROOT / "data" / "raw"
 BAD_DIR = Path(__file__).resolve().parent / "data"
 
-# Nothing in the tests may wait on the network.
-os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-os.environ["DO_NOT_TRACK"] = "true"
-os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 ComposeFn = Callable[..., DictConfig]
