@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from tests.conftest import VENV_BIN, copy_project, user_env  # noqa: E402  (the same copy the end-to-end test makes)
+from tools.workspace import VENV_BIN, copy_project, user_env  # noqa: E402  (the copy the end-to-end test makes)
 
 TARGET_SECONDS = 60.0
 

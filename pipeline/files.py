@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
+from pipeline.errors import PipelineError
+
 
 def resolve(cfg: DictConfig, path: str) -> Path:
     """A configured path, relative paths taken against ``paths.root``.
@@ -50,9 +52,16 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
 
 def write_atomic(target: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp_path)`` and move the result to ``target`` only if it succeeds."""
-    with atomic_path(target) as tmp:
-        write(tmp)
+    """Call ``write(tmp_path)`` and move the result to ``target`` only if it succeeds.
+
+    A folder that cannot be written, a full disk or a folder in the way ends in a
+    :class:`~pipeline.errors.PipelineError` naming the file.
+    """
+    try:
+        with atomic_path(target) as tmp:
+            write(tmp)
+    except OSError as error:
+        raise PipelineError(f"{target}: cannot write it ({error.strerror or error})") from None
 
 
 def write_json(target: Path, payload: Any) -> None:

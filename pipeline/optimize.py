@@ -39,6 +39,7 @@ from numpy.typing import ArrayLike, NDArray
 from threadpoolctl import threadpool_limits
 
 from pipeline.model import linear_prediction
+from pipeline.rules import DIVERGENCE_RATIO, LEARNING_RATE, MAX_ITER, TOLERANCE
 
 __all__ = [
     "METHODS",
@@ -426,14 +427,11 @@ def least_squares(X: ArrayLike, y: ArrayLike, *, fit_intercept: bool = True) -> 
 def _check_settings(lr: float | str, max_iter: int, tol: float, divergence_ratio: float, method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    if lr != "auto" and not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0 or 'auto', got {lr!r}")
-    if int(max_iter) != max_iter or max_iter < 1:
-        raise ValueError(f"max_iter must be a whole number >= 1, got {max_iter!r}")
-    if not (math.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-    if not divergence_ratio > 1:
-        raise ValueError(f"divergence_ratio must be > 1, got {divergence_ratio!r}")
+    if lr != "auto":
+        LEARNING_RATE.check("lr", lr)
+    MAX_ITER.check("max_iter", max_iter)
+    TOLERANCE.check("tol", tol)
+    DIVERGENCE_RATIO.check("divergence_ratio", divergence_ratio)
 
 
 def fit(

@@ -8,7 +8,6 @@ answer with the closest valid key instead of a stack of Hydra internals.
 from __future__ import annotations
 
 import difflib
-import math
 import re
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pipeline.errors import PipelineError, fail
+from pipeline.rules import Bound
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Hydra's own flags that take a value, so that the value is not read as an override.
@@ -36,29 +36,18 @@ def _value(cfg: DictConfig, key: str) -> Any:
 def read_number(
     cfg: DictConfig,
     key: str,
+    rule: Bound | None = None,
     *,
     above: float | None = None,
     at_least: float | None = None,
     below: float | None = None,
     integer: bool = False,
 ) -> float:
-    """The finite number at ``key``, within the given bounds."""
+    """The finite number at ``key`` that keeps ``rule`` (or the bounds given here)."""
     value = _value(cfg, key)
-    noun = "whole number" if integer else "number"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PipelineError(f"{key}: expected a {noun}, got {value!r}")
-    if not math.isfinite(value) or (integer and value != int(value)):
-        raise PipelineError(f"{key}: expected a finite {noun}, got {value!r}")
-    rules = []
-    if above is not None:
-        rules.append((value > above, f"> {above:g}"))
-    if at_least is not None:
-        rules.append((value >= at_least, f">= {at_least:g}"))
-    if below is not None:
-        rules.append((value < below, f"< {below:g}"))
-    if not all(holds for holds, _ in rules):
-        wanted = " and ".join(text for _, text in rules)
-        raise PipelineError(f"{key}: expected a {noun} {wanted}, got {value!r}")
+    problem = (rule or Bound(above, at_least, below, integer)).problem(value)
+    if problem:
+        raise PipelineError(f"{key}: {problem}")
     return float(value)
 
 

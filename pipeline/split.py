@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.files import resolve, write_parquet
+from pipeline.rules import TEST_FRACTION
 from pipeline.settings import check_overrides, read_number
 
 log = logging.getLogger("pipeline.split")  # not __main__ under `python -m`
@@ -41,13 +42,12 @@ def split_indices(n_rows: int, *, test_fraction: float, seed: int) -> tuple[np.n
     train, test : ndarray of int, shapes (n_train,) and (n_test,)
         Row positions, each sorted ascending so the files keep the source order.
     """
-    if not 0 < test_fraction < 1:
-        raise PipelineError(f"split.test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    TEST_FRACTION.check("test_fraction", test_fraction)
     n_test = round(n_rows * test_fraction)
     n_train = n_rows - n_test
     if n_test < MIN_TEST_ROWS or n_train < MIN_TRAIN_ROWS:
-        raise PipelineError(
-            f"split: {n_rows} rows with split.test_fraction={test_fraction} give {n_train} "
+        raise ValueError(
+            f"{n_rows} rows with split.test_fraction={test_fraction} give {n_train} "
             f"training and {n_test} test rows; need at least {MIN_TRAIN_ROWS} and {MIN_TEST_ROWS}"
         )
     order = np.random.default_rng(seed).permutation(n_rows)
@@ -57,11 +57,12 @@ def split_indices(n_rows: int, *, test_fraction: float, seed: int) -> tuple[np.n
 def run(cfg: DictConfig) -> None:
     """Split ``cfg.paths.ingested`` into ``cfg.paths.train`` and ``cfg.paths.test``."""
     table = pd.read_parquet(resolve(cfg, cfg.paths.ingested))
-    train_rows, test_rows = split_indices(
-        len(table),
-        test_fraction=read_number(cfg, "split.test_fraction", above=0, below=1),
-        seed=int(read_number(cfg, "split.seed", at_least=0, integer=True)),
-    )
+    test_fraction = read_number(cfg, "split.test_fraction", TEST_FRACTION)
+    seed = int(read_number(cfg, "split.seed", at_least=0, integer=True))
+    try:
+        train_rows, test_rows = split_indices(len(table), test_fraction=test_fraction, seed=seed)
+    except ValueError as error:
+        raise PipelineError(f"split: {error}") from None
     for rows, key in ((train_rows, "train"), (test_rows, "test")):
         write_parquet(resolve(cfg, cfg.paths[key]), table.iloc[rows].reset_index(drop=True))
     log.info(

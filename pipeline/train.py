@@ -40,6 +40,7 @@ from pipeline.optimize import (
     one_blas_thread,
 )
 from pipeline.outcome import EndPoint, RunSummary
+from pipeline.rules import DIVERGENCE_RATIO, LEARNING_RATE, MAX_ITER, TOLERANCE
 from pipeline.settings import check_overrides, read_choice, read_flag, read_names, read_number
 from pipeline.sweep import write_sweep_outputs
 from pipeline.tables import require_columns
@@ -128,7 +129,7 @@ def read_settings(cfg: DictConfig) -> TrainSettings:
     method = read_choice(cfg, "optimizer.name", METHODS)
     model = read_model(cfg)
     lr_value = OmegaConf.select(cfg, "optimizer.lr", default=None)
-    lr: float | str = "auto" if lr_value == "auto" else read_number(cfg, "optimizer.lr", above=0)
+    lr: float | str = "auto" if lr_value == "auto" else read_number(cfg, "optimizer.lr", LEARNING_RATE)
     options: dict[str, Any] = {"statistics": read_flag(cfg, "optimizer.statistics")}
     if method in {"momentum", "nesterov"} and OmegaConf.select(cfg, "optimizer.momentum") is not None:
         options["momentum"] = read_number(cfg, "optimizer.momentum", at_least=0, below=1)
@@ -145,9 +146,9 @@ def read_settings(cfg: DictConfig) -> TrainSettings:
         method=method,
         theta_init=read_initial_theta(cfg, model.n_params - 1),
         lr=lr,
-        max_iter=int(read_number(cfg, "optimizer.max_iter", at_least=1, integer=True)),
-        tol=read_number(cfg, "optimizer.tol", at_least=0),
-        divergence_ratio=read_number(cfg, "optimizer.divergence_ratio", above=1),
+        max_iter=int(read_number(cfg, "optimizer.max_iter", MAX_ITER)),
+        tol=read_number(cfg, "optimizer.tol", TOLERANCE),
+        divergence_ratio=read_number(cfg, "optimizer.divergence_ratio", DIVERGENCE_RATIO),
         model=model,
         options=options,
     )

@@ -20,7 +20,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking import children
-from tests.conftest import VENV_BIN, copy_project, user_env
+from tests.helpers import VENV_BIN, copy_project, user_env
 
 
 def run(command: list[str], cwd: Path) -> str:

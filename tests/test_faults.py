@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import ingest, split, train
 from pipeline.errors import PipelineError
-from tests.conftest import (
+from pipeline.settings import override_problem
+from tests.helpers import (
     REPO_ROOT,
     ComposeFn,
     assert_one_line_error,
@@ -39,7 +40,7 @@ def train_runs(client: MlflowClient) -> list[Run]:
 
 
 @pytest.mark.parametrize(
-    ("module", "argument", "message"),
+    ("config_name", "argument", "message"),
     [
         ("train", "optimizer.lrr=0.1", "unknown setting 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
         (
@@ -47,7 +48,22 @@ def train_runs(client: MlflowClient) -> list[Run]:
             "data=kc_hous",
             "data=kc_hous: no such data config; the choices are: kc_house, seed_example",
         ),
-        ("ingest", "data.featurs=[sqft]", "unknown setting 'data.featurs'; did you mean 'data.features'?"),
+        ("config", "data.featurs=[sqft]", "unknown setting 'data.featurs'; did you mean 'data.features'?"),
+        (
+            "train",
+            "optimizer=adamw",
+            "optimizer=adamw: no such optimizer config; the choices are: adam, backtracking",
+        ),
+    ],
+)
+def test_command_line_typos_are_named(config_name: str, argument: str, message: str) -> None:
+    problem = override_problem([argument], config_name)
+    assert problem is not None and problem.startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("stage", "argument", "message"),
+    [
         ("split", "split.test_fraction=1.5", "split.test_fraction: expected a number > 0 and < 1, got 1.5"),
         ("split", "split.seed=abc", "split.seed: expected a whole number, got 'abc'"),
         ("train", "optimizer.lr=fast", "optimizer.lr: expected a number, got 'fast'"),
@@ -57,15 +73,29 @@ def train_runs(client: MlflowClient) -> list[Run]:
             "optimizer.name: expected one of gd, momentum, nesterov, adam, backtracking, sgd; "
             "got 'adamw'; did you mean 'adam'?",
         ),
-        (
-            "train",
-            "optimizer=adamw",
-            "optimizer=adamw: no such optimizer config; the choices are: adam, backtracking",
-        ),
         ("train", "model.degree=11", "model.degree: expected a whole number from 1 to 10, got 11"),
     ],
 )
+def test_bad_values_are_named(
+    prepared: Path, compose_cfg: ComposeFn, stage: str, argument: str, message: str
+) -> None:
+    with pytest.raises(PipelineError) as raised:
+        if stage == "split":
+            split.run(compose_cfg(argument))
+        else:
+            train.read_settings(compose_cfg(argument, config_name="train"))
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("module", "argument", "message"),
+    [
+        ("train", "optimizer.lrr=0.1", "unknown setting 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
+        ("split", "split.test_fraction=1.5", "split.test_fraction: expected a number > 0 and < 1, got 1.5"),
+    ],
+)
 def test_setting_mistakes_end_in_one_line(prepared: Path, module: str, argument: str, message: str) -> None:
+    """As a user sees them: exit status 2, one line, no traceback (the rest are checked in-process)."""
     result = run_stage(module, prepared, argument)
     assert result.returncode == 2
     assert_one_line_error(result.stderr, message)

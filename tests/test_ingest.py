@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import ingest
 from pipeline.errors import PipelineError
-from tests.conftest import BAD_DIR, REPO_ROOT, ComposeFn, assert_one_line_error, run_stage
+from tests.helpers import BAD_DIR, REPO_ROOT, ComposeFn, assert_one_line_error, run_stage
 
 SEED_PRICES = [150_000.0, 210_000.0, 290_000.0, 350_000.0]
 

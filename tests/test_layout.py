@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "pipeline"
 STAGES = ("ingest", "split", "store", "train", "evaluate")

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.model import polynomial_columns
 from pipeline.optimize import METHODS, ConvergenceWarning, auto_settings, fit, least_squares
-from tests.conftest import RAW_DIR, ComposeFn
+from tests.helpers import RAW_DIR, ComposeFn
 
 
 def relative_error(theta: np.ndarray, reference: np.ndarray) -> float:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline.optimize import ConvergenceWarning, fit, least_squares, mean_squared_error, standardize
-from tests.conftest import RAW_DIR
+from tests.helpers import RAW_DIR
 
 SEED_SQFT = np.array([1000.0, 1500.0, 2000.0, 2500.0])
 SEED_PRICE = np.array([150_000.0, 210_000.0, 290_000.0, 350_000.0])

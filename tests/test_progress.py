@@ -9,7 +9,7 @@ from omegaconf import open_dict
 
 from pipeline.sweep import sweep_size
 from pipeline.train import ProgressLine
-from tests.conftest import CONF_DIR
+from tests.helpers import CONF_DIR
 
 
 class Terminal(io.StringIO):

@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import evaluate
-from tests.conftest import VENV_BIN, ComposeFn, copy_project, run_stage, user_env
+from tests.helpers import VENV_BIN, ComposeFn, copy_project, run_stage, user_env
 
 pytestmark = pytest.mark.slow
 

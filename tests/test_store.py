@@ -4,41 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
-from pipeline import evaluate, store, train
-from tests.conftest import CONF_DIR, RAW_DIR, prepare_data
-
-START = ["model.init.theta0=0", "model.init.theta1=100", "optimizer.lr=0.1"]
-
-
-def project_cfg(folder: Path, config_name: str = "config") -> DictConfig:
-    """The config of a project in ``folder`` whose store is its own ``mlflow.db``."""
-    overrides = [
-        f"paths.root={folder}",
-        f"paths.raw_dir={RAW_DIR}",
-        f"mlflow.tracking_uri=sqlite:///{folder}/mlflow.db",
-    ]
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return compose(config_name=config_name, overrides=[*overrides, *START])
-
-
-def trained(folder: Path) -> Path:
-    """A project with data, one training run (its sweep record) and a champion."""
-    prepare_data(folder)
-    summary = train.run(project_cfg(folder, "train"))
-    from pipeline.keys import sweep_key
-    from pipeline.sweep import write_sweep_outputs
-
-    write_sweep_outputs(project_cfg(folder, "train"), sweep_key([summary.job_key]), [summary])
-    evaluate.run(project_cfg(folder))
-    return folder
+from pipeline import store, train
+from tests.helpers import REPO_ROOT, START_ONE_RUN, project_cfg, trained
 
 
 def test_a_deleted_store_is_noticed_by_the_store_stage(tmp_path: Path) -> None:
@@ -111,11 +86,38 @@ def test_an_empty_experiment_name_is_named() -> None:
 
 
 def test_a_corrupt_store_stops_the_sweep_before_any_job(prepared: Path) -> None:
-    from tests.conftest import run_stage
+    from tests.helpers import run_stage
 
     (prepared / "mlflow.db").write_bytes(b"not a database" * 1000)
-    result = run_stage("train", prepared, *START, multirun=True)
+    result = run_stage("train", prepared, *START_ONE_RUN, multirun=True)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert "cannot use the store" in lines[0] and "not an SQLite database" in lines[0]
+
+
+def test_a_store_of_an_older_mlflow_names_the_upgrade_command(tmp_path: Path) -> None:
+    import sqlite3
+
+    from pipeline.tracking import prepare_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepare_experiment(uri, "downhill")
+    with sqlite3.connect(tmp_path / "mlflow.db") as connection:  # as an older MLflow left it
+        connection.execute("UPDATE alembic_version SET version_num = '0584bdc529eb'")
+    # A new process, as the next stage is: MLflow checks the schema once per process and store.
+    probe = f"from pipeline.tracking import prepare_experiment; prepare_experiment({uri!r}, 'downhill')"
+    checked = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert checked.returncode != 0
+    assert f"upgrade it with `mlflow db upgrade {uri}`" in checked.stderr.strip().splitlines()[-1]
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    from pipeline import ingest
+    from pipeline.errors import PipelineError
+
+    cfg = project_cfg(tmp_path)
+    (tmp_path / "data" / "ingested.parquet").mkdir(parents=True)  # a folder where the file goes
+    with pytest.raises(PipelineError, match=r"ingested\.parquet: cannot write it \(") as raised:
+        ingest.run(cfg)
+    assert "\n" not in str(raised.value)

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import evaluate
 from pipeline.tracking import children, sweep_parents
-from tests.conftest import REPO_ROOT, ComposeFn, run_stage
+from tests.helpers import REPO_ROOT, ComposeFn, run_stage
 
 START = ["model.init.theta0=0", "model.init.theta1=100"]
 
@@ -163,7 +163,7 @@ def test_a_single_run_trains_once_with_the_composed_config(prepared: Path) -> No
 
 def test_basic_and_joblib_launchers_give_the_same_sweep_bit_for_bit(tmp_path: Path) -> None:
     """The default sweep, in this process and in two joblib workers: same record, θ, best run."""
-    from tests.conftest import prepare_data
+    from tests.helpers import prepare_data
 
     records = []
     for name, launcher in (("basic", []), ("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])):

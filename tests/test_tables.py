@@ -11,7 +11,7 @@ import pytest
 from pipeline import ingest
 from pipeline.errors import PipelineError
 from pipeline.tables import MAX_HEADER_BYTES, parse_csv, read_csv, read_numeric, sniff_delimiter
-from tests.conftest import BAD_DIR, ComposeFn
+from tests.helpers import BAD_DIR, ComposeFn
 
 
 def read_error(path: Path) -> str:

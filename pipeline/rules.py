@@ -1,0 +1,55 @@
+"""The range rules of numeric settings, stated once for the core and for the config.
+
+The numpy core (``optimize``, ``split_indices``) checks its arguments with these rules
+and raises ``ValueError``; the stages read the same settings from the config with
+:func:`pipeline.settings.read_number`, which applies the same rule and names the key.
+Plain Python, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A finite number, optionally whole, within the given bounds."""
+
+    above: float | None = None
+    at_least: float | None = None
+    below: float | None = None
+    integer: bool = False
+
+    def problem(self, value: object) -> str | None:
+        """What is wrong with ``value`` (``expected a number > 0, got -1``), or None."""
+        noun = "whole number" if self.integer else "number"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"expected a {noun}, got {value!r}"
+        if not math.isfinite(value) or (self.integer and value != int(value)):
+            return f"expected a finite {noun}, got {value!r}"
+        rules = []
+        if self.above is not None:
+            rules.append((value > self.above, f"> {self.above:g}"))
+        if self.at_least is not None:
+            rules.append((value >= self.at_least, f">= {self.at_least:g}"))
+        if self.below is not None:
+            rules.append((value < self.below, f"< {self.below:g}"))
+        if not all(holds for holds, _ in rules):
+            return f"expected a {noun} {' and '.join(text for _, text in rules)}, got {value!r}"
+        return None
+
+    def check(self, name: str, value: object) -> None:
+        """Raise ``ValueError("<name> must be a number > 0, got -1")`` if ``value`` breaks the rule."""
+        problem = self.problem(value)
+        if problem:
+            raise ValueError(f"{name} must be {problem.removeprefix('expected ')}")
+
+
+#: The optimizer's own settings (``optimizer.*`` in the config).
+LEARNING_RATE = Bound(above=0)
+MAX_ITER = Bound(at_least=1, integer=True)
+TOLERANCE = Bound(at_least=0)
+DIVERGENCE_RATIO = Bound(above=1)
+#: ``split.test_fraction``: a share of the rows, strictly between none and all.
+TEST_FRACTION = Bound(above=0, below=1)

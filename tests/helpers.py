@@ -1,0 +1,117 @@
+"""Helpers for the tests (fixtures live in conftest.py): stages run as a user runs them,
+outputs under a test's own folder, one-line errors checked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from tools.workspace import REPO_ROOT, VENV_BIN, copy_project, user_env
+
+CONF_DIR = REPO_ROOT / "conf"
+RAW_DIR = REPO_ROOT / "data" / "raw"
+BAD_DIR = Path(__file__).resolve().parent / "data"
+#: The ``compose_cfg`` fixture: compose ``config`` (or ``config_name=...``) with overrides.
+ComposeFn = Callable[..., DictConfig]
+
+__all__ = [
+    "BAD_DIR",
+    "CONF_DIR",
+    "RAW_DIR",
+    "REPO_ROOT",
+    "START_ONE_RUN",
+    "VENV_BIN",
+    "ComposeFn",
+    "assert_one_line_error",
+    "copy_project",
+    "isolating_overrides",
+    "prepare_data",
+    "project_cfg",
+    "run_stage",
+    "trained",
+    "user_env",
+]
+
+
+def isolating_overrides(tmp_path: Path) -> list[str]:
+    """Point every output (data, reports, MLflow store, Hydra logs) into tmp_path."""
+    return [
+        f"paths.root={tmp_path}",
+        f"paths.raw_dir={RAW_DIR}",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+
+
+def prepare_data(folder: Path, *overrides: str) -> Path:
+    """``folder`` with the King County data (or as overridden) ingested and split, ready to train."""
+    from pipeline import ingest, split
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name="config", overrides=[*isolating_overrides(folder), *overrides])
+    ingest.run(cfg)
+    split.run(cfg)
+    return folder
+
+
+def assert_one_line_error(stderr: str, *fragments: str) -> None:
+    """stderr is exactly one line, ``error: ...``, with each fragment and no traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def run_stage(
+    module: str, tmp_path: Path, *overrides: str, multirun: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m pipeline.<module>`` as a user would, outputs under tmp_path."""
+    hydra_dirs = [
+        f"hydra.run.dir={tmp_path / 'logs' / 'run'}",
+        f"hydra.sweep.dir={tmp_path / 'logs' / 'sweep'}",
+    ]
+    command = [sys.executable, "-m", f"pipeline.{module}", *(["--multirun"] if multirun else [])]
+    return subprocess.run(
+        [*command, *isolating_overrides(tmp_path), *hydra_dirs, *overrides],
+        cwd=REPO_ROOT,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+#: One training run that converges: a start and a rate.
+START_ONE_RUN = ["model.init.theta0=0", "model.init.theta1=100", "optimizer.lr=0.1"]
+
+
+def project_cfg(folder: Path, config_name: str = "config") -> DictConfig:
+    """The config of a project in ``folder`` whose store is its own ``mlflow.db``."""
+    overrides = [
+        f"paths.root={folder}",
+        f"paths.raw_dir={RAW_DIR}",
+        f"mlflow.tracking_uri=sqlite:///{folder}/mlflow.db",
+    ]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose(config_name=config_name, overrides=[*overrides, *START_ONE_RUN])
+
+
+def trained(folder: Path) -> Path:
+    """A project with data, one training run (its sweep record) and a champion."""
+    from pipeline import evaluate, train
+    from pipeline.keys import sweep_key
+    from pipeline.sweep import write_sweep_outputs
+
+    prepare_data(folder)
+    summary = train.run(project_cfg(folder, "train"))
+
+    write_sweep_outputs(project_cfg(folder, "train"), sweep_key([summary.job_key]), [summary])
+    evaluate.run(project_cfg(folder))
+    return folder
