@@ -162,3 +162,28 @@ def test_dvc_repro_completes_after_a_kill_9_mid_sweep(tmp_path: Path) -> None:
     assert "RUNNING" not in {r.info.status for r in everything}
     assert (project / "reports" / "metrics.json").is_file()
     assert only_the_store_check_pending(run([dvc, "status"], project))
+
+
+def test_switching_the_data_and_back_leaves_the_king_county_champion(tmp_path: Path) -> None:
+    """Each data config registers its own model: the four-row table never takes house-price."""
+    project = copy_project(tmp_path)
+    dvc, python = str(VENV_BIN / "dvc"), str(VENV_BIN / "python")
+    config = project / "conf" / "config.yaml"
+    king_county = config.read_text()
+    assert "  - data: kc_house" in king_county
+    run([dvc, "repro"], project)
+    before = run([python, "-m", "pipeline.predict", "1500"], project).splitlines()[0]
+
+    config.write_text(king_county.replace("  - data: kc_house", "  - data: seed_example"))
+    run([dvc, "repro"], project)
+    seed = run([python, "-m", "pipeline.predict", "1500"], project)
+    assert "sqft = 1,500: predicted price 216,666.67" in seed  # the seed table's own model
+
+    config.write_text(king_county)
+    again = run([dvc, "repro"], project)  # DVC's run-cache may restore train without running it
+    assert "Running stage 'evaluate'" in again or "evaluate" not in stages_run(again)
+    after = run([python, "-m", "pipeline.predict", "1500"], project)
+    assert after.splitlines()[0] == before  # sqft_living = 1,500: the King County model answers
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("house-price", "champion")
+    assert champion.tags["features"] == "sqft_living"

@@ -6,6 +6,7 @@ Not part of `make test`; run them with `make test-slow`.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -115,3 +116,20 @@ def test_dvc_experiments_log_to_the_repository_store(tmp_path: Path) -> None:
                 if "test_mse" in metrics:
                     test_mse.append(metrics["test_mse"])
     assert len(test_mse) == 2 and len(set(test_mse)) == 2
+
+
+def test_a_fresh_clone_runs_with_make_run_and_stays_clean(tmp_path: Path) -> None:
+    """The README's run command in a new clone: the whole pipeline, then `git status` is clean.
+
+    It installs .venv from requirements.lock (about a minute and a half) and checks that
+    the committed dvc.lock, metrics and store marks are what a fresh run produces.
+    """
+    project = copy_project(tmp_path / "clone")
+    env = {key: value for key, value in user_env().items() if not key.startswith("VIRTUAL_ENV")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != str(VENV_BIN))
+    done = subprocess.run(["make", "run"], cwd=project, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True
+    )
+    assert status.stdout == "", status.stdout
