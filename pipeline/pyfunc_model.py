@@ -55,7 +55,10 @@ class LinearPriceModel(PythonModel):
             predictions = np.asarray(self.theta[0] + X @ self.theta[1:], dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(predictions))
         if bad.size:
-            raise refuse(f"input row {bad[0]}: the prediction overflows float64; the input is out of range")
+            columns = ", ".join(repr(name) for name in self.features)
+            raise refuse(
+                f"input row {bad[0]}, column {columns}: out of range, the prediction overflows float64"
+            )
         return predictions
 
 

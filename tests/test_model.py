@@ -64,7 +64,7 @@ def test_model_rules() -> None:
         (None, "input row 0, column 'sqft': nan is not a finite number > 0"),
         (float("inf"), "is not a finite number > 0"),
         (-5.0, "input row 0, column 'sqft': -5.0 is not a finite number > 0"),
-        (1e308, "input row 0: the prediction overflows float64"),
+        (1e308, "input row 0, column 'sqft': out of range, the prediction overflows float64"),
     ],
 )
 def test_the_model_file_refuses_inputs_outside_the_domain(value: float | None, message: str) -> None:

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline import evaluate
@@ -101,6 +102,10 @@ def test_dvc_experiments_log_to_the_repository_store(tmp_path: Path) -> None:
     assert experiment is not None
     parents = client.search_runs([experiment.experiment_id], filter_string="tags.`downhill.role` = 'sweep'")
     assert len(parents) == 2
+    # Experiments register their models but never move the champion (registry.promote=auto).
+    assert len(client.search_model_versions("name = 'house-price'")) == 2
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("house-price", "champion")
 
     shown = json.loads(run("exp", "show", "--json"))
     test_mse = []
