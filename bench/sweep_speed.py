@@ -91,8 +91,9 @@ def breakdown(folder: Path) -> dict[str, float]:
 
     from pipeline.optimize import ConvergenceWarning
     from pipeline.outcome import RunSummary
+    from pipeline.runlog import log_model
     from pipeline.sweep import sweep_figures
-    from pipeline.train import fit_with_settings, log_model, read_settings
+    from pipeline.train import fit_with_settings, read_settings
 
     jobs = [
         [

@@ -133,8 +133,8 @@ def store_problem(uri: str, error: BaseException) -> str:
     advice = ""
     if "mlflow db upgrade" in str(error) or "out-of-date database schema" in str(error):
         advice = f"; upgrade it with `mlflow db upgrade {redact(uri)}`"
-    elif "readonly" in text or "read-only" in text:
-        advice = "; make the file (and its folder) writable"
+    elif "readonly" in text or "read-only" in text or "disk I/O error" in text:
+        advice = "; make the file (and its folder) writable, and check that the disk has room"
     elif "locked" in text:
         advice = "; another process holds a write lock on it: try again when it is done"
     elif "file is not a database" in str(error) or "malformed" in str(error):

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
-import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import hydra
 import numpy as np
@@ -35,24 +32,21 @@ from pipeline.optimize import (
     ConvergenceWarning,
     FitResult,
     fit,
-    least_squares,
-    mean_squared_error,
     one_blas_thread,
 )
-from pipeline.outcome import EndPoint, RunSummary
+from pipeline.outcome import RunSummary
+from pipeline.progress import ProgressLine
 from pipeline.rules import DIVERGENCE_RATIO, LEARNING_RATE, MAX_ITER, TOLERANCE
+from pipeline.runlog import flat_params, log_result
 from pipeline.settings import check_overrides, read_choice, read_flag, read_names, read_number
 from pipeline.sweep import write_sweep_outputs
 from pipeline.tables import require_columns
 from pipeline.tracking import (
-    BEST_MSE_ENV,
     JOB_KEY_TAG,
     JOB_OVERRIDES_TAG,
-    MODEL_URI_TAG,
     OUTCOME,
     PARENT_KEY,
     ROLE_TAG,
-    SWEEP_SIZE_ENV,
     git_commit,
     prepare_experiment,
     process_tags,
@@ -61,9 +55,6 @@ from pipeline.tracking import (
 )
 
 log = logging.getLogger("pipeline.train")  # not __main__ under `python -m`
-
-PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
-_optimum_cache: dict[str, tuple[np.ndarray, float]] = {}
 
 
 def load_training_data(path: Path, features: list[str], target: str) -> tuple[np.ndarray, np.ndarray]:
@@ -154,37 +145,6 @@ def read_settings(cfg: DictConfig) -> TrainSettings:
     )
 
 
-class ProgressLine:
-    """On a terminal, one self-updating line: run k of N, iteration, loss, best so far.
-
-    Off a terminal (a log file, CI) it prints nothing: each run ends in one log line.
-    """
-
-    def __init__(self, max_iter: int, stream: TextIO = sys.stderr) -> None:
-        self.stream, self.max_iter, self.shown = stream, max_iter, 0.0
-        self.enabled = stream.isatty()
-        in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-        total = os.environ.get(SWEEP_SIZE_ENV, "?")
-        self.prefix = f"run {HydraConfig.get().job.num + 1}/{total}  " if in_sweep else ""
-        best = os.environ.get(BEST_MSE_ENV)
-        self.suffix = f"  best so far {float(best):.6g}" if best else ""
-
-    def __call__(self, iteration: int, loss: float) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self.shown < 0.1:  # ten updates a second at most
-            return
-        self.shown = now
-        self.stream.write(
-            f"\r{self.prefix}iteration {iteration}/{self.max_iter}  train MSE {loss:.6g}{self.suffix}\x1b[K"
-        )
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-
-
 def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings) -> FitResult:
     """Run :func:`fit`; what the data make impossible becomes a :class:`PipelineError`."""
     progress = ProgressLine(settings.max_iter)
@@ -211,85 +171,12 @@ def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings) -> 
         progress.close()
 
 
-def reference_optimum(
-    X: np.ndarray, y: np.ndarray, key: str, fit_intercept: bool = True
-) -> tuple[np.ndarray, float]:
-    """Least-squares θ and its MSE, computed once per training set and model (``key``)."""
-    if key not in _optimum_cache:
-        theta = least_squares(X, y, fit_intercept=fit_intercept)
-        _optimum_cache[key] = (theta, mean_squared_error(X, y, theta))
-    return _optimum_cache[key]
-
-
-def flat_params(cfg: DictConfig) -> dict[str, Any]:
-    """Every setting that shapes a run, as dotted scalar params for MLflow."""
-    container = {
-        key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("data", "split", "model", "optimizer")
-    }
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), value)
-        elif isinstance(node, list):
-            flat[prefix] = ",".join(str(item) for item in node)
-        else:
-            flat[prefix] = node
-
-    walk("", container)
-    return flat
-
-
 def run_name(cfg: DictConfig) -> str:
     """What tells the runs of a sweep apart: method, learning rate, start."""
     init = cfg.model.init
     start = f"random start {init.seed}" if init.random is True else f"θ0={init.theta0} θ1={init.theta1}"
     degree = f" degree {cfg.model.degree}" if cfg.model.degree != 1 else ""
     return f"{cfg.optimizer.name} lr={cfg.optimizer.lr} {start}{degree}"
-
-
-def log_model(model: ModelSpec, theta: np.ndarray, inputs: np.ndarray) -> str:
-    """Log θ as a pyfunc model from code (no pickle) to the active run; return its URI.
-
-    ``inputs`` (n, len(features)) are the training rows' features as a user passes
-    them: the model builds the polynomial columns itself. Their range goes into the
-    model's config, for ``predict``'s warning about extrapolation.
-    """
-    import mlflow
-    from mlflow.models import infer_signature
-
-    example = pd.DataFrame(inputs[:3], columns=list(model.features))
-    prediction = model.predict(theta, inputs[:3])
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(PYFUNC_MODEL_CODE),
-        model_config={
-            "features": list(model.features),
-            "theta": [float(value) for value in theta],
-            "degree": model.degree,
-            "positive": list(model.positive),
-            "training_range": {
-                name: [float(inputs[:, j].min()), float(inputs[:, j].max())]
-                for j, name in enumerate(model.features)
-            },
-        },
-        signature=infer_signature(example, prediction),
-        input_example=example,
-        # Inferring requirements costs over a second a run; these are all it imports.
-        pip_requirements=[
-            f"mlflow=={mlflow.__version__}",
-            f"numpy=={np.__version__}",
-            f"pandas=={pd.__version__}",
-        ],
-    )
-    return str(info.model_uri)
-
-
-def plot_indices(length: int, count: int = 300) -> np.ndarray:
-    """About ``count`` indices into a history of ``length``, log-spaced, first and last kept."""
-    spaced = np.geomspace(1, length, num=min(count, length)).round().astype(int) - 1
-    return np.unique(np.concatenate(([0], spaced, [length - 1])))
 
 
 def ingest_counts(cfg: DictConfig) -> dict[str, float]:
@@ -355,7 +242,18 @@ def run(cfg: DictConfig) -> RunSummary:
                 )
                 raise
             summary = log_result(
-                active.info.run_id, uri, inputs, X, y, settings, result, train_md5, key, run_name(cfg)
+                active.info.run_id,
+                uri,
+                inputs,
+                X,
+                y,
+                settings.model,
+                settings.method,
+                settings.theta_init,
+                result,
+                train_md5,
+                key,
+                run_name(cfg),
             )
             summary = replace(summary, overrides=overrides, target=target)
             mlflow.log_metrics(ingest_counts(cfg))
@@ -370,97 +268,6 @@ def run(cfg: DictConfig) -> RunSummary:
     )
     (log.warning if result.status != "converged" else log.info)(line)
     return summary
-
-
-def log_result(
-    run_id: str,
-    uri: str,
-    inputs: np.ndarray,
-    X: np.ndarray,
-    y: np.ndarray,
-    settings: TrainSettings,
-    result: FitResult,
-    train_md5: str,
-    job: str,
-    name: str,
-) -> RunSummary:
-    """Log a finished fit to the active run: loss curve, certificate, status, model.
-
-    ``inputs`` (n, len(features)) are the feature columns a user passes to the model;
-    ``X`` (n, len(model.columns)) the columns it was fitted on (powers, for a polynomial).
-    ``job`` and ``name`` are the run's job key and name, for its outcome record.
-    """
-    import mlflow
-    from mlflow.entities import Metric
-
-    model = settings.model
-    cache_key = f"{train_md5}:{model.degree}:{model.fit_intercept}"
-    optimum_theta, optimum_mse = reference_optimum(X, y, cache_key, model.fit_intercept)
-    train_mse = mean_squared_error(X, y, result.theta)
-    # The curve as computed by the loop, ending at the MSE recomputed from residuals.
-    curve = [*result.loss_history[:-1], train_mse]
-    now = int(1000 * time.time())
-    metrics = [
-        Metric("train_mse", float(v), now, int(step))
-        for step, v in zip(result.history_steps, curve, strict=True)
-    ]
-    mlflow.MlflowClient(tracking_uri=uri).log_batch(run_id, metrics=metrics)
-    gap = (train_mse - optimum_mse) / optimum_mse if optimum_mse > 0 else train_mse - optimum_mse
-    nonzero = np.abs(optimum_theta) > 0
-    theta_rel_error = float(
-        np.max(np.abs(result.theta - optimum_theta)[nonzero] / np.abs(optimum_theta[nonzero]), initial=0.0)
-    )
-    finals = {
-        "n_iter": result.n_iter,
-        "grad_norm": result.grad_norm,
-        "lr_used": result.lr,
-        "condition_number": result.condition_number,
-        "optimum_mse": optimum_mse,
-        "optimality_gap": gap,
-        "theta_rel_error": theta_rel_error,
-    } | {f"theta{j}": float(value) for j, value in enumerate(result.theta)}
-    mlflow.log_metrics({key: float(value) for key, value in finals.items() if np.isfinite(value)})
-    mlflow.set_tags(
-        {
-            "status": result.status,
-            "converged": str(result.converged).lower(),
-            "diverged": str(result.diverged).lower(),
-            "message": result.message,
-        }
-    )
-    # A diverged run's θ is not a model anyone should use: only its curve is kept.
-    if not result.diverged:
-        mlflow.set_tag(MODEL_URI_TAG, log_model(model, result.theta, inputs))
-    shown = plot_indices(len(result.history_steps))
-    # The MSE of a linear model has one minimum: a converged run is at the global one.
-    end_point: EndPoint = "global minimum" if result.converged else "none"
-    return RunSummary(
-        job_key=job,
-        overrides=[],
-        run_name=name,
-        status=result.status,  # type: ignore[arg-type]
-        message=result.message,
-        end_point=end_point,
-        method=settings.method,
-        lr=float(result.lr),
-        features=list(model.features),
-        columns=model.columns,
-        degree=model.degree,
-        fit_intercept=model.fit_intercept,
-        theta_init=[float(v) for v in settings.theta_init],
-        theta=[float(v) for v in result.theta],
-        n_iter=result.n_iter,
-        train_mse=train_mse,
-        optimum_mse=optimum_mse,
-        optimality_gap=gap,
-        theta_rel_error=theta_rel_error,
-        condition_number=float(result.condition_number),
-        optimum_theta=[float(v) for v in optimum_theta],
-        # A few hundred iterates, dense early where the path turns: enough to draw it.
-        path_steps=result.history_steps[shown].tolist(),
-        path_theta=result.theta_history[shown].tolist(),
-        path_loss=result.loss_history[shown].tolist(),
-    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

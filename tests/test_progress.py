@@ -7,8 +7,8 @@ import io
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from pipeline.progress import ProgressLine
 from pipeline.sweep import sweep_size
-from pipeline.train import ProgressLine
 from tests.helpers import CONF_DIR
 
 

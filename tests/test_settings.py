@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.settings import override_problem
+from tests.helpers import ComposeFn
 
 
 @pytest.mark.parametrize(
@@ -35,3 +36,13 @@ def test_keys_of_the_chosen_configs_pass(arguments: list[str]) -> None:
 def test_typos_are_named(arguments: list[str], problem: str) -> None:
     found = override_problem(arguments, "train")
     assert found is not None and found.startswith(problem)
+
+
+@pytest.mark.parametrize("name", ["a/../b c", "", "has space", "-leading"])
+def test_bad_registered_model_names_are_named(compose_cfg: ComposeFn, name: str) -> None:
+    from pipeline.errors import PipelineError
+    from pipeline.settings import read_model_name
+
+    with pytest.raises(PipelineError, match=r"data\.model_name: expected a model name of letters"):
+        read_model_name(compose_cfg(f"data.model_name='{name}'"))
+    assert read_model_name(compose_cfg()) == "house-price"

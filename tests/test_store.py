@@ -121,3 +121,37 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match=r"ingested\.parquet: cannot write it \(") as raised:
         ingest.run(cfg)
     assert "\n" not in str(raised.value)
+
+
+def test_a_read_only_store_is_one_line(tmp_path: Path) -> None:
+    from pipeline.errors import PipelineError
+    from pipeline.tracking import prepare_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepare_experiment(uri, "downhill")
+    # chmod does not stop root (CI runs as root); the immutable flag does.
+    if subprocess.run(["chattr", "+i", str(tmp_path / "mlflow.db")], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem has no immutable flag")
+    try:
+        with pytest.raises(PipelineError, match=r"(readonly database|disk I/O error); make the file"):
+            prepare_experiment(uri, "another")
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path / "mlflow.db")], check=True)
+
+
+def test_a_store_locked_by_another_writer_is_one_line(tmp_path: Path) -> None:
+    import sqlite3
+
+    from pipeline.errors import PipelineError
+    from pipeline.tracking import prepare_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepare_experiment(uri, "downhill")
+    other = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process in the middle of a write
+    try:
+        with pytest.raises(PipelineError, match="database is locked; another process holds a write lock"):
+            prepare_experiment(uri, "another")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
