@@ -46,60 +46,90 @@ def combination_squares(X: FloatArray, slopes: FloatArray, constant: float, chun
     return float(np.sum(_combination_squares(X, slopes, constant, chunks)))
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+# Each chunk is summed by a plain compiled loop over its slice of rows (which numba
+# vectorizes), the chunks run in parallel, and the partial sums come back to be added
+# in numpy's fixed order.
+
+
+@njit(cache=True, fastmath=True)
+def _slice_one_column(x: FloatArray, ys: FloatArray, slope: float, constant: float) -> Any:
+    total = 0.0
+    squares = 0.0
+    cross = 0.0
+    for i in range(x.shape[0]):
+        r = x[i] * slope + constant - ys[i]
+        total += r
+        squares += r * r
+        cross += r * x[i]
+    return total, squares, cross
+
+
+@njit(parallel=True, cache=True)
 def _one_column_sums(x: FloatArray, ys: FloatArray, slope: float, constant: float, chunks: int) -> Any:
     n = x.shape[0]
     partial = np.zeros((chunks, 3))
     size = (n + chunks - 1) // chunks
     for chunk in prange(chunks):
-        total = 0.0
-        squares = 0.0
-        cross = 0.0
-        for i in range(chunk * size, min(n, (chunk + 1) * size)):
-            r = x[i] * slope + constant - ys[i]
-            total += r
-            squares += r * r
-            cross += r * x[i]
+        low = min(n, chunk * size)
+        high = min(n, low + size)
+        total, squares, cross = _slice_one_column(x[low:high], ys[low:high], slope, constant)
         partial[chunk, 0] = total
         partial[chunk, 1] = squares
         partial[chunk, 2] = cross
     return partial
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(cache=True, fastmath=True)
+def _slice_many_columns(
+    X: FloatArray, ys: FloatArray, slopes: FloatArray, constant: float, out: FloatArray
+) -> None:
+    d = X.shape[1]
+    total = 0.0
+    squares = 0.0
+    cross = np.zeros(d)
+    for i in range(X.shape[0]):
+        r = constant - ys[i]
+        for j in range(d):
+            r += X[i, j] * slopes[j]
+        total += r
+        squares += r * r
+        for j in range(d):
+            cross[j] += r * X[i, j]
+    out[0] = total
+    out[1] = squares
+    out[2:] = cross
+
+
+@njit(parallel=True, cache=True)
 def _many_column_sums(X: FloatArray, ys: FloatArray, slopes: FloatArray, constant: float, chunks: int) -> Any:
     n, d = X.shape
     partial = np.zeros((chunks, d + 2))
     size = (n + chunks - 1) // chunks
     for chunk in prange(chunks):
-        total = 0.0
-        squares = 0.0
-        cross = np.zeros(d)
-        for i in range(chunk * size, min(n, (chunk + 1) * size)):
-            r = constant - ys[i]
-            for j in range(d):
-                r += X[i, j] * slopes[j]
-            total += r
-            squares += r * r
-            for j in range(d):
-                cross[j] += r * X[i, j]
-        partial[chunk, 0] = total
-        partial[chunk, 1] = squares
-        partial[chunk, 2:] = cross
+        low = min(n, chunk * size)
+        high = min(n, low + size)
+        _slice_many_columns(X[low:high], ys[low:high], slopes, constant, partial[chunk])
     return partial
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(cache=True, fastmath=True)
+def _slice_squares(X: FloatArray, slopes: FloatArray, constant: float) -> float:
+    squares = 0.0
+    for i in range(X.shape[0]):
+        r = constant
+        for j in range(X.shape[1]):
+            r += X[i, j] * slopes[j]
+        squares += r * r
+    return squares
+
+
+@njit(parallel=True, cache=True)
 def _combination_squares(X: FloatArray, slopes: FloatArray, constant: float, chunks: int) -> Any:
-    n, d = X.shape
+    n = X.shape[0]
     partial = np.zeros(chunks)
     size = (n + chunks - 1) // chunks
     for chunk in prange(chunks):
-        squares = 0.0
-        for i in range(chunk * size, min(n, (chunk + 1) * size)):
-            r = constant
-            for j in range(d):
-                r += X[i, j] * slopes[j]
-            squares += r * r
-        partial[chunk] = squares
+        low = min(n, chunk * size)
+        high = min(n, low + size)
+        partial[chunk] = _slice_squares(X[low:high], slopes, constant)
     return partial

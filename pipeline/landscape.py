@@ -244,7 +244,7 @@ def loss_curves_figure(runs: list[RunSummary]) -> Figure:
     figure = Figure(figsize=(10, 6), layout="constrained")
     axes = figure.add_subplot()
     colours = _rate_colours(runs)
-    styles = {"converged": "-", "max_iter": "--", "diverged": ":"}
+    styles = {"converged": "-", "max_iter": "--", "oscillating": "-.", "diverged": ":"}
     for run in runs:
         loss = np.asarray(run.path_loss)
         floor = 1e-16 * max(float(run.optimum_mse or 0.0), 1.0)  # rounding can put a loss a hair below
@@ -260,7 +260,7 @@ def loss_curves_figure(runs: list[RunSummary]) -> Figure:
     axes.set_xlim(left=0)
     axes.set_xlabel("iteration")
     axes.set_ylabel("train MSE − least-squares minimum")
-    axes.set_title("Loss curves: solid converged, dashed stopped at max_iter, dotted diverged")
+    axes.set_title("Loss curves: solid converged, dashed max_iter, dash-dot oscillating, dotted diverged")
     from matplotlib.lines import Line2D
 
     axes.legend(

@@ -33,10 +33,11 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from pipeline.model import linear_prediction
 from pipeline.rules import DIVERGENCE_RATIO, LEARNING_RATE, MAX_ITER, TOLERANCE
@@ -59,6 +60,9 @@ FloatArray = NDArray[np.float64]
 METHODS = ("gd", "momentum", "nesterov", "adam", "backtracking", "sgd")
 #: Rows per block when the statistics are accumulated: a few MB, cache-friendly.
 BLOCK_ROWS = 1 << 16
+#: Full-batch iterations whose steps all reverse the one before while the loss neither
+#: falls nor grows, in a row, before a run is called oscillating (and stopped).
+OSCILLATION_WINDOW = 50
 #: Past this condition number of the standardized XᵀX/N, float64 cannot certify θ.
 MAX_CONDITION = 1e10
 
@@ -92,6 +96,10 @@ class FitResult:
     diverged : bool
         True when the loss became non-finite or grew past ``divergence_ratio`` times
         its initial value.
+    oscillating : bool
+        True when the iterates jumped back and forth (every step opposite to the one
+        before) for :data:`OSCILLATION_WINDOW` iterations without lowering the loss: a
+        learning rate at the stability limit. The loop stops there.
     message : str
         One sentence saying why the loop stopped.
     grad_norm : float
@@ -113,14 +121,17 @@ class FitResult:
     grad_norm: float
     lr: float = math.nan
     condition_number: float = math.nan
+    oscillating: bool = False
 
     @property
     def status(self) -> str:
-        """``"converged"``, ``"diverged"`` or ``"max_iter"`` (budget ran out)."""
+        """``"converged"``, ``"diverged"``, ``"oscillating"`` or ``"max_iter"`` (budget ran out)."""
         if self.converged:
             return "converged"
         if self.diverged:
             return "diverged"
+        if self.oscillating:
+            return "oscillating"
         return "max_iter"
 
 
@@ -254,11 +265,20 @@ class DataPass:
         return float(self.kernels.combination_squares(self.X, slopes, constant, self.chunks) / self.rows)
 
 
-def one_blas_thread() -> threadpool_limits:
+def one_blas_thread() -> Any:
     """BLAS on one thread: a multi-threaded BLAS adds partial sums in an order that depends
     on its thread count (joblib's workers get one thread, the main process all cores), and
-    θ must not depend on the launcher. The matrices here are narrow: one thread is as fast."""
-    return threadpool_limits(limits=1, user_api="blas")
+    θ must not depend on the launcher. The matrices here are narrow: one thread is as fast.
+
+    The libraries are looked up once per process (a lookup costs about a millisecond).
+    """
+    global _blas_controller
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
+
+
+_blas_controller: ThreadpoolController | None = None
 
 
 def standardize(X: FloatArray, y: FloatArray, fit_intercept: bool = True) -> tuple[Standardizer, Quadratic]:
@@ -556,6 +576,10 @@ def fit(
     message = ""
     iteration = 0
     previous = w
+    oscillating = False
+    reversals = 0  # steps in a row that point against the step before
+    step_before: FloatArray | None = None
+    recent_losses: list[float] = []  # the last OSCILLATION_WINDOW + 1 losses
     with np.errstate(over="ignore", invalid="ignore"):
         while True:
             loss, gradient = objective.loss_and_gradient(w)
@@ -597,6 +621,22 @@ def fit(
                         f"gradient norm {grad_norm:.2e} <= tol {tol:g}"
                     )
                 break
+            recent_losses = [*recent_losses[-OSCILLATION_WINDOW:], loss]
+            # Oscillating: the steps keep reversing and the loss stays where it was, to a few
+            # units in the last place (falling, the run converges; growing, it diverges).
+            if (
+                reversals >= OSCILLATION_WINDOW
+                and method != "sgd"
+                and recent_losses[0] * (1 - 1e-13) <= min(recent_losses[1:])
+                and max(recent_losses[1:]) <= recent_losses[0] * (1 + 1e-13)
+            ):
+                oscillating = True
+                message = (
+                    f"oscillating at iteration {iteration}: every step reverses the one before and the "
+                    f"loss has not fallen in {OSCILLATION_WINDOW} iterations; lower lr (now {step:g})"
+                )
+                warnings.warn(message, ConvergenceWarning, stacklevel=2)
+                break
             if iteration >= max_iter:
                 message = (
                     f"stopped at max_iter={max_iter}: gradient norm {grad_norm:.2e} > tol {tol:g}; "
@@ -608,6 +648,16 @@ def fit(
                 break
             previous = w
             w = update(iteration, w, gradient)
+            moved = w - previous
+            # A reversal is a real step back (not float64 rounding at the bottom of the valley).
+            length = float(np.sqrt(moved @ moved))
+            reversed_ = (
+                step_before is not None
+                and length > 1e-6 * max(1.0, float(np.sqrt(w @ w)))
+                and float(moved @ step_before) < -0.99 * length * float(np.sqrt(step_before @ step_before))
+            )
+            reversals = reversals + 1 if reversed_ else 0
+            step_before = moved
             iteration += 1
 
     history.finish(iteration, last_loss, w)
@@ -626,6 +676,7 @@ def fit(
         grad_norm=grad_norm,
         lr=step,
         condition_number=condition,
+        oscillating=oscillating,
     )
 
 

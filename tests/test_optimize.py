@@ -122,3 +122,23 @@ def test_invalid_settings_are_refused(settings: dict[str, object], message: str)
 def test_a_constant_feature_is_refused() -> None:
     with pytest.raises(ValueError, match="feature column 0 is constant"):
         fit(np.full(4, 1500.0), SEED_PRICE, theta_init=[0.0, 0.0], lr=0.1)
+
+
+def test_a_rate_at_the_stability_limit_is_reported_as_oscillating() -> None:
+    # lr = 1 reflects every standardized iterate through the minimum: it jumps back and
+    # forth for ever at the same loss. Not "max_iter, raise lr": lower it.
+    with pytest.warns(ConvergenceWarning, match="oscillating"):
+        result = fit(SEED_SQFT, SEED_PRICE, theta_init=[0.0, 100.0], lr=1.0, max_iter=2000, tol=1e-9)
+    assert result.status == "oscillating" and not result.converged and not result.diverged
+    assert "lower lr" in result.message and result.n_iter < 2000
+    start, jump = result.theta_history[0], result.theta_history[1]
+    np.testing.assert_allclose(result.theta_history[2], start, rtol=1e-9, atol=1e-6)  # back where it began
+    assert not np.allclose(jump, start)
+
+
+def test_runs_that_settle_are_never_called_oscillating() -> None:
+    for lr in (0.5, 0.9, 0.99):
+        result = fit(SEED_SQFT, SEED_PRICE, theta_init=[0.0, 100.0], lr=lr, max_iter=20000, tol=1e-9)
+        assert result.status == "converged", (lr, result.message)
+    heavy_ball = fit(SEED_SQFT, SEED_PRICE, theta_init=[0.0, 100.0], lr="auto", method="momentum", tol=1e-9)
+    assert heavy_ball.status == "converged"
