@@ -37,8 +37,10 @@ bench: $(STAMP)  ## speed figures, each against a baseline measured in the same 
 	python bench/optimizer_speed.py
 	python bench/sweep_speed.py
 
-ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000, one worker (a small machine)
+	@python -c "from pipeline.tracking import prepare_experiment as p, tracking_uri as t; \
+	print('the runs: http://127.0.0.1:5000/#/experiments/' + p(t(None), 'downhill') + '/runs?workflowType=machine_learning')"
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 lock: $(STAMP)  ## rewrite requirements.lock from the current .venv
 	(head -2 requirements.lock; python -m pip freeze --exclude-editable) > requirements.lock.new

@@ -7,6 +7,7 @@ a :class:`pipeline.outcome.RunSummary`.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,11 @@ def plot_indices(length: int, count: int = 300) -> np.ndarray:
     return np.unique(np.concatenate(([0], spaced, [length - 1])))
 
 
+def relative_gap(loss: float, optimum: float) -> float:
+    """(loss − optimum) / optimum, or the plain difference when the optimum is 0."""
+    return (loss - optimum) / optimum if optimum > 0 else loss - optimum
+
+
 def log_result(
     run_id: str,
     uri: str,
@@ -130,8 +136,20 @@ def log_result(
         Metric("train_mse", float(v), now, int(step))
         for step, v in zip(result.history_steps, curve, strict=True)
     ]
+    gap = relative_gap(train_mse, optimum_mse)
+    # The gap on a log axis shows how fast each run converges, where the MSE curves of
+    # a sweep are flattened by the diverged ones: a few hundred log-spaced points, the
+    # last one the final gap. A diverged run's points past the divergence are left out.
+    shown = plot_indices(len(result.history_steps))
+    if result.diverged and shown.size > 1:
+        shown = shown[:-1]
+    metrics += [
+        Metric(
+            "optimality_gap", relative_gap(float(curve[i]), optimum_mse), now, int(result.history_steps[i])
+        )
+        for i in shown
+    ]
     mlflow.MlflowClient(tracking_uri=uri).log_batch(run_id, metrics=metrics)
-    gap = (train_mse - optimum_mse) / optimum_mse if optimum_mse > 0 else train_mse - optimum_mse
     nonzero = np.abs(optimum_theta) > 0
     theta_rel_error = float(
         np.max(np.abs(result.theta - optimum_theta)[nonzero] / np.abs(optimum_theta[nonzero]), initial=0.0)
@@ -142,8 +160,12 @@ def log_result(
         "lr_used": result.lr,
         "condition_number": result.condition_number,
         "optimum_mse": optimum_mse,
-        "optimality_gap": gap,
         "theta_rel_error": theta_rel_error,
+        # For the runs table and parallel coordinates: the outcome as numbers, and a
+        # learning-rate axis on which 0.001, 0.01 and 0.1 are evenly apart.
+        "converged": float(result.converged),
+        "diverged": float(result.diverged),
+        "log10_lr": math.log10(result.lr) if result.lr > 0 else math.nan,
     } | {f"theta{j}": float(value) for j, value in enumerate(result.theta)}
     mlflow.log_metrics({key: float(value) for key, value in finals.items() if np.isfinite(value)})
     mlflow.set_tags(
@@ -157,7 +179,7 @@ def log_result(
     # A diverged run's θ is not a model anyone should use: only its curve is kept.
     if not result.diverged:
         mlflow.set_tag(MODEL_URI_TAG, log_model(model, result.theta, inputs))
-    shown = plot_indices(len(result.history_steps))
+    shown = plot_indices(len(result.history_steps))  # for the pictures
     # The MSE of a linear model has one minimum: a converged run is at the global one.
     end_point: EndPoint = "global minimum" if result.converged else "none"
     return RunSummary(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,14 @@ def test_sweep_with_a_diverging_rate_records_every_run(
         assert len(history) == summary["n_iter"] + 1 > 1
         assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(summary["n_iter"] + 1))
         assert child.data.metrics["optimum_mse"] == pytest.approx(summary["optimum_mse"])
+        # The gap history for log-scale charts: a few hundred points ending at the final gap.
+        gaps = sorted(client.get_metric_history(child.info.run_id, "optimality_gap"), key=lambda m: m.step)
+        assert 1 < len(gaps) <= 310
+        if summary["status"] != "diverged":
+            assert gaps[-1].step == summary["n_iter"]
+            assert gaps[-1].value == pytest.approx(summary["optimality_gap"], abs=1e-15)
+        assert child.data.metrics["log10_lr"] == pytest.approx(math.log10(summary["lr"]))
+        assert child.data.metrics["converged"] == float(summary["status"] == "converged")
 
     # The least-squares reference, independently: lstsq on the training split.
     train = pd.read_parquet(prepared / "data" / "split" / "train.parquet")
