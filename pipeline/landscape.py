@@ -99,11 +99,29 @@ def _rate_colours(runs: list[RunSummary]) -> dict[float, Any]:
 
 
 def _inside(path: FloatArray, limits: tuple[tuple[float, float], tuple[float, float]]) -> FloatArray:
-    """The leading part of a path that stays within the frame (a diverged path leaves it)."""
+    """The leading part of a path within the frame, ending where it first crosses the frame.
+
+    A diverged path leaves the frame: it is cut at the crossing point on the frame's edge,
+    where the ✕ goes, so that a run whose first step already leaves is still drawn.
+    """
     (x0, x1), (y0, y1) = limits
     within = (path[:, 0] >= x0) & (path[:, 0] <= x1) & (path[:, 1] >= y0) & (path[:, 1] <= y1)
     leaves = np.flatnonzero(~within)
-    return path if leaves.size == 0 else path[: max(int(leaves[0]), 1)]
+    if leaves.size == 0:
+        return path
+    first = int(leaves[0])
+    if first == 0:  # a start outside the frame cannot happen (the frame holds every start)
+        return path[:1]
+    p, q = path[first - 1], path[first]
+    crossings = [1.0]
+    for axis, (low, high) in enumerate(((x0, x1), (y0, y1))):
+        delta = q[axis] - p[axis]
+        if q[axis] > high:
+            crossings.append((high - p[axis]) / delta)
+        elif q[axis] < low:
+            crossings.append((low - p[axis]) / delta)
+    t = min(crossings)
+    return np.vstack([path[:first], p + t * (q - p)])
 
 
 def _legend_handles(colours: dict[float, Any]) -> list[Any]:
@@ -162,7 +180,7 @@ def landscape_figure(
         path = _inside(np.asarray(run.path_theta)[:, :2], limits)
         if run.status == "diverged":
             axes.plot(path[:, 0], path[:, 1], "--", color=colour, lw=1, alpha=0.7)
-            axes.plot(*path[-1], "X", color="red", mec="black", ms=10)
+            axes.plot(*path[-1], "X", color="red", mec="black", ms=10, clip_on=False, zorder=6)
         else:
             axes.plot(path[:, 0], path[:, 1], ".-", color=colour, lw=1.6, ms=4)
             axes.plot(*path[-1], "s", color=colour, mec="black", ms=5)
@@ -213,9 +231,8 @@ def valley_figure(
         cost = np.asarray(run.path_loss)
         shown = (path[:, 1] >= limits[1][0]) & (path[:, 1] <= limits[1][1]) & (cost <= 1.5 * top)
         axes.plot(path[shown, 1], cost[shown], ".", color=colour, ms=4, alpha=0.7)
-        if shown.any():
-            first = int(np.flatnonzero(shown)[0])
-            axes.plot(path[first, 1], cost[first], "o", mfc="white", mec=colour, mew=2, ms=8)
+        if shown.size and shown[0]:  # a start marker only where the run really started
+            axes.plot(path[0, 1], cost[0], "o", mfc="white", mec=colour, mew=2, ms=8)
         last = int(np.flatnonzero(shown)[-1]) if shown.any() else 0
         if run.status == "diverged":
             axes.plot(path[last, 1], min(cost[last], 1.5 * top), "X", color="red", mec="black", ms=10)

@@ -10,7 +10,7 @@ from typing import TextIO
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from pipeline.tracking import BEST_MSE_ENV, SWEEP_SIZE_ENV
+from pipeline.tracking import BEST_MSE_ENV, LAUNCHER_PID_ENV, SWEEP_SIZE_ENV
 
 
 class ProgressLine:
@@ -21,7 +21,10 @@ class ProgressLine:
 
     def __init__(self, max_iter: int, stream: TextIO = sys.stderr) -> None:
         self.stream, self.max_iter, self.shown = stream, max_iter, 0.0
-        self.enabled = stream.isatty()
+        # Jobs of a parallel launcher run in other processes that share the terminal:
+        # only a job in the process that started the sweep draws the line.
+        launcher = os.environ.get(LAUNCHER_PID_ENV)
+        self.enabled = stream.isatty() and (launcher is None or launcher == str(os.getpid()))
         in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         total = os.environ.get(SWEEP_SIZE_ENV, "?")
         self.prefix = f"run {HydraConfig.get().job.num + 1}/{total}  " if in_sweep else ""

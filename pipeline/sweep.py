@@ -43,6 +43,7 @@ from pipeline.outcome import RunSummary, best_run, status_counts
 from pipeline.tracking import (
     BEST_MSE_ENV,
     JOB_KEY_TAG,
+    LAUNCHER_PID_ENV,
     OUTCOME,
     PARENT_KEY,
     ROLE_TAG,
@@ -321,6 +322,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
             seen.add(job_key_)
             pending.append([*job, f"{PARENT_KEY}={parent_id}"])
     os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     log.info(
         "sweep %s: %d jobs to run (of %d) into %s",
         parent_id,
@@ -330,7 +332,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     )
     if pending:
         launcher.launch(pending, initial_job_idx=0)
-    for name in (SWEEP_SIZE_ENV, BEST_MSE_ENV):
+    for name in (SWEEP_SIZE_ENV, BEST_MSE_ENV, LAUNCHER_PID_ENV):
         os.environ.pop(name, None)
 
     runs, run_ids = read_back(client, experiment_id, parent_id, jobs, keys)

@@ -33,6 +33,8 @@ PARENT_KEY = "mlflow.parent_run_id"
 #: and the best training MSE so far (cosmetic: jobs elsewhere simply do not show them).
 SWEEP_SIZE_ENV = "DOWNHILL_SWEEP_SIZE"
 BEST_MSE_ENV = "DOWNHILL_BEST_TRAIN_MSE"
+#: The process that started the sweep: jobs in other processes draw no progress line.
+LAUNCHER_PID_ENV = "DOWNHILL_LAUNCHER_PID"
 #: Tags that tie MLflow runs to the sweep record: a run's role (sweep or train), its
 #: job key and overrides, a sweep's key; and each run's outcome artifact.
 ROLE_TAG = "downhill.role"

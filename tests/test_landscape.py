@@ -92,3 +92,40 @@ def test_figures_draw_every_kind_of_run(data: tuple[np.ndarray, np.ndarray]) -> 
     assert landscape.axes[0].get_xlabel() == labels[0]
     assert valley_figure(runs, X, y, optimum, labels).axes[0].get_ylabel() == "training MSE"
     assert loss_curves_figure(runs).axes[0].get_yscale() == "log"
+
+
+@pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")
+def test_diverged_paths_end_with_a_cross_on_the_frame(data: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = data
+    optimum = least_squares(X, y)
+    runs = []
+    for index, lr in enumerate((0.3, 1.2, 1.5, 3.0)):  # the last ones leave the frame at once
+        result = fit(X, y, theta_init=[0.0, 0.0, 0.0], lr=lr, max_iter=300, tol=1e-9)
+        runs.append(
+            RunSummary(
+                job_key=str(index),
+                overrides=[],
+                run_name=f"gd lr={lr}",
+                status=result.status,  # type: ignore[arg-type]
+                message=result.message,
+                lr=lr,
+                theta_init=[0.0, 0.0, 0.0],
+                theta=result.theta.tolist(),
+                optimum_mse=mean_squared_error(X, y, optimum),
+                path_steps=result.history_steps.tolist(),
+                path_theta=result.theta_history.tolist(),
+                path_loss=result.loss_history.tolist(),
+            )
+        )
+    diverged = sum(run.status == "diverged" for run in runs)
+    assert diverged >= 2
+    axes = landscape_figure(runs, X, y, optimum, ("θ0", "θ1")).axes[0]
+    (x0, x1), (y0, y1) = axes.get_xlim(), axes.get_ylim()
+    crosses = [line for line in axes.get_lines() if line.get_marker() == "X"]
+    assert len(crosses) == diverged  # every diverged run is drawn, also when its first step leaves
+    for line in crosses:
+        x = float(np.asarray(line.get_xdata(), dtype=float)[0])
+        y_ = float(np.asarray(line.get_ydata(), dtype=float)[0])
+        near_x = min(abs(x - x0), abs(x - x1)) / (x1 - x0)
+        near_y = min(abs(y_ - y0), abs(y_ - y1)) / (y1 - y0)
+        assert min(near_x, near_y) < 1e-9, (x, y_)

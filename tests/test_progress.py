@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
@@ -40,3 +42,15 @@ def test_sweep_size_counts_the_grid_with_command_line_overrides() -> None:
     with open_dict(config):  # as `--multirun optimizer.lr=0.1,1 model.init.theta0=0` sets it
         config.hydra.overrides.task = ["optimizer.lr=0.1,1", "model.init.theta0=0"]
     assert sweep_size(config) == 1 * 2 * 2
+
+
+def test_a_job_in_another_process_than_the_launcher_draws_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # joblib's workers share the terminal: only the launching process may draw.
+    monkeypatch.setenv("DOWNHILL_LAUNCHER_PID", str(os.getpid() + 1))
+    screen = Terminal()
+    progress = ProgressLine(2000, stream=screen)
+    progress(120, 6.96e10)
+    progress.close()
+    assert screen.getvalue() == ""
+    monkeypatch.setenv("DOWNHILL_LAUNCHER_PID", str(os.getpid()))
+    assert ProgressLine(2000, stream=Terminal()).enabled
