@@ -1,0 +1,71 @@
+"""Compare runs: only what differs, the provenance, metric deltas, and a picture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from pipeline import compare
+from tests.helpers import run_stage
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project with a three-run sweep: converged, stopped at the budget, diverged."""
+    from tests.helpers import prepare_data
+
+    folder = prepare_data(tmp_path_factory.mktemp("compare"))
+    grid = ["model.init.theta0=0", "model.init.theta1=100", "optimizer.lr=0.1,0.001,1.05"]
+    result = run_stage("train", folder, *grid, "optimizer.max_iter=300", multirun=True)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def run_compare(capsys: pytest.CaptureFixture[str], folder: Path, *argv: str) -> tuple[int, str, str]:
+    try:
+        compare.main([*argv, "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"])
+        status = 0
+    except SystemExit as stop:
+        status = int(stop.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_two_runs_show_only_what_differs(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    picture = sweep / "two.png"
+    names = ["gd lr=0.1 θ0=0 θ1=100", "gd lr=0.001 θ0=0 θ1=100"]
+    status, out, err = run_compare(capsys, sweep, *names, "--out", str(picture))
+    assert status == 0, err
+    lines = out.splitlines()
+    changed = lines[lines.index("settings that differ (1 of 25):") + 1 : lines.index("data and code:")]
+    assert changed == ["  optimizer.lr: 0.1 → 0.001"]  # nothing that is the same
+    assert any(line.startswith("  train_md5: ") and line.endswith("(same)") for line in lines)
+    assert any(line.startswith("  downhill.job_key: ") and "→" in line for line in lines)
+    n_iter = next(line for line in lines if line.startswith("  n_iter: "))
+    first, second, delta = (float(value) for value in n_iter.removeprefix("  n_iter: ").split(", "))
+    assert second == 300 and delta == second - first
+    assert matplotlib.image.imread(picture).shape[0] > 400
+
+
+def test_a_sweep_is_grouped_by_outcome(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{sweep / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("downhill")
+    assert experiment is not None
+    (parent,) = client.search_runs([experiment.experiment_id], filter_string="tags.`downhill.role` = 'sweep'")
+    status, out, err = run_compare(
+        capsys, sweep, "--sweep", parent.info.run_id, "--out", str(sweep / "s.png")
+    )
+    assert status == 0, err
+    assert "settings that vary: optimizer.lr" in out
+    for group in ("converged (1):", "diverged (1):", "max_iter (1):"):
+        assert group in out
+
+
+def test_an_unknown_run_is_one_line(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run_compare(capsys, sweep, "no such run", "gd lr=0.1 θ0=0 θ1=100")
+    assert status == 2 and out == ""
+    assert err.strip() == "error: no run with id or name 'no such run' in this experiment"
