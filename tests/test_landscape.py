@@ -59,29 +59,30 @@ def test_long_runs_keep_a_thinned_evenly_spaced_history() -> None:
         assert loss == pytest.approx(mean_squared_error(X, y, theta), rel=1e-9), step
 
 
+def gd_run(X: np.ndarray, y: np.ndarray, optimum: np.ndarray, lr: float) -> RunSummary:
+    """The record of a plain gradient-descent run from θ = 0 at learning rate ``lr``."""
+    result = fit(X, y, theta_init=[0.0, 0.0, 0.0], lr=lr, max_iter=300, tol=1e-9)
+    return RunSummary(
+        job_key=f"job{lr}",
+        overrides=[f"optimizer.lr={lr}"],
+        run_name=f"gd lr={lr}",
+        status=result.status,  # type: ignore[arg-type]
+        message=result.message,
+        lr=lr,
+        theta_init=[0.0, 0.0, 0.0],
+        theta=result.theta.tolist(),
+        optimum_mse=mean_squared_error(X, y, optimum),
+        path_steps=result.history_steps.tolist(),
+        path_theta=result.theta_history.tolist(),
+        path_loss=result.loss_history.tolist(),
+    )
+
+
 @pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")  # one run is meant to stop
 def test_figures_draw_every_kind_of_run(data: tuple[np.ndarray, np.ndarray]) -> None:
     X, y = data
     optimum = least_squares(X, y)
-    runs = []
-    for lr in (0.001, 0.3, 1.5):
-        result = fit(X, y, theta_init=[0.0, 0.0, 0.0], lr=lr, max_iter=300, tol=1e-9)
-        runs.append(
-            RunSummary(
-                job_key=f"job{lr}",
-                overrides=[f"optimizer.lr={lr}"],
-                run_name=f"gd lr={lr}",
-                status=result.status,  # type: ignore[arg-type]
-                message=result.message,
-                lr=lr,
-                theta_init=[0.0, 0.0, 0.0],
-                theta=result.theta.tolist(),
-                optimum_mse=mean_squared_error(X, y, optimum),
-                path_steps=result.history_steps.tolist(),
-                path_theta=result.theta_history.tolist(),
-                path_loss=result.loss_history.tolist(),
-            )
-        )
+    runs = [gd_run(X, y, optimum, lr) for lr in (0.001, 0.3, 1.5)]
     runs.append(
         RunSummary.failed("bad", ["optimizer.lr=-1"], "gd lr=-1", "optimizer.lr: expected a number > 0")
     )
@@ -98,25 +99,7 @@ def test_figures_draw_every_kind_of_run(data: tuple[np.ndarray, np.ndarray]) -> 
 def test_diverged_paths_end_with_a_cross_on_the_frame(data: tuple[np.ndarray, np.ndarray]) -> None:
     X, y = data
     optimum = least_squares(X, y)
-    runs = []
-    for index, lr in enumerate((0.3, 1.2, 1.5, 3.0)):  # the last ones leave the frame at once
-        result = fit(X, y, theta_init=[0.0, 0.0, 0.0], lr=lr, max_iter=300, tol=1e-9)
-        runs.append(
-            RunSummary(
-                job_key=str(index),
-                overrides=[],
-                run_name=f"gd lr={lr}",
-                status=result.status,  # type: ignore[arg-type]
-                message=result.message,
-                lr=lr,
-                theta_init=[0.0, 0.0, 0.0],
-                theta=result.theta.tolist(),
-                optimum_mse=mean_squared_error(X, y, optimum),
-                path_steps=result.history_steps.tolist(),
-                path_theta=result.theta_history.tolist(),
-                path_loss=result.loss_history.tolist(),
-            )
-        )
+    runs = [gd_run(X, y, optimum, lr) for lr in (0.3, 1.2, 1.5, 3.0)]  # the last ones leave the frame at once
     diverged = sum(run.status == "diverged" for run in runs)
     assert diverged >= 2
     axes = landscape_figure(runs, X, y, optimum, ("θ0", "θ1")).axes[0]
