@@ -181,15 +181,13 @@ def main(argv: list[str] | None = None) -> None:
     from mlflow.exceptions import MlflowException
 
     from pipeline.files import write_atomic
-    from pipeline.tracking import client_for, redact, sqlite_file, tracking_uri
+    from pipeline.tracking import client_for, redact, require_store, tracking_uri
 
     options = arguments(argv)
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose(config_name="config")
     uri = options.tracking_uri or tracking_uri(cfg.mlflow.tracking_uri)
-    database = sqlite_file(uri)
-    if database is not None and not database.is_file():  # a read-only command creates no store
-        raise PipelineError(f"no MLflow store at {database}; run `dvc repro` first")
+    require_store(uri)
     try:
         client = client_for(uri)
         experiment = client.get_experiment_by_name(str(cfg.mlflow.experiment))

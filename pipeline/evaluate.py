@@ -110,7 +110,7 @@ def in_dvc_experiment() -> bool:
 
 
 def champion_score(
-    client: MlflowClient, experiment_id: str, name: str, test: pd.DataFrame, target: str, metric: str
+    client: MlflowClient, name: str, test: pd.DataFrame, target: str, metric: str
 ) -> tuple[str | None, float | None]:
     """The current champion's version and its ``metric`` re-scored on this test split."""
     from mlflow.exceptions import MlflowException
@@ -119,8 +119,10 @@ def champion_score(
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None, None
-    runs = client.search_runs([experiment_id], filter_string=f"attributes.run_id = '{version.run_id}'")
-    outcome = read_outcome(client, runs[0]) if runs else None
+    try:
+        outcome = read_outcome(client, client.get_run(version.run_id)) if version.run_id else None
+    except MlflowException:  # the champion's run was deleted
+        outcome = None
     if outcome is None or outcome.theta is None or not set(outcome.features) <= set(test.columns):
         return str(version.version), None  # made before outcomes were logged: not comparable
     model = ModelSpec(tuple(outcome.features), outcome.degree, outcome.fit_intercept)
@@ -193,7 +195,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if math.isfinite(metrics["test_mse"]):
             client.log_metric(parents[0].info.run_id, "best_test_mse", metrics["test_mse"])
 
-    current_version, current = champion_score(client, experiment_id, name, test, target, metric)
+    current_version, current = champion_score(client, name, test, target, metric)
     model_uri = found.data.tags.get(MODEL_URI_TAG, f"runs:/{run_id}/model")
     version = register_model(
         client, run_id, model_uri, metrics, name, list(model.features), str(cfg.data.path)

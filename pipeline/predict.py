@@ -59,11 +59,9 @@ def load_champion(tracking_uri: str, name: str) -> Champion:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline.tracking import client_for, redact, sqlite_file
+    from pipeline.tracking import client_for, redact, require_store
 
-    database = sqlite_file(tracking_uri)
-    if database is not None and not database.is_file():  # a read-only command creates no store
-        raise PipelineError(f"no MLflow store at {database}; run `dvc repro` to train a model")
+    require_store(tracking_uri)
     try:
         client = client_for(tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)

@@ -13,6 +13,16 @@ from hydra.types import RunMode
 from pipeline.tracking import BEST_MSE_ENV, LAUNCHER_PID_ENV, SWEEP_SIZE_ENV
 
 
+def record_best(train_mse: float) -> None:
+    """Remember a usable run's training MSE for the "best so far" of the next runs' lines.
+
+    Only in the process that started the sweep, the one that draws the line.
+    """
+    if os.environ.get(LAUNCHER_PID_ENV) == str(os.getpid()):
+        best = os.environ.get(BEST_MSE_ENV)
+        os.environ[BEST_MSE_ENV] = repr(min(float(best), train_mse) if best else train_mse)
+
+
 class ProgressLine:
     """On a terminal, one self-updating line: run k of N, iteration, loss, best so far.
 

@@ -140,14 +140,13 @@ def log_result(
     # The gap on a log axis shows how fast each run converges, where the MSE curves of
     # a sweep are flattened by the diverged ones: a few hundred log-spaced points, the
     # last one the final gap. A diverged run's points past the divergence are left out.
-    shown = plot_indices(len(result.history_steps))
-    if result.diverged and shown.size > 1:
-        shown = shown[:-1]
+    shown = plot_indices(len(result.history_steps))  # also the path kept for the pictures
+    gap_points = shown[:-1] if result.diverged and shown.size > 1 else shown
     metrics += [
         Metric(
             "optimality_gap", relative_gap(float(curve[i]), optimum_mse), now, int(result.history_steps[i])
         )
-        for i in shown
+        for i in gap_points
     ]
     mlflow.MlflowClient(tracking_uri=uri).log_batch(run_id, metrics=metrics)
     nonzero = np.abs(optimum_theta) > 0
@@ -179,7 +178,6 @@ def log_result(
     # A diverged run's θ is not a model anyone should use: only its curve is kept.
     if not result.diverged:
         mlflow.set_tag(MODEL_URI_TAG, log_model(model, result.theta, inputs))
-    shown = plot_indices(len(result.history_steps))  # for the pictures
     # The MSE of a linear model has one minimum: a converged run is at the global one.
     end_point: EndPoint = "global minimum" if result.converged else "none"
     return RunSummary(

@@ -33,7 +33,7 @@ from pipeline.tracking import (
     client_for,
     finished_run,
     redact,
-    sqlite_file,
+    store_exists,
     tracking_uri,
     write_store_mark,
 )
@@ -51,8 +51,7 @@ def missing_from_store(cfg: DictConfig) -> tuple[list[str], list[str]]:
     best = best_run(runs)
     name = read_model_name(cfg)
     uri = tracking_uri(cfg.mlflow.tracking_uri)
-    database = sqlite_file(uri)
-    if database is not None and not database.is_file():
+    if not store_exists(uri):  # and the check creates none
         return wanted, [f"{name}@{CHAMPION}"] if best else []
     from mlflow.exceptions import MlflowException
 

@@ -64,6 +64,7 @@ from pipeline.tracking import (
 if TYPE_CHECKING:
     import pandas as pd
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.config_loader import ConfigLoader
     from matplotlib.figure import Figure
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
@@ -77,23 +78,6 @@ FIGURES = ("landscape", "valley", "loss_curves")
 def sweep_grid(config: DictConfig) -> dict[str, str]:
     """The sweep declared in the config (``hydra.sweeper.params``): key → "a,b,c"."""
     return {str(key): str(value) for key, value in (config.hydra.sweeper.params or {}).items()}
-
-
-def sweep_size(config: DictConfig) -> int | None:
-    """How many jobs the sweep will run: the grid in the config, command line applied."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    words = [f"{key}={value}" for key, value in sweep_grid(config).items()]
-    try:
-        overrides = OverridesParser.create().parse_overrides([*words, *config.hydra.overrides.task])
-        choices = {o.key_or_group: o for o in overrides}  # the command line comes last and wins
-        size = 1
-        for override in choices.values():
-            if override.is_sweep_override():
-                size *= len(list(override.sweep_string_iterator()))
-    except Exception:  # a sweep kind we cannot count (glob, interval): just do not show N
-        return None
-    return size
 
 
 def axis_labels(config: DictConfig) -> tuple[str, str]:
@@ -174,13 +158,18 @@ def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) ->
     return figures
 
 
-def plan_jobs(sweeper: Any, arguments: list[str]) -> list[list[str]]:
-    """Every job's overrides, in Hydra's order: the grid in the config, the command line applied."""
+def plan_jobs(
+    config: DictConfig, arguments: list[str], loader: ConfigLoader | None = None
+) -> list[list[str]]:
+    """Every job's overrides, in Hydra's order: the grid in the config, the command line applied.
+
+    ``loader`` (Hydra's config loader) is needed only for sweeps over ``glob(...)`` choices.
+    """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    words = [f"{key}={value}" for key, value in sweep_grid(sweeper.config).items()] + list(arguments)
-    parser = OverridesParser.create(config_loader=sweeper.hydra_context.config_loader)
+    words = [f"{key}={value}" for key, value in sweep_grid(config).items()] + list(arguments)
+    parser = OverridesParser.create(config_loader=loader)
     batches = BasicSweeper.split_arguments(parser.parse_overrides(words), None)
     return [list(job) for batch in batches for job in batch]
 
@@ -230,10 +219,9 @@ def claim_parent(
     (its FINISHED children kept, the others deleted); else a new one is started.
     """
     with store_lock(uri):
-        candidates = [
-            run for run in sweep_parents(client, experiment_id, key) if run.info.status != "FINISHED"
-        ]
-        resumable = [run for run in candidates if run.info.status in ("FAILED", "KILLED")] if resume else []
+        parents = sweep_parents(client, experiment_id, key) if resume else []
+        # A RUNNING parent belongs to a live sweep (the dead ones were closed as KILLED).
+        resumable = [run for run in parents if run.info.status in ("FAILED", "KILLED")]
         if resumable:
             parent_id = resumable[0].info.run_id
             client.update_run(parent_id, status="RUNNING")
@@ -289,7 +277,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     config, context, launcher = sweeper.config, sweeper.hydra_context, sweeper.launcher
     assert config is not None and context is not None and launcher is not None  # set up by Hydra
     loader = context.config_loader
-    jobs = plan_jobs(sweeper, arguments)
+    jobs = plan_jobs(config, arguments, loader)
     if not jobs:
         raise PipelineError(
             f"the sweep has no jobs: an empty grid in {' '.join(arguments) or 'conf/train.yaml'}"

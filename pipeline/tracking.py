@@ -81,6 +81,18 @@ def redact(uri: str) -> str:
     return re.sub(r"(//[^/:@]+):[^/@]*@", r"\1:***@", uri)
 
 
+def store_exists(uri: str) -> bool:
+    """False only for a SQLite store whose file is not there (a server is asked when used)."""
+    database = sqlite_file(uri)
+    return database is None or database.is_file()
+
+
+def require_store(uri: str) -> None:
+    """For commands that only read: refuse, rather than create, a store that is not there."""
+    if not store_exists(uri):
+        raise PipelineError(f"no MLflow store at {sqlite_file(uri)}; run `dvc repro` to train a model")
+
+
 def sqlite_file(uri: str) -> Path | None:
     return Path(uri[len(SQLITE_PREFIX) :]) if uri.startswith(SQLITE_PREFIX) else None
 

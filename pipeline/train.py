@@ -35,7 +35,7 @@ from pipeline.optimize import (
     one_blas_thread,
 )
 from pipeline.outcome import RunSummary
-from pipeline.progress import ProgressLine
+from pipeline.progress import ProgressLine, record_best
 from pipeline.rules import DIVERGENCE_RATIO, LEARNING_RATE, MAX_ITER, TOLERANCE
 from pipeline.runlog import flat_params, log_result
 from pipeline.settings import check_overrides, read_choice, read_flag, read_names, read_number
@@ -267,6 +267,8 @@ def run(cfg: DictConfig) -> RunSummary:
         f"train MSE {summary.train_mse:.6g}, optimality gap {summary.optimality_gap:.3g}"
     )
     (log.warning if result.status != "converged" else log.info)(line)
+    if summary.usable and summary.train_mse is not None:
+        record_best(summary.train_mse)
     return summary
 
 

@@ -7,10 +7,9 @@ import os
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 from pipeline.progress import ProgressLine
-from pipeline.sweep import sweep_size
+from pipeline.sweep import plan_jobs
 from tests.helpers import CONF_DIR
 
 
@@ -38,10 +37,9 @@ def test_no_progress_off_a_terminal() -> None:
 def test_sweep_size_counts_the_grid_with_command_line_overrides() -> None:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         config = compose("train", return_hydra_config=True)
-    assert sweep_size(config) == 2 * 2 * 4
-    with open_dict(config):  # as `--multirun optimizer.lr=0.1,1 model.init.theta0=0` sets it
-        config.hydra.overrides.task = ["optimizer.lr=0.1,1", "model.init.theta0=0"]
-    assert sweep_size(config) == 1 * 2 * 2
+    assert len(plan_jobs(config, [])) == 2 * 2 * 4
+    # as `--multirun optimizer.lr=0.1,1 model.init.theta0=0` gives it
+    assert len(plan_jobs(config, ["optimizer.lr=0.1,1", "model.init.theta0=0"])) == 1 * 2 * 2
 
 
 def test_a_job_in_another_process_than_the_launcher_draws_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,3 +52,19 @@ def test_a_job_in_another_process_than_the_launcher_draws_nothing(monkeypatch: p
     assert screen.getvalue() == ""
     monkeypatch.setenv("DOWNHILL_LAUNCHER_PID", str(os.getpid()))
     assert ProgressLine(2000, stream=Terminal()).enabled
+
+
+def test_the_best_so_far_is_kept_in_the_launching_process_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.progress import record_best
+
+    monkeypatch.delenv("DOWNHILL_BEST_TRAIN_MSE", raising=False)
+    monkeypatch.setenv("DOWNHILL_LAUNCHER_PID", str(os.getpid()))
+    for mse in (7.0e10, 6.96e10, 8.0e10):
+        record_best(mse)
+    screen = Terminal()
+    progress = ProgressLine(2000, stream=screen)
+    progress(1, 7.5e10)
+    assert screen.getvalue().endswith("train MSE 7.5e+10  best so far 6.96e+10\x1b[K")
+    monkeypatch.setenv("DOWNHILL_LAUNCHER_PID", str(os.getpid() + 1))
+    record_best(1.0)  # a worker of a parallel launcher: nothing to show, nothing kept
+    assert os.environ["DOWNHILL_BEST_TRAIN_MSE"] == repr(6.96e10)
