@@ -32,13 +32,14 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from threadpoolctl import ThreadpoolController
 
+from pipeline.costs import KERNEL_CODE, Cost
 from pipeline.model import linear_prediction
 from pipeline.rules import DIVERGENCE_RATIO, LEARNING_RATE, MAX_ITER, TOLERANCE
 
@@ -48,6 +49,7 @@ __all__ = [
     "DataPass",
     "FitResult",
     "Quadratic",
+    "RowCost",
     "Standardizer",
     "auto_settings",
     "fit",
@@ -65,6 +67,9 @@ BLOCK_ROWS = 1 << 16
 OSCILLATION_WINDOW = 50
 #: Past this condition number of the standardized XᵀX/N, float64 cannot certify θ.
 MAX_CONDITION = 1e10
+#: Backtracking's sufficient decrease (Armijo's constant) and its smallest trial step.
+ARMIJO_DECREASE = 1e-4
+MIN_TRIAL = 1e-30
 
 
 class ConvergenceWarning(UserWarning):
@@ -108,6 +113,9 @@ class FitResult:
         The learning rate used (the one chosen, for ``lr="auto"``).
     condition_number : float
         Condition number of the standardized XᵀX/N.
+    hessian_eigenvalues : ndarray, shape (p,)
+        Eigenvalues of the cost's Hessian at the final iterate, standardized units,
+        ascending: all positive at a minimum, all near 0 on a plateau.
     """
 
     theta: FloatArray
@@ -122,6 +130,7 @@ class FitResult:
     lr: float = math.nan
     condition_number: float = math.nan
     oscillating: bool = False
+    hessian_eigenvalues: FloatArray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def status(self) -> str:
@@ -214,6 +223,10 @@ class Quadratic:
         eigenvalues = np.linalg.eigvalsh(self.Q)
         return 2.0 * float(max(eigenvalues[0], 0.0)), 2.0 * float(eigenvalues[-1])
 
+    def armijo(self, w: FloatArray, gradient: FloatArray, trial: float) -> float:
+        """The first of ``trial, trial/2, …`` that lowers J by :data:`ARMIJO_DECREASE` × t‖g‖²."""
+        return _exact_armijo(self.curvature_along(gradient), gradient, trial)
+
 
 class DataPass:
     """The same loss, gradient and curvature as :class:`Quadratic`, each from a pass over the rows.
@@ -263,6 +276,64 @@ class DataPass:
         slopes, constant = self._split(g)
         constant -= self.scaler.y_mean / self.scaler.y_scale if self.scaler.fit_intercept else 0.0
         return float(self.kernels.combination_squares(self.X, slopes, constant, self.chunks) / self.rows)
+
+    def armijo(self, w: FloatArray, gradient: FloatArray, trial: float) -> float:
+        """The first of ``trial, trial/2, …`` that lowers J by :data:`ARMIJO_DECREASE` × t‖g‖²."""
+        return _exact_armijo(self.curvature_along(gradient), gradient, trial)
+
+
+def _exact_armijo(curvature: float, gradient: FloatArray, trial: float) -> float:
+    """Backtracking on a quadratic: J(w − t g) − J(w) = −t‖g‖² + t² gᵀQg exactly, no cancellation."""
+    squared = float(gradient @ gradient)
+    while trial * curvature > (1.0 - ARMIJO_DECREASE) * squared and trial > MIN_TRIAL:
+        trial *= 0.5
+    return trial
+
+
+class RowCost(DataPass):
+    """A robust cost (:mod:`pipeline.costs`) in standardized units, from a pass over the rows.
+
+    ``J_s(w) = mean(ρ̃_s(r))`` with ``r`` the standardized residual (as in
+    :class:`DataPass`) and ``ρ̃_s`` the cost's scaled form at scale ``c/σ_y``; its
+    second derivative is at most 2, as the MSE's, so the quadratic's curvature bounds it.
+    Each evaluation is one compiled pass over the rows on all cores.
+    """
+
+    def __init__(self, X: FloatArray, y: FloatArray, scaler: Standardizer, cost: Cost) -> None:
+        super().__init__(X, y, scaler)
+        self.cost = cost.standardized(scaler.y_scale)
+        self.kind = KERNEL_CODE[cost.name]
+
+    def loss_and_gradient(self, w: FloatArray) -> tuple[float, FloatArray]:
+        slopes, constant = self._split(w)
+        sums = self.kernels.cost_sums(
+            self.X, self.y_scaled, slopes, constant, self.cost.scale, self.kind, self.chunks
+        )
+        total, slope_sum, cross = float(sums[0]), float(sums[1]), np.asarray(sums[2:], dtype=np.float64)
+        scaler, n = self.scaler, self.rows
+        weights_gradient = (cross / n - scaler.x_mean * (slope_sum / n)) / scaler.x_scale
+        if scaler.fit_intercept:
+            return total / n, np.concatenate(([slope_sum / n], weights_gradient))
+        return total / n, weights_gradient
+
+    def loss(self, w: FloatArray) -> float:
+        return self.loss_and_gradient(w)[0]
+
+    def armijo(self, w: FloatArray, gradient: FloatArray, trial: float) -> float:
+        """The first of ``trial, trial/2, …`` that lowers J by :data:`ARMIJO_DECREASE` × t‖g‖²."""
+        squared = float(gradient @ gradient)
+        start = self.loss(w)
+        while (
+            self.loss(w - trial * gradient) > start - ARMIJO_DECREASE * trial * squared and trial > MIN_TRIAL
+        ):
+            trial *= 0.5
+        return trial
+
+    def hessian(self, w: FloatArray, X: FloatArray, y: FloatArray) -> FloatArray:
+        """The Hessian of ``J_s`` at ``w``, shape (p, p), from the standardized design (one pass)."""
+        design, target = self.scaler.design(X, y)
+        curvature = self.cost.scaled_curvature(design @ w - target)
+        return np.asarray((design * curvature[:, np.newaxis]).T @ design / self.rows, dtype=np.float64)
 
 
 def one_blas_thread() -> Any:
@@ -473,6 +544,7 @@ def fit(
     history_limit: int = 100_000,
     callback: Callable[[int, float], None] | None = None,
     statistics: bool = True,
+    cost: Cost | None = None,
 ) -> FitResult:
     """Fit ``y ≈ θ0 + X @ θ[1:]`` by gradient descent on the MSE.
 
@@ -536,6 +608,9 @@ def fit(
         True (the default): full-batch iterations use XᵀX, Xᵀy, yᵀy and N, O(d²) each.
         False: every iteration passes over the rows (:class:`DataPass`); the same
         iterates, each loss from the residuals. ``sgd`` has its own scheme either way.
+    cost : Cost, optional
+        The cost minimized (:mod:`pipeline.costs`); the MSE by default. A robust cost
+        passes over the rows every iteration (:class:`RowCost`), whatever ``statistics``.
 
     Returns
     -------
@@ -562,13 +637,20 @@ def fit(
         beta = float(momentum)
     elif method in {"momentum", "nesterov"} and lr != "auto":
         beta = 0.9
-    to_mse = scaler.y_scale**2  # standardized loss → dollars², say
+    cost = cost if cost is not None else Cost()
+    to_mse = cost.standard_factor(scaler.y_scale)  # standardized loss → dollars², say
     w = scaler.to_standard(start)
 
-    objective: Quadratic | DataPass = (
-        quadratic if statistics or method == "sgd" else DataPass(X_arr, y_arr, scaler)
+    objective: Quadratic | DataPass
+    if not cost.is_mse:
+        objective = RowCost(X_arr, y_arr, scaler, cost)
+    elif statistics or method == "sgd":
+        objective = quadratic
+    else:
+        objective = DataPass(X_arr, y_arr, scaler)
+    update = _stepper(
+        method, objective, step, beta, betas, scaler, X_arr, y_arr, batch_size, seed, decay, cost
     )
-    update = _stepper(method, objective, step, beta, betas, scaler, X_arr, y_arr, batch_size, seed, decay)
     history = _History(history_limit)
     first_loss = last_loss = math.nan
     converged = diverged = False
@@ -661,6 +743,9 @@ def fit(
             iteration += 1
 
     history.finish(iteration, last_loss, w)
+    hessian = objective.hessian(w, X_arr, y_arr) if isinstance(objective, RowCost) else 2.0 * quadratic.Q
+    with one_blas_thread():
+        curvature = np.linalg.eigvalsh(hessian) if np.isfinite(hessian).all() else np.full(len(w), math.nan)
     path = np.asarray(scaler.to_original(np.array(history.points)), dtype=np.float64).reshape(
         -1, n_features + 1
     )
@@ -677,6 +762,7 @@ def fit(
         lr=step,
         condition_number=condition,
         oscillating=oscillating,
+        hessian_eigenvalues=np.asarray(curvature, dtype=np.float64),
     )
 
 
@@ -695,6 +781,7 @@ def _stepper(
     batch_size: int,
     seed: int,
     decay: float,
+    cost: Cost,
 ) -> Update:
     """The update rule of ``method``: ``(iteration, w, ∇J(w)) → next w``; holds its state."""
     width = X.shape[1] + (1 if scaler.fit_intercept else 0)
@@ -733,12 +820,8 @@ def _stepper(
 
         def armijo(_: int, w: FloatArray, gradient: FloatArray) -> FloatArray:
             nonlocal trial
-            squared = float(gradient @ gradient)
-            curvature = objective.curvature_along(gradient)
-            trial *= 2.0  # let the step grow back after a cautious stretch
-            # J(w − t g) − J(w) = −t‖g‖² + t² gᵀQg exactly: Armijo without cancellation.
-            while trial * curvature > (1.0 - 1e-4) * squared and trial > 1e-30:
-                trial *= 0.5
+            # Twice the last accepted step first: let it grow back after a cautious stretch.
+            trial = objective.armijo(w, gradient, 2.0 * trial)
             return w - trial * gradient
 
         return armijo
@@ -755,6 +838,8 @@ def _stepper(
     design, target = scaler.design(X[order], y[order])
     n_rows, width = design.shape
     size = min(int(batch_size), n_rows)
+    if not cost.is_mse:  # a robust cost has no statistics: each batch's rows are read
+        return _streaming_epochs(design, target, size, step, decay, rng, cost.standardized(scaler.y_scale))
     if width > size:  # statistics would outweigh the rows: stream the rows instead
         return _streaming_epochs(design, target, size, step, decay, rng)
     return _statistics_epochs(*_batch_statistics(design, target, size), step, decay, rng)
@@ -804,12 +889,24 @@ def _batch_statistics(
 
 
 def _streaming_epochs(
-    design: FloatArray, target: FloatArray, size: int, step: float, decay: float, rng: np.random.Generator
+    design: FloatArray,
+    target: FloatArray,
+    size: int,
+    step: float,
+    decay: float,
+    rng: np.random.Generator,
+    cost: Cost | None = None,
 ) -> Update:
-    """SGD epochs that read each mini-batch's rows (for wide designs: p > batch size)."""
+    """SGD epochs that read each mini-batch's rows (wide designs, p > batch size; robust costs)."""
     starts = np.arange(0, design.shape[0], size)
 
     def epoch(iteration: int, w: FloatArray, _: FloatArray) -> FloatArray:
+        if cost is not None:  # a robust cost's batch gradient: ρ̃'(r) in place of 2r
+            rate = step / (1.0 + decay * iteration)
+            for begin in rng.permutation(starts):
+                block, goal = design[begin : begin + size], target[begin : begin + size]
+                w = w - (rate / block.shape[0]) * (cost.scaled_psi(block @ w - goal) @ block)
+            return w
         rate = 2.0 * step / (1.0 + decay * iteration)
         for begin in rng.permutation(starts):
             block, goal = design[begin : begin + size], target[begin : begin + size]

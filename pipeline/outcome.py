@@ -19,6 +19,31 @@ STATUSES: tuple[str, ...] = get_args(Status)
 EndPoint = Literal["global minimum", "local minimum", "plateau", "none"]
 
 
+@dataclass(frozen=True)
+class Minimum:
+    """A minimum of the cost that runs of a sweep reached.
+
+    Attributes
+    ----------
+    kind : str
+        ``global minimum`` or ``local minimum``.
+    theta : list of float, shape (p + 1,)
+        Where it is (the lowest of its runs' θ), original units, intercept first.
+    cost : float
+        The training cost there.
+    runs : int
+        How many runs ended there.
+    job_keys : list of str
+        Their job keys.
+    """
+
+    kind: EndPoint
+    theta: list[float]
+    cost: float
+    runs: int
+    job_keys: list[str]
+
+
 def _finite_or_none(value: Any) -> Any:
     """JSON has no NaN or infinity: such numbers are written as null."""
     if isinstance(value, float) and not math.isfinite(value):
