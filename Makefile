@@ -10,7 +10,7 @@ include offline.env
 export $(shell sed -n 's/^\([A-Z_]*\)=.*/\1/p' offline.env)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test test-slow lint bench ui lock
+.PHONY: run robust test test-slow lint bench ui lock
 
 $(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed, found " + sys.version.split()[0] if sys.version_info < (3, 11) else 0)'
@@ -21,6 +21,10 @@ $(STAMP): requirements.lock
 
 run: $(STAMP)  ## the whole DVC pipeline with the default sweep
 	dvc repro
+
+robust: $(STAMP)  ## the Welsch-cost sweep of conf/experiment/robust.yaml: two minima and a plateau
+	dvc repro split
+	python -m pipeline.train --multirun +experiment=robust
 
 test: $(STAMP)  ## the tests CI runs, end-to-end ones included (a few minutes)
 	python -m pytest

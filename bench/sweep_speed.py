@@ -89,6 +89,7 @@ def breakdown(folder: Path) -> dict[str, float]:
     from hydra import compose, initialize_config_dir
     from mlflow.entities import Metric
 
+    from pipeline.costs import Cost
     from pipeline.optimize import ConvergenceWarning
     from pipeline.outcome import RunSummary
     from pipeline.runlog import log_model
@@ -119,7 +120,7 @@ def breakdown(folder: Path) -> dict[str, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         start = time.perf_counter()
-        results = [fit_with_settings(X, y, setting) for setting in settings]
+        results = [fit_with_settings(X, y, setting, Cost()) for setting in settings]
         parts["fit (1,000-iteration budget)"] = (time.perf_counter() - start) / len(jobs)
 
     uri = f"sqlite:///{folder / 'breakdown.db'}"

@@ -137,6 +137,10 @@ class Cost:
         """``dρ/dr`` at each residual."""
         return self.unit * self.scaled_psi(residuals)
 
+    def curvature(self, residuals: FloatArray) -> FloatArray:
+        """``d²ρ/dr²`` at each residual."""
+        return self.unit * self.scaled_curvature(residuals)
+
     def value(self, residuals: FloatArray) -> float:
         """``J``: the mean cost of the residuals, shape (n,)."""
         return float(np.mean(self.rho(residuals)))
@@ -148,9 +152,6 @@ class Cost:
     def standard_factor(self, y_scale: float) -> float:
         """``J = factor × mean(ρ̃_s)``: from the optimizer's standardized cost to the target's units."""
         return y_scale**2 * self.unit
-
-    def with_scale(self, scale: float) -> Cost:
-        return Cost(self.name, scale)
 
 
 def auto_scale(name: str, residuals: FloatArray) -> float:

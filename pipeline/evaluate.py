@@ -63,7 +63,7 @@ def select_best(runs: list[RunSummary]) -> RunSummary:
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """Test MSE, RMSE and R² of predictions.
+    """Test MSE, RMSE, R², mean and median absolute error of predictions.
 
     Parameters
     ----------
@@ -72,7 +72,9 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     Returns
     -------
     dict
-        ``test_mse``, ``test_rmse`` and ``test_r2`` (R² is NaN for a constant ``y_true``).
+        ``test_mse``, ``test_rmse``, ``test_r2`` (NaN for a constant ``y_true``),
+        ``test_mae`` and ``test_median_ae``: the last two judge a robust fit, which
+        gives up a little MSE to ignore outliers.
     """
     residual = y_true - y_pred
     with one_blas_thread():  # the same figures whatever the thread count
@@ -82,6 +84,8 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         "test_mse": mse,
         "test_rmse": math.sqrt(mse),
         "test_r2": 1.0 - mse / spread if spread > 0 else math.nan,
+        "test_mae": float(np.mean(np.abs(residual))),
+        "test_median_ae": float(np.median(np.abs(residual))),
     }
 
 
@@ -150,10 +154,11 @@ def register_model(
     return str(version.version)
 
 
-def best_loss_curve(client: MlflowClient, run_id: str) -> pd.DataFrame:
-    """The chosen run's loss curve, every logged step, as a table (step, train_mse)."""
-    history = sorted(client.get_metric_history(run_id, "train_mse"), key=lambda metric: metric.step)
-    return pd.DataFrame({"step": [m.step for m in history], "train_mse": [m.value for m in history]})
+def best_loss_curve(client: MlflowClient, run_id: str, loss: str = "mse") -> pd.DataFrame:
+    """The chosen run's cost curve, every logged step, as a table (step, train_<loss>)."""
+    name = f"train_{loss}"
+    history = sorted(client.get_metric_history(run_id, name), key=lambda metric: metric.step)
+    return pd.DataFrame({"step": [m.step for m in history], name: [m.value for m in history]})
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -214,10 +219,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             policy,
             ", inside dvc exp run" if in_dvc_experiment() else "",
         )
-    curve = best_loss_curve(client, run_id)
+    curve = best_loss_curve(client, run_id, best.loss)
     write_atomic(resolve(cfg, cfg.paths.best_loss_curve), partial(curve.to_csv, index=False))
     # DVC metrics: numbers that follow from data, config and code only (no ids, no versions).
     numbers = metrics | {"train_mse": float(best.train_mse or math.nan)}
+    if best.loss != "mse":
+        numbers[f"train_{best.loss}"] = best.cost
     write_json(
         resolve(cfg, cfg.paths.metrics), {k: (v if math.isfinite(v) else None) for k, v in numbers.items()}
     )

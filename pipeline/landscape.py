@@ -10,20 +10,26 @@ the others carry ``lr``, ``status``, ``theta_init``, ``theta`` and the thinned
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.outcome import RunSummary
+from pipeline.costs import Cost
+from pipeline.outcome import Minimum, RunSummary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FloatArray = NDArray[np.float64]
 GRID_POINTS = 241
+#: A robust cost is summed over every row at every grid point: a coarser grid.
+ROBUST_GRID_POINTS = 161
 PADDING = 0.15
+#: Colours of the minima, lowest cost first (then every further one grey).
+MINIMUM_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
 
 
 @dataclass(frozen=True)
@@ -71,15 +77,68 @@ class Plane:
         theta0 = self.mean_a - theta1 * self.mean_x
         return theta0, self.mse(theta0, theta1)
 
+    def cost(self, theta0: FloatArray, theta1: FloatArray) -> FloatArray:
+        return self.mse(theta0, theta1)
+
+
+@dataclass(frozen=True)
+class RobustPlane:
+    """A robust cost as a function of (θ0, θ1), every other coefficient held fixed.
+
+    No moments summarize it: each point is a compiled pass over the rows.
+    """
+
+    x: FloatArray
+    a: FloatArray
+    loss: Cost
+
+    @classmethod
+    def from_data(cls, X: FloatArray, y: FloatArray, held: FloatArray, loss: Cost) -> RobustPlane:
+        """``X`` (n, d), ``y`` (n,), ``held`` (d+1,): the θ whose further coefficients stay fixed."""
+        return cls(np.ascontiguousarray(X[:, 0]), np.ascontiguousarray(y - X[:, 1:] @ held[2:]), loss)
+
+    def cost(self, theta0: FloatArray, theta1: FloatArray) -> FloatArray:
+        """The cost at each (θ0, θ1) pair; arrays of any matching shape."""
+        from pipeline.minima import line_cost
+
+        theta0, theta1 = np.broadcast_arrays(np.asarray(theta0, float), np.asarray(theta1, float))
+        points = np.column_stack([theta0.ravel(), theta1.ravel()])
+        return line_cost(self.x, self.a, self.loss, points)[0].reshape(theta0.shape)
+
+    def valley_floor(
+        self, theta1: FloatArray, theta0_range: tuple[float, float]
+    ) -> tuple[FloatArray, FloatArray]:
+        """For each θ1, the best θ0 within ``theta0_range`` and the cost there.
+
+        A grid over θ0 finds each θ1's lowest cell; a golden-section search within one
+        cell either side of it refines it.
+        """
+        theta1 = np.asarray(theta1, dtype=np.float64)
+        grid = np.linspace(*theta0_range, 121)
+        spacing = grid[1] - grid[0]
+        values = self.cost(grid[np.newaxis, :], theta1[:, np.newaxis])
+        centre = grid[np.argmin(values, axis=1)]
+        low, high = centre - spacing, centre + spacing
+        ratio = (math.sqrt(5) - 1) / 2
+        for _ in range(30):  # the bracket shrinks to 1e-6 of a grid cell
+            left, right = high - ratio * (high - low), low + ratio * (high - low)
+            lower = self.cost(left, theta1) <= self.cost(right, theta1)
+            high = np.where(lower, right, high)
+            low = np.where(lower, low, left)
+        best = (low + high) / 2
+        return best, self.cost(best, theta1)
+
 
 def run_lr(run: RunSummary) -> float:
     """The learning rate a drawn run used (every run that is drawn has one)."""
     return float(run.lr if run.lr is not None else "nan")
 
 
-def _frame(runs: list[RunSummary], optimum: FloatArray) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(θ0, θ1) limits holding every start, the optimum and every path that did not diverge."""
-    points = [np.asarray(run.theta_init)[:2] for run in runs] + [optimum[:2]]
+def _frame(
+    runs: list[RunSummary], anchors: list[FloatArray]
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(θ0, θ1) limits holding every start, the anchors (minima) and every path that did not diverge."""
+    points = [np.asarray(run.theta_init)[:2] for run in runs] + [np.asarray(a)[:2] for a in anchors]
     for run in runs:
         if run.status != "diverged":
             points.extend(np.asarray(run.path_theta)[:, :2])
@@ -96,6 +155,45 @@ def _rate_colours(runs: list[RunSummary]) -> dict[float, Any]:
     rates = sorted({run_lr(run) for run in runs})
     palette = colormaps["plasma"]
     return {rate: palette(0.85 * i / max(len(rates) - 1, 1)) for i, rate in enumerate(rates)}
+
+
+@dataclass(frozen=True)
+class Colouring:
+    """How paths are coloured: by learning rate, or by the minimum they reached when
+    a sweep found more than one."""
+
+    by_rate: dict[float, Any]
+    by_job: dict[str, Any]
+    minima: list[Minimum]
+
+    @classmethod
+    def of(cls, runs: list[RunSummary], minima: list[Minimum]) -> Colouring:
+        by_job: dict[str, Any] = {}
+        if len(minima) > 1:
+            for index, minimum in enumerate(minima):
+                colour = MINIMUM_COLOURS[index] if index < len(MINIMUM_COLOURS) else "grey"
+                by_job |= {key: colour for key in minimum.job_keys}
+            by_job |= {run.job_key: "black" for run in runs if run.end_point == "plateau"}
+        return cls(_rate_colours(runs), by_job, minima)
+
+    def __call__(self, run: RunSummary) -> Any:
+        if self.by_job:
+            return self.by_job.get(run.job_key, "0.55")
+        return self.by_rate[run_lr(run)]
+
+    def legend(self) -> list[Any]:
+        from matplotlib.lines import Line2D
+
+        if not self.by_job:
+            return [Line2D([], [], color=c, lw=2, label=f"lr = {rate:g}") for rate, c in self.by_rate.items()]
+        handles = [
+            Line2D([], [], color=self.by_job[minimum.job_keys[0]], lw=2, label=f"to the {minimum.kind}")
+            for minimum in self.minima
+        ]
+        if "black" in self.by_job.values():
+            handles.append(Line2D([], [], color="black", lw=2, label="onto the plateau"))
+        handles.append(Line2D([], [], color="0.55", lw=2, label="to no minimum"))
+        return handles
 
 
 def _inside(path: FloatArray, limits: tuple[tuple[float, float], tuple[float, float]]) -> FloatArray:
@@ -124,44 +222,140 @@ def _inside(path: FloatArray, limits: tuple[tuple[float, float], tuple[float, fl
     return np.vstack([path[:first], p + t * (q - p)])
 
 
-def _legend_handles(colours: dict[float, Any]) -> list[Any]:
+def _legend_handles(colouring: Colouring) -> list[Any]:
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=colour, lw=2, label=f"lr = {rate:g}") for rate, colour in colours.items()]
+    handles = colouring.legend()
     handles += [
         Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="start"),
         Line2D([], [], ls="", marker="s", color="black", ms=5, label="end"),
         Line2D([], [], ls="", marker="X", color="red", ms=9, label="diverged (leaves the frame)"),
         Line2D([], [], ls="", marker="*", color="gold", mec="black", ms=16, label="global minimum"),
     ]
+    if any(minimum.kind == "local minimum" for minimum in colouring.minima):
+        handles.append(
+            Line2D([], [], ls="", marker="P", color="white", mec="black", ms=11, label="local minimum")
+        )
     return handles
 
 
+@dataclass(frozen=True)
+class Mark:
+    """A minimum to draw: where, how low, what it is, how many runs reached it."""
+
+    theta0: float
+    theta1: float
+    cost: float
+    kind: str
+    runs: int | None
+
+
+def _marks(minima: list[Minimum], optimum: FloatArray | None, cost_at: Any) -> list[Mark]:
+    """The minima the runs reached; the global minimum itself when none reached it."""
+    marks = [Mark(m.theta[0], m.theta[1], m.cost, m.kind, m.runs) for m in minima]
+    if optimum is not None and not any(mark.kind == "global minimum" for mark in marks):
+        marks.append(
+            Mark(
+                float(optimum[0]),
+                float(optimum[1]),
+                float(cost_at(optimum[0], optimum[1])),
+                "global minimum",
+                0,
+            )
+        )
+    return marks
+
+
+def _mark_label(mark: Mark, loss: Cost) -> str:
+    value = f"J = {mark.cost:.6g}" if not loss.is_mse else f"MSE = {mark.cost:.4g}"
+    reached = f", {mark.runs} run{'s' if mark.runs != 1 else ''}" if mark.runs else ""
+    return f"{mark.kind}\n{value}{reached}"
+
+
+def _draw_marks(
+    axes: Any, marks: list[Mark], loss: Cost, on_floor: bool = False, labels: bool = True
+) -> None:
+    for index, mark in enumerate(marks):
+        x, y = (mark.theta1, mark.cost) if on_floor else (mark.theta0, mark.theta1)
+        if mark.kind == "global minimum":
+            axes.plot(x, y, "*", color="gold", mec="black", ms=20, zorder=7)
+        else:
+            axes.plot(x, y, "P", color="white", mec="black", ms=13, zorder=7)
+        if not labels:
+            continue
+        # On the floor the labels go above, one to each side; on the map, below and above.
+        offset = ((-150 if index % 2 == 0 else 20), 40) if on_floor else (14, -30 if index % 2 == 0 else 16)
+        axes.annotate(
+            _mark_label(mark, loss),
+            (x, y),
+            xytext=offset,
+            arrowprops={"arrowstyle": "-", "color": "0.3"} if on_floor else None,
+            textcoords="offset points",
+            fontsize=10,
+            fontweight="bold",
+            bbox={"boxstyle": "round", "fc": "white", "alpha": 0.85},
+            zorder=8,
+        )
+
+
+def _surface(X: FloatArray, y: FloatArray, held: FloatArray, loss: Cost) -> Plane | RobustPlane:
+    return Plane.from_data(X, y, held) if loss.is_mse else RobustPlane.from_data(X, y, held, loss)
+
+
+def _held(runs: list[RunSummary], optimum: FloatArray | None) -> FloatArray:
+    """The θ whose further coefficients stay fixed in the pictures: the global minimum,
+    or (where it is unknown) the best run's."""
+    if optimum is not None:
+        return np.asarray(optimum, dtype=np.float64)
+    usable = [run for run in runs if run.usable] or runs
+    return np.asarray(min(usable, key=lambda run: run.cost).theta, dtype=np.float64)
+
+
 def landscape_figure(
-    runs: list[RunSummary], X: FloatArray, y: FloatArray, optimum: FloatArray, labels: tuple[str, str]
+    runs: list[RunSummary],
+    X: FloatArray,
+    y: FloatArray,
+    optimum: FloatArray | None,
+    labels: tuple[str, str],
+    loss: Cost | None = None,
+    minima: list[Minimum] | None = None,
 ) -> Figure:
-    """Contour map of the training MSE over (θ0, θ1) with each run's path downhill.
+    """Contour map of the training cost over (θ0, θ1) with each run's path downhill.
 
     Parameters
     ----------
-    runs : list of dict
-        Run summaries (see the module docstring); failed runs are left out.
+    runs : list of RunSummary
+        Failed runs are left out.
     X : ndarray, shape (n, d)
     y : ndarray, shape (n,)
-    optimum : ndarray, shape (d + 1,)
-        The least-squares θ, starred as the global minimum.
+    optimum : ndarray, shape (d + 1,), or None
+        The global minimum of the cost (least squares for the MSE), starred; None where
+        it is unknown.
     labels : (str, str)
         Axis labels for θ0 and θ1, with units.
+    loss : Cost
+        The cost minimized (the MSE by default).
+    minima : list of Minimum
+        The minima the runs reached, each marked and labelled with its cost and runs;
+        with more than one, paths are coloured by the minimum where they ended.
     """
     from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
 
+    loss = loss or Cost()
+    minima = minima or []
     runs = [run for run in runs if run.status != "failed"]
-    plane = Plane.from_data(X, y, optimum)
-    limits = _frame(runs, optimum)
-    theta0, theta1 = np.meshgrid(np.linspace(*limits[0], GRID_POINTS), np.linspace(*limits[1], GRID_POINTS))
-    minimum = float(plane.mse(np.array(optimum[0]), np.array(optimum[1])))
-    excess = np.maximum(plane.mse(theta0, theta1) - minimum, 1e-12 * max(minimum, 1.0))
+    held = _held(runs, optimum)
+    surface = _surface(X, y, held, loss)
+    anchors = [held] + [np.asarray(minimum.theta) for minimum in minima]
+    limits = _frame(runs, anchors)
+    points = GRID_POINTS if loss.is_mse else ROBUST_GRID_POINTS
+    theta0, theta1 = np.meshgrid(np.linspace(*limits[0], points), np.linspace(*limits[1], points))
+    costs = surface.cost(theta0, theta1)
+    lowest = min([float(costs.min()), *(minimum.cost for minimum in minima)])
+    if optimum is not None:
+        lowest = min(lowest, float(surface.cost(np.array(optimum[0]), np.array(optimum[1]))))
+    excess = np.maximum(costs - lowest, 1e-12 * max(abs(lowest), 1.0))
     levels = np.geomspace(excess.max() * 1e-5, excess.max(), 26)
 
     figure = Figure(figsize=(10, 8.5), layout="constrained")
@@ -171,12 +365,12 @@ def landscape_figure(
     )
     axes.contour(theta0, theta1, excess, levels=levels[::3], colors="white", linewidths=0.5, alpha=0.6)
     bar = figure.colorbar(filled, ax=axes, format="%.0e")
-    bar.set_label("train MSE above the minimum (log scale)")
+    bar.set_label(f"{loss.label} above the minimum (log scale)")
 
-    colours = _rate_colours(runs)
+    colouring = Colouring.of(runs, minima)
     # Diverged paths first and dashed: they zig-zag across the valley and would hide the rest.
     for run in sorted(runs, key=lambda run: run.status != "diverged"):
-        colour = colours[run_lr(run)]
+        colour = colouring(run)
         path = _inside(np.asarray(run.path_theta)[:, :2], limits)
         if run.status == "diverged":
             axes.plot(path[:, 0], path[:, 1], "--", color=colour, lw=1, alpha=0.7)
@@ -185,48 +379,90 @@ def landscape_figure(
             axes.plot(path[:, 0], path[:, 1], ".-", color=colour, lw=1.6, ms=4)
             axes.plot(*path[-1], "s", color=colour, mec="black", ms=5)
         axes.plot(*path[0], "o", mfc="white", mec=colour, mew=2, ms=9)
-    axes.plot(optimum[0], optimum[1], "*", color="gold", mec="black", ms=20, zorder=5)
-    axes.annotate(
-        "global minimum",
-        (optimum[0], optimum[1]),
-        xytext=(12, -18),
-        textcoords="offset points",
-        fontsize=11,
-        fontweight="bold",
-        bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8},
-    )
+    _draw_marks(axes, _marks(minima, optimum, surface.cost), loss)
     axes.set_xlim(*limits[0])
     axes.set_ylim(*limits[1])
     axes.set_xlabel(labels[0])
     axes.set_ylabel(labels[1])
-    others = " (other coefficients at their optimum)" if X.shape[1] > 1 else ""
-    axes.set_title(f"Cost landscape: training MSE over θ0 and θ1{others}, with each run's path")
+    others = ""
+    if X.shape[1] > 1:
+        others = (
+            " (other coefficients at their optimum)" if optimum is not None else " (others at the best run's)"
+        )
+    axes.set_title(f"Cost landscape: {loss.label} over θ0 and θ1{others}, with each run's path")
     axes.ticklabel_format(style="plain", useOffset=False)
-    figure.legend(handles=_legend_handles(colours), loc="outside lower center", ncols=4, fontsize=9)
+    figure.legend(handles=_legend_handles(colouring), loc="outside lower center", ncols=4, fontsize=9)
     return figure
 
 
+def _zoom(
+    axes: Any,
+    surface: Plane | RobustPlane,
+    marks: list[Mark],
+    theta0_range: tuple[float, float],
+    runs: list[RunSummary],
+    colouring: Colouring,
+    loss: Cost,
+) -> None:
+    """An inset on the minima: two valleys a few thousandths apart are one line at full scale."""
+    lows = [mark.theta1 for mark in marks]
+    span = max(lows) - min(lows) or abs(lows[0]) or 1.0
+    left, right = min(lows) - 0.6 * span, max(lows) + 0.6 * span
+    theta1 = np.linspace(left, right, 120)
+    if isinstance(surface, Plane):
+        _, floor = surface.valley_floor(theta1)
+    else:
+        _, floor = surface.valley_floor(theta1, theta0_range)
+    bottom = min(mark.cost for mark in marks)
+    top = float(floor.max())
+    inset = axes.inset_axes((0.38, 0.45, 0.3, 0.42))
+    inset.plot(theta1, floor, color="black", lw=2)
+    for run in runs:
+        path, cost = np.asarray(run.path_theta), np.asarray(run.path_loss)
+        inside = (path[:, 1] >= left) & (path[:, 1] <= right) & (cost <= top)
+        inset.plot(path[inside, 1], cost[inside], ".", color=colouring(run), ms=3, alpha=0.6)
+    _draw_marks(inset, marks, loss, on_floor=True, labels=False)
+    inset.set_xlim(left, right)
+    inset.set_ylim(bottom - 0.1 * (top - bottom), top + 0.05 * (top - bottom))
+    inset.set_title("zoom on the minima", fontsize=9)
+    inset.tick_params(labelsize=8)
+    axes.indicate_inset_zoom(inset, edgecolor="0.4")
+
+
 def valley_figure(
-    runs: list[RunSummary], X: FloatArray, y: FloatArray, optimum: FloatArray, labels: tuple[str, str]
+    runs: list[RunSummary],
+    X: FloatArray,
+    y: FloatArray,
+    optimum: FloatArray | None,
+    labels: tuple[str, str],
+    loss: Cost | None = None,
+    minima: list[Minimum] | None = None,
 ) -> Figure:
     """The cost along θ1 with θ0 at its best for each θ1, and every run's iterates on it.
 
-    Parameters are those of :func:`landscape_figure`.
+    Parameters are those of :func:`landscape_figure`. With a cost of several valleys
+    (welsch, cauchy) the floor shows each, labelled as the minimum it holds.
     """
     from matplotlib.figure import Figure
 
+    loss = loss or Cost()
+    minima = minima or []
     runs = [run for run in runs if run.status != "failed"]
-    plane = Plane.from_data(X, y, optimum)
-    limits = _frame(runs, optimum)
-    theta1 = np.linspace(*limits[1], 400)
-    _, floor = plane.valley_floor(theta1)
+    held = _held(runs, optimum)
+    surface = _surface(X, y, held, loss)
+    limits = _frame(runs, [held] + [np.asarray(minimum.theta) for minimum in minima])
+    theta1 = np.linspace(*limits[1], 400 if loss.is_mse else 200)
+    if isinstance(surface, Plane):
+        _, floor = surface.valley_floor(theta1)
+    else:
+        _, floor = surface.valley_floor(theta1, limits[0])
     figure = Figure(figsize=(10, 7), layout="constrained")
     axes = figure.add_subplot()
     axes.plot(theta1, floor, color="black", lw=2, label="valley floor: best θ0 for each θ1")
     top = float(floor.max())
-    colours = _rate_colours(runs)
+    colouring = Colouring.of(runs, minima)
     for run in runs:
-        colour = colours[run_lr(run)]
+        colour = colouring(run)
         path = np.asarray(run.path_theta)
         cost = np.asarray(run.path_loss)
         shown = (path[:, 1] >= limits[1][0]) & (path[:, 1] <= limits[1][1]) & (cost <= 1.5 * top)
@@ -238,52 +474,58 @@ def valley_figure(
             axes.plot(path[last, 1], min(cost[last], 1.5 * top), "X", color="red", mec="black", ms=10)
         else:
             axes.plot(path[last, 1], cost[last], "s", color=colour, mec="black", ms=5)
-    minimum = float(plane.mse(np.array(optimum[0]), np.array(optimum[1])))
-    axes.plot(optimum[1], minimum, "*", color="gold", mec="black", ms=20, zorder=5)
-    axes.annotate(
-        "global minimum", (optimum[1], minimum), xytext=(12, 12), textcoords="offset points", fontsize=11
+    marks = _marks(minima, optimum, surface.cost)
+    _draw_marks(axes, marks, loss, on_floor=True)
+    if len(marks) > 1:
+        _zoom(axes, surface, marks, limits[0], runs, colouring, loss)
+    minimum = min([float(floor.min()), *(mark.cost for mark in marks)])
+    axes.set_ylim(
+        minimum - 0.05 * (top - minimum), 1.5 * top - 0.5 * minimum if not loss.is_mse else 1.5 * top
     )
-    axes.set_ylim(minimum - 0.05 * (top - minimum), 1.5 * top)
     axes.set_xlim(*limits[1])
     axes.set_xlabel(labels[1])
-    axes.set_ylabel("training MSE")
+    axes.set_ylabel(loss.label)
     axes.set_title("Walking downhill: each run's iterates (dots) above the valley floor")
-    handles = [*_legend_handles(colours), axes.get_lines()[0]]
+    handles = [*_legend_handles(colouring), axes.get_lines()[0]]
     figure.legend(handles=handles, loc="outside lower center", ncols=5, fontsize=9)
     return figure
 
 
-def loss_curves_figure(runs: list[RunSummary]) -> Figure:
-    """Every run's training MSE above the least-squares minimum, per iteration, log scale."""
+def loss_curves_figure(runs: list[RunSummary], minima: list[Minimum] | None = None) -> Figure:
+    """Every run's training cost above the global minimum, per iteration, log scale.
+
+    A run that ends in a local minimum flattens at its own height above the global one.
+    """
     from matplotlib.figure import Figure
 
     runs = [run for run in runs if run.status != "failed"]
     figure = Figure(figsize=(10, 6), layout="constrained")
     axes = figure.add_subplot()
-    colours = _rate_colours(runs)
+    colouring = Colouring.of(runs, minima or [])
     styles = {"converged": "-", "max_iter": "--", "oscillating": "-.", "diverged": ":"}
+    # Where the global minimum is unknown, the lowest cost any run reached stands in.
+    lowest = min((float(np.min(run.path_loss)) for run in runs if run.path_loss), default=0.0)
     for run in runs:
         loss = np.asarray(run.path_loss)
-        floor = 1e-16 * max(float(run.optimum_mse or 0.0), 1.0)  # rounding can put a loss a hair below
+        optimum = float(run.optimum_cost if run.optimum_cost is not None else lowest)
+        floor = 1e-16 * max(optimum, 1.0)  # rounding can put a loss a hair below
         axes.plot(
             run.path_steps,
-            np.maximum(loss - (run.optimum_mse or 0.0), floor),
+            np.maximum(loss - optimum, floor),
             styles[run.status],
-            color=colours[run_lr(run)],
+            color=colouring(run),
             lw=1.4,
         )
     axes.set_yscale("log")
     axes.set_xscale("symlog", linthresh=10)
     axes.set_xlim(left=0)
     axes.set_xlabel("iteration")
-    axes.set_ylabel("train MSE − least-squares minimum")
-    axes.set_title("Loss curves: solid converged, dashed max_iter, dash-dot oscillating, dotted diverged")
-    from matplotlib.lines import Line2D
-
-    axes.legend(
-        handles=[
-            Line2D([], [], color=colour, lw=2, label=f"lr = {rate:g}") for rate, colour in colours.items()
-        ],
-        fontsize=9,
+    what = (
+        "train MSE − least-squares minimum"
+        if runs and runs[0].loss == "mse"
+        else "train cost − global minimum"
     )
+    axes.set_ylabel(what)
+    axes.set_title("Loss curves: solid converged, dashed max_iter, dash-dot oscillating, dotted diverged")
+    axes.legend(handles=colouring.legend(), fontsize=9)
     return figure

@@ -67,6 +67,27 @@ class Certificate:
     seconds: float
 
 
+@dataclass(frozen=True)
+class GlobalMinimum:
+    """The reference a run's optimality gap is measured against.
+
+    Attributes
+    ----------
+    theta : ndarray, shape (p,) or None
+        Where it is, original units, intercept first; None where it is unknown (a
+        non-convex cost with more than two parameters).
+    cost : float or None
+        The cost there.
+    how : str
+        ``least squares`` (the MSE), ``branch and bound`` (certified over the frame, within
+        ``CERTIFICATE_EPSILON``), ``best found`` (the search ran out of budget) or ``unknown``.
+    """
+
+    theta: FloatArray | None
+    cost: float | None
+    how: str
+
+
 def line_cost(x: FloatArray, y: FloatArray, cost: Cost, theta: FloatArray) -> tuple[FloatArray, FloatArray]:
     """``J`` and its gradient for lines ``θ0 + θ1·x``; ``theta`` shape (k, 2) → shapes (k,), (k, 2)."""
     from pipeline import kernels
@@ -224,7 +245,7 @@ def group_minima(runs: list[RunSummary]) -> list[Minimum]:
             groups.append([run])
     minima = [
         Minimum(
-            kind=min(group, key=_cost).end_point,  # type: ignore[arg-type]
+            kind=min(group, key=_cost).end_point,
             theta=list(min(group, key=_cost).theta or []),
             cost=_cost(min(group, key=_cost)),
             runs=len(group),

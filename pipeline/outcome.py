@@ -71,8 +71,20 @@ class RunSummary:
         ``failed`` (the job could not run; ``message`` says why).
     end_point : str
         ``global minimum``, ``local minimum``, ``plateau`` or ``none``.
+    loss, loss_scale : str, float
+        The cost minimized (``model.loss``) and its scale c (None for the MSE).
     theta, theta_init, optimum_theta : list of float, shape (p + 1,)
-        Final, initial and least-squares θ, intercept first, original units.
+        Final, initial and globally optimal θ (of the cost minimized; None where
+        unknown), intercept first, original units.
+    theta_unit : list of float, shape (p + 1,)
+        Each coefficient's natural scale (target and feature spreads): how far apart
+        two runs' θ are, for grouping them by the minimum they reached.
+    train_mse, optimum_mse : float
+        The MSE of θ on the training split, and the least-squares (lowest) MSE.
+    train_cost, optimum_cost : float
+        The cost minimized at θ, and at the global minimum (None where unknown);
+        ``optimality_gap`` is their relative difference. ``optimum_how`` says how the
+        global minimum is known: least squares, branch and bound, best found, unknown.
     path_steps, path_theta, path_loss : lists, shapes (m,), (m, p + 1), (m,)
         A few hundred iterates of the path downhill, for pictures.
     """
@@ -85,6 +97,8 @@ class RunSummary:
     end_point: EndPoint = "none"
     method: str | None = None
     lr: float | None = None
+    loss: str = "mse"
+    loss_scale: float | None = None
     features: list[str] = field(default_factory=list)
     target: str | None = None
     columns: list[str] = field(default_factory=list)
@@ -92,9 +106,13 @@ class RunSummary:
     fit_intercept: bool = True
     theta_init: list[float] | None = None
     theta: list[float] | None = None
+    theta_unit: list[float] | None = None
     n_iter: int | None = None
     train_mse: float | None = None
     optimum_mse: float | None = None
+    train_cost: float | None = None
+    optimum_cost: float | None = None
+    optimum_how: str | None = None
     optimality_gap: float | None = None
     theta_rel_error: float | None = None
     condition_number: float | None = None
@@ -118,6 +136,12 @@ class RunSummary:
             and math.isfinite(self.train_mse)
         )
 
+    @property
+    def cost(self) -> float:
+        """The training cost minimized (the MSE in records that predate robust costs)."""
+        value = self.train_cost if self.train_cost is not None else self.train_mse
+        return math.nan if value is None else float(value)
+
     def to_json(self) -> dict[str, Any]:
         """A plain dict for ``json.dumps`` (valid JSON: non-finite numbers become null)."""
         return {key: _finite_or_none(value) for key, value in asdict(self).items()}
@@ -135,9 +159,9 @@ class RunSummary:
 
 
 def best_run(runs: list[RunSummary]) -> RunSummary | None:
-    """The usable run with the lowest training cost; ties go to the earlier job."""
+    """The usable run with the lowest training cost (the cost minimized); ties go to the earlier job."""
     usable = [run for run in runs if run.usable]
-    return min(usable, key=lambda run: float(run.train_mse or 0.0)) if usable else None
+    return min(usable, key=lambda run: float(run.cost)) if usable else None
 
 
 def status_counts(runs: list[RunSummary]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,16 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.model import ModelSpec
+from pipeline.costs import Cost
+from pipeline.minima import GlobalMinimum, certify_global_minimum, end_point
+from pipeline.model import ModelSpec, linear_prediction
 from pipeline.optimize import FitResult, least_squares, mean_squared_error
-from pipeline.outcome import EndPoint, RunSummary
+from pipeline.outcome import RunSummary
 from pipeline.tracking import MODEL_URI_TAG
 
 PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 _optimum_cache: dict[str, tuple[np.ndarray, float]] = {}
+_global_cache: dict[tuple[str, Cost, Any], GlobalMinimum] = {}
 
 
 def reference_optimum(
@@ -33,6 +37,31 @@ def reference_optimum(
         theta = least_squares(X, y, fit_intercept=fit_intercept)
         _optimum_cache[key] = (theta, mean_squared_error(X, y, theta))
     return _optimum_cache[key]
+
+
+def global_reference(
+    X: np.ndarray,
+    y: np.ndarray,
+    model: ModelSpec,
+    cost: Cost,
+    key: str,
+    frame_of: Callable[[np.ndarray], tuple[tuple[float, float], tuple[float, float]]],
+) -> GlobalMinimum:
+    """The global minimum of ``cost``: least squares for the MSE; for a line
+    ``θ0 + θ1·x`` and another cost, certified by branch and bound over the frame that
+    ``frame_of(least-squares θ)`` gives; unknown otherwise. Once per process and problem."""
+    theta, mse = reference_optimum(X, y, key, model.fit_intercept)
+    if cost.is_mse:
+        return GlobalMinimum(theta, mse, "least squares")
+    if X.shape[1] != 1 or not model.fit_intercept:
+        return GlobalMinimum(None, None, "unknown")
+    frame = frame_of(theta)
+    cache_key = (key, cost, frame)
+    if cache_key not in _global_cache:
+        certificate = certify_global_minimum(X[:, 0], y, cost, frame)
+        how = "branch and bound" if certificate.certified else "best found"
+        _global_cache[cache_key] = GlobalMinimum(certificate.theta, certificate.cost, how)
+    return _global_cache[cache_key]
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
@@ -113,63 +142,90 @@ def log_result(
     method: str,
     theta_init: np.ndarray,
     result: FitResult,
-    train_md5: str,
+    cost: Cost,
+    reference: GlobalMinimum,
+    least_squares_mse: float,
     job: str,
     name: str,
 ) -> RunSummary:
-    """Log a finished fit to the active run: loss curve, certificate, status, model.
+    """Log a finished fit to the active run: cost curve, certificate, status, model.
 
     ``inputs`` (n, len(features)) are the feature columns a user passes to the model;
     ``X`` (n, len(model.columns)) the columns it was fitted on (powers, for a polynomial).
+    ``reference`` is the global minimum the optimality gap is measured against;
+    ``least_squares_mse`` the lowest MSE, for comparison.
     ``job`` and ``name`` are the run's job key and name, for its outcome record.
     """
     import mlflow
     from mlflow.entities import Metric
 
-    cache_key = f"{train_md5}:{model.degree}:{model.fit_intercept}"
-    optimum_theta, optimum_mse = reference_optimum(X, y, cache_key, model.fit_intercept)
+    optimum_mse = least_squares_mse
     train_mse = mean_squared_error(X, y, result.theta)
-    # The curve as computed by the loop, ending at the MSE recomputed from residuals.
-    curve = [*result.loss_history[:-1], train_mse]
+    train_cost = train_mse if cost.is_mse else cost.value(linear_prediction(result.theta, X) - y)
+    optimum_cost = reference.cost
+    # The curve as computed by the loop, ending at the cost recomputed from residuals.
+    curve = [*result.loss_history[:-1], train_cost]
     now = int(1000 * time.time())
     metrics = [
-        Metric("train_mse", float(v), now, int(step))
+        Metric(f"train_{cost.name}", float(v), now, int(step))
         for step, v in zip(result.history_steps, curve, strict=True)
     ]
-    gap = relative_gap(train_mse, optimum_mse)
-    # The gap on a log axis shows how fast each run converges, where the MSE curves of
+    # The gap on a log axis shows how fast each run converges, where the cost curves of
     # a sweep are flattened by the diverged ones: a few hundred log-spaced points, the
     # last one the final gap. A diverged run's points past the divergence are left out.
+    # A run in a local minimum flattens at its own gap above 0.
     shown = plot_indices(len(result.history_steps))  # also the path kept for the pictures
-    gap_points = shown[:-1] if result.diverged and shown.size > 1 else shown
-    metrics += [
-        Metric(
-            "optimality_gap", relative_gap(float(curve[i]), optimum_mse), now, int(result.history_steps[i])
-        )
-        for i in gap_points
-    ]
+    gap = None if optimum_cost is None else relative_gap(train_cost, optimum_cost)
+    if optimum_cost is not None:
+        gap_points = shown[:-1] if result.diverged and shown.size > 1 else shown
+        metrics += [
+            Metric(
+                "optimality_gap",
+                relative_gap(float(curve[i]), optimum_cost),
+                now,
+                int(result.history_steps[i]),
+            )
+            for i in gap_points
+        ]
     mlflow.MlflowClient(tracking_uri=uri).log_batch(run_id, metrics=metrics)
-    nonzero = np.abs(optimum_theta) > 0
-    theta_rel_error = float(
-        np.max(np.abs(result.theta - optimum_theta)[nonzero] / np.abs(optimum_theta[nonzero]), initial=0.0)
-    )
-    finals = {
+    theta_rel_error = None
+    if reference.theta is not None:
+        nonzero = np.abs(reference.theta) > 0
+        theta_rel_error = float(
+            np.max(
+                np.abs(result.theta - reference.theta)[nonzero] / np.abs(reference.theta[nonzero]),
+                initial=0.0,
+            )
+        )
+    where = end_point(result.status, result.hessian_eigenvalues, train_cost, optimum_cost, cost.convex)
+    finals: dict[str, Any] = {
         "n_iter": result.n_iter,
         "grad_norm": result.grad_norm,
         "lr_used": result.lr,
         "condition_number": result.condition_number,
-        "optimum_mse": optimum_mse,
-        "theta_rel_error": theta_rel_error,
         # For the runs table and parallel coordinates: the outcome as numbers, and a
         # learning-rate axis on which 0.001, 0.01 and 0.1 are evenly apart.
         "converged": float(result.converged),
         "diverged": float(result.diverged),
         "log10_lr": math.log10(result.lr) if result.lr > 0 else math.nan,
+        "global_minimum": float(where == "global minimum"),
     } | {f"theta{j}": float(value) for j, value in enumerate(result.theta)}
-    mlflow.log_metrics({key: float(value) for key, value in finals.items() if np.isfinite(value)})
+    if cost.is_mse:
+        finals |= {"optimum_mse": optimum_cost, "theta_rel_error": theta_rel_error}
+    else:
+        finals |= {
+            "train_mse": train_mse,  # the robust fit's MSE, beside the cost it minimized
+            f"optimum_{cost.name}": optimum_cost,
+            "theta_rel_error": theta_rel_error,
+            "loss_scale": cost.scale,
+        }
+    mlflow.log_metrics(
+        {key: float(value) for key, value in finals.items() if value is not None and np.isfinite(value)}
+    )
     mlflow.set_tags(
         {
             "status": result.status,
+            "end_point": where,
             "converged": str(result.converged).lower(),
             "diverged": str(result.diverged).lower(),
             "message": result.message,
@@ -178,30 +234,37 @@ def log_result(
     # A diverged run's θ is not a model anyone should use: only its curve is kept.
     if not result.diverged:
         mlflow.set_tag(MODEL_URI_TAG, log_model(model, result.theta, inputs))
-    # The MSE of a linear model has one minimum: a converged run is at the global one.
-    end_point: EndPoint = "global minimum" if result.converged else "none"
+    y_scale = float(np.std(y)) or 1.0
+    x_scale = np.std(X, axis=0)
+    theta_unit = [y_scale, *(y_scale / np.where(x_scale > 0, x_scale, 1.0))]
     return RunSummary(
         job_key=job,
         overrides=[],
         run_name=name,
         status=result.status,  # type: ignore[arg-type]
         message=result.message,
-        end_point=end_point,
+        end_point=where,
         method=method,
         lr=float(result.lr),
+        loss=cost.name,
+        loss_scale=None if cost.is_mse else cost.scale,
         features=list(model.features),
         columns=model.columns,
         degree=model.degree,
         fit_intercept=model.fit_intercept,
         theta_init=[float(v) for v in theta_init],
         theta=[float(v) for v in result.theta],
+        theta_unit=[float(v) for v in theta_unit],
         n_iter=result.n_iter,
         train_mse=train_mse,
         optimum_mse=optimum_mse,
+        train_cost=train_cost,
+        optimum_cost=optimum_cost,
+        optimum_how=reference.how,
         optimality_gap=gap,
         theta_rel_error=theta_rel_error,
         condition_number=float(result.condition_number),
-        optimum_theta=[float(v) for v in optimum_theta],
+        optimum_theta=None if reference.theta is None else [float(v) for v in reference.theta],
         # A few hundred iterates, dense early where the path turns: enough to draw it.
         path_steps=result.history_steps[shown].tolist(),
         path_theta=result.theta_history[shown].tolist(),

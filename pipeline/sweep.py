@@ -23,11 +23,12 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,9 +37,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import errors
+from pipeline.costs import Cost
 from pipeline.errors import PipelineError, exit_on_error, first_line
 from pipeline.files import file_md5, resolve, write_atomic, write_json
 from pipeline.keys import in_result, job_key, sweep_key
+from pipeline.minima import group_minima, minima_line
 from pipeline.outcome import RunSummary, best_run, status_counts
 from pipeline.tracking import (
     BEST_MSE_ENV,
@@ -73,6 +76,8 @@ log = logging.getLogger("pipeline.sweep")
 
 #: Figures of a sweep, by their key in ``paths``.
 FIGURES = ("landscape", "valley", "loss_curves")
+#: Settings a sweep may not vary.
+ONE_PER_SWEEP = ("model.loss", "model.loss_scale")
 
 
 def sweep_grid(config: DictConfig) -> dict[str, str]:
@@ -103,12 +108,15 @@ def sweep_figures(config: DictConfig, runs: list[RunSummary]) -> dict[str, Figur
     table = pd.read_parquet(resolve(config, config.paths.train))
     X = polynomial_columns(table[list(config.data.features)].to_numpy(np.float64), drawn[0].degree)
     y = table[config.data.target].to_numpy(np.float64)
-    optimum = np.asarray(drawn[0].optimum_theta)
+    first = drawn[0]
+    optimum = None if first.optimum_theta is None else np.asarray(first.optimum_theta)
+    loss = Cost(first.loss, first.loss_scale if first.loss_scale is not None else math.inf)
+    minima = group_minima(runs)
     labels = axis_labels(config)
     return {
-        "landscape": landscape_figure(drawn, X, y, optimum, labels),
-        "valley": valley_figure(drawn, X, y, optimum, labels),
-        "loss_curves": loss_curves_figure(drawn),
+        "landscape": landscape_figure(drawn, X, y, optimum, labels, loss, minima),
+        "valley": valley_figure(drawn, X, y, optimum, labels, loss, minima),
+        "loss_curves": loss_curves_figure(drawn, minima),
     }
 
 
@@ -125,14 +133,17 @@ def summary_table(runs: list[RunSummary], run_ids: Sequence[str | None]) -> pd.D
             {"run_id": run_id, "run_name": run.run_name, "method": run.method, "lr": run.lr}
             | {"status": run.status, "end_point": run.end_point, "n_iter": run.n_iter}
             | {"theta0_init": start[0], "theta1_init": start[1], "theta0": theta[0], "theta1": theta[1]}
-            | {"train_mse": run.train_mse, "optimality_gap": run.optimality_gap, "message": run.message}
+            | {"loss": run.loss, "train_cost": run.train_cost, "train_mse": run.train_mse}
+            | {"optimality_gap": run.optimality_gap, "message": run.message}
         )
     return pd.DataFrame(rows)
 
 
 def sweep_record(key: str, runs: list[RunSummary]) -> dict[str, Any]:
-    """The content of ``paths.sweep``: keys and outcomes, no run ids, times or paths."""
-    return {"sweep_key": key, "runs": [run.to_json() for run in runs]}
+    """The content of ``paths.sweep``: keys, the minima found and the outcomes; no run ids,
+    times or paths."""
+    minima = [asdict(minimum) for minimum in group_minima(runs)]
+    return {"sweep_key": key, "minima": minima, "runs": [run.to_json() for run in runs]}
 
 
 def read_sweep_record(path: Path) -> tuple[str, list[RunSummary]]:
@@ -155,6 +166,7 @@ def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) ->
     for name, figure in figures.items():
         write_atomic(resolve(config, config.paths[name]), partial(figure.savefig, format="png", dpi=110))
     log.info("%d runs: %s", len(runs), status_counts(runs))
+    log.info("%s", minima_line(runs, group_minima(runs)))
     return figures
 
 
@@ -170,7 +182,15 @@ def plan_jobs(
 
     words = [f"{key}={value}" for key, value in sweep_grid(config).items()] + list(arguments)
     parser = OverridesParser.create(config_loader=loader)
-    batches = BasicSweeper.split_arguments(parser.parse_overrides(words), None)
+    overrides = parser.parse_overrides(words)
+    for override in overrides:
+        # The best run is the one with the lowest cost minimized: comparable within one cost only.
+        if override.key_or_group in ONE_PER_SWEEP and override.is_sweep_override():
+            raise PipelineError(
+                f"{override.key_or_group}: one sweep minimizes one cost (its best run is the one with "
+                "the lowest cost); run one sweep per value instead"
+            )
+    batches = BasicSweeper.split_arguments(overrides, None)
     return [list(job) for batch in batches for job in batch]
 
 
@@ -269,6 +289,15 @@ def _log_parent(
     summary = summary_table(runs, run_ids)
     client.log_table(parent_id, data=summary, artifact_file="sweep_summary.json")
     client.log_text(parent_id, summary.to_csv(index=False), "sweep_summary.csv")
+    minima = group_minima(runs)
+    counts = {
+        "minima_found": len(minima),
+        "runs_at_global_minimum": sum(run.end_point == "global minimum" for run in runs),
+        "runs_at_local_minima": sum(run.end_point == "local minimum" for run in runs),
+        "runs_on_plateau": sum(run.end_point == "plateau" for run in runs),
+    }
+    for name, value in counts.items():
+        client.log_metric(parent_id, name, float(value))
 
 
 @exit_on_error
@@ -336,5 +365,6 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     write_store_mark(resolve(config, config.paths.store_train), [])  # the store holds every run now
     best = best_run(runs)
     if best is not None:
-        log.info("best run: %s (train MSE %.6g)", best.run_name, best.train_mse)
+        what = "train MSE" if best.loss == "mse" else f"train {best.loss} cost"
+        log.info("best run: %s (%s %.6g)", best.run_name, what, best.cost)
     return runs

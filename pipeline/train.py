@@ -23,10 +23,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.costs import LOSSES, Cost, auto_scale
 from pipeline.errors import PipelineError, Terminated, exit_on_error
 from pipeline.files import file_md5, resolve
 from pipeline.keys import in_result, job_key, sweep_key
-from pipeline.model import ModelSpec
+from pipeline.landscape import PADDING
+from pipeline.model import ModelSpec, linear_prediction
 from pipeline.optimize import (
     METHODS,
     ConvergenceWarning,
@@ -37,7 +39,7 @@ from pipeline.optimize import (
 from pipeline.outcome import RunSummary
 from pipeline.progress import ProgressLine, record_best
 from pipeline.rules import DIVERGENCE_RATIO, LEARNING_RATE, MAX_ITER, TOLERANCE
-from pipeline.runlog import flat_params, log_result
+from pipeline.runlog import flat_params, global_reference, log_result, reference_optimum
 from pipeline.settings import check_overrides, read_choice, read_flag, read_names, read_number
 from pipeline.sweep import write_sweep_outputs
 from pipeline.tables import require_columns
@@ -78,6 +80,8 @@ class TrainSettings:
     divergence_ratio: float  # optimizer.divergence_ratio
     model: ModelSpec  # data.features, model.degree, model.fit_intercept
     options: dict[str, Any]  # the method's own: momentum, betas, batch_size, seed, decay
+    loss: str  # model.loss
+    loss_scale: float | str  # model.loss_scale: c in the target's units, or "auto"
 
 
 def read_initial_theta(cfg: DictConfig, n_columns: int) -> np.ndarray:
@@ -133,7 +137,14 @@ def read_settings(cfg: DictConfig) -> TrainSettings:
         options["batch_size"] = int(read_number(cfg, "optimizer.batch_size", at_least=1, integer=True))
         options["seed"] = int(read_number(cfg, "optimizer.seed", at_least=0, integer=True))
         options["decay"] = read_number(cfg, "optimizer.decay", at_least=0)
+    loss = read_choice(cfg, "model.loss", LOSSES)
+    scale_value = OmegaConf.select(cfg, "model.loss_scale", default="auto")
+    loss_scale: float | str = (
+        "auto" if scale_value == "auto" else read_number(cfg, "model.loss_scale", above=0)
+    )
     return TrainSettings(
+        loss=loss,
+        loss_scale=loss_scale,
         method=method,
         theta_init=read_initial_theta(cfg, model.n_params - 1),
         lr=lr,
@@ -145,7 +156,34 @@ def read_settings(cfg: DictConfig) -> TrainSettings:
     )
 
 
-def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings) -> FitResult:
+def resolve_cost(settings: TrainSettings, X: np.ndarray, y: np.ndarray, key: str) -> Cost:
+    """The cost of ``model.loss``, its ``auto`` scale taken from the least-squares residuals."""
+    if settings.loss == "mse":
+        return Cost()
+    if settings.loss_scale != "auto":
+        return Cost(settings.loss, float(settings.loss_scale))
+    theta, _ = reference_optimum(X, y, key, settings.model.fit_intercept)
+    try:
+        return Cost(settings.loss, auto_scale(settings.loss, linear_prediction(theta, X) - y))
+    except ValueError as error:
+        raise PipelineError(f"model.{error}") from None
+
+
+def certificate_frame(
+    cfg: DictConfig, optimum: np.ndarray
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Where a robust cost's global minimum is searched: ``model.init.box`` and the
+    least-squares θ, with the landscape's margin on every side."""
+    limits = []
+    for index, key in enumerate(("theta0", "theta1")):
+        low = min(read_number(cfg, f"model.init.box.{key}.0"), float(optimum[index]))
+        high = max(read_number(cfg, f"model.init.box.{key}.1"), float(optimum[index]))
+        margin = PADDING * (high - low if high > low else max(abs(high), 1.0))
+        limits.append((low - margin, high + margin))
+    return limits[0], limits[1]
+
+
+def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings, cost: Cost) -> FitResult:
     """Run :func:`fit`; what the data make impossible becomes a :class:`PipelineError`."""
     progress = ProgressLine(settings.max_iter)
     try:
@@ -164,6 +202,7 @@ def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings) -> 
                 divergence_ratio=settings.divergence_ratio,
                 **settings.options,
                 callback=progress,
+                cost=cost,
             )
     except ValueError as error:
         raise PipelineError(f"train: {error}") from None
@@ -233,8 +272,13 @@ def run(cfg: DictConfig) -> RunSummary:
             try:
                 settings = read_settings(cfg)
                 X = settings.model.design(inputs)
+                model_key = f"{train_md5}:{settings.model.degree}:{settings.model.fit_intercept}"
                 with one_blas_thread():  # θ must not depend on how many cores the launcher gave
-                    result = fit_with_settings(X, y, settings)
+                    cost = resolve_cost(settings, X, y, model_key)
+                    result = fit_with_settings(X, y, settings, cost)
+                    reference = global_reference(
+                        X, y, settings.model, cost, model_key, lambda optimum: certificate_frame(cfg, optimum)
+                    )
             except PipelineError as error:
                 mlflow.set_tags({"status": "failed", "error": str(error)})
                 mlflow.log_dict(
@@ -251,7 +295,9 @@ def run(cfg: DictConfig) -> RunSummary:
                 settings.method,
                 settings.theta_init,
                 result,
-                train_md5,
+                cost,
+                reference,
+                reference_optimum(X, y, model_key, settings.model.fit_intercept)[1],
                 key,
                 run_name(cfg),
             )
@@ -262,13 +308,15 @@ def run(cfg: DictConfig) -> RunSummary:
             mlflow.end_run("KILLED")  # not FAILED: nothing was wrong with the run
             raise
 
+    what = "train MSE" if cost.is_mse else f"train {cost.name} cost"
+    gap = "unknown" if summary.optimality_gap is None else f"{summary.optimality_gap:.3g}"
     line = (
         f"{run_name(cfg)}: {result.message}; θ=({', '.join(f'{v:.6g}' for v in result.theta)}), "
-        f"train MSE {summary.train_mse:.6g}, optimality gap {summary.optimality_gap:.3g}"
+        f"{what} {summary.train_cost:.6g}, optimality gap {gap}, end point: {summary.end_point}"
     )
     (log.warning if result.status != "converged" else log.info)(line)
-    if summary.usable and summary.train_mse is not None:
-        record_best(summary.train_mse)
+    if summary.usable and summary.train_cost is not None:
+        record_best(summary.train_cost)
     return summary
 
 

@@ -8,9 +8,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from pipeline.costs import Cost
 from tools.workspace import REPO_ROOT, VENV_BIN, copy_project, user_env
 
 CONF_DIR = REPO_ROOT / "conf"
@@ -33,6 +35,7 @@ __all__ = [
     "prepare_data",
     "project_cfg",
     "run_stage",
+    "scipy_minima",
     "trained",
     "user_env",
 ]
@@ -115,3 +118,40 @@ def trained(folder: Path) -> Path:
     write_sweep_outputs(project_cfg(folder, "train"), sweep_key([summary.job_key]), [summary])
     evaluate.run(project_cfg(folder))
     return folder
+
+
+def scipy_minima(
+    x: np.ndarray, y: np.ndarray, cost: Cost, starts: list[tuple[float, float]]
+) -> list[np.ndarray]:
+    """The distinct minima of ``cost`` for the line ``θ0 + θ1·x`` that scipy's BFGS finds
+    from ``starts``: an independent reference (numpy gradient, no pipeline kernel).
+
+    Each is ``[θ0, θ1, J]``; only points with a gradient near 0 and a positive-definite
+    Hessian count. θ is
+    scaled by the data's spreads so that BFGS sees a well-conditioned problem.
+    """
+    from scipy.optimize import minimize
+
+    unit = np.array([float(np.std(y)), float(np.std(y) / np.std(x))])
+
+    def cost_and_gradient(u: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = u * unit
+        r = theta[0] + theta[1] * x - y
+        psi = cost.psi(r)
+        return cost.value(r), np.array([psi.mean(), (psi * x).mean()]) * unit
+
+    found: list[np.ndarray] = []
+    for start in starts:
+        result = minimize(
+            cost_and_gradient, np.array(start) / unit, jac=True, method="BFGS", options={"gtol": 1e-12}
+        )
+        theta = result.x * unit
+        r = theta[0] + theta[1] * x - y
+        curvature = cost.curvature(r)
+        design = np.column_stack([np.ones_like(x), x]) * unit
+        hessian = (design * curvature[:, np.newaxis]).T @ design / x.size
+        if np.linalg.norm(result.jac) > 1e-6 or np.linalg.eigvalsh(hessian).min() <= 1e-9:
+            continue  # stopped short (BFGS's precision loss), a plateau or a saddle
+        if not any(np.allclose(theta, other[:2], rtol=1e-5) for other in found):
+            found.append(np.array([theta[0], theta[1], cost.value(r)]))
+    return sorted(found, key=lambda minimum: minimum[2])

@@ -96,7 +96,7 @@ def test_sweep_with_a_diverging_rate_records_every_run(
     report = evaluate.run(compose_cfg())
     assert report["run_id"] == converged_id
     metrics = json.loads((prepared / "reports" / "metrics.json").read_text())
-    assert set(metrics) == {"test_mse", "test_rmse", "test_r2", "train_mse"}  # numbers only
+    assert set(metrics) == {"test_mse", "test_rmse", "test_r2", "test_mae", "test_median_ae", "train_mse"}
     assert metrics["test_rmse"] == pytest.approx(np.sqrt(metrics["test_mse"]))
     best = client.get_run(converged_id)
     assert best.data.tags["best_of_sweep"] == "true"

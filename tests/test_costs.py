@@ -1,0 +1,163 @@
+"""Robust costs: derivatives against finite differences, the compiled passes against numpy,
+the optimizer's objective, and the limits the certificate relies on."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from pipeline import kernels
+from pipeline.costs import LOSSES, NEGATIVE_CURVATURE, Cost, auto_scale
+from pipeline.minima import line_cost
+from pipeline.optimize import ConvergenceWarning, RowCost, fit, least_squares, standardize
+
+COSTS = [Cost()] + [Cost(name, 1.5) for name in LOSSES if name != "mse"]
+IDS = [cost.name for cost in COSTS]
+
+
+@pytest.fixture
+def outliers() -> tuple[np.ndarray, np.ndarray]:
+    """A line with a few wild rows (the mansions of a house table)."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0.0, 10.0, 300)
+    y = 2.0 + 0.5 * x + rng.normal(0.0, 0.3, 300)
+    y[:15] += rng.uniform(20.0, 60.0, 15)
+    return x, y
+
+
+@pytest.mark.parametrize("cost", COSTS, ids=IDS)
+def test_each_derivative_matches_finite_differences(cost: Cost) -> None:
+    r = np.linspace(-7.0, 7.0, 57) + 0.013  # off the Huber kink at ±1.5
+    h = 1e-6
+    np.testing.assert_allclose(
+        cost.psi(r), (cost.rho(r + h) - cost.rho(r - h)) / (2 * h), rtol=1e-6, atol=1e-8
+    )
+    np.testing.assert_allclose(
+        cost.scaled_curvature(r),
+        (cost.scaled_psi(r + h) - cost.scaled_psi(r - h)) / (2 * h),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+
+
+@pytest.mark.parametrize("cost", COSTS, ids=IDS)
+def test_curvature_stays_within_the_bounds_the_optimizer_and_certificate_use(cost: Cost) -> None:
+    r = np.linspace(-20.0, 20.0, 40_001)
+    curvature = cost.scaled_curvature(r)
+    assert curvature.max() <= 2.0 + 1e-12
+    assert curvature.min() >= -NEGATIVE_CURVATURE[cost.name] - 1e-9
+    if cost.name in ("welsch", "cauchy"):  # the bound is reached: it is not loose
+        assert curvature.min() == pytest.approx(-NEGATIVE_CURVATURE[cost.name], rel=1e-4)
+
+
+def test_the_named_costs_are_the_textbook_formulas() -> None:
+    r, c = np.array([-300.0, 0.0, 50.0, 1e6]), 100.0
+    np.testing.assert_allclose(Cost("welsch", c).rho(r), 1 - np.exp(-((r / c) ** 2)))
+    np.testing.assert_allclose(Cost("cauchy", c).rho(r), np.log(1 + (r / c) ** 2))
+    np.testing.assert_allclose(
+        Cost("huber", c).rho(r), [2 * c * 300 - c * c, 0.0, 2500.0, 2 * c * 1e6 - c * c]
+    )
+    np.testing.assert_allclose(Cost().rho(r), r * r)
+
+
+@pytest.mark.parametrize("cost", COSTS, ids=IDS)
+def test_the_compiled_passes_agree_with_numpy(cost: Cost, outliers: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = outliers
+    theta = np.array([[1.0, 0.7], [2.0, 0.5], [-3.0, 2.0]])
+    values, gradients = line_cost(x, y, cost, theta)
+    for (a, b), value, gradient in zip(theta, values, gradients, strict=True):
+        r = a + b * x - y
+        assert value == pytest.approx(cost.value(r), rel=1e-12)
+        np.testing.assert_allclose(gradient, [cost.psi(r).mean(), (cost.psi(r) * x).mean()], rtol=1e-10)
+
+
+def test_the_row_pass_of_the_mse_agrees_with_the_statistics_pass(
+    outliers: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, y = outliers
+    X = x[:, np.newaxis]
+    slopes, constant = np.array([0.4]), 0.3
+    robust = kernels.cost_sums(X, y, slopes, constant, 1.0, 0, kernels.CHUNKS)
+    plain = kernels.residual_sums(X, y, slopes, constant, kernels.CHUNKS)
+    np.testing.assert_allclose(robust, [plain[1], 2 * plain[0], 2 * plain[2]], rtol=1e-12)
+
+
+@pytest.mark.parametrize("cost", COSTS[1:], ids=IDS[1:])
+def test_the_objective_gradient_matches_finite_differences(
+    cost: Cost, outliers: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, y = outliers
+    X = np.column_stack([x, x**2])
+    scaler, _ = standardize(X, y)
+    objective = RowCost(X, y, scaler, cost)
+    w = np.array([0.1, -0.3, 0.2])
+    _, gradient = objective.loss_and_gradient(w)
+    h = 1e-6
+    numeric = [(objective.loss(w + h * step) - objective.loss(w - h * step)) / (2 * h) for step in np.eye(3)]
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-9)
+    # And the Hessian, from the design, against differences of the gradient.
+    hessian = objective.hessian(w, X, y)
+    columns = [
+        (objective.gradient(w + h * step) - objective.gradient(w - h * step)) / (2 * h) for step in np.eye(3)
+    ]
+    np.testing.assert_allclose(hessian, np.column_stack(columns), rtol=1e-4, atol=1e-7)
+
+
+def test_a_huber_fit_ignores_the_outliers_that_pull_least_squares(
+    outliers: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, y = outliers
+    clean = least_squares(x[15:], y[15:])  # what the line is without the wild rows
+    robust = fit(x, y, theta_init=[0.0, 0.0], lr=0.5, max_iter=20_000, tol=1e-10, cost=Cost("huber", 1.0))
+    plain = least_squares(x, y)
+    assert robust.converged
+    assert abs(robust.theta[1] - clean[1]) < 0.2 * abs(plain[1] - clean[1])
+    # The loss history is the cost in the target's units, recomputed from the residuals.
+    assert robust.loss_history[-1] == pytest.approx(
+        Cost("huber", 1.0).value(robust.theta[0] + robust.theta[1] * x - y)
+    )
+
+
+def test_sgd_and_backtracking_minimize_a_robust_cost_too(outliers: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = outliers
+    cost = Cost("welsch", 1.0)
+    reference = fit(x, y, theta_init=[2.0, 0.5], lr=0.5, max_iter=20_000, tol=1e-10, cost=cost)
+    line = fit(
+        x, y, theta_init=[2.0, 0.5], lr=1.0, method="backtracking", max_iter=20_000, tol=1e-8, cost=cost
+    )
+    assert reference.converged and line.converged
+    np.testing.assert_allclose(line.theta, reference.theta, rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        stochastic = fit(
+            x,
+            y,
+            theta_init=[2.0, 0.5],
+            lr=0.05,
+            method="sgd",
+            batch_size=16,
+            decay=0.5,
+            max_iter=200,
+            tol=0.0,
+            cost=cost,
+        )
+    np.testing.assert_allclose(stochastic.theta, reference.theta, rtol=0.05)
+
+
+def test_auto_scale_is_the_tuning_constant_times_the_robust_spread() -> None:
+    residuals = np.array([-3.0, -1.0, 0.0, 1.0, 3.0, 100.0])
+    spread = 1.4826 * np.median(np.abs(residuals - np.median(residuals)))
+    assert auto_scale("welsch", residuals) == pytest.approx(2.9846 * spread)
+    with pytest.raises(ValueError, match="loss_scale=auto"):
+        auto_scale("huber", np.zeros(5))
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, math.inf, math.nan, "big"])
+def test_a_robust_cost_needs_a_positive_finite_scale(scale: object) -> None:
+    with pytest.raises(ValueError, match="loss_scale"):
+        Cost("welsch", scale)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="loss must be one of"):
+        Cost("l1")
