@@ -35,6 +35,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from pipeline.costs import Cost  # noqa: E402
+from pipeline.methods import gd, nesterov, sgd  # noqa: E402
 from pipeline.minima import certify_global_minimum  # noqa: E402
 from pipeline.optimize import (  # noqa: E402
     ConvergenceWarning,
@@ -78,7 +79,7 @@ def full_batch(rows: int) -> None:
     def descent() -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return fit(X, y, theta_init=[0.0, 0.0], lr=0.01, max_iter=1000, tol=0.0).theta
+            return fit(X, y, theta_init=[0.0, 0.0], method=gd(0.01), max_iter=1000, tol=0.0).theta
 
     solve = best_time(normal_equations)
     ours = best_time(descent)
@@ -105,11 +106,10 @@ def iteration_times(X: np.ndarray, y: np.ndarray, **options: object) -> tuple[fl
             X,
             y,
             theta_init=[0.0, 0.0],
-            lr=0.01,
             max_iter=20,
             tol=0.0,
             callback=lambda iteration, loss: stamps.append(time.perf_counter()),
-            **options,  # type: ignore[arg-type]
+            **({"method": gd(0.01)} | options),  # type: ignore[arg-type]
         )
     return stamps[0] - start, float(np.median(np.diff(stamps)))
 
@@ -138,7 +138,7 @@ def sgd_epochs(rows: int) -> None:
     x, y = house_like(rows, seed=1)
     print(f"\n3. mini-batch SGD (batch 4,096), {rows:,} rows")
     dot = bandwidth_baseline(x, y)
-    setup, epoch = iteration_times(x[:, np.newaxis], y, method="sgd", batch_size=4096)
+    setup, epoch = iteration_times(x[:, np.newaxis], y, method=sgd(0.01, batch_size=4096))
     row("sgd set-up: shuffle once, sum BᵀB and Bᵀg per batch", setup, f"{setup / dot:.1f} x np.dot")
     row(
         "sgd epoch (median of 20; reads no rows)",
@@ -164,7 +164,7 @@ def king_county() -> None:
         return float(np.mean((predictions - y) ** 2))
 
     def ours() -> float:
-        result = fit(X, y, theta_init=[0.0, 100.0], lr="auto", method="nesterov", max_iter=10_000, tol=1e-12)
+        result = fit(X, y, theta_init=[0.0, 100.0], method=nesterov("auto"), max_iter=10_000, tol=1e-12)
         return mean_squared_error(X, y, result.theta)
 
     with warnings.catch_warnings():

@@ -3,9 +3,10 @@
 Plain numpy: this module knows nothing of MLflow, Hydra or files, so that it can be
 imported, tested and reused on its own::
 
+    from pipeline.methods import gd, nesterov
     from pipeline.optimize import fit
-    result = fit(X, y, theta_init=[0.0, 100.0], lr=0.1, max_iter=1000, tol=1e-9)
-    result = fit(X, y, theta_init=[0.0, 100.0], lr="auto", method="nesterov")
+    result = fit(X, y, theta_init=[0.0, 100.0], method=gd(0.1), max_iter=1000, tol=1e-9)
+    result = fit(X, y, theta_init=[0.0, 100.0], method=nesterov("auto"))
 
 The model is ``y ≈ θ0 + X @ θ[1:]`` (or ``X @ θ[1:]`` with ``fit_intercept=False``).
 The cost is the mean squared error ``J(θ) = mean((θ0 + X @ θ[1:] - y) ** 2)``, as in
@@ -33,25 +34,26 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from threadpoolctl import ThreadpoolController
 
 from pipeline.costs import KERNEL_CODE, Cost
+from pipeline.methods import METHODS, Method, Problem, Update
 from pipeline.model import linear_prediction
-from pipeline.rules import DIVERGENCE_RATIO, LEARNING_RATE, MAX_ITER, TOLERANCE
+from pipeline.rules import DIVERGENCE_RATIO, MAX_ITER, TOLERANCE
 
 __all__ = [
     "METHODS",
     "ConvergenceWarning",
     "DataPass",
     "FitResult",
+    "Objective",
     "Quadratic",
     "RowCost",
     "Standardizer",
-    "auto_settings",
     "fit",
     "least_squares",
     "mean_squared_error",
@@ -59,7 +61,6 @@ __all__ = [
 ]
 
 FloatArray = NDArray[np.float64]
-METHODS = ("gd", "momentum", "nesterov", "adam", "backtracking", "sgd")
 #: Rows per block when the statistics are accumulated: a few MB, cache-friendly.
 BLOCK_ROWS = 1 << 16
 #: Full-batch iterations whose steps all reverse the one before while the loss neither
@@ -67,8 +68,7 @@ BLOCK_ROWS = 1 << 16
 OSCILLATION_WINDOW = 50
 #: Past this condition number of the standardized XᵀX/N, float64 cannot certify θ.
 MAX_CONDITION = 1e10
-#: Backtracking's sufficient decrease (Armijo's constant) and its smallest trial step.
-ARMIJO_DECREASE = 1e-4
+#: Backtracking's smallest trial step: below it the search gives up shrinking.
 MIN_TRIAL = 1e-30
 
 
@@ -223,9 +223,11 @@ class Quadratic:
         eigenvalues = np.linalg.eigvalsh(self.Q)
         return 2.0 * float(max(eigenvalues[0], 0.0)), 2.0 * float(eigenvalues[-1])
 
-    def armijo(self, w: FloatArray, gradient: FloatArray, trial: float) -> float:
-        """The first of ``trial, trial/2, …`` that lowers J by :data:`ARMIJO_DECREASE` × t‖g‖²."""
-        return _exact_armijo(self.curvature_along(gradient), gradient, trial)
+    def armijo(
+        self, w: FloatArray, gradient: FloatArray, trial: float, shrink: float = 0.5, decrease: float = 1e-4
+    ) -> float:
+        """The first of ``trial, shrink·trial, …`` that lowers J by ``decrease`` × t‖g‖²."""
+        return _exact_armijo(self.curvature_along(gradient), gradient, trial, shrink, decrease)
 
 
 class DataPass:
@@ -277,16 +279,20 @@ class DataPass:
         constant -= self.scaler.y_mean / self.scaler.y_scale if self.scaler.fit_intercept else 0.0
         return float(self.kernels.combination_squares(self.X, slopes, constant, self.chunks) / self.rows)
 
-    def armijo(self, w: FloatArray, gradient: FloatArray, trial: float) -> float:
-        """The first of ``trial, trial/2, …`` that lowers J by :data:`ARMIJO_DECREASE` × t‖g‖²."""
-        return _exact_armijo(self.curvature_along(gradient), gradient, trial)
+    def armijo(
+        self, w: FloatArray, gradient: FloatArray, trial: float, shrink: float = 0.5, decrease: float = 1e-4
+    ) -> float:
+        """The first of ``trial, shrink·trial, …`` that lowers J by ``decrease`` × t‖g‖²."""
+        return _exact_armijo(self.curvature_along(gradient), gradient, trial, shrink, decrease)
 
 
-def _exact_armijo(curvature: float, gradient: FloatArray, trial: float) -> float:
+def _exact_armijo(
+    curvature: float, gradient: FloatArray, trial: float, shrink: float, decrease: float
+) -> float:
     """Backtracking on a quadratic: J(w − t g) − J(w) = −t‖g‖² + t² gᵀQg exactly, no cancellation."""
     squared = float(gradient @ gradient)
-    while trial * curvature > (1.0 - ARMIJO_DECREASE) * squared and trial > MIN_TRIAL:
-        trial *= 0.5
+    while trial * curvature > (1.0 - decrease) * squared and trial > MIN_TRIAL:
+        trial *= shrink
     return trial
 
 
@@ -319,14 +325,14 @@ class RowCost(DataPass):
     def loss(self, w: FloatArray) -> float:
         return self.loss_and_gradient(w)[0]
 
-    def armijo(self, w: FloatArray, gradient: FloatArray, trial: float) -> float:
-        """The first of ``trial, trial/2, …`` that lowers J by :data:`ARMIJO_DECREASE` × t‖g‖²."""
+    def armijo(
+        self, w: FloatArray, gradient: FloatArray, trial: float, shrink: float = 0.5, decrease: float = 1e-4
+    ) -> float:
+        """The first of ``trial, shrink·trial, …`` that lowers J by ``decrease`` × t‖g‖² (evaluated)."""
         squared = float(gradient @ gradient)
         start = self.loss(w)
-        while (
-            self.loss(w - trial * gradient) > start - ARMIJO_DECREASE * trial * squared and trial > MIN_TRIAL
-        ):
-            trial *= 0.5
+        while self.loss(w - trial * gradient) > start - decrease * trial * squared and trial > MIN_TRIAL:
+            trial *= shrink
         return trial
 
     def hessian(self, w: FloatArray, X: FloatArray, y: FloatArray) -> FloatArray:
@@ -334,6 +340,18 @@ class RowCost(DataPass):
         design, target = self.scaler.design(X, y)
         curvature = self.cost.scaled_curvature(design @ w - target)
         return np.asarray((design * curvature[:, np.newaxis]).T @ design / self.rows, dtype=np.float64)
+
+
+class Objective(Protocol):
+    """The standardized cost as a method sees it: :class:`Quadratic`, :class:`DataPass`, :class:`RowCost`."""
+
+    def loss_and_gradient(self, w: FloatArray) -> tuple[float, FloatArray]: ...
+
+    def gradient(self, w: FloatArray) -> FloatArray: ...
+
+    def armijo(
+        self, w: FloatArray, gradient: FloatArray, trial: float, shrink: float = 0.5, decrease: float = 1e-4
+    ) -> float: ...
 
 
 def one_blas_thread() -> Any:
@@ -409,20 +427,6 @@ def standardize(X: FloatArray, y: FloatArray, fit_intercept: bool = True) -> tup
     Q[0, 0] = 1.0
     Q[1:, 1:] = weights_Q
     return scaler, Quadratic(Q, np.concatenate(([0.0], weights_b)), c)
-
-
-def auto_settings(method: str, mu: float, L: float) -> tuple[float, float]:
-    """The step size (and momentum) that theory recommends, from the curvatures μ and L.
-
-    gd, backtracking, adam, sgd: 1/L. momentum (heavy ball): 4/(√L+√μ)² and
-    ((√L−√μ)/(√L+√μ))². nesterov: 1/L and (√L−√μ)/(√L+√μ).
-    """
-    root_L, root_mu = math.sqrt(L), math.sqrt(mu)
-    if method == "momentum":
-        return 4.0 / (root_L + root_mu) ** 2, ((root_L - root_mu) / (root_L + root_mu)) ** 2
-    if method == "nesterov":
-        return 1.0 / L, (root_L - root_mu) / (root_L + root_mu)
-    return 1.0 / L, 0.0
 
 
 class _History:
@@ -515,11 +519,12 @@ def least_squares(X: ArrayLike, y: ArrayLike, *, fit_intercept: bool = True) -> 
     return np.asarray(scaler.to_original(free), dtype=np.float64)
 
 
-def _check_settings(lr: float | str, max_iter: int, tol: float, divergence_ratio: float, method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    if lr != "auto":
-        LEARNING_RATE.check("lr", lr)
+def _check_settings(method: Method, max_iter: int, tol: float, divergence_ratio: float) -> None:
+    if not isinstance(method, Method):
+        raise ValueError(
+            f"method must be one of {', '.join(f'{name}(...)' for name in METHODS)} "
+            f"from pipeline.methods; got {method!r}"
+        )
     MAX_ITER.check("max_iter", max_iter)
     TOLERANCE.check("tol", tol)
     DIVERGENCE_RATIO.check("divergence_ratio", divergence_ratio)
@@ -530,35 +535,23 @@ def fit(
     y: ArrayLike,
     *,
     theta_init: ArrayLike,
-    lr: float | str,
+    method: Method,
     max_iter: int = 1000,
     tol: float = 1e-9,
-    method: str = "gd",
     fit_intercept: bool = True,
-    momentum: float | None = None,
-    betas: tuple[float, float] = (0.9, 0.999),
-    batch_size: int = 32,
-    seed: int = 0,
-    decay: float = 0.0,
     divergence_ratio: float = 1e6,
     history_limit: int = 100_000,
     callback: Callable[[int, float], None] | None = None,
     statistics: bool = True,
     cost: Cost | None = None,
 ) -> FitResult:
-    """Fit ``y ≈ θ0 + X @ θ[1:]`` by gradient descent on the MSE.
+    """Fit ``y ≈ θ0 + X @ θ[1:]`` by gradient descent on the MSE (or another cost).
 
-    Each iteration takes one step in standardized coordinates (see the module
-    docstring). The methods:
-
-    * ``gd``: ``w ← w − lr·∇J(w)``, the design notes' batch gradient descent;
-    * ``momentum``: heavy ball, ``v ← β·v − lr·∇J(w)``, ``w ← w + v``;
-    * ``nesterov``: the same with the gradient taken at the look-ahead ``w + β·v``;
-    * ``adam``: Adam with ``betas`` (full batch);
-    * ``backtracking``: gradient descent whose step starts at twice the last accepted
-      one and halves until the Armijo condition holds (sufficient decrease 1e-4);
-    * ``sgd``: one iteration is an epoch of shuffled mini-batches of ``batch_size``
-      rows (``seed``), step ``lr / (1 + decay · epoch)``.
+    Each iteration takes one step of ``method`` in standardized coordinates (see the
+    module docstring): :func:`~pipeline.methods.gd`, :func:`~pipeline.methods.momentum`,
+    :func:`~pipeline.methods.nesterov`, :func:`~pipeline.methods.adam`,
+    :func:`~pipeline.methods.backtracking` or :func:`~pipeline.methods.sgd` (one
+    iteration is an epoch of mini-batches).
 
     The loop stops at the first of:
 
@@ -578,25 +571,17 @@ def fit(
         Target values, original units.
     theta_init : array_like, shape (d + 1,)
         Starting parameters in original units, intercept first (ignored without one).
-    lr : float or "auto"
-        Step size in standardized coordinates, ``> 0``; ``"auto"`` takes it (and the
-        momentum) from the curvature, see :func:`auto_settings`. With one feature and an
-        intercept the curvature is 2 in every direction: plain gd converges below 1,
-        lands on the optimum in one step at 0.5, and diverges above 1.
+    method : Method
+        How to step, with its learning rate: ``gd(0.1)``, ``nesterov("auto")``, …
+        (:mod:`pipeline.methods`). The step size is in standardized coordinates; with
+        one feature and an intercept the curvature is 2 in every direction: plain gd
+        converges below 1, lands on the optimum in one step at 0.5, and diverges above 1.
     max_iter : int
         Largest number of iterations, ``>= 1``.
     tol : float
         Stopping tolerance on the standardized gradient norm, ``>= 0``.
-    method : str
-        One of :data:`METHODS`.
     fit_intercept : bool
         False for a model through the origin.
-    momentum : float, optional
-        β of ``momentum`` and ``nesterov`` (default 0.9, or the optimum with lr="auto").
-    betas : (float, float)
-        Adam's decay rates.
-    batch_size, seed, decay
-        Mini-batch size, shuffling seed and step decay of ``sgd``.
     divergence_ratio : float
         Loss growth (relative to the initial loss) taken as divergence, ``> 1``.
     history_limit : int
@@ -624,33 +609,25 @@ def fit(
         raise ValueError(f"theta_init must have {n_features + 1} values (intercept first), got {start.size}")
     if not np.isfinite(start).all():
         raise ValueError("theta_init must be finite")
-    _check_settings(lr, max_iter, tol, divergence_ratio, method)
+    _check_settings(method, max_iter, tol, divergence_ratio)
 
     scaler, quadratic = standardize(X_arr, y_arr, fit_intercept)
     mu, L = quadratic.curvatures()
     condition = L / mu if mu > 0 else math.inf
-    if lr == "auto":
-        step, beta = auto_settings(method, mu, L)
-    else:
-        step, beta = float(lr), 0.0
-    if momentum is not None:
-        beta = float(momentum)
-    elif method in {"momentum", "nesterov"} and lr != "auto":
-        beta = 0.9
+    method = method.settled(mu, L)  # lr="auto" from the curvature
+    step = method.step
     cost = cost if cost is not None else Cost()
     to_mse = cost.standard_factor(scaler.y_scale)  # standardized loss → dollars², say
     w = scaler.to_standard(start)
 
-    objective: Quadratic | DataPass
+    objective: Objective
     if not cost.is_mse:
         objective = RowCost(X_arr, y_arr, scaler, cost)
-    elif statistics or method == "sgd":
+    elif statistics or method.iterates_epochs:
         objective = quadratic
     else:
         objective = DataPass(X_arr, y_arr, scaler)
-    update = _stepper(
-        method, objective, step, beta, betas, scaler, X_arr, y_arr, batch_size, seed, decay, cost
-    )
+    update = method.init(Problem(objective, scaler, X_arr, y_arr, cost))
     history = _History(history_limit)
     first_loss = last_loss = math.nan
     converged = diverged = False
@@ -708,7 +685,7 @@ def fit(
             # units in the last place (falling, the run converges; growing, it diverges).
             if (
                 reversals >= OSCILLATION_WINDOW
-                and method != "sgd"
+                and not method.iterates_epochs
                 and recent_losses[0] * (1 - 1e-13) <= min(recent_losses[1:])
                 and max(recent_losses[1:]) <= recent_losses[0] * (1 + 1e-13)
             ):
@@ -766,79 +743,23 @@ def fit(
     )
 
 
-Update = Callable[[int, FloatArray, FloatArray], FloatArray]
+def sgd_epochs(problem: Problem, step: float, batch_size: int, seed: int, decay: float) -> Update:
+    """The update of :func:`pipeline.methods.sgd`: one epoch of mini-batches per call.
 
-
-def _stepper(
-    method: str,
-    objective: Quadratic | DataPass,
-    step: float,
-    beta: float,
-    betas: tuple[float, float],
-    scaler: Standardizer,
-    X: FloatArray,
-    y: FloatArray,
-    batch_size: int,
-    seed: int,
-    decay: float,
-    cost: Cost,
-) -> Update:
-    """The update rule of ``method``: ``(iteration, w, ∇J(w)) → next w``; holds its state."""
-    width = X.shape[1] + (1 if scaler.fit_intercept else 0)
-    if method == "gd":
-        return lambda _, w, gradient: w - step * gradient
-
-    if method in {"momentum", "nesterov"}:
-        velocity = np.zeros(width)
-
-        def heavy_ball(_: int, w: FloatArray, gradient: FloatArray) -> FloatArray:
-            nonlocal velocity
-            if method == "nesterov":
-                gradient = objective.gradient(w + beta * velocity)
-            velocity = beta * velocity - step * gradient
-            return w + velocity
-
-        return heavy_ball
-
-    if method == "adam":
-        first = np.zeros(width)
-        second = np.zeros(width)
-        beta1, beta2 = betas
-
-        def adam(iteration: int, w: FloatArray, gradient: FloatArray) -> FloatArray:
-            nonlocal first, second
-            first = beta1 * first + (1 - beta1) * gradient
-            second = beta2 * second + (1 - beta2) * gradient**2
-            corrected1 = first / (1 - beta1 ** (iteration + 1))
-            corrected2 = second / (1 - beta2 ** (iteration + 1))
-            return w - step * corrected1 / (np.sqrt(corrected2) + 1e-12)
-
-        return adam
-
-    if method == "backtracking":
-        trial = step
-
-        def armijo(_: int, w: FloatArray, gradient: FloatArray) -> FloatArray:
-            nonlocal trial
-            # Twice the last accepted step first: let it grow back after a cautious stretch.
-            trial = objective.armijo(w, gradient, 2.0 * trial)
-            return w - trial * gradient
-
-        return armijo
-
-    # sgd: the rows are shuffled once; every epoch visits the same mini-batches in a new
-    # random order. A mini-batch step on the MSE, w ← w − (2r/b)·Bᵀ(Bw − g), depends on
-    # the batch only through BᵀB and Bᵀg, so these are summed for every batch in one
-    # vectorized pass at set-up (while p <= batch_size they take no more memory than the
-    # rows); an epoch is then a loop of p×p updates that reads no data at all.
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    The rows are shuffled once; every epoch visits the same mini-batches in a new random
+    order. A mini-batch step on the MSE, w ← w − (2r/b)·Bᵀ(Bw − g), depends on the batch
+    only through BᵀB and Bᵀg, so these are summed for every batch in one vectorized pass
+    at set-up (while p <= batch_size they take no more memory than the rows); an epoch is
+    then a loop of p×p updates that reads no data at all. A robust cost has no such
+    statistics: its epochs read each batch's rows.
+    """
+    X, y, scaler, cost = problem.X, problem.y, problem.scaler, problem.cost
     rng = np.random.default_rng(seed)
     order = rng.permutation(X.shape[0])
     design, target = scaler.design(X[order], y[order])
     n_rows, width = design.shape
     size = min(int(batch_size), n_rows)
-    if not cost.is_mse:  # a robust cost has no statistics: each batch's rows are read
+    if not cost.is_mse:
         return _streaming_epochs(design, target, size, step, decay, rng, cost.standardized(scaler.y_scale))
     if width > size:  # statistics would outweigh the rows: stream the rows instead
         return _streaming_epochs(design, target, size, step, decay, rng)

@@ -51,5 +51,14 @@ LEARNING_RATE = Bound(above=0)
 MAX_ITER = Bound(at_least=1, integer=True)
 TOLERANCE = Bound(at_least=0)
 DIVERGENCE_RATIO = Bound(above=1)
+#: The methods' own (``pipeline/methods.py``): momentum's ``beta``, Adam's ``b1`` and ``b2``;
+#: mini-batches; backtracking's constants.
+DECAY_RATE = Bound(at_least=0, below=1)
+BATCH_SIZE = Bound(at_least=1, integer=True)
+SEED = Bound(at_least=0, integer=True)
+STEP_DECAY = Bound(at_least=0)
+SHRINK = Bound(above=0, below=1)
+GROW = Bound(at_least=1)
+SUFFICIENT_DECREASE = Bound(above=0, below=1)
 #: ``split.test_fraction``: a share of the rows, strictly between none and all.
 TEST_FRACTION = Bound(above=0, below=1)

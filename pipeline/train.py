@@ -9,12 +9,12 @@ the least-squares reference, and the fitted line as an MLflow pyfunc model.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import hydra
 import numpy as np
@@ -28,9 +28,9 @@ from pipeline.errors import PipelineError, Terminated, exit_on_error
 from pipeline.files import file_md5, resolve
 from pipeline.keys import in_result, job_key, sweep_key
 from pipeline.landscape import PADDING
+from pipeline.methods import METHODS, Method
 from pipeline.model import ModelSpec, linear_prediction
 from pipeline.optimize import (
-    METHODS,
     ConvergenceWarning,
     FitResult,
     fit,
@@ -38,7 +38,7 @@ from pipeline.optimize import (
 )
 from pipeline.outcome import RunSummary
 from pipeline.progress import ProgressLine, record_best
-from pipeline.rules import DIVERGENCE_RATIO, LEARNING_RATE, MAX_ITER, TOLERANCE
+from pipeline.rules import DIVERGENCE_RATIO, MAX_ITER, TOLERANCE
 from pipeline.runlog import flat_params, global_reference, log_result, reference_optimum
 from pipeline.settings import check_overrides, read_choice, read_flag, read_names, read_number
 from pipeline.sweep import write_sweep_outputs
@@ -56,7 +56,8 @@ from pipeline.tracking import (
     write_store_mark,
 )
 
-log = logging.getLogger("pipeline.train")  # not __main__ under `python -m`
+log = logging.getLogger("pipeline.train")
+MISSING_KEY = object()  # not __main__ under `python -m`
 
 
 def load_training_data(path: Path, features: list[str], target: str) -> tuple[np.ndarray, np.ndarray]:
@@ -72,14 +73,13 @@ def load_training_data(path: Path, features: list[str], target: str) -> tuple[np
 class TrainSettings:
     """The settings a training run reads, checked, with the keys they come from."""
 
-    method: str  # optimizer.name
+    method: Method  # optimizer.name, optimizer.lr and the method's own keys (its constructor's arguments)
     theta_init: np.ndarray  # model.init: theta0, theta1 (further slopes start at 0), or random
-    lr: float | str  # optimizer.lr: a number, or "auto"
     max_iter: int  # optimizer.max_iter
     tol: float  # optimizer.tol
     divergence_ratio: float  # optimizer.divergence_ratio
     model: ModelSpec  # data.features, model.degree, model.fit_intercept
-    options: dict[str, Any]  # the method's own: momentum, betas, batch_size, seed, decay
+    statistics: bool  # optimizer.statistics
     loss: str  # model.loss
     loss_scale: float | str  # model.loss_scale: c in the target's units, or "auto"
 
@@ -119,24 +119,26 @@ def read_model(cfg: DictConfig) -> ModelSpec:
         raise PipelineError(f"model.degree: {error}") from None
 
 
+def read_method(cfg: DictConfig) -> Method:
+    """The method of ``optimizer.name``, built from the ``optimizer.*`` keys its constructor
+    takes (:mod:`pipeline.methods`); the constructor checks them, the message names the key."""
+    name = read_choice(cfg, "optimizer.name", tuple(METHODS))
+    constructor = METHODS[name]
+    arguments = {
+        parameter: OmegaConf.select(cfg, f"optimizer.{parameter}")
+        for parameter in inspect.signature(constructor).parameters
+        if OmegaConf.select(cfg, f"optimizer.{parameter}", default=MISSING_KEY) is not MISSING_KEY
+    }
+    try:
+        return constructor(**arguments)
+    except ValueError as error:  # "beta must be a number < 1, got 2" → "optimizer.beta: expected a …"
+        name, _, rule = str(error).partition(" must be ")
+        raise PipelineError(f"optimizer.{name}: expected {rule}" if rule else f"optimizer.{error}") from None
+
+
 def read_settings(cfg: DictConfig) -> TrainSettings:
     """Read and check ``data.features``, ``model`` and ``optimizer``; a bad value names its key."""
-    method = read_choice(cfg, "optimizer.name", METHODS)
     model = read_model(cfg)
-    lr_value = OmegaConf.select(cfg, "optimizer.lr", default=None)
-    lr: float | str = "auto" if lr_value == "auto" else read_number(cfg, "optimizer.lr", LEARNING_RATE)
-    options: dict[str, Any] = {"statistics": read_flag(cfg, "optimizer.statistics")}
-    if method in {"momentum", "nesterov"} and OmegaConf.select(cfg, "optimizer.momentum") is not None:
-        options["momentum"] = read_number(cfg, "optimizer.momentum", at_least=0, below=1)
-    if method == "adam":
-        options["betas"] = (
-            read_number(cfg, "optimizer.beta1", at_least=0, below=1),
-            read_number(cfg, "optimizer.beta2", at_least=0, below=1),
-        )
-    if method == "sgd":
-        options["batch_size"] = int(read_number(cfg, "optimizer.batch_size", at_least=1, integer=True))
-        options["seed"] = int(read_number(cfg, "optimizer.seed", at_least=0, integer=True))
-        options["decay"] = read_number(cfg, "optimizer.decay", at_least=0)
     loss = read_choice(cfg, "model.loss", LOSSES)
     scale_value = OmegaConf.select(cfg, "model.loss_scale", default="auto")
     loss_scale: float | str = (
@@ -145,14 +147,13 @@ def read_settings(cfg: DictConfig) -> TrainSettings:
     return TrainSettings(
         loss=loss,
         loss_scale=loss_scale,
-        method=method,
+        method=read_method(cfg),
         theta_init=read_initial_theta(cfg, model.n_params - 1),
-        lr=lr,
         max_iter=int(read_number(cfg, "optimizer.max_iter", MAX_ITER)),
         tol=read_number(cfg, "optimizer.tol", TOLERANCE),
         divergence_ratio=read_number(cfg, "optimizer.divergence_ratio", DIVERGENCE_RATIO),
         model=model,
-        options=options,
+        statistics=read_flag(cfg, "optimizer.statistics"),
     )
 
 
@@ -194,13 +195,12 @@ def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings, cos
                 X,
                 y,
                 theta_init=settings.theta_init,
-                lr=settings.lr,
+                method=settings.method,
                 max_iter=settings.max_iter,
                 tol=settings.tol,
-                method=settings.method,
                 fit_intercept=settings.model.fit_intercept,
                 divergence_ratio=settings.divergence_ratio,
-                **settings.options,
+                statistics=settings.statistics,
                 callback=progress,
                 cost=cost,
             )
@@ -292,7 +292,7 @@ def run(cfg: DictConfig) -> RunSummary:
                 X,
                 y,
                 settings.model,
-                settings.method,
+                settings.method.name,
                 settings.theta_init,
                 result,
                 cost,

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline import kernels
 from pipeline.costs import LOSSES, NEGATIVE_CURVATURE, Cost, auto_scale
+from pipeline.methods import backtracking, gd, sgd
 from pipeline.minima import line_cost
 from pipeline.optimize import ConvergenceWarning, RowCost, fit, least_squares, standardize
 
@@ -111,7 +112,9 @@ def test_a_huber_fit_ignores_the_outliers_that_pull_least_squares(
 ) -> None:
     x, y = outliers
     clean = least_squares(x[15:], y[15:])  # what the line is without the wild rows
-    robust = fit(x, y, theta_init=[0.0, 0.0], lr=0.5, max_iter=20_000, tol=1e-10, cost=Cost("huber", 1.0))
+    robust = fit(
+        x, y, theta_init=[0.0, 0.0], method=gd(0.5), max_iter=20_000, tol=1e-10, cost=Cost("huber", 1.0)
+    )
     plain = least_squares(x, y)
     assert robust.converged
     assert abs(robust.theta[1] - clean[1]) < 0.2 * abs(plain[1] - clean[1])
@@ -124,10 +127,8 @@ def test_a_huber_fit_ignores_the_outliers_that_pull_least_squares(
 def test_sgd_and_backtracking_minimize_a_robust_cost_too(outliers: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = outliers
     cost = Cost("welsch", 1.0)
-    reference = fit(x, y, theta_init=[2.0, 0.5], lr=0.5, max_iter=20_000, tol=1e-10, cost=cost)
-    line = fit(
-        x, y, theta_init=[2.0, 0.5], lr=1.0, method="backtracking", max_iter=20_000, tol=1e-8, cost=cost
-    )
+    reference = fit(x, y, theta_init=[2.0, 0.5], method=gd(0.5), max_iter=20_000, tol=1e-10, cost=cost)
+    line = fit(x, y, theta_init=[2.0, 0.5], method=backtracking(1.0), max_iter=20_000, tol=1e-8, cost=cost)
     assert reference.converged and line.converged
     np.testing.assert_allclose(line.theta, reference.theta, rtol=1e-6)
     with warnings.catch_warnings():
@@ -136,10 +137,7 @@ def test_sgd_and_backtracking_minimize_a_robust_cost_too(outliers: tuple[np.ndar
             x,
             y,
             theta_init=[2.0, 0.5],
-            lr=0.05,
-            method="sgd",
-            batch_size=16,
-            decay=0.5,
+            method=sgd(0.05, batch_size=16, decay=0.5),
             max_iter=200,
             tol=0.0,
             cost=cost,

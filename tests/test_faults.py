@@ -66,7 +66,7 @@ def test_command_line_typos_are_named(config_name: str, argument: str, message: 
     [
         ("split", "split.test_fraction=1.5", "split.test_fraction: expected a number > 0 and < 1, got 1.5"),
         ("split", "split.seed=abc", "split.seed: expected a whole number, got 'abc'"),
-        ("train", "optimizer.lr=fast", "optimizer.lr: expected a number, got 'fast'"),
+        ("train", "optimizer.lr=fast", "optimizer.lr: expected a number > 0 or 'auto', got 'fast'"),
         (
             "train",
             "optimizer.name=adamw",

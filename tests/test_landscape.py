@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.landscape import Plane, landscape_figure, loss_curves_figure, valley_figure
+from pipeline.methods import gd
 from pipeline.optimize import fit, least_squares, mean_squared_error
 from pipeline.outcome import RunSummary
 
@@ -46,7 +47,7 @@ def test_the_valley_floor_is_the_best_intercept_for_each_slope(data: tuple[np.nd
 @pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")  # meant to run out
 def test_long_runs_keep_a_thinned_evenly_spaced_history() -> None:
     X, y = np.array([1.0, 2.0, 3.0, 5.0]), np.array([2.0, 3.0, 5.0, 4.0])
-    result = fit(X, y, theta_init=[0.0, 0.0], lr=1e-4, max_iter=5000, tol=0.0, history_limit=100)
+    result = fit(X, y, theta_init=[0.0, 0.0], method=gd(1e-4), max_iter=5000, tol=0.0, history_limit=100)
     steps = result.history_steps
     assert steps[0] == 0 and steps[-1] == result.n_iter == 5000
     assert len(steps) <= 102 and len(set(np.diff(steps[:-1]))) == 1
@@ -61,13 +62,14 @@ def test_long_runs_keep_a_thinned_evenly_spaced_history() -> None:
 
 def gd_run(X: np.ndarray, y: np.ndarray, optimum: np.ndarray, lr: float) -> RunSummary:
     """The record of a plain gradient-descent run from θ = 0 at learning rate ``lr``."""
-    result = fit(X, y, theta_init=[0.0, 0.0, 0.0], lr=lr, max_iter=300, tol=1e-9)
+    result = fit(X, y, theta_init=[0.0, 0.0, 0.0], method=gd(lr), max_iter=300, tol=1e-9)
     return RunSummary(
         job_key=f"job{lr}",
         overrides=[f"optimizer.lr={lr}"],
         run_name=f"gd lr={lr}",
         status=result.status,  # type: ignore[arg-type]
         message=result.message,
+        method="gd",
         lr=lr,
         theta_init=[0.0, 0.0, 0.0],
         theta=result.theta.tolist(),

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.methods import METHODS, adam, backtracking, gd, momentum, nesterov, sgd
 from pipeline.model import polynomial_columns
-from pipeline.optimize import METHODS, ConvergenceWarning, auto_settings, fit, least_squares
+from pipeline.optimize import ConvergenceWarning, fit, least_squares
 from tests.helpers import RAW_DIR, ComposeFn
 
 
@@ -37,7 +38,7 @@ def test_every_full_batch_method_reaches_lstsq(
 ) -> None:
     X, y, reference = king_county
     lr: float | str = 0.01 if method == "adam" else "auto"
-    result = fit(X, y, theta_init=[0.0, 100.0, 0.0], lr=lr, method=method, max_iter=50_000, tol=1e-10)
+    result = fit(X, y, theta_init=[0.0, 100.0, 0.0], method=METHODS[method](lr), max_iter=50_000, tol=1e-10)
     assert result.converged, result.message
     assert relative_error(result.theta, reference) < 1e-6
 
@@ -52,12 +53,9 @@ def test_mini_batch_sgd_with_decay_gets_close_and_is_repeatable(
             X,
             y,
             theta_init=[0.0, 0.0, 0.0],
-            lr=0.02,
-            method="sgd",
+            method=sgd(0.02, batch_size=64, decay=0.5),
             max_iter=40,
             tol=0.0,
-            batch_size=64,
-            decay=0.5,
         )
         for _ in range(2)
     ]
@@ -69,11 +67,36 @@ def test_mini_batch_sgd_with_decay_gets_close_and_is_repeatable(
 
 
 def test_auto_settings_follow_the_curvature() -> None:
-    assert auto_settings("gd", 0.5, 8.0) == (1 / 8.0, 0.0)
-    step, beta = auto_settings("momentum", 1.0, 9.0)
-    assert step == pytest.approx(4 / 16) and beta == pytest.approx(0.25)
-    step, beta = auto_settings("nesterov", 1.0, 9.0)
-    assert step == pytest.approx(1 / 9) and beta == pytest.approx(0.5)
+    assert gd("auto").settled(0.5, 8.0).lr == 1 / 8.0
+    heavy = momentum("auto").settled(1.0, 9.0)
+    assert heavy.lr == pytest.approx(4 / 16) and heavy.settings["beta"] == pytest.approx(0.25)
+    ahead = nesterov("auto").settled(1.0, 9.0)
+    assert ahead.lr == pytest.approx(1 / 9) and ahead.settings["beta"] == pytest.approx(0.5)
+    # A given rate keeps the classic momentum 0.9, a given momentum is kept.
+    assert momentum(0.1).settled(1.0, 9.0).settings["beta"] == 0.9
+    assert momentum("auto", beta=0.3).settled(1.0, 9.0).settings["beta"] == 0.3
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: gd(-0.1), "lr must be a number > 0"),
+        (lambda: gd("fast"), "lr must be a number > 0 or 'auto'"),
+        (lambda: momentum(0.1, beta=1.0), "beta must be a number >= 0 and < 1"),
+        (lambda: adam(b2=1.5), "b2 must be a number >= 0 and < 1"),
+        (lambda: backtracking(shrink=1.0), "shrink must be a number > 0 and < 1"),
+        (lambda: backtracking(grow=0.5), "grow must be a number >= 1"),
+        (lambda: sgd(batch_size=0), "batch_size must be a whole number >= 1"),
+        (
+            lambda: sgd(batch_size=2.5),  # type: ignore[arg-type]
+            "batch_size must be a finite whole number",
+        ),
+        (lambda: sgd(decay=-1), "decay must be a number >= 0"),
+    ],
+)
+def test_each_method_checks_its_own_arguments(build: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("method", ["momentum", "nesterov"])
@@ -84,7 +107,7 @@ def test_collinear_columns_to_1e_minus_9(method: str) -> None:
     X = np.column_stack([x1, 3.0 * x2])
     true = np.array([1.5, 2.0, -3.0])
     y = true[0] + X @ true[1:]
-    result = fit(X, y, theta_init=[0.0, 0.0, 0.0], lr="auto", method=method, max_iter=20_000, tol=1e-14)
+    result = fit(X, y, theta_init=[0.0, 0.0, 0.0], method=METHODS[method]("auto"), max_iter=20_000, tol=1e-14)
     assert 5e3 < result.condition_number < 5e4
     assert result.converged and result.n_iter <= 20_000
     assert relative_error(result.theta, true) < 1e-9
@@ -114,7 +137,7 @@ def test_degree_5_polynomial_to_1e_minus_6_against_exact_rationals() -> None:
     exact = np.array([float(c) for c in exact_polynomial_fit(x, y, 5)])
     X = polynomial_columns(np.array(x, dtype=np.float64)[:, np.newaxis], 5)
     target = np.array([float(v) for v in y])
-    result = fit(X, target, theta_init=np.zeros(6), lr="auto", method="momentum", max_iter=200_000, tol=1e-13)
+    result = fit(X, target, theta_init=np.zeros(6), method=momentum("auto"), max_iter=200_000, tol=1e-13)
     assert 1e6 < result.condition_number < 1e7
     assert result.converged and result.n_iter <= 200_000
     assert relative_error(result.theta, exact) < 1e-6
@@ -127,7 +150,9 @@ def test_through_the_origin_to_1e_minus_12_against_exact_rationals() -> None:
     exact = sum(Fraction(a) * Fraction(b) for a, b in zip(x, y, strict=True)) / sum(
         Fraction(a) ** 2 for a in x
     )
-    result = fit(x, y, theta_init=[0.0, 1.0], lr="auto", fit_intercept=False, max_iter=1000, tol=1e-15)
+    result = fit(
+        x, y, theta_init=[0.0, 1.0], method=gd("auto"), fit_intercept=False, max_iter=1000, tol=1e-15
+    )
     assert result.converged and result.theta[0] == 0.0
     assert abs(result.theta[1] - float(exact)) / float(exact) < 1e-12
     np.testing.assert_allclose(least_squares(x, y, fit_intercept=False), [0.0, float(exact)], rtol=1e-12)
@@ -137,15 +162,15 @@ def test_beyond_what_float64_can_certify_the_run_says_so() -> None:
     X = polynomial_columns(np.arange(21.0)[:, np.newaxis], 10)
     y = X @ np.ones(10)
     with pytest.warns(ConvergenceWarning, match="condition number"):
-        result = fit(X, y, theta_init=np.zeros(11), lr="auto", method="nesterov", max_iter=20_000, tol=1e-9)
+        result = fit(X, y, theta_init=np.zeros(11), method=nesterov("auto"), max_iter=20_000, tol=1e-9)
     assert result.condition_number > 1e8
     assert not result.converged
     assert "condition number" in result.message
 
 
 def test_unknown_method_is_refused() -> None:
-    with pytest.raises(ValueError, match="method must be one of gd, momentum"):
-        fit([1.0, 2.0, 3.0], [1.0, 2.0, 4.0], theta_init=[0.0, 0.0], lr=0.1, method="lbfgs")
+    with pytest.raises(ValueError, match=r"method must be one of gd\(...\), momentum"):
+        fit([1.0, 2.0, 3.0], [1.0, 2.0, 4.0], theta_init=[0.0, 0.0], method="lbfgs")  # type: ignore[arg-type]
     assert set(METHODS) == {"gd", "momentum", "nesterov", "adam", "backtracking", "sgd"}
 
 
@@ -203,7 +228,10 @@ def test_a_pass_over_the_rows_gives_the_iterates_of_the_statistics(method: str, 
     rng = np.random.default_rng(12)
     X = np.column_stack([rng.uniform(500, 4000, 70_000), rng.uniform(1, 5, 70_000)])  # more than a block
     y = 30_000 + X @ np.array([250.0, 8_000.0]) + rng.normal(0, 40_000, 70_000)
-    settings = {"theta_init": [1e4, 100.0, 0.0], "lr": 0.05 if method == "adam" else "auto", "method": method}
+    settings = {
+        "theta_init": [1e4, 100.0, 0.0],
+        "method": METHODS[method](0.05 if method == "adam" else "auto"),
+    }
     with_stats = fit(X, y, max_iter=30, tol=0.0, fit_intercept=fit_intercept, **settings)  # type: ignore[arg-type]
     with_rows = fit(X, y, max_iter=30, tol=0.0, fit_intercept=fit_intercept, statistics=False, **settings)  # type: ignore[arg-type]
     np.testing.assert_allclose(with_rows.theta, with_stats.theta, rtol=1e-8)
@@ -218,7 +246,7 @@ def test_a_pass_over_the_rows_reaches_lstsq(
     reference = least_squares(X, y, fit_intercept=fit_intercept)
     for method in ("backtracking", "nesterov"):
         result = fit(
-            X, y, theta_init=[0.0, 0.0, 0.0], lr="auto", method=method, fit_intercept=fit_intercept,
+            X, y, theta_init=[0.0, 0.0, 0.0], method=METHODS[method]("auto"), fit_intercept=fit_intercept,
             max_iter=20_000, tol=1e-10, statistics=False,
         )  # fmt: skip
         assert result.converged, (method, result.message)

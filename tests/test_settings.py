@@ -12,9 +12,9 @@ from tests.helpers import ComposeFn
     "arguments",
     [
         ["optimizer=sgd", "optimizer.batch_size=256"],
-        ["optimizer=momentum", "optimizer.momentum=0.5"],
-        ["optimizer=adam", "optimizer.beta1=0.8"],
-        ["--multirun", "optimizer=gd,adam", "optimizer.beta1=0.8"],  # the union of a swept group's keys
+        ["optimizer=momentum", "optimizer.beta=0.5"],
+        ["optimizer=adam", "optimizer.b1=0.8"],
+        ["--multirun", "optimizer=gd,adam", "optimizer.b1=0.8"],  # the union of a swept group's keys
         ["++optimizer.anything=1"],  # forced: Hydra's to judge
         ["hydra/launcher=basic", "hydra.job.chdir=false"],  # Hydra's own
     ],
