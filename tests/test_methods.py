@@ -143,6 +143,28 @@ def test_degree_5_polynomial_to_1e_minus_6_against_exact_rationals() -> None:
     assert relative_error(result.theta, exact) < 1e-6
 
 
+@pytest.mark.parametrize("exact_fit", [False, True], ids=["noisy", "exact fit"])
+def test_ill_conditioned_polynomials_as_accurate_as_lstsq_against_exact_rationals(exact_fit: bool) -> None:
+    # Degree 5 on x in [5, 35]: the standardized XᵀX has condition number about 2e7.
+    x = list(range(5, 36))
+    if exact_fit:  # residuals all zero: nothing but rounding is left to see
+        coefficients = [Fraction(3, 8), Fraction(-7, 4), Fraction(5, 2), Fraction(-1, 8), Fraction(3, 64)]
+        coefficients.append(Fraction(-1, 512))
+        y = [sum((c * Fraction(v) ** i for i, c in enumerate(coefficients)), Fraction(0)) for v in x]
+    else:
+        rng = np.random.default_rng(1)
+        y = [Fraction(int(v)) / 64 for v in rng.integers(-64_000, 64_000, len(x))]
+    exact = np.array([float(c) for c in exact_polynomial_fit(x, y, 5)])
+    X = polynomial_columns(np.array(x, dtype=np.float64)[:, np.newaxis], 5)
+    target = np.array([float(v) for v in y])
+    raw = np.column_stack([np.ones(len(x)), X])
+    lstsq_error = relative_error(np.linalg.lstsq(raw, target, rcond=None)[0], exact)
+    result = fit(X, target, theta_init=np.zeros(6), method=nesterov("auto"), max_iter=200_000, tol=1e-13)
+    assert 1e7 < result.condition_number < 1e8
+    assert result.converged, result.message
+    assert relative_error(result.theta, exact) <= 10 * lstsq_error
+
+
 def test_through_the_origin_to_1e_minus_12_against_exact_rationals() -> None:
     rng = np.random.default_rng(6)
     x = rng.integers(1, 5000, 400) / 8.0
