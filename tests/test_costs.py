@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline import kernels
-from pipeline.costs import LOSSES, NEGATIVE_CURVATURE, Cost, auto_scale
+from pipeline.costs import KERNEL_CODE, LOSSES, NEGATIVE_CURVATURE, Cost, auto_scale
 from pipeline.methods import backtracking, gd, sgd
 from pipeline.minima import line_cost
 from pipeline.optimize import ConvergenceWarning, RowCost, fit, least_squares, standardize
@@ -73,6 +73,21 @@ def test_the_compiled_passes_agree_with_numpy(cost: Cost, outliers: tuple[np.nda
         r = a + b * x - y
         assert value == pytest.approx(cost.value(r), rel=1e-12)
         np.testing.assert_allclose(gradient, [cost.psi(r).mean(), (cost.psi(r) * x).mean()], rtol=1e-10)
+
+
+@pytest.mark.parametrize("cost", COSTS, ids=IDS)
+@pytest.mark.parametrize("columns", [1, 2])
+def test_the_row_pass_agrees_with_numpy(
+    cost: Cost, columns: int, outliers: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, y = outliers
+    X = np.column_stack([x, np.sqrt(x)])[:, :columns]
+    slopes, constant = np.array([0.4, -0.2])[:columns], 0.3
+    scale = cost.scale if math.isfinite(cost.scale) else 1.0
+    sums = kernels.cost_sums(X, y, slopes, constant, scale, KERNEL_CODE[cost.name], kernels.CHUNKS)
+    r = X @ slopes + constant - y
+    psi = cost.scaled_psi(r)
+    np.testing.assert_allclose(sums, [cost.scaled_rho(r).sum(), psi.sum(), *(psi @ X)], rtol=1e-11)
 
 
 def test_the_row_pass_of_the_mse_agrees_with_the_statistics_pass(
