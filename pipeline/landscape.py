@@ -28,6 +28,10 @@ GRID_POINTS = 241
 #: A robust cost is summed over every row at every grid point: a coarser grid.
 ROBUST_GRID_POINTS = 161
 PADDING = 0.15
+#: Line style of a path by how its run ended.
+STATUS_STYLES = {"converged": "-", "max_iter": "--", "oscillating": "-.", "diverged": ":"}
+#: The colour of every path while a sweep found one minimum (the panels show the rates).
+SINGLE_COLOUR = "#e6550d"
 #: Colours of the minima, lowest cost first (then every further one grey).
 MINIMUM_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
 
@@ -166,24 +170,33 @@ class Colouring:
     by_job: dict[str, Any]
     minima: list[Minimum]
 
+    single: bool = False
+
     @classmethod
-    def of(cls, runs: list[RunSummary], minima: list[Minimum]) -> Colouring:
+    def of(cls, runs: list[RunSummary], minima: list[Minimum], single: bool = False) -> Colouring:
+        """``single``: one colour while there is one minimum (the panels already tell the
+        learning rates apart), else one per learning rate."""
         by_job: dict[str, Any] = {}
         if len(minima) > 1:
             for index, minimum in enumerate(minima):
                 colour = MINIMUM_COLOURS[index] if index < len(MINIMUM_COLOURS) else "grey"
                 by_job |= {key: colour for key in minimum.job_keys}
             by_job |= {run.job_key: "black" for run in runs if run.end_point == "plateau"}
-        return cls(_rate_colours(runs), by_job, minima)
+        return cls(_rate_colours(runs), by_job, minima, single)
 
     def __call__(self, run: RunSummary) -> Any:
         if self.by_job:
             return self.by_job.get(run.job_key, "0.55")
-        return self.by_rate[run_lr(run)]
+        return SINGLE_COLOUR if self.single else self.by_rate[run_lr(run)]
 
     def legend(self) -> list[Any]:
         from matplotlib.lines import Line2D
 
+        if not self.by_job and self.single:
+            return [
+                Line2D([], [], color=SINGLE_COLOUR, ls=style, lw=2, label=status)
+                for status, style in STATUS_STYLES.items()
+            ]
         if not self.by_job:
             return [Line2D([], [], color=c, lw=2, label=f"lr = {rate:g}") for rate, c in self.by_rate.items()]
         handles = [
@@ -273,8 +286,15 @@ def _mark_label(mark: Mark, loss: Cost) -> str:
 
 
 def _draw_marks(
-    axes: Any, marks: list[Mark], loss: Cost, on_floor: bool = False, labels: bool = True
+    axes: Any,
+    marks: list[Mark],
+    loss: Cost,
+    on_floor: bool = False,
+    labels: bool = True,
+    leftward: bool = False,
 ) -> None:
+    """Star the global minimum, cross the local ones; label them (``leftward``: the
+    labels to the left of the marks, away from an inset on the right)."""
     for index, mark in enumerate(marks):
         x, y = (mark.theta1, mark.cost) if on_floor else (mark.theta0, mark.theta1)
         if mark.kind == "global minimum":
@@ -285,6 +305,8 @@ def _draw_marks(
             continue
         # On the floor the labels go above, one to each side; on the map, below and above.
         offset = ((-150 if index % 2 == 0 else 20), 40) if on_floor else (14, -30 if index % 2 == 0 else 16)
+        if leftward and not on_floor:
+            offset = (-170, offset[1])
         axes.annotate(
             _mark_label(mark, loss),
             (x, y),
@@ -320,7 +342,13 @@ def landscape_figure(
     loss: Cost | None = None,
     minima: list[Minimum] | None = None,
 ) -> Figure:
-    """Contour map of the training cost over (θ0, θ1) with each run's path downhill.
+    """Contour maps of the training cost over (θ0, θ1), one small panel per learning rate,
+    with each run's path downhill.
+
+    Within a panel, a path's colour is the minimum it reached (one colour while there
+    is one), its line style how the run ended; a diverged path stops with a ✕ where it
+    crosses the frame. Every panel shares the frame and marks the minima, and holds a
+    zoom on them.
 
     Parameters
     ----------
@@ -336,8 +364,7 @@ def landscape_figure(
     loss : Cost
         The cost minimized (the MSE by default).
     minima : list of Minimum
-        The minima the runs reached, each marked and labelled with its cost and runs;
-        with more than one, paths are coloured by the minimum where they ended.
+        The minima the runs reached, each marked (and labelled with its cost and runs).
     """
     from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
@@ -352,47 +379,162 @@ def landscape_figure(
     points = GRID_POINTS if loss.is_mse else ROBUST_GRID_POINTS
     theta0, theta1 = np.meshgrid(np.linspace(*limits[0], points), np.linspace(*limits[1], points))
     costs = surface.cost(theta0, theta1)
-    lowest = min([float(costs.min()), *(minimum.cost for minimum in minima)])
-    if optimum is not None:
-        lowest = min(lowest, float(surface.cost(np.array(optimum[0]), np.array(optimum[1]))))
+    marks = _marks(minima, optimum, surface.cost)
+    lowest = min([float(costs.min()), *(mark.cost for mark in marks)])
     excess = np.maximum(costs - lowest, 1e-12 * max(abs(lowest), 1.0))
     levels = np.geomspace(excess.max() * 1e-5, excess.max(), 26)
+    window = _zoom_window(marks, limits)
+    zoom = None
+    if window is not None:
+        zoom0, zoom1 = np.meshgrid(np.linspace(*window[0], 60), np.linspace(*window[1], 60))
+        zoom = (zoom0, zoom1, np.maximum(surface.cost(zoom0, zoom1) - lowest, 1e-12 * max(abs(lowest), 1.0)))
 
-    figure = Figure(figsize=(10, 8.5), layout="constrained")
-    axes = figure.add_subplot()
-    filled = axes.contourf(
-        theta0, theta1, excess, levels=levels, norm=LogNorm(), cmap="Blues_r", extend="min"
-    )
-    axes.contour(theta0, theta1, excess, levels=levels[::3], colors="white", linewidths=0.5, alpha=0.6)
-    bar = figure.colorbar(filled, ax=axes, format="%.0e")
+    rates = sorted({run_lr(run) for run in runs}) or [float("nan")]
+    columns = 1 if len(rates) == 1 else 2 if len(rates) <= 4 else 3
+    rows = -(-len(rates) // columns)
+    single = len(rates) == 1
+    size = (14.0, 8.0) if single else (5.6 * columns + 1.0, 4.7 * rows + 1.6)
+    figure = Figure(figsize=size, layout="constrained")
+    if single:  # one panel: the zoom beside it, where it hides nothing
+        main, beside = figure.subplots(1, 2, width_ratios=(2.2, 1.0))
+        grid = np.array([[main]], dtype=object)
+    else:
+        grid = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
+        beside = None
+    panels = list(grid.ravel())
+    colouring = Colouring.of(runs, minima, single=True)
+    filled = None
+    for index, (axes, rate) in enumerate(zip(panels, rates, strict=False)):
+        filled = axes.contourf(
+            theta0, theta1, excess, levels=levels, norm=LogNorm(), cmap="Blues_r", extend="min"
+        )
+        axes.contour(theta0, theta1, excess, levels=levels[::3], colors="white", linewidths=0.5, alpha=0.6)
+        shown = [run for run in runs if run_lr(run) == rate or len(rates) == 1]
+        for run in sorted(shown, key=lambda run: run.status != "diverged"):  # diverged underneath
+            _draw_path(axes, run, limits, colouring(run))
+        axes.set_xlim(*limits[0])
+        axes.set_ylim(*limits[1])
+        place = _emptiest_corner(axes, shown)
+        inset_right = beside is None and zoom is not None and place[0] > 0.5
+        _draw_marks(axes, marks, loss, labels=index == 0, leftward=inset_right)
+        if zoom is not None and window is not None:
+            inset = beside if beside is not None else axes.inset_axes(place, zorder=8)
+            _draw_zoom(inset, zoom, levels, window, shown, colouring, marks, loss)
+            axes.indicate_inset_zoom(inset, edgecolor="0.3")
+        elif beside is not None:
+            beside.set_visible(False)
+        axes.set_label(f"panel lr={rate:g}")
+        if len(rates) > 1 or shown:
+            axes.set_title(f"lr = {rate:g}: {status_summary(shown)}", fontsize=10)
+        axes.ticklabel_format(style="plain", useOffset=False)
+    for axes in panels[len(rates) :]:
+        axes.set_visible(False)
+    for axes in grid[-1]:
+        axes.set_xlabel(labels[0])
+    for axes in grid[:, 0]:
+        axes.set_ylabel(labels[1])
+    assert filled is not None  # there is always a first panel
+    beside_shown = [beside] if beside is not None and beside.get_visible() else []
+    bar = figure.colorbar(filled, ax=[*panels, *beside_shown], format="%.0e", shrink=0.9)
     bar.set_label(f"{loss.label} above the minimum (log scale)")
-
-    colouring = Colouring.of(runs, minima)
-    # Diverged paths first and dashed: they zig-zag across the valley and would hide the rest.
-    for run in sorted(runs, key=lambda run: run.status != "diverged"):
-        colour = colouring(run)
-        path = _inside(np.asarray(run.path_theta)[:, :2], limits)
-        if run.status == "diverged":
-            axes.plot(path[:, 0], path[:, 1], "--", color=colour, lw=1, alpha=0.7)
-            axes.plot(*path[-1], "X", color="red", mec="black", ms=10, clip_on=False, zorder=6)
-        else:
-            axes.plot(path[:, 0], path[:, 1], ".-", color=colour, lw=1.6, ms=4)
-            axes.plot(*path[-1], "s", color=colour, mec="black", ms=5)
-        axes.plot(*path[0], "o", mfc="white", mec=colour, mew=2, ms=9)
-    _draw_marks(axes, _marks(minima, optimum, surface.cost), loss)
-    axes.set_xlim(*limits[0])
-    axes.set_ylim(*limits[1])
-    axes.set_xlabel(labels[0])
-    axes.set_ylabel(labels[1])
     others = ""
     if X.shape[1] > 1:
         others = (
             " (other coefficients at their optimum)" if optimum is not None else " (others at the best run's)"
         )
-    axes.set_title(f"Cost landscape: {loss.label} over θ0 and θ1{others}, with each run's path")
-    axes.ticklabel_format(style="plain", useOffset=False)
-    figure.legend(handles=_legend_handles(colouring), loc="outside lower center", ncols=4, fontsize=9)
+    figure.suptitle(f"Cost landscape: {loss.label} over θ0 and θ1{others}, with each run's path")
+    figure.legend(handles=_legend_handles(colouring), loc="outside lower center", ncols=5, fontsize=9)
     return figure
+
+
+def status_summary(runs: list[RunSummary]) -> str:
+    """``2 converged, 1 diverged``."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    return ", ".join(f"{count} {status}" for status, count in counts.items())
+
+
+def _draw_path(
+    axes: Any, run: RunSummary, limits: tuple[tuple[float, float], tuple[float, float]], colour: Any
+) -> None:
+    """A run's path from its start (○) to its end (■), or to the ✕ where it leaves the frame."""
+    path = _inside(np.asarray(run.path_theta)[:, :2], limits)
+    style = STATUS_STYLES.get(run.status, "-")
+    if run.status == "diverged":
+        axes.plot(path[:, 0], path[:, 1], style, color=colour, lw=1.2, alpha=0.8)
+        axes.plot(*path[-1], "X", color="red", mec="black", ms=9, clip_on=False, zorder=6)
+    else:
+        axes.plot(path[:, 0], path[:, 1], style, color=colour, lw=1.5, marker=".", ms=3)
+        axes.plot(*path[-1], "s", color=colour, mec="black", ms=5, zorder=6)
+    axes.plot(*path[0], "o", mfc="white", mec=colour, mew=2, ms=8, zorder=6)
+
+
+def _zoom_window(
+    marks: list[Mark], limits: tuple[tuple[float, float], tuple[float, float]]
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Around the minima: their span and a margin, at least 4 % of the frame each way."""
+    if not marks:
+        return None
+    window = []
+    for axis, (low, high) in enumerate(limits):
+        values = [mark.theta0 if axis == 0 else mark.theta1 for mark in marks]
+        half = max(1.0 * (max(values) - min(values)), 0.04 * (high - low))
+        centre = (max(values) + min(values)) / 2
+        window.append((centre - half, centre + half))
+    return window[0], window[1]
+
+
+#: Where an inset may go, in the panel's fraction: the corners and the middles of the edges.
+INSET_PLACES = tuple(
+    (left, bottom, 0.32, 0.32)
+    for left in (0.02, 0.34, 0.66)
+    for bottom in (0.02, 0.34, 0.66)
+    if (left, bottom) != (0.34, 0.34)
+)
+
+
+def _emptiest_corner(axes: Any, runs: list[RunSummary]) -> tuple[float, float, float, float]:
+    """The place in the panel that hides the fewest iterates (starts count ten times)."""
+    (x0, x1), (y0, y1) = axes.get_xlim(), axes.get_ylim()
+    points = [np.asarray(run.path_theta)[:, :2] for run in runs]
+    starts = np.array([path[0] for path in points]) if points else np.zeros((0, 2))
+    everything = np.vstack(points) if points else np.zeros((0, 2))
+
+    def hidden(corner: tuple[float, float, float, float], where: FloatArray) -> int:
+        left, bottom, width, height = corner
+        fx, fy = (where[:, 0] - x0) / (x1 - x0), (where[:, 1] - y0) / (y1 - y0)
+        return int(np.sum((fx >= left) & (fx <= left + width) & (fy >= bottom) & (fy <= bottom + height)))
+
+    return min(INSET_PLACES, key=lambda place: hidden(place, everything) + 10 * hidden(place, starts))
+
+
+def _draw_zoom(
+    inset: Any,
+    zoom: tuple[FloatArray, FloatArray, FloatArray],
+    levels: FloatArray,
+    window: tuple[tuple[float, float], tuple[float, float]],
+    runs: list[RunSummary],
+    colouring: Colouring,
+    marks: list[Mark],
+    loss: Cost,
+) -> None:
+    """The minima up close, with the paths' last steps."""
+    from matplotlib.colors import LogNorm
+
+    inset.contourf(*zoom, levels=levels, norm=LogNorm(), cmap="Blues_r", extend="min")
+    for run in runs:
+        if run.status != "diverged":
+            path = np.asarray(run.path_theta)[:, :2]
+            colour = colouring(run)
+            inset.plot(path[:, 0], path[:, 1], STATUS_STYLES.get(run.status, "-"), color=colour, lw=1.2)
+            inset.plot(*path[-1], "s", color=colour, mec="black", ms=5)
+    _draw_marks(inset, marks, loss, labels=False)
+    inset.set_xlim(*window[0])
+    inset.set_ylim(*window[1])
+    inset.set_xticks([])
+    inset.set_yticks([])
+    inset.set_title("zoom on the minima" if len(marks) > 1 else "zoom on the minimum", fontsize=9)
 
 
 def _zoom(
@@ -502,7 +644,7 @@ def loss_curves_figure(runs: list[RunSummary], minima: list[Minimum] | None = No
     figure = Figure(figsize=(10, 6), layout="constrained")
     axes = figure.add_subplot()
     colouring = Colouring.of(runs, minima or [])
-    styles = {"converged": "-", "max_iter": "--", "oscillating": "-.", "diverged": ":"}
+    styles = STATUS_STYLES
     # Where the global minimum is unknown, the lowest cost any run reached stands in.
     lowest = min((float(np.min(run.path_loss)) for run in runs if run.path_loss), default=0.0)
     for run in runs:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -80,6 +82,11 @@ def gd_run(X: np.ndarray, y: np.ndarray, optimum: np.ndarray, lr: float) -> RunS
     )
 
 
+def panel_axes(figure: Any) -> list[Any]:
+    """The landscape's panels, one per learning rate (not the colour bar or the zooms)."""
+    return [axes for axes in figure.axes if axes.get_label().startswith("panel")]
+
+
 @pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")  # one run is meant to stop
 def test_figures_draw_every_kind_of_run(data: tuple[np.ndarray, np.ndarray]) -> None:
     X, y = data
@@ -91,8 +98,11 @@ def test_figures_draw_every_kind_of_run(data: tuple[np.ndarray, np.ndarray]) -> 
     assert {run.status for run in runs} == {"max_iter", "converged", "diverged", "failed"}
     labels = ("θ0 (dollars)", "θ1 (dollars per square foot)")
     landscape = landscape_figure(runs, X, y, optimum, labels)
-    assert "other coefficients at their optimum" in landscape.axes[0].get_title()
-    assert landscape.axes[0].get_xlabel() == labels[0]
+    assert "other coefficients at their optimum" in landscape.get_suptitle()
+    panels = panel_axes(landscape)
+    assert [axes.get_label() for axes in panels] == ["panel lr=0.001", "panel lr=0.3", "panel lr=1.5"]
+    assert panels[-1].get_xlabel() == labels[0]
+    assert panels[0].get_title() == "lr = 0.001: 1 max_iter"
     assert valley_figure(runs, X, y, optimum, labels).axes[0].get_ylabel() == "training MSE"
     assert loss_curves_figure(runs).axes[0].get_yscale() == "log"
 
@@ -104,9 +114,9 @@ def test_diverged_paths_end_with_a_cross_on_the_frame(data: tuple[np.ndarray, np
     runs = [gd_run(X, y, optimum, lr) for lr in (0.3, 1.2, 1.5, 3.0)]  # the last ones leave the frame at once
     diverged = sum(run.status == "diverged" for run in runs)
     assert diverged >= 2
-    axes = landscape_figure(runs, X, y, optimum, ("θ0", "θ1")).axes[0]
-    (x0, x1), (y0, y1) = axes.get_xlim(), axes.get_ylim()
-    crosses = [line for line in axes.get_lines() if line.get_marker() == "X"]
+    panels = panel_axes(landscape_figure(runs, X, y, optimum, ("θ0", "θ1")))
+    (x0, x1), (y0, y1) = panels[0].get_xlim(), panels[0].get_ylim()
+    crosses = [line for axes in panels for line in axes.get_lines() if line.get_marker() == "X"]
     assert len(crosses) == diverged  # every diverged run is drawn, also when its first step leaves
     for line in crosses:
         x = float(np.asarray(line.get_xdata(), dtype=float)[0])
