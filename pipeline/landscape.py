@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.costs import Cost
-from pipeline.outcome import Minimum, RunSummary
+from pipeline.outcome import Minimum, RunSummary, status_counts
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -425,7 +425,7 @@ def landscape_figure(
             beside.set_visible(False)
         axes.set_label(f"panel lr={rate:g}")
         if len(rates) > 1 or shown:
-            axes.set_title(f"lr = {rate:g}: {status_summary(shown)}", fontsize=10)
+            axes.set_title(f"lr = {rate:g}: {status_counts(shown)}", fontsize=10)
         axes.ticklabel_format(style="plain", useOffset=False)
     for axes in panels[len(rates) :]:
         axes.set_visible(False)
@@ -445,14 +445,6 @@ def landscape_figure(
     figure.suptitle(f"Cost landscape: {loss.label} over θ0 and θ1{others}, with each run's path")
     figure.legend(handles=_legend_handles(colouring), loc="outside lower center", ncols=5, fontsize=9)
     return figure
-
-
-def status_summary(runs: list[RunSummary]) -> str:
-    """``2 converged, 1 diverged``."""
-    counts: dict[str, int] = {}
-    for run in runs:
-        counts[run.status] = counts.get(run.status, 0) + 1
-    return ", ".join(f"{count} {status}" for status, count in counts.items())
 
 
 def _draw_path(

@@ -215,7 +215,8 @@ def end_point(
 
     A plateau: every curvature near 0 (whatever the status). A minimum: converged with a
     positive-definite Hessian; the global one when the cost is the global minimum's (to
-    :data:`SAME_COST`, or a convex cost), a local one otherwise. Anything else: none.
+    :data:`SAME_COST`, or a convex cost), a local one otherwise, also where the global
+    minimum is unknown (``global_cost`` None). Anything else: none.
     """
     if status in ("failed", "diverged", "oscillating"):
         return "none"
@@ -225,8 +226,10 @@ def end_point(
         return "plateau"
     if status != "converged" or not (finite and float(eigenvalues.min()) > 0):
         return "none"
-    if convex or global_cost is None:
+    if convex:
         return "global minimum"
+    if global_cost is None:  # no certificate (more than two parameters): a minimum, not known global
+        return "local minimum"
     at_global = train_cost <= global_cost + SAME_COST * max(abs(global_cost), 1e-300)
     return "global minimum" if at_global else "local minimum"
 

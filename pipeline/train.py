@@ -56,8 +56,8 @@ from pipeline.tracking import (
     write_store_mark,
 )
 
-log = logging.getLogger("pipeline.train")
-MISSING_KEY = object()  # not __main__ under `python -m`
+log = logging.getLogger("pipeline.train")  # not __main__ under `python -m`
+MISSING_KEY = object()
 
 
 def load_training_data(path: Path, features: list[str], target: str) -> tuple[np.ndarray, np.ndarray]:

@@ -107,6 +107,7 @@ def test_end_points_follow_the_curvature_and_the_global_cost() -> None:
     assert end_point("max_iter", positive, 0.72, 0.713494, convex=False) == "none"
     assert end_point("diverged", positive, 0.72, 0.713494, convex=False) == "none"
     assert end_point("converged", np.array([0.5, 2.0]), 7e10, 7e10, convex=True) == "global minimum"
+    assert end_point("converged", positive, 0.713494, None, convex=False) == "local minimum"  # uncertified
 
 
 def test_a_welsch_sweep_finds_both_minima_and_the_plateau(
