@@ -154,11 +154,22 @@ def register_model(
     return str(version.version)
 
 
-def best_loss_curve(client: MlflowClient, run_id: str, loss: str = "mse") -> pd.DataFrame:
-    """The chosen run's cost curve, every logged step, as a table (step, train_<loss>)."""
+#: The smallest relative gap float64 can show: below it, the cost and the optimum agree to the last bit.
+ROUND_OFF = float(np.finfo(np.float64).eps)
+
+
+def best_loss_curve(client: MlflowClient, run_id: str, loss: str, optimum: float | None) -> pd.DataFrame:
+    """The chosen run's cost curve, every logged step: ``step``, ``train_<loss>`` and
+    ``optimality_gap`` (relative to ``optimum``, or to the lowest cost of the curve where
+    the global minimum is unknown), held at :data:`ROUND_OFF` from below, for a log axis."""
     name = f"train_{loss}"
     history = sorted(client.get_metric_history(run_id, name), key=lambda metric: metric.step)
-    return pd.DataFrame({"step": [m.step for m in history], name: [m.value for m in history]})
+    values = np.array([m.value for m in history], dtype=np.float64)
+    reference = optimum if optimum is not None else float(values.min(initial=np.inf))
+    gap = (values - reference) / abs(reference) if reference else values - reference
+    return pd.DataFrame(
+        {"step": [m.step for m in history], name: values, "optimality_gap": np.maximum(gap, ROUND_OFF)}
+    )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -219,7 +230,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             policy,
             ", inside dvc exp run" if in_dvc_experiment() else "",
         )
-    curve = best_loss_curve(client, run_id, best.loss)
+    curve = best_loss_curve(client, run_id, best.loss, best.optimum_cost)
     write_atomic(resolve(cfg, cfg.paths.best_loss_curve), partial(curve.to_csv, index=False))
     # DVC metrics: numbers that follow from data, config and code only (no ids, no versions).
     numbers = metrics | {"train_mse": float(best.train_mse or math.nan)}

@@ -128,6 +128,10 @@ def test_sweep_with_a_diverging_rate_records_every_run(
     assert summary["run_id"].tolist() == [ids[run["job_key"]] for run in record["runs"]]
     curve = pd.read_csv(prepared / "reports" / "best_loss_curve.csv")
     assert curve["step"].tolist() == list(range(converged["n_iter"] + 1))
+    # The gap for dvc plots' log axis: from the curve and the least-squares MSE, never below round-off.
+    expected = (curve["train_mse"] - converged["optimum_mse"]) / converged["optimum_mse"]
+    np.testing.assert_allclose(curve["optimality_gap"], np.maximum(expected, np.finfo(float).eps), rtol=1e-12)
+    assert curve["optimality_gap"].iloc[0] > 1e-3 and curve["optimality_gap"].iloc[-1] < 1e-12
 
     # The champion in the registry, and predictions with it from the command line.
     version = client.get_model_version_by_alias("house-price", "champion")
