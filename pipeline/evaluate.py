@@ -23,7 +23,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError, exit_on_error
-from pipeline.files import resolve, write_atomic, write_json
+from pipeline.files import file_md5, resolve, write_atomic, write_json
 from pipeline.model import ModelSpec
 from pipeline.optimize import one_blas_thread
 from pipeline.outcome import RunSummary, best_run, status_counts
@@ -34,6 +34,7 @@ from pipeline.tracking import (
     CHAMPION,
     MODEL_URI_TAG,
     client_for,
+    dataset_input,
     finished_run,
     prepare_experiment,
     redact,
@@ -200,6 +201,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "(deleted, or another store); run `dvc repro` to train it again"
         )
     run_id = found.info.run_id
+    test_columns = {name: test[name].to_numpy(np.float64) for name in [*model.features, target]}
+    test_md5 = file_md5(resolve(cfg, cfg.paths.test))
+    test_input = dataset_input(test_columns, str(cfg.paths.test), "test", target, test_md5, "testing")
+    client.log_inputs(run_id, datasets=[test_input])
     for metric_name, value in metrics.items():
         if math.isfinite(value):
             client.log_metric(run_id, metric_name, value)

@@ -13,15 +13,16 @@ import os
 import re
 import socket
 import subprocess
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PipelineError, first_line
 
 if TYPE_CHECKING:
-    from mlflow.entities import Run
+    from mlflow.entities import DatasetInput, Run
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ JOB_KEY_TAG = "downhill.job_key"
 JOB_OVERRIDES_TAG = "downhill.job_overrides"
 SWEEP_KEY_TAG = "downhill.sweep_key"
 MODEL_URI_TAG = "downhill.model_uri"
+#: Inside ``dvc exp run``, DVC names the experiment in this variable; runs carry it as this tag.
+DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"
+DVC_EXPERIMENT_TAG = "dvc.experiment"
 OUTCOME = "outcome.json"
 SQLITE_PREFIX = "sqlite:///"
 #: The registry alias that names the model to use (moved by ``evaluate``).
@@ -229,8 +233,40 @@ def git_commit() -> str:
 
 
 def process_tags() -> dict[str, str]:
-    """Which process on which machine runs this, so that its runs can be closed if it dies."""
-    return {"downhill.host": socket.gethostname(), "downhill.pid": str(os.getpid())}
+    """Which process on which machine runs this, so that its runs can be closed if it dies;
+    and, inside ``dvc exp run``, the DVC experiment's name (tag ``dvc.experiment``)."""
+    tags = {"downhill.host": socket.gethostname(), "downhill.pid": str(os.getpid())}
+    if os.environ.get(DVC_EXPERIMENT_ENV):
+        tags[DVC_EXPERIMENT_TAG] = os.environ[DVC_EXPERIMENT_ENV]
+    return tags
+
+
+def dataset_input(
+    columns: dict[str, Any], source: str, name: str, target: str, digest: str, context: str
+) -> DatasetInput:
+    """A split as an MLflow dataset input (the runs table's Dataset column and tab).
+
+    ``columns`` maps each column name to its values (n,); ``digest`` is the file's md5.
+    The schema and profile are worked out once per process and split: every run of a
+    sweep logs the same entity.
+    """
+    from mlflow.entities import DatasetInput, InputTag
+
+    key = (digest, name, tuple(columns))
+    if key not in _datasets:
+        import pandas as pd
+        from mlflow.data.pandas_dataset import from_pandas
+
+        with warnings.catch_warnings():  # "the source can be interpreted in multiple ways"
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = from_pandas(
+                pd.DataFrame(columns), source=source, targets=target, name=name, digest=digest
+            )
+            _datasets[key] = dataset._to_mlflow_entity()
+    return DatasetInput(_datasets[key], tags=[InputTag("mlflow.data.context", context)])
+
+
+_datasets: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
 def _process_alive(pid: int) -> bool:

@@ -49,6 +49,8 @@ from pipeline.tracking import (
     OUTCOME,
     PARENT_KEY,
     ROLE_TAG,
+    client_for,
+    dataset_input,
     git_commit,
     prepare_experiment,
     process_tags,
@@ -269,6 +271,9 @@ def run(cfg: DictConfig) -> RunSummary:
     ) as active:
         try:
             mlflow.log_params(flat_params(cfg) | {"n_train": len(y)})
+            split = {name: inputs[:, j] for j, name in enumerate(features)} | {target: y}
+            inputs_entity = dataset_input(split, str(cfg.paths.train), "train", target, train_md5, "training")
+            client_for(uri).log_inputs(active.info.run_id, datasets=[inputs_entity])
             try:
                 settings = read_settings(cfg)
                 X = settings.model.design(inputs)

@@ -102,6 +102,9 @@ def test_dvc_experiments_log_to_the_repository_store(tmp_path: Path) -> None:
     assert experiment is not None
     parents = client.search_runs([experiment.experiment_id], filter_string="tags.`downhill.role` = 'sweep'")
     assert len(parents) == 2
+    # Each sweep names the DVC experiment it belongs to (DVC_EXP_NAME, set by dvc exp run).
+    assert all(parent.data.tags.get("dvc.experiment") for parent in parents)
+    assert len({parent.data.tags["dvc.experiment"] for parent in parents}) == 2
     # Experiments register their models but never move the champion (registry.promote=auto).
     assert len(client.search_model_versions("name = 'house-price'")) == 2
     with pytest.raises(MlflowException):

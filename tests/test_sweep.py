@@ -82,6 +82,15 @@ def test_sweep_with_a_diverging_rate_records_every_run(
             assert gaps[-1].value == pytest.approx(summary["optimality_gap"], abs=1e-15)
         assert child.data.metrics["log10_lr"] == pytest.approx(math.log10(summary["lr"]))
         assert child.data.metrics["converged"] == float(summary["status"] == "converged")
+        # The training split as the run's dataset input (the runs table's Dataset column).
+        assert child.inputs is not None
+        (train_input,) = child.inputs.dataset_inputs
+        assert (
+            train_input.dataset.name == "train" and train_input.dataset.digest == child.data.tags["train_md5"]
+        )
+        assert {tag.key: tag.value for tag in train_input.tags}["mlflow.data.context"] == "training"
+        profile = json.loads(train_input.dataset.profile or "{}")
+        assert profile["num_rows"] == int(child.data.params["n_train"]) > 17_000
 
     # The least-squares reference, independently: lstsq on the training split.
     train = pd.read_parquet(prepared / "data" / "split" / "train.parquet")
@@ -95,6 +104,13 @@ def test_sweep_with_a_diverging_rate_records_every_run(
     converged_id = ids[converged["job_key"]]
     report = evaluate.run(compose_cfg())
     assert report["run_id"] == converged_id
+    chosen_inputs = client.get_run(converged_id).inputs
+    assert chosen_inputs is not None
+    contexts = {
+        item.dataset.name: {tag.key: tag.value for tag in item.tags}["mlflow.data.context"]
+        for item in chosen_inputs.dataset_inputs
+    }
+    assert contexts == {"train": "training", "test": "testing"}
     metrics = json.loads((prepared / "reports" / "metrics.json").read_text())
     assert set(metrics) == {"test_mse", "test_rmse", "test_r2", "test_mae", "test_median_ae", "train_mse"}
     assert metrics["test_rmse"] == pytest.approx(np.sqrt(metrics["test_mse"]))
@@ -218,3 +234,12 @@ def test_a_failure_while_finishing_the_sweep_exits_non_zero(prepared: Path) -> N
         if run.data.tags.get("downhill.role") == "sweep"
     ]
     assert [run.info.status for run in parents] == ["FAILED"]
+
+
+def test_runs_inside_dvc_exp_run_name_the_experiment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.tracking import process_tags
+
+    monkeypatch.setenv("DVC_EXP_NAME", "salty-fish")  # what dvc exp run sets for its stages
+    assert process_tags()["dvc.experiment"] == "salty-fish"
+    monkeypatch.delenv("DVC_EXP_NAME")
+    assert "dvc.experiment" not in process_tags()
