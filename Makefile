@@ -10,7 +10,7 @@ include offline.env
 export $(shell sed -n 's/^\([A-Z_]*\)=.*/\1/p' offline.env)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run robust test test-slow lint bench ui lock
+.PHONY: run robust test test-slow browser lint bench ui lock
 
 $(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed, found " + sys.version.split()[0] if sys.version_info < (3, 11) else 0)'
@@ -29,8 +29,11 @@ robust: $(STAMP)  ## the Welsch-cost sweep of conf/experiment/robust.yaml: two m
 test: $(STAMP)  ## the tests CI runs, end-to-end ones included (a few minutes)
 	python -m pytest
 
-test-slow: $(STAMP)  ## the slow-marked tests
+test-slow: $(STAMP) browser  ## the slow-marked tests
 	python -m pytest -m slow
+
+browser:  ## Debian's Chromium for the page test, installed with apt-get where missing (needs root)
+	@test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 lint: $(STAMP)
 	ruff check .

@@ -333,6 +333,61 @@ def _held(runs: list[RunSummary], optimum: FloatArray | None) -> FloatArray:
     return np.asarray(min(usable, key=lambda run: run.cost).theta, dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class LandscapeGrid:
+    """The cost over a grid of (θ0, θ1), and what is drawn on it: one computation for
+    the PNG (:func:`landscape_figure`) and the HTML page (:mod:`pipeline.landscape_page`).
+
+    Attributes
+    ----------
+    theta0, theta1, costs : ndarray, shape (m, m)
+        The grid and the cost at each point.
+    limits : ((float, float), (float, float))
+        The frame: every start, every path that did not diverge, every minimum.
+    marks : list of Mark
+        The minima to mark (the global one starred).
+    lowest : float
+        The lowest cost known (grid or minima).
+    surface : Plane or RobustPlane
+        The cost as a function of (θ0, θ1).
+    """
+
+    theta0: FloatArray
+    theta1: FloatArray
+    costs: FloatArray
+    limits: tuple[tuple[float, float], tuple[float, float]]
+    marks: list[Mark]
+    lowest: float
+    surface: Plane | RobustPlane
+
+    @property
+    def excess(self) -> FloatArray:
+        """The cost above the lowest, never 0 (for a log scale)."""
+        return np.maximum(self.costs - self.lowest, 1e-12 * max(abs(self.lowest), 1.0))
+
+
+def landscape_grid(
+    runs: list[RunSummary],
+    X: FloatArray,
+    y: FloatArray,
+    optimum: FloatArray | None,
+    loss: Cost,
+    minima: list[Minimum],
+    points: int | None = None,
+) -> LandscapeGrid:
+    """The cost over the frame of ``runs`` (failed runs left out), ``points`` per side."""
+    runs = [run for run in runs if run.status != "failed"]
+    held = _held(runs, optimum)
+    surface = _surface(X, y, held, loss)
+    limits = _frame(runs, [held] + [np.asarray(minimum.theta) for minimum in minima])
+    points = points or (GRID_POINTS if loss.is_mse else ROBUST_GRID_POINTS)
+    theta0, theta1 = np.meshgrid(np.linspace(*limits[0], points), np.linspace(*limits[1], points))
+    costs = surface.cost(theta0, theta1)
+    marks = _marks(minima, optimum, surface.cost)
+    lowest = min([float(costs.min()), *(mark.cost for mark in marks)])
+    return LandscapeGrid(theta0, theta1, costs, limits, marks, lowest, surface)
+
+
 def landscape_figure(
     runs: list[RunSummary],
     X: FloatArray,
@@ -372,16 +427,9 @@ def landscape_figure(
     loss = loss or Cost()
     minima = minima or []
     runs = [run for run in runs if run.status != "failed"]
-    held = _held(runs, optimum)
-    surface = _surface(X, y, held, loss)
-    anchors = [held] + [np.asarray(minimum.theta) for minimum in minima]
-    limits = _frame(runs, anchors)
-    points = GRID_POINTS if loss.is_mse else ROBUST_GRID_POINTS
-    theta0, theta1 = np.meshgrid(np.linspace(*limits[0], points), np.linspace(*limits[1], points))
-    costs = surface.cost(theta0, theta1)
-    marks = _marks(minima, optimum, surface.cost)
-    lowest = min([float(costs.min()), *(mark.cost for mark in marks)])
-    excess = np.maximum(costs - lowest, 1e-12 * max(abs(lowest), 1.0))
+    land = landscape_grid(runs, X, y, optimum, loss, minima)
+    surface, limits, marks, lowest = land.surface, land.limits, land.marks, land.lowest
+    theta0, theta1, excess = land.theta0, land.theta1, land.excess
     levels = np.geomspace(excess.max() * 1e-5, excess.max(), 26)
     window = _zoom_window(marks, limits)
     zoom = None

@@ -42,7 +42,7 @@ from pipeline.errors import PipelineError, exit_on_error, first_line
 from pipeline.files import file_md5, resolve, write_atomic, write_json
 from pipeline.keys import in_result, job_key, sweep_key
 from pipeline.minima import group_minima, minima_line
-from pipeline.outcome import RunSummary, best_run, status_counts
+from pipeline.outcome import Minimum, RunSummary, best_run, status_counts
 from pipeline.tracking import (
     BEST_MSE_ENV,
     JOB_KEY_TAG,
@@ -76,6 +76,8 @@ log = logging.getLogger("pipeline.sweep")
 
 #: Figures of a sweep, by their key in ``paths``.
 FIGURES = ("landscape", "valley", "loss_curves")
+#: Points per side of the page's surface: enough to see the valleys, light to turn in 3-D.
+PAGE_GRID_POINTS = 81
 #: Settings a sweep may not vary.
 ONE_PER_SWEEP = ("model.loss", "model.loss_scale")
 
@@ -95,29 +97,54 @@ def axis_labels(config: DictConfig) -> tuple[str, str]:
     )
 
 
-def sweep_figures(config: DictConfig, runs: list[RunSummary]) -> dict[str, Figure]:
-    """The landscape, valley and loss-curve pictures of a sweep, keyed by their path key."""
+def _drawing_inputs(
+    config: DictConfig, runs: list[RunSummary]
+) -> tuple[list[RunSummary], np.ndarray, np.ndarray, np.ndarray | None, Cost, list[Minimum]] | None:
+    """What the pictures and the page draw: the runs that ran, the training columns, the
+    global minimum (if known), the cost and the minima found; None when no run ran."""
     import pandas as pd
 
-    from pipeline.landscape import landscape_figure, loss_curves_figure, valley_figure
     from pipeline.model import polynomial_columns
 
     drawn = [run for run in runs if run.status != "failed"]
     if not drawn:
-        return {}
+        return None
     table = pd.read_parquet(resolve(config, config.paths.train))
     X = polynomial_columns(table[list(config.data.features)].to_numpy(np.float64), drawn[0].degree)
     y = table[config.data.target].to_numpy(np.float64)
     first = drawn[0]
     optimum = None if first.optimum_theta is None else np.asarray(first.optimum_theta)
     loss = Cost(first.loss, first.loss_scale if first.loss_scale is not None else math.inf)
-    minima = group_minima(runs)
+    return drawn, X, y, optimum, loss, group_minima(runs)
+
+
+def sweep_figures(config: DictConfig, runs: list[RunSummary]) -> dict[str, Figure]:
+    """The landscape, valley and loss-curve pictures of a sweep, keyed by their path key."""
+    from pipeline.landscape import landscape_figure, loss_curves_figure, valley_figure
+
+    inputs = _drawing_inputs(config, runs)
+    if inputs is None:
+        return {}
+    drawn, X, y, optimum, loss, minima = inputs
     labels = axis_labels(config)
     return {
         "landscape": landscape_figure(drawn, X, y, optimum, labels, loss, minima),
         "valley": valley_figure(drawn, X, y, optimum, labels, loss, minima),
         "loss_curves": loss_curves_figure(drawn, minima),
     }
+
+
+def sweep_page(config: DictConfig, runs: list[RunSummary]) -> str | None:
+    """The interactive landscape page of a sweep (HTML), or None when no run ran."""
+    from pipeline.landscape import Colouring, landscape_grid
+    from pipeline.landscape_page import landscape_page
+
+    inputs = _drawing_inputs(config, runs)
+    if inputs is None:
+        return None
+    drawn, X, y, optimum, loss, minima = inputs
+    land = landscape_grid(drawn, X, y, optimum, loss, minima, points=PAGE_GRID_POINTS)
+    return landscape_page(drawn, land, axis_labels(config), loss, Colouring.of(drawn, minima, single=True))
 
 
 def summary_table(runs: list[RunSummary], run_ids: Sequence[str | None]) -> pd.DataFrame:
@@ -159,15 +186,21 @@ def read_sweep_record(path: Path) -> tuple[str, list[RunSummary]]:
         ) from None
 
 
-def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) -> dict[str, Figure]:
-    """Write the sweep record and its pictures (atomically); return the pictures."""
+def write_sweep_outputs(
+    config: DictConfig, key: str, runs: list[RunSummary]
+) -> tuple[dict[str, Figure], str | None]:
+    """Write the sweep record, its pictures and its page (atomically); return the
+    pictures and the page's HTML."""
     write_json(resolve(config, config.paths.sweep), sweep_record(key, runs))
     figures = sweep_figures(config, runs)
     for name, figure in figures.items():
         write_atomic(resolve(config, config.paths[name]), partial(figure.savefig, format="png", dpi=110))
+    page = sweep_page(config, runs)
+    if page is not None:
+        write_atomic(resolve(config, config.paths.landscape_page), lambda tmp: tmp.write_text(page))
     log.info("%d runs: %s", len(runs), status_counts(runs))
     log.info("%s", minima_line(runs, group_minima(runs)))
-    return figures
+    return figures, page
 
 
 def plan_jobs(
@@ -280,12 +313,19 @@ def _grid_params(jobs: list[list[str]]) -> dict[str, str]:
 
 
 def _log_parent(
-    client: MlflowClient, parent_id: str, runs: list[RunSummary], run_ids: list[str | None], figures: Any
+    client: MlflowClient,
+    parent_id: str,
+    runs: list[RunSummary],
+    run_ids: list[str | None],
+    figures: Any,
+    page: str | None,
 ) -> None:
     """The sweep's record, pictures and summary table, on its parent run."""
     client.log_text(parent_id, json.dumps([run.to_json() for run in runs], indent=2), "sweep.json")
     for name, figure in figures.items():
         client.log_figure(parent_id, figure, f"{name}.png")
+    if page is not None:
+        client.log_text(parent_id, page, "landscape.html")
     summary = summary_table(runs, run_ids)
     client.log_table(parent_id, data=summary, artifact_file="sweep_summary.json")
     client.log_text(parent_id, summary.to_csv(index=False), "sweep_summary.csv")
@@ -354,8 +394,8 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
 
     runs, run_ids = read_back(client, experiment_id, parent_id, jobs, keys)
     try:
-        figures = write_sweep_outputs(config, key, runs)
-        _log_parent(client, parent_id, runs, run_ids, figures)
+        figures, page = write_sweep_outputs(config, key, runs)
+        _log_parent(client, parent_id, runs, run_ids, figures, page)
     except Exception as error:  # an unwritable folder, a full disk, a store that went away
         raise PipelineError(f"finishing the sweep: {first_line(error)}") from None
     failed = [run for run in runs if run.status == "failed"]

@@ -124,3 +124,39 @@ def test_diverged_paths_end_with_a_cross_on_the_frame(data: tuple[np.ndarray, np
         near_x = min(abs(x - x0), abs(x - x1)) / (x1 - x0)
         near_y = min(abs(y_ - y0), abs(y_ - y1)) / (y1 - y0)
         assert min(near_x, near_y) < 1e-9, (x, y_)
+
+
+@pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")
+def test_the_landscape_page_is_one_offline_file_with_every_run_and_a_slider(
+    data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    import re
+
+    from pipeline.costs import Cost
+    from pipeline.landscape import Colouring, landscape_grid
+    from pipeline.landscape_page import landscape_page, landscape_plot
+
+    X, y = data
+    optimum = least_squares(X, y)
+    runs = [gd_run(X, y, optimum, lr) for lr in (0.001, 0.3, 1.5)]
+    land = landscape_grid(runs, X, y, optimum, Cost(), [], points=30)
+    colouring = Colouring.of(runs, [], single=True)
+    page = landscape_page(runs, land, ("θ0", "θ1"), Cost(), colouring)
+    assert not re.search(r"<script[^>]+src=", page)  # the JavaScript is in the page: it works offline
+    assert "Plotly.newPlot" in page and len(page) > 1_000_000
+
+    figure = landscape_plot(runs, land, ("θ0", "θ1"), Cost(), colouring)
+    names = [trace.name for trace in figure.data]
+    for run in runs:  # each run's path on the surface and on the map
+        assert names.count(run.run_name) == 2
+    assert "global minimum" in names
+    # The slider: one frame per position, each moving the current points; at the last,
+    # every run that stayed in the frame is at its end.
+    slider = figure.layout.sliders[0]
+    assert [step.label for step in slider.steps] == [frame.name for frame in figure.frames]
+    assert slider.steps[0].label == "0" and int(slider.steps[-1].label) == max(
+        run.path_steps[-1] for run in runs
+    )
+    last = figure.frames[-1].data[1]
+    for run, x, y_ in zip(runs, last.x, last.y, strict=True):
+        np.testing.assert_allclose([x, y_], run.path_theta[-1][:2])

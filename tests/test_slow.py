@@ -141,3 +141,54 @@ def test_a_fresh_clone_runs_with_make_run_and_stays_clean(tmp_path: Path) -> Non
         ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True
     )
     assert status.stdout == "", status.stdout
+
+
+#: Debian's Chromium, installed by `make browser` (part of `make test-slow`) where missing.
+CHROMIUM = Path("/usr/bin/chromium")
+#: Headless, no sandbox (root in a container), software WebGL for the 3-D view, and no
+#: background networking: this machine has no network beyond its package registries.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1500,900",
+    "--virtual-time-budget=8000",
+    "--enable-logging=stderr",
+    "--v=0",
+]
+
+
+def test_the_landscape_page_renders_in_headless_chromium(prepared: Path) -> None:
+    assert CHROMIUM.is_file(), "no /usr/bin/chromium: `make browser` installs Debian's package"
+    done = run_stage("train", prepared, "model.init.theta0=0", "model.init.theta1=0,600", multirun=True)
+    assert done.returncode == 0, done.stderr
+    page = (prepared / "reports" / "landscape.html").as_uri()
+
+    def chromium(*arguments: str) -> subprocess.CompletedProcess[str]:
+        profile = f"--user-data-dir={prepared / 'chromium-profile'}"
+        return subprocess.run(
+            [str(CHROMIUM), *CHROMIUM_FLAGS, profile, *arguments, page],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    dom = chromium("--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'class="main-svg"' in dom.stdout  # the map was drawn ...
+    assert "gl-container" in dom.stdout  # ... and the 3-D view
+    assert "slider-container" in dom.stdout
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    errors = [line for line in console if "Uncaught" in line or "Error:" in line]
+    assert not errors, errors
+    screenshot = prepared / "landscape-page.png"
+    shot = chromium(f"--screenshot={screenshot}")
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 50_000

@@ -1,0 +1,247 @@
+"""The interactive landscape: one self-contained HTML page (Plotly, its JavaScript embedded).
+
+Pure: run summaries and the cost grid in, an HTML string out; no files, no MLflow.
+Plotly is imported only here, when a page is made.
+
+The page holds the cost surface in 3-D beside its contour map, every run's path on both
+(coloured as in ``reports/landscape.png``: by the minimum it reached, or one colour while
+there is one), each minimum marked, a hover on every path with the run's settings and
+outcome, and a slider over iterations that moves every run's current point.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.costs import Cost
+from pipeline.landscape import STATUS_STYLES, Colouring, LandscapeGrid
+from pipeline.outcome import RunSummary
+
+FloatArray = NDArray[np.float64]
+#: Positions of the iteration slider: log-spaced, from the start to the longest run's end.
+SLIDER_STEPS = 40
+#: Plotly's dash names for the line style of each status.
+DASHES = {"-": "solid", "--": "dash", "-.": "dashdot", ":": "dot"}
+
+
+def _hover(run: RunSummary, loss: Cost) -> str:
+    theta = ", ".join(f"{value:,.6g}" for value in (run.theta or []))
+    start = ", ".join(f"{value:,.6g}" for value in (run.theta_init or []))
+    gap = "unknown" if run.optimality_gap is None else f"{run.optimality_gap:.3g}"
+    return (
+        f"<b>{run.run_name}</b><br>method {run.method}, lr {run.lr:g}<br>start θ=({start})"
+        f"<br>{run.status}, {run.n_iter} iterations, end point: {run.end_point}"
+        f"<br>θ=({theta})<br>{loss.label} {run.cost:,.6g}, optimality gap {gap}"
+    )
+
+
+def _current(run: RunSummary, step: int) -> tuple[float, float, float]:
+    """Where ``run`` is at iteration ``step``: its last recorded iterate up to then."""
+    steps = np.asarray(run.path_steps)
+    index = max(int(np.searchsorted(steps, step, side="right")) - 1, 0)
+    theta = run.path_theta[index]
+    return float(theta[0]), float(theta[1]), float(run.path_loss[index])
+
+
+def landscape_page(
+    runs: list[RunSummary], land: LandscapeGrid, labels: tuple[str, str], loss: Cost, colouring: Colouring
+) -> str:
+    """The page of :func:`landscape_plot`, as one HTML document that works offline."""
+    figure = landscape_plot(runs, land, labels, loss, colouring)
+    return str(figure.to_html(include_plotlyjs=True, full_html=True, auto_play=False))
+
+
+def landscape_plot(
+    runs: list[RunSummary], land: LandscapeGrid, labels: tuple[str, str], loss: Cost, colouring: Colouring
+) -> Any:
+    """The Plotly figure of the page: surface, map, paths, minima, the iteration slider.
+
+    Parameters
+    ----------
+    runs : list of RunSummary
+        The sweep's runs; failed ones are left out.
+    land : LandscapeGrid
+        The cost grid, frame and minima (:func:`pipeline.landscape.landscape_grid`).
+    labels : (str, str)
+        Axis labels for θ0 and θ1, with units.
+    loss : Cost
+        The cost minimized.
+    colouring : Colouring
+        The paths' colours, as in the PNG.
+    """
+    import plotly.graph_objects as go
+    from matplotlib.colors import to_hex
+    from plotly.subplots import make_subplots
+
+    runs = [run for run in runs if run.status != "failed" and run.path_steps]
+    figure = make_subplots(
+        rows=1,
+        cols=2,
+        specs=[[{"type": "surface"}, {"type": "xy"}]],
+        column_widths=[0.5, 0.5],
+        subplot_titles=(f"{loss.label}: the surface", "the map, with every run's path"),
+    )
+    axis0, axis1 = land.theta0[0], land.theta1[:, 0]
+    figure.add_trace(
+        go.Surface(
+            x=axis0,
+            y=axis1,
+            z=land.costs,
+            colorscale="Blues_r",
+            opacity=0.85,
+            showscale=False,
+            hovertemplate="θ0 %{x:,.0f}<br>θ1 %{y:,.4g}<br>cost %{z:,.6g}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    figure.add_trace(
+        go.Contour(
+            x=axis0,
+            y=axis1,
+            z=np.log10(land.excess),
+            colorscale="Blues_r",
+            showscale=True,
+            colorbar={"title": "log10 cost above<br>the minimum", "x": 1.02},
+            hovertemplate="θ0 %{x:,.0f}<br>θ1 %{y:,.4g}<extra></extra>",
+            contours={"coloring": "heatmap"},
+        ),
+        row=1,
+        col=2,
+    )
+    (low0, high0), (low1, high1) = land.limits
+    for run in runs:
+        colour = to_hex(colouring(run))
+        path = np.asarray(run.path_theta)
+        inside = (path[:, 0] >= low0) & (path[:, 0] <= high0) & (path[:, 1] >= low1) & (path[:, 1] <= high1)
+        shown = path[inside] if inside.any() else path[:1]
+        cost = np.asarray(run.path_loss)[inside] if inside.any() else np.asarray(run.path_loss)[:1]
+        hover = _hover(run, loss)
+        dash = DASHES[STATUS_STYLES.get(run.status, "-")]
+        figure.add_trace(
+            go.Scatter3d(
+                x=shown[:, 0],
+                y=shown[:, 1],
+                z=cost,
+                mode="lines",
+                line={"color": colour, "width": 4},
+                name=run.run_name,
+                showlegend=False,
+                hovertemplate=hover + "<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=shown[:, 0],
+                y=shown[:, 1],
+                mode="lines",
+                line={"color": colour, "dash": dash, "width": 2},
+                name=run.run_name,
+                showlegend=False,
+                hovertemplate=hover + "<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
+    for mark in land.marks:
+        symbol, size = ("star", 18) if mark.kind == "global minimum" else ("cross", 14)
+        text = f"<b>{mark.kind}</b><br>θ=({mark.theta0:,.6g}, {mark.theta1:,.6g})<br>cost {mark.cost:,.6g}"
+        if mark.runs:
+            text += f"<br>reached by {mark.runs} run{'s' if mark.runs != 1 else ''}"
+        figure.add_trace(
+            go.Scatter(
+                x=[mark.theta0],
+                y=[mark.theta1],
+                mode="markers",
+                name=mark.kind,
+                marker={
+                    "symbol": symbol,
+                    "size": size,
+                    "color": "gold",
+                    "line": {"color": "black", "width": 1},
+                },
+                hovertemplate=text + "<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
+        figure.add_trace(
+            go.Scatter3d(
+                x=[mark.theta0],
+                y=[mark.theta1],
+                z=[mark.cost],
+                mode="markers",
+                showlegend=False,
+                marker={"symbol": "diamond", "size": 6, "color": "gold"},
+                hovertemplate=text + "<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+
+    # The slider: two traces of every run's current point, moved by frames.
+    longest = max((run.path_steps[-1] for run in runs), default=0)
+    steps = sorted(
+        {0, *np.unique(np.geomspace(1, max(longest, 1), SLIDER_STEPS).round().astype(int)).tolist()}
+    )
+    colours = [to_hex(colouring(run)) for run in runs]
+
+    def points(step: int) -> tuple[Any, Any]:
+        now = np.array([_current(run, step) for run in runs]).reshape(-1, 3)
+        flat = go.Scatter(
+            x=now[:, 0],
+            y=now[:, 1],
+            mode="markers",
+            name="current point",
+            marker={"size": 9, "color": colours, "line": {"color": "white", "width": 1}},
+            text=[run.run_name for run in runs],
+            hovertemplate="%{text}<extra></extra>",
+        )
+        deep = go.Scatter3d(
+            x=now[:, 0],
+            y=now[:, 1],
+            z=now[:, 2],
+            mode="markers",
+            showlegend=False,
+            marker={"size": 4, "color": colours},
+            hoverinfo="skip",
+        )
+        return deep, flat
+
+    deep, flat = points(0)
+    figure.add_trace(deep, row=1, col=1)
+    figure.add_trace(flat, row=1, col=2)
+    moving = [len(figure.data) - 2, len(figure.data) - 1]
+    figure.frames = [go.Frame(name=str(step), data=list(points(step)), traces=moving) for step in steps]
+    figure.update_layout(
+        title=f"Cost landscape: {loss.label}, {len(runs)} runs",
+        height=760,
+        margin={"l": 40, "r": 40, "t": 80, "b": 40},
+        legend={"orientation": "h", "x": 0.55, "y": 1.08},
+        scene={"xaxis_title": "θ0", "yaxis_title": "θ1", "zaxis_title": "cost"},
+        sliders=[
+            {
+                "currentvalue": {"prefix": "iteration "},
+                "pad": {"t": 30},
+                "steps": [
+                    {
+                        "label": str(step),
+                        "method": "animate",
+                        "args": [
+                            [str(step)],
+                            {"mode": "immediate", "frame": {"duration": 0, "redraw": True}},
+                        ],
+                    }
+                    for step in steps
+                ],
+            }
+        ],
+    )
+    figure.update_xaxes(title_text=labels[0], range=[low0, high0], row=1, col=2)
+    figure.update_yaxes(title_text=labels[1], range=[low1, high1], row=1, col=2)
+    return figure
