@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+import threading
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from pipeline.tracking import BEST_MSE_ENV, LAUNCHER_PID_ENV, SWEEP_SIZE_ENV
+from pipeline.tracking import BEST_MSE_ENV, LAUNCHER_PID_ENV, SWEEP_SIZE_ENV, children
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+#: How often the launching process reads the store for the progress of a parallel sweep.
+WATCH_SECONDS = 2.0
 
 
 def record_best(train_mse: float) -> None:
@@ -53,5 +61,62 @@ class ProgressLine:
 
     def close(self) -> None:
         if self.enabled and self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def sweep_progress(client: MlflowClient, experiment_id: str, parent_id: str, total: int) -> str:
+    """``k of N done, best so far J``: the parent's finished children read from the store.
+
+    The best is the lowest final training cost (``train_<loss>``) of a finished run that
+    did not diverge.
+    """
+    done = [run for run in children(client, experiment_id, parent_id) if run.info.status == "FINISHED"]
+    costs = []
+    for run in done:
+        if run.data.tags.get("status") in ("converged", "max_iter"):
+            value = run.data.metrics.get(f"train_{run.data.params.get('model.loss', 'mse')}")
+            if value is not None and math.isfinite(value):
+                costs.append(value)
+    best = f", best so far {min(costs):.6g}" if costs else ""
+    return f"{len(done)} of {total} done{best}"
+
+
+class SweepWatch:
+    """For launchers that run the jobs elsewhere (joblib's workers, a cluster): the
+    launching process keeps one line up to date on its terminal, read from the store
+    every :data:`WATCH_SECONDS`. Off a terminal it does nothing."""
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        experiment_id: str,
+        parent_id: str,
+        total: int,
+        stream: TextIO = sys.stderr,
+    ) -> None:
+        self.arguments = (client, experiment_id, parent_id, total)
+        self.stream = stream
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="sweep-progress", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(WATCH_SECONDS):
+            try:
+                line = sweep_progress(*self.arguments)
+            except Exception:  # a store that is busy or gone: the sweep itself will say so
+                continue
+            self.stream.write(f"\r{line}\x1b[K")
+            self.stream.flush()
+
+    def __enter__(self) -> SweepWatch:
+        if self.stream.isatty():
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.thread.is_alive():
+            self.stop.set()
+            self.thread.join()
             self.stream.write("\r\x1b[K")
             self.stream.flush()

@@ -28,6 +28,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -43,6 +44,7 @@ from pipeline.files import file_md5, resolve, write_atomic, write_json
 from pipeline.keys import in_result, job_key, sweep_key
 from pipeline.minima import group_minima, minima_line
 from pipeline.outcome import Minimum, RunSummary, best_run, status_counts
+from pipeline.progress import SweepWatch
 from pipeline.tracking import (
     BEST_MSE_ENV,
     JOB_KEY_TAG,
@@ -388,7 +390,11 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
         config.mlflow.experiment,
     )
     if pending:
-        launcher.launch(pending, initial_job_idx=0)
+        # A launcher that runs the jobs in other processes leaves the terminal to this one.
+        in_process = type(launcher).__name__ == "BasicLauncher"
+        watch = nullcontext() if in_process else SweepWatch(client, experiment_id, parent_id, len(jobs))
+        with watch:
+            launcher.launch(pending, initial_job_idx=0)
     for name in (SWEEP_SIZE_ENV, BEST_MSE_ENV, LAUNCHER_PID_ENV):
         os.environ.pop(name, None)
 

@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,30 @@ def test_runs_inside_dvc_exp_run_name_the_experiment(monkeypatch: pytest.MonkeyP
     assert process_tags()["dvc.experiment"] == "salty-fish"
     monkeypatch.delenv("DVC_EXP_NAME")
     assert "dvc.experiment" not in process_tags()
+
+
+def test_the_launching_process_reads_the_sweeps_progress_from_the_store(
+    prepared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from pipeline import progress
+
+    result = run_stage("train", prepared, *START, "optimizer.lr=0.1,1.05", multirun=True)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((prepared / "reports" / "sweep.json").read_text())
+    client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
+    parent = parent_of(client, record)
+    converged = record["runs"][0]
+    line = progress.sweep_progress(client, parent.info.experiment_id, parent.info.run_id, 3)
+    assert line == f"2 of 3 done, best so far {converged['train_mse']:.6g}"  # the diverged run is not "best"
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(progress, "WATCH_SECONDS", 0.01)
+    terminal = Terminal()
+    with progress.SweepWatch(client, parent.info.experiment_id, parent.info.run_id, 3, terminal):
+        time.sleep(0.5)
+    assert f"\r{line}\x1b[K" in terminal.getvalue() and terminal.getvalue().endswith("\r\x1b[K")
