@@ -174,3 +174,26 @@ def test_a_robust_cost_needs_a_positive_finite_scale(scale: object) -> None:
         Cost("welsch", scale)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="loss must be one of"):
         Cost("l1")
+
+
+@pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")  # tol 0: the budget, by design
+def test_choosing_the_mse_changes_nothing_to_the_bit(outliers: tuple[np.ndarray, np.ndarray]) -> None:
+    # model.loss=mse is the default: the statistics path, exactly as without a cost.
+    x, y = outliers
+    for statistics in (True, False):
+        plain = fit(x, y, theta_init=[0.0, 0.0], method=gd(0.3), max_iter=500, tol=0.0, statistics=statistics)
+        chosen = fit(
+            x,
+            y,
+            theta_init=[0.0, 0.0],
+            method=gd(0.3),
+            max_iter=500,
+            tol=0.0,
+            statistics=statistics,
+            cost=Cost(),
+        )
+        np.testing.assert_array_equal(chosen.theta, plain.theta)
+        np.testing.assert_array_equal(chosen.loss_history, plain.loss_history)
+    np.testing.assert_allclose(
+        plain.theta, np.linalg.lstsq(np.column_stack([np.ones_like(x), x]), y)[0], rtol=1e-9
+    )
