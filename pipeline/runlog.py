@@ -159,6 +159,11 @@ def log_result(
     import mlflow
     from mlflow.entities import Metric
 
+    # The model first, while the run has no metrics: MLflow copies every metric (and
+    # param) a run already holds onto a model it logs. A diverged run's θ is not a model
+    # anyone should use: only its curve is kept.
+    if not result.diverged:
+        mlflow.set_tag(MODEL_URI_TAG, log_model(model, result.theta, inputs))
     optimum_mse = least_squares_mse
     train_mse = mean_squared_error(X, y, result.theta)
     train_cost = train_mse if cost.is_mse else cost.value(linear_prediction(result.theta, X) - y)
@@ -231,9 +236,6 @@ def log_result(
             "message": result.message,
         }
     )
-    # A diverged run's θ is not a model anyone should use: only its curve is kept.
-    if not result.diverged:
-        mlflow.set_tag(MODEL_URI_TAG, log_model(model, result.theta, inputs))
     y_scale = float(np.std(y)) or 1.0
     x_scale = np.std(X, axis=0)
     theta_unit = [y_scale, *(y_scale / np.where(x_scale > 0, x_scale, 1.0))]

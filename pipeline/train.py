@@ -269,11 +269,21 @@ def run(cfg: DictConfig) -> RunSummary:
         parent_run_id=OmegaConf.select(cfg, PARENT_KEY, default=None),
         tags=tags,
     ) as active:
-        try:
+        settings_logged = False
+
+        def log_settings() -> None:
+            """The run's params and training split, once (after its model: MLflow copies every
+            param and metric a run already has onto a model it logs, the params twice over)."""
+            nonlocal settings_logged
+            if settings_logged:
+                return
             mlflow.log_params(flat_params(cfg) | {"n_train": len(y)})
             split = {name: inputs[:, j] for j, name in enumerate(features)} | {target: y}
             inputs_entity = dataset_input(split, str(cfg.paths.train), "train", target, train_md5, "training")
             client_for(uri).log_inputs(active.info.run_id, datasets=[inputs_entity])
+            settings_logged = True
+
+        try:
             try:
                 settings = read_settings(cfg)
                 X = settings.model.design(inputs)
@@ -285,6 +295,7 @@ def run(cfg: DictConfig) -> RunSummary:
                         X, y, settings.model, cost, model_key, lambda optimum: certificate_frame(cfg, optimum)
                     )
             except PipelineError as error:
+                log_settings()
                 mlflow.set_tags({"status": "failed", "error": str(error)})
                 mlflow.log_dict(
                     RunSummary.failed(key, overrides, run_name(cfg), str(error)).to_json(), OUTCOME
@@ -306,11 +317,15 @@ def run(cfg: DictConfig) -> RunSummary:
                 key,
                 run_name(cfg),
             )
+            log_settings()
             summary = replace(summary, overrides=overrides, target=target)
             mlflow.log_metrics(ingest_counts(cfg))
             mlflow.log_dict(summary.to_json(), OUTCOME)
         except (KeyboardInterrupt, Terminated):
-            mlflow.end_run("KILLED")  # not FAILED: nothing was wrong with the run
+            try:  # a stopped run still says what it was given
+                log_settings()
+            finally:
+                mlflow.end_run("KILLED")  # not FAILED: nothing was wrong with the run
             raise
 
     what = "train MSE" if cost.is_mse else f"train {cost.name} cost"
