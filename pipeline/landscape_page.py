@@ -51,7 +51,8 @@ def landscape_page(
 ) -> str:
     """The page of :func:`landscape_plot`, as one HTML document that works offline."""
     figure = landscape_plot(runs, land, labels, loss, colouring)
-    return str(figure.to_html(include_plotlyjs=True, full_html=True, auto_play=False))
+    # A fixed div id (Plotly draws a random one): the same sweep gives the same file, byte for byte.
+    return str(figure.to_html(include_plotlyjs=True, full_html=True, auto_play=False, div_id="landscape"))
 
 
 def landscape_plot(

@@ -144,6 +144,8 @@ def test_the_landscape_page_is_one_offline_file_with_every_run_and_a_slider(
     page = landscape_page(runs, land, ("θ0", "θ1"), Cost(), colouring)
     assert not re.search(r"<script[^>]+src=", page)  # the JavaScript is in the page: it works offline
     assert "Plotly.newPlot" in page and len(page) > 1_000_000
+    # The same sweep gives the same file, byte for byte (DVC tracks it; a fresh clone stays clean).
+    assert landscape_page(runs, land, ("θ0", "θ1"), Cost(), colouring) == page
 
     figure = landscape_plot(runs, land, ("θ0", "θ1"), Cost(), colouring)
     names = [trace.name for trace in figure.data]
