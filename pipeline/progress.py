@@ -37,8 +37,8 @@ class ProgressLine:
     Off a terminal (a log file, CI) it prints nothing: each run ends in one log line.
     """
 
-    def __init__(self, max_iter: int, stream: TextIO = sys.stderr) -> None:
-        self.stream, self.max_iter, self.shown = stream, max_iter, 0.0
+    def __init__(self, max_iter: int, stream: TextIO = sys.stderr, what: str = "train MSE") -> None:
+        self.stream, self.max_iter, self.shown, self.what = stream, max_iter, 0.0, what
         # Jobs of a parallel launcher run in other processes that share the terminal:
         # only a job in the process that started the sweep draws the line.
         launcher = os.environ.get(LAUNCHER_PID_ENV)
@@ -55,7 +55,7 @@ class ProgressLine:
             return
         self.shown = now
         self.stream.write(
-            f"\r{self.prefix}iteration {iteration}/{self.max_iter}  train MSE {loss:.6g}{self.suffix}\x1b[K"
+            f"\r{self.prefix}iteration {iteration}/{self.max_iter}  {self.what} {loss:.6g}{self.suffix}\x1b[K"
         )
         self.stream.flush()
 

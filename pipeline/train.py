@@ -188,7 +188,7 @@ def certificate_frame(
 
 def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings, cost: Cost) -> FitResult:
     """Run :func:`fit`; what the data make impossible becomes a :class:`PipelineError`."""
-    progress = ProgressLine(settings.max_iter)
+    progress = ProgressLine(settings.max_iter, what="train MSE" if cost.is_mse else f"train {cost.name} cost")
     try:
         with warnings.catch_warnings():
             # The runner logs a stopped run itself; one warning per run, not per module.

@@ -68,3 +68,11 @@ def test_the_best_so_far_is_kept_in_the_launching_process_only(monkeypatch: pyte
     monkeypatch.setenv("DOWNHILL_LAUNCHER_PID", str(os.getpid() + 1))
     record_best(1.0)  # a worker of a parallel launcher: nothing to show, nothing kept
     assert os.environ["DOWNHILL_BEST_TRAIN_MSE"] == repr(6.96e10)
+
+
+def test_the_line_names_the_cost_minimized(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOWNHILL_BEST_TRAIN_MSE", raising=False)
+    screen = Terminal()
+    progress = ProgressLine(2000, stream=screen, what="train welsch cost")
+    progress(3, 0.7165)
+    assert "iteration 3/2000  train welsch cost 0.7165\x1b[K" in screen.getvalue()
