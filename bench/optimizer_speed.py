@@ -47,6 +47,7 @@ from pipeline.optimize import (  # noqa: E402
     least_squares,
     mean_squared_error,
 )
+from tools.exact import exact_polynomial_fit  # noqa: E402
 
 
 def best_time(work: Callable[[], object], repeats: int = 3) -> float:
@@ -214,22 +215,6 @@ def robust_costs(rows: int) -> None:
     )
 
 
-def exact_polynomial(x: list[int], y: list[Fraction], degree: int) -> list[Fraction]:
-    """Least squares in exact rational arithmetic: the normal equations by Gauss-Jordan."""
-    size = degree + 1
-    A = [[sum((Fraction(v) ** (i + j) for v in x), Fraction(0)) for j in range(size)] for i in range(size)]
-    b = [sum((Fraction(v) ** i * t for v, t in zip(x, y, strict=True)), Fraction(0)) for i in range(size)]
-    for col in range(size):
-        pivot = next(r for r in range(col, size) if A[r][col] != 0)
-        A[col], A[pivot], b[col], b[pivot] = A[pivot], A[col], b[pivot], b[col]
-        for r in range(size):
-            if r != col and A[r][col] != 0:
-                factor = A[r][col] / A[col][col]
-                A[r] = [a - factor * c for a, c in zip(A[r], A[col], strict=True)]
-                b[r] -= factor * b[col]
-    return [b[i] / A[i][i] for i in range(size)]
-
-
 def ill_conditioned() -> None:
     from pipeline.model import polynomial_columns
 
@@ -252,7 +237,7 @@ def ill_conditioned() -> None:
     }
     X = polynomial_columns(np.array(x, dtype=np.float64)[:, np.newaxis], 5)
     for name, y in cases.items():
-        exact = np.array([float(c) for c in exact_polynomial(x, y, 5)])
+        exact = np.array([float(c) for c in exact_polynomial_fit(x, y, 5)])
         target = np.array([float(v) for v in y])
         lstsq = np.linalg.lstsq(np.column_stack([np.ones(len(x)), X]), target, rcond=None)[0]
         result = fit(X, target, theta_init=np.zeros(6), method=nesterov("auto"), max_iter=200_000, tol=1e-13)

@@ -17,6 +17,7 @@ from pipeline.methods import METHODS, adam, backtracking, gd, momentum, nesterov
 from pipeline.model import polynomial_columns
 from pipeline.optimize import ConvergenceWarning, fit, least_squares
 from tests.helpers import RAW_DIR, ComposeFn
+from tools.exact import exact_polynomial_fit
 
 
 def relative_error(theta: np.ndarray, reference: np.ndarray) -> float:
@@ -111,22 +112,6 @@ def test_collinear_columns_to_1e_minus_9(method: str) -> None:
     assert 5e3 < result.condition_number < 5e4
     assert result.converged and result.n_iter <= 20_000
     assert relative_error(result.theta, true) < 1e-9
-
-
-def exact_polynomial_fit(x: list[int], y: list[Fraction], degree: int) -> list[Fraction]:
-    """Least squares by the normal equations in exact rational arithmetic (Gauss-Jordan)."""
-    size = degree + 1
-    A = [[sum((Fraction(v) ** (i + j) for v in x), Fraction(0)) for j in range(size)] for i in range(size)]
-    b = [sum((Fraction(v) ** i * t for v, t in zip(x, y, strict=True)), Fraction(0)) for i in range(size)]
-    for col in range(size):
-        pivot = next(r for r in range(col, size) if A[r][col] != 0)
-        A[col], A[pivot], b[col], b[pivot] = A[pivot], A[col], b[pivot], b[col]
-        for r in range(size):
-            if r != col and A[r][col] != 0:
-                factor = A[r][col] / A[col][col]
-                A[r] = [a - factor * c for a, c in zip(A[r], A[col], strict=True)]
-                b[r] -= factor * b[col]
-    return [b[i] / A[i][i] for i in range(size)]
 
 
 def test_degree_5_polynomial_to_1e_minus_6_against_exact_rationals() -> None:
