@@ -63,7 +63,7 @@ def _number(value: float) -> str:
 
 
 def find_run(client: MlflowClient, experiment_id: str, ref: str) -> Run:
-    """A run by its id, or by its name (the newest of that name)."""
+    """A run by its id, or by its name with or without its outcome (the newest of that name)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -71,12 +71,19 @@ def find_run(client: MlflowClient, experiment_id: str, ref: str) -> Run:
     except MlflowException:
         pass
     escaped = ref.replace("'", "\\'")
-    found = client.search_runs(
-        [experiment_id],
-        filter_string=f"attributes.run_name = '{escaped}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
+    found: list[Run] = []
+    # As named, or as train names it once the outcome is known: "<name> · converged".
+    for condition in (f"= '{escaped}'", f"LIKE '{escaped} · %'"):
+        found = list(
+            client.search_runs(
+                [experiment_id],
+                filter_string=f"attributes.run_name {condition}",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        )
+        if found:
+            break
     if not found:
         raise PipelineError(f"no run with id or name {ref!r} in this experiment")
     return found[0]

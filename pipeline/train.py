@@ -60,6 +60,8 @@ from pipeline.tracking import (
 
 log = logging.getLogger("pipeline.train")  # not __main__ under `python -m`
 MISSING_KEY = object()
+#: MLflow's tag for a run's display name.
+RUN_NAME_TAG = "mlflow.runName"
 
 
 def load_training_data(path: Path, features: list[str], target: str) -> tuple[np.ndarray, np.ndarray]:
@@ -213,7 +215,8 @@ def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings, cos
 
 
 def run_name(cfg: DictConfig) -> str:
-    """What tells the runs of a sweep apart: method, learning rate, start."""
+    """What tells the runs of a sweep apart: method, learning rate, start. In MLflow the
+    name gains the outcome once it is known (``… · converged``)."""
     init = cfg.model.init
     start = f"random start {init.seed}" if init.random is True else f"θ0={init.theta0} θ1={init.theta1}"
     degree = f" degree {cfg.model.degree}" if cfg.model.degree != 1 else ""
@@ -296,7 +299,9 @@ def run(cfg: DictConfig) -> RunSummary:
                     )
             except PipelineError as error:
                 log_settings()
-                mlflow.set_tags({"status": "failed", "error": str(error)})
+                mlflow.set_tags(
+                    {"status": "failed", "error": str(error), RUN_NAME_TAG: f"{run_name(cfg)} · failed"}
+                )
                 mlflow.log_dict(
                     RunSummary.failed(key, overrides, run_name(cfg), str(error)).to_json(), OUTCOME
                 )
@@ -318,6 +323,8 @@ def run(cfg: DictConfig) -> RunSummary:
                 run_name(cfg),
             )
             log_settings()
+            # The outcome in the run's name: the runs table shows it without a column added.
+            mlflow.set_tag(RUN_NAME_TAG, f"{run_name(cfg)} · {result.status}")
             summary = replace(summary, overrides=overrides, target=target)
             mlflow.log_metrics(ingest_counts(cfg))
             mlflow.log_dict(summary.to_json(), OUTCOME)

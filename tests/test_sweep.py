@@ -70,6 +70,7 @@ def test_sweep_with_a_diverging_rate_records_every_run(
         assert float(child.data.params["model.init.theta0"]) == 0.0
         assert float(child.data.params["model.init.theta1"]) == 100.0
         assert child.data.tags["status"] == summary["status"]
+        assert child.info.run_name == f"{summary['run_name']} · {summary['status']}"  # the table shows it
         assert child.data.tags["diverged"] == str(summary["status"] == "diverged").lower()
         history = client.get_metric_history(child.info.run_id, "train_mse")
         assert len(history) == summary["n_iter"] + 1 > 1
