@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -76,3 +77,26 @@ def test_the_line_names_the_cost_minimized(monkeypatch: pytest.MonkeyPatch) -> N
     progress = ProgressLine(2000, stream=screen, what="train welsch cost")
     progress(3, 0.7165)
     assert "iteration 3/2000  train welsch cost 0.7165\x1b[K" in screen.getvalue()
+
+
+def test_job_keys_without_composing_equal_those_of_composed_configs(tmp_path: Path) -> None:
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+
+    from pipeline.keys import job_key
+    from pipeline.sweep import job_configs
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
+    config = loader.load_configuration(
+        "train", overrides=[f"paths.root={tmp_path}"], run_mode=RunMode.MULTIRUN
+    )
+    # Values only (the fast path), a config group (composed), an added key (composed).
+    arguments = ["optimizer=gd,momentum", "model.init.theta0=0,1e5", "+experiment=robust"]
+    jobs = plan_jobs(config, arguments, loader)
+    quick = [job_key(cfg, "md5") for cfg in job_configs(config, jobs, loader)]
+    composed = [job_key(loader.load_sweep_config(config, job), "md5") for job in jobs]
+    assert quick == composed and len(set(quick)) == len(jobs)
+    values_only = plan_jobs(config, ["model.init.theta1=0,600", "optimizer.max_iter=10,20"], loader)
+    quick = [job_key(cfg, "md5") for cfg in job_configs(config, values_only, loader)]
+    assert quick == [job_key(loader.load_sweep_config(config, job), "md5") for job in values_only]
