@@ -111,9 +111,9 @@ def breakdown(folder: Path) -> dict[str, float]:
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
         start = time.perf_counter()
         configs = [compose("train", overrides=[*overrides(folder)[:3], *job]) for job in jobs]
-        parts["compose a job's config (once; Hydra composes twice)"] = (time.perf_counter() - start) / len(
-            jobs
-        )
+        parts["compose a job's config (the launcher's one composition)"] = (
+            time.perf_counter() - start
+        ) / len(jobs)
     table = pd.read_parquet(folder / "data" / "split" / "train.parquet")
     X, y = table[["sqft_living"]].to_numpy(), table["price"].to_numpy()
     settings = [read_settings(cfg) for cfg in configs]
