@@ -26,7 +26,7 @@ from pipeline.errors import PipelineError, exit_on_error
 from pipeline.files import file_md5, resolve, write_atomic, write_json
 from pipeline.model import ModelSpec
 from pipeline.optimize import one_blas_thread
-from pipeline.outcome import RunSummary, best_run, status_counts
+from pipeline.outcome import RunSummary, best_run, relative_gap, status_counts
 from pipeline.settings import check_overrides, read_choice, read_model_name, read_names
 from pipeline.sweep import read_outcome, read_sweep_record
 from pipeline.tables import require_columns
@@ -167,7 +167,7 @@ def best_loss_curve(client: MlflowClient, run_id: str, loss: str, optimum: float
     history = sorted(client.get_metric_history(run_id, name), key=lambda metric: metric.step)
     values = np.array([m.value for m in history], dtype=np.float64)
     reference = optimum if optimum is not None else float(values.min(initial=np.inf))
-    gap = (values - reference) / abs(reference) if reference else values - reference
+    gap = relative_gap(values, reference)
     return pd.DataFrame(
         {"step": [m.step for m in history], name: values, "optimality_gap": np.maximum(gap, ROUND_OFF)}
     )

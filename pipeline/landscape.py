@@ -76,8 +76,11 @@ class Plane:
             dtype=np.float64,
         )
 
-    def valley_floor(self, theta1: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """For each θ1, the best θ0 and the MSE there: the bottom of the valley."""
+    def valley_floor(
+        self, theta1: FloatArray, theta0_range: tuple[float, float] | None = None
+    ) -> tuple[FloatArray, FloatArray]:
+        """For each θ1, the best θ0 and the MSE there: the bottom of the valley (in closed
+        form: ``theta0_range``, which :meth:`RobustPlane.valley_floor` searches, is not needed)."""
         theta0 = self.mean_a - theta1 * self.mean_x
         return theta0, self.mse(theta0, theta1)
 
@@ -320,8 +323,19 @@ def _draw_marks(
         )
 
 
-def _surface(X: FloatArray, y: FloatArray, held: FloatArray, loss: Cost) -> Plane | RobustPlane:
-    return Plane.from_data(X, y, held) if loss.is_mse else RobustPlane.from_data(X, y, held, loss)
+def _surface_and_frame(
+    runs: list[RunSummary],
+    X: FloatArray,
+    y: FloatArray,
+    optimum: FloatArray | None,
+    loss: Cost,
+    minima: list[Minimum],
+) -> tuple[Plane | RobustPlane, tuple[tuple[float, float], tuple[float, float]]]:
+    """The cost over (θ0, θ1), further coefficients held (see :func:`_held`), and the frame
+    that holds every start, path and minimum: what the landscape and the valley share."""
+    held = _held(runs, optimum)
+    surface = Plane.from_data(X, y, held) if loss.is_mse else RobustPlane.from_data(X, y, held, loss)
+    return surface, _frame(runs, [held] + [np.asarray(minimum.theta) for minimum in minima])
 
 
 def _held(runs: list[RunSummary], optimum: FloatArray | None) -> FloatArray:
@@ -377,9 +391,7 @@ def landscape_grid(
 ) -> LandscapeGrid:
     """The cost over the frame of ``runs`` (failed runs left out), ``points`` per side."""
     runs = [run for run in runs if run.status != "failed"]
-    held = _held(runs, optimum)
-    surface = _surface(X, y, held, loss)
-    limits = _frame(runs, [held] + [np.asarray(minimum.theta) for minimum in minima])
+    surface, limits = _surface_and_frame(runs, X, y, optimum, loss, minima)
     points = points or (GRID_POINTS if loss.is_mse else ROBUST_GRID_POINTS)
     theta0, theta1 = np.meshgrid(np.linspace(*limits[0], points), np.linspace(*limits[1], points))
     costs = surface.cost(theta0, theta1)
@@ -591,10 +603,7 @@ def _zoom(
     span = max(lows) - min(lows) or abs(lows[0]) or 1.0
     left, right = min(lows) - 0.6 * span, max(lows) + 0.6 * span
     theta1 = np.linspace(left, right, 120)
-    if isinstance(surface, Plane):
-        _, floor = surface.valley_floor(theta1)
-    else:
-        _, floor = surface.valley_floor(theta1, theta0_range)
+    _, floor = surface.valley_floor(theta1, theta0_range)
     bottom = min(mark.cost for mark in marks)
     top = float(floor.max())
     inset = axes.inset_axes((0.38, 0.45, 0.3, 0.42))
@@ -630,14 +639,9 @@ def valley_figure(
     loss = loss or Cost()
     minima = minima or []
     runs = [run for run in runs if run.status != "failed"]
-    held = _held(runs, optimum)
-    surface = _surface(X, y, held, loss)
-    limits = _frame(runs, [held] + [np.asarray(minimum.theta) for minimum in minima])
+    surface, limits = _surface_and_frame(runs, X, y, optimum, loss, minima)
     theta1 = np.linspace(*limits[1], 400 if loss.is_mse else 200)
-    if isinstance(surface, Plane):
-        _, floor = surface.valley_floor(theta1)
-    else:
-        _, floor = surface.valley_floor(theta1, limits[0])
+    _, floor = surface.valley_floor(theta1, limits[0])
     figure = Figure(figsize=(10, 7), layout="constrained")
     axes = figure.add_subplot()
     axes.plot(theta1, floor, color="black", lw=2, label="valley floor: best θ0 for each θ1")

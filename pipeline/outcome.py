@@ -158,6 +158,12 @@ class RunSummary:
         return cls(job_key=job_key, overrides=overrides, run_name=run_name, status="failed", message=message)
 
 
+def relative_gap(loss: Any, optimum: float) -> Any:
+    """The optimality gap: ``(loss − optimum) / optimum``, or the plain difference when
+    the optimum is 0 (an exact fit). ``loss`` a number or an array."""
+    return (loss - optimum) / optimum if optimum > 0 else loss - optimum
+
+
 def best_run(runs: list[RunSummary]) -> RunSummary | None:
     """The usable run with the lowest training cost (the cost minimized); ties go to the earlier job."""
     usable = [run for run in runs if run.usable]

@@ -21,7 +21,7 @@ from pipeline.costs import Cost
 from pipeline.minima import GlobalMinimum, certify_global_minimum, end_point
 from pipeline.model import ModelSpec, linear_prediction
 from pipeline.optimize import FitResult, least_squares, mean_squared_error
-from pipeline.outcome import RunSummary
+from pipeline.outcome import RunSummary, relative_gap
 from pipeline.tracking import MODEL_URI_TAG
 
 PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -125,11 +125,6 @@ def plot_indices(length: int, count: int = 300) -> np.ndarray:
     """About ``count`` indices into a history of ``length``, log-spaced, first and last kept."""
     spaced = np.geomspace(1, length, num=min(count, length)).round().astype(int) - 1
     return np.unique(np.concatenate(([0], spaced, [length - 1])))
-
-
-def relative_gap(loss: float, optimum: float) -> float:
-    """(loss − optimum) / optimum, or the plain difference when the optimum is 0."""
-    return (loss - optimum) / optimum if optimum > 0 else loss - optimum
 
 
 def log_result(
