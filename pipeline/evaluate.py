@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from pipeline.sweep import read_outcome, read_sweep_record
 from pipeline.tables import require_columns
 from pipeline.tracking import (
     CHAMPION,
+    CURVE,
     MODEL_URI_TAG,
     client_for,
     dataset_input,
@@ -160,17 +162,27 @@ ROUND_OFF = float(np.finfo(np.float64).eps)
 
 
 def best_loss_curve(client: MlflowClient, run_id: str, loss: str, optimum: float | None) -> pd.DataFrame:
-    """The chosen run's cost curve, every logged step: ``step``, ``train_<loss>`` and
-    ``optimality_gap`` (relative to ``optimum``, or to the lowest cost of the curve where
-    the global minimum is unknown), held at :data:`ROUND_OFF` from below, for a log axis."""
+    """The chosen run's whole cost curve: ``step``, ``train_<loss>`` and ``optimality_gap``
+    (relative to ``optimum``, or to the lowest cost of the curve where the global minimum
+    is unknown), held at :data:`ROUND_OFF` from below, for a log axis.
+
+    The curve is the run's ``loss_curve.csv``; a run logged before runs had one gives the
+    points of its metric history.
+    """
+    from mlflow.exceptions import MlflowException
+
     name = f"train_{loss}"
-    history = sorted(client.get_metric_history(run_id, name), key=lambda metric: metric.step)
-    values = np.array([m.value for m in history], dtype=np.float64)
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            curve = pd.read_csv(client.download_artifacts(run_id, CURVE, folder))
+            steps, values = curve["step"].to_numpy(), curve[name].to_numpy(np.float64)
+        except (OSError, MlflowException):
+            history = sorted(client.get_metric_history(run_id, name), key=lambda metric: metric.step)
+            steps = np.array([m.step for m in history], dtype=np.int64)
+            values = np.array([m.value for m in history], dtype=np.float64)
     reference = optimum if optimum is not None else float(values.min(initial=np.inf))
     gap = relative_gap(values, reference)
-    return pd.DataFrame(
-        {"step": [m.step for m in history], name: values, "optimality_gap": np.maximum(gap, ROUND_OFF)}
-    )
+    return pd.DataFrame({"step": steps, name: values, "optimality_gap": np.maximum(gap, ROUND_OFF)})
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -8,10 +8,12 @@ a :class:`pipeline.outcome.RunSummary`.
 from __future__ import annotations
 
 import math
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +24,11 @@ from pipeline.minima import GlobalMinimum, certify_global_minimum, end_point
 from pipeline.model import ModelSpec, linear_prediction
 from pipeline.optimize import FitResult, least_squares, mean_squared_error
 from pipeline.outcome import RunSummary, relative_gap
-from pipeline.tracking import MODEL_URI_TAG
+from pipeline.tracking import CURVE, MODEL_URI_TAG
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
 
 PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 _optimum_cache: dict[str, tuple[np.ndarray, float]] = {}
@@ -127,9 +133,56 @@ def plot_indices(length: int, count: int = 300) -> np.ndarray:
     return np.unique(np.concatenate(([0], spaced, [length - 1])))
 
 
+@dataclass
+class RunRecord:
+    """What a run logs once its fit is done, gathered to be sent in one batch and one upload.
+
+    A call to the store costs milliseconds (a transaction on SQLite, a request to a
+    server), more than the fit of a 1,000-iteration run: each run's record is one
+    :meth:`send`, not a call per item.
+    """
+
+    metrics: list[Metric] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # artifact name: its text
+
+    def add_metrics(self, values: Mapping[str, float | None]) -> None:
+        """Add one-off metrics (step 0); values that are None or not finite are left out."""
+        from mlflow.entities import Metric
+
+        now = int(1000 * time.time())
+        self.metrics += [
+            Metric(key, float(value), now, 0)
+            for key, value in values.items()
+            if value is not None and np.isfinite(value)
+        ]
+
+    def send(self, client: MlflowClient, run_id: str) -> None:
+        """Log everything gathered to the run ``run_id``."""
+        from mlflow.entities import Param, RunTag
+
+        client.log_batch(
+            run_id,
+            metrics=self.metrics,
+            params=[Param(key, str(value)) for key, value in self.params.items()],
+            tags=[RunTag(key, str(value)) for key, value in self.tags.items()],
+        )
+        if self.files:
+            with tempfile.TemporaryDirectory() as folder:
+                for name, text in self.files.items():
+                    (Path(folder) / name).write_text(text)
+                client.log_artifacts(run_id, folder)
+
+
+def curve_csv(steps: np.ndarray, values: Sequence[float] | np.ndarray, name: str) -> str:
+    """A whole cost curve as CSV (``step,<name>``), every value to the last bit."""
+    rows = (f"{int(step)},{float(value)!r}" for step, value in zip(steps, values, strict=True))
+    return "\n".join([f"step,{name}", *rows]) + "\n"
+
+
 def log_result(
-    run_id: str,
-    uri: str,
+    record: RunRecord,
     inputs: np.ndarray,
     X: np.ndarray,
     y: np.ndarray,
@@ -143,7 +196,8 @@ def log_result(
     job: str,
     name: str,
 ) -> RunSummary:
-    """Log a finished fit to the active run: cost curve, certificate, status, model.
+    """Log a finished fit's model to the active run; add its cost curve, certificate and
+    status to ``record`` (for the caller to send); return its outcome.
 
     ``inputs`` (n, len(features)) are the feature columns a user passes to the model;
     ``X`` (n, len(model.columns)) the columns it was fitted on (powers, for a polynomial).
@@ -151,34 +205,35 @@ def log_result(
     ``least_squares_mse`` the lowest MSE, for comparison.
     ``job`` and ``name`` are the run's job key and name, for its outcome record.
     """
-    import mlflow
     from mlflow.entities import Metric
 
-    # The model first, while the run has no metrics: MLflow copies every metric (and
-    # param) a run already holds onto a model it logs. A diverged run's θ is not a model
-    # anyone should use: only its curve is kept.
+    # The model first, while the run has no metrics nor params: MLflow copies every
+    # metric and param a run already holds onto a model it logs. A diverged run's θ is
+    # not a model anyone should use: only its curve is kept.
     if not result.diverged:
-        mlflow.set_tag(MODEL_URI_TAG, log_model(model, result.theta, inputs))
+        record.tags[MODEL_URI_TAG] = log_model(model, result.theta, inputs)
     optimum_mse = least_squares_mse
     train_mse = mean_squared_error(X, y, result.theta)
     train_cost = train_mse if cost.is_mse else cost.value(linear_prediction(result.theta, X) - y)
     optimum_cost = reference.cost
-    # The curve as computed by the loop, ending at the cost recomputed from residuals.
+    # The curve as computed by the loop, ending at the cost recomputed from residuals:
+    # whole as the run's artifact, in MLflow's charts the few hundred points they can
+    # show, log-spaced (dense early, where it falls), the first and last kept.
     curve = [*result.loss_history[:-1], train_cost]
+    record.files[CURVE] = curve_csv(result.history_steps, curve, f"train_{cost.name}")
+    shown = plot_indices(len(result.history_steps))  # also the path kept for the pictures
     now = int(1000 * time.time())
-    metrics = [
-        Metric(f"train_{cost.name}", float(v), now, int(step))
-        for step, v in zip(result.history_steps, curve, strict=True)
+    record.metrics += [
+        Metric(f"train_{cost.name}", float(curve[i]), now, int(result.history_steps[i])) for i in shown
     ]
     # The gap on a log axis shows how fast each run converges, where the cost curves of
-    # a sweep are flattened by the diverged ones: a few hundred log-spaced points, the
-    # last one the final gap. A diverged run's points past the divergence are left out.
-    # A run in a local minimum flattens at its own gap above 0.
-    shown = plot_indices(len(result.history_steps))  # also the path kept for the pictures
+    # a sweep are flattened by the diverged ones; the last point is the final gap. A
+    # diverged run's points past the divergence are left out. A run in a local minimum
+    # flattens at its own gap above 0.
     gap = None if optimum_cost is None else relative_gap(train_cost, optimum_cost)
     if optimum_cost is not None:
         gap_points = shown[:-1] if result.diverged and shown.size > 1 else shown
-        metrics += [
+        record.metrics += [
             Metric(
                 "optimality_gap",
                 relative_gap(float(curve[i]), optimum_cost),
@@ -187,7 +242,6 @@ def log_result(
             )
             for i in gap_points
         ]
-    mlflow.MlflowClient(tracking_uri=uri).log_batch(run_id, metrics=metrics)
     theta_rel_error = None
     if reference.theta is not None:
         nonzero = np.abs(reference.theta) > 0
@@ -219,18 +273,14 @@ def log_result(
             "theta_rel_error": theta_rel_error,
             "loss_scale": cost.scale,
         }
-    mlflow.log_metrics(
-        {key: float(value) for key, value in finals.items() if value is not None and np.isfinite(value)}
-    )
-    mlflow.set_tags(
-        {
-            "status": result.status,
-            "end_point": where,
-            "converged": str(result.converged).lower(),
-            "diverged": str(result.diverged).lower(),
-            "message": result.message,
-        }
-    )
+    record.add_metrics(finals)
+    record.tags |= {
+        "status": result.status,
+        "end_point": where,
+        "converged": str(result.converged).lower(),
+        "diverged": str(result.diverged).lower(),
+        "message": result.message,
+    }
     y_scale = float(np.std(y)) or 1.0
     x_scale = np.std(X, axis=0)
     theta_unit = [y_scale, *(y_scale / np.where(x_scale > 0, x_scale, 1.0))]

@@ -21,7 +21,6 @@ resumes it.
 from __future__ import annotations
 
 import atexit
-import copy
 import json
 import logging
 import math
@@ -39,6 +38,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import errors
+from pipeline.compose import QuickComposer
 from pipeline.costs import Cost
 from pipeline.errors import PipelineError, exit_on_error, first_line
 from pipeline.files import file_md5, resolve, write_atomic, write_json
@@ -231,42 +231,9 @@ def plan_jobs(
 
 
 def job_configs(config: DictConfig, jobs: list[list[str]], loader: ConfigLoader) -> list[DictConfig]:
-    """Each job's composed config, for its job key.
-
-    Hydra composes a job in about 70 ms. A job that only sets values (``key=value`` on
-    keys the config has) gets them set on one composed base config instead: the same
-    config, as :func:`pipeline.keys.job_key` sees it, in well under a millisecond. A job
-    that picks a config group, adds or deletes a key, is composed by Hydra.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import OverrideType
-
-    parser = OverridesParser.create(config_loader=loader)
-    base: DictConfig | None = None
-    configs = []
-    for job in jobs:
-        overrides = parser.parse_overrides(job)
-        if base is None:
-            base = loader.load_sweep_config(config, [])
-        plain = all(
-            override.type == OverrideType.CHANGE
-            and override.package is None
-            and not override.is_sweep_override()
-            and OmegaConf.select(base, override.key_or_group, default=_MISSING) is not _MISSING
-            and not OmegaConf.is_config(OmegaConf.select(base, override.key_or_group))
-            for override in overrides
-        )
-        if not plain:
-            configs.append(loader.load_sweep_config(config, job))
-            continue
-        job_config = copy.deepcopy(base)
-        for override in overrides:
-            OmegaConf.update(job_config, override.key_or_group, override.value(), merge=False)
-        configs.append(job_config)
-    return configs
-
-
-_MISSING = object()
+    """Each job's composed config, as Hydra composes it (the quick way: :mod:`pipeline.compose`)."""
+    composer = loader if isinstance(loader, QuickComposer) else QuickComposer(loader)
+    return [composer.load_sweep_config(config, job) for job in jobs]
 
 
 def read_outcome(client: MlflowClient, run: Run) -> RunSummary | None:
@@ -433,6 +400,8 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
         # A launcher that runs the jobs in other processes leaves the terminal to this one.
         in_process = type(launcher).__name__ == "BasicLauncher"
         watch = nullcontext() if in_process else SweepWatch(client, experiment_id, parent_id, len(jobs))
+        if isinstance(loader, QuickComposer):
+            loader.prepare(config, pending)
         with watch:
             launcher.launch(pending, initial_job_idx=0)
     for name in (SWEEP_SIZE_ENV, BEST_MSE_ENV, LAUNCHER_PID_ENV):

@@ -46,7 +46,10 @@ MODEL_URI_TAG = "downhill.model_uri"
 #: Inside ``dvc exp run``, DVC names the experiment in this variable; runs carry it as this tag.
 DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"
 DVC_EXPERIMENT_TAG = "dvc.experiment"
+#: A run's artifacts: its outcome record, read back by the sweep; its whole cost curve
+#: (MLflow's charts hold a few hundred points of it).
 OUTCOME = "outcome.json"
+CURVE = "loss_curve.csv"
 SQLITE_PREFIX = "sqlite:///"
 #: The registry alias that names the model to use (moved by ``evaluate``).
 CHAMPION = "champion"

@@ -39,7 +39,7 @@ from pipeline.optimize import (
 from pipeline.outcome import RunSummary
 from pipeline.progress import ProgressLine, record_best
 from pipeline.rules import DIVERGENCE_RATIO, MAX_ITER, TOLERANCE
-from pipeline.runlog import flat_params, global_reference, log_result, reference_optimum
+from pipeline.runlog import RunRecord, flat_params, global_reference, log_result, reference_optimum
 from pipeline.settings import check_overrides, read_choice, read_flag, read_names, read_number
 from pipeline.sweep import write_sweep_outputs
 from pipeline.tables import require_columns
@@ -272,19 +272,14 @@ def run(cfg: DictConfig) -> RunSummary:
         parent_run_id=OmegaConf.select(cfg, PARENT_KEY, default=None),
         tags=tags,
     ) as active:
-        settings_logged = False
+        run_id = active.info.run_id
+        client = client_for(uri)
+        record = RunRecord(params=flat_params(cfg) | {"n_train": len(y)})
 
-        def log_settings() -> None:
-            """The run's params and training split, once (after its model: MLflow copies every
-            param and metric a run already has onto a model it logs, the params twice over)."""
-            nonlocal settings_logged
-            if settings_logged:
-                return
-            mlflow.log_params(flat_params(cfg) | {"n_train": len(y)})
+        def log_inputs() -> None:
             split = {name: inputs[:, j] for j, name in enumerate(features)} | {target: y}
             inputs_entity = dataset_input(split, str(cfg.paths.train), "train", target, train_md5, "training")
-            client_for(uri).log_inputs(active.info.run_id, datasets=[inputs_entity])
-            settings_logged = True
+            client.log_inputs(run_id, datasets=[inputs_entity])
 
         try:
             try:
@@ -298,17 +293,18 @@ def run(cfg: DictConfig) -> RunSummary:
                         X, y, settings.model, cost, model_key, lambda optimum: certificate_frame(cfg, optimum)
                     )
             except PipelineError as error:
-                log_settings()
-                mlflow.set_tags(
-                    {"status": "failed", "error": str(error), RUN_NAME_TAG: f"{run_name(cfg)} · failed"}
+                failed = {"status": "failed", "error": str(error), RUN_NAME_TAG: f"{run_name(cfg)} · failed"}
+                record.tags |= failed
+                record.files[OUTCOME] = json.dumps(
+                    RunSummary.failed(key, overrides, run_name(cfg), str(error)).to_json(), indent=2
                 )
-                mlflow.log_dict(
-                    RunSummary.failed(key, overrides, run_name(cfg), str(error)).to_json(), OUTCOME
-                )
+                record.send(client, run_id)
+                log_inputs()
                 raise
+            # Params after the model (logged by log_result): MLflow copies every param and
+            # metric a run already has onto a model it logs.
             summary = log_result(
-                active.info.run_id,
-                uri,
+                record,
                 inputs,
                 X,
                 y,
@@ -322,15 +318,17 @@ def run(cfg: DictConfig) -> RunSummary:
                 key,
                 run_name(cfg),
             )
-            log_settings()
             # The outcome in the run's name: the runs table shows it without a column added.
-            mlflow.set_tag(RUN_NAME_TAG, f"{run_name(cfg)} · {result.status}")
+            record.tags[RUN_NAME_TAG] = f"{run_name(cfg)} · {result.status}"
+            record.add_metrics(ingest_counts(cfg))
             summary = replace(summary, overrides=overrides, target=target)
-            mlflow.log_metrics(ingest_counts(cfg))
-            mlflow.log_dict(summary.to_json(), OUTCOME)
+            record.files[OUTCOME] = json.dumps(summary.to_json(), indent=2)
+            record.send(client, run_id)
+            log_inputs()
         except (KeyboardInterrupt, Terminated):
             try:  # a stopped run still says what it was given
-                log_settings()
+                RunRecord(params=record.params).send(client, run_id)
+                log_inputs()
             finally:
                 mlflow.end_run("KILLED")  # not FAILED: nothing was wrong with the run
             raise

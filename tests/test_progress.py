@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from pipeline.progress import ProgressLine
 from pipeline.sweep import plan_jobs
@@ -79,24 +80,47 @@ def test_the_line_names_the_cost_minimized(monkeypatch: pytest.MonkeyPatch) -> N
     assert "iteration 3/2000  train welsch cost 0.7165\x1b[K" in screen.getvalue()
 
 
-def test_job_keys_without_composing_equal_those_of_composed_configs(tmp_path: Path) -> None:
+def test_quick_composition_gives_the_configs_hydra_composes(tmp_path: Path) -> None:
+    import pickle
+
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
     from hydra.types import RunMode
 
+    from pipeline.compose import QuickComposer
     from pipeline.keys import job_key
     from pipeline.sweep import job_configs
 
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
     config = loader.load_configuration(
-        "train", overrides=[f"paths.root={tmp_path}"], run_mode=RunMode.MULTIRUN
+        "train", overrides=[f"paths.root={tmp_path}", "hydra/launcher=joblib"], run_mode=RunMode.MULTIRUN
     )
-    # Values only (the fast path), a config group (composed), an added key (composed).
-    arguments = ["optimizer=gd,momentum", "model.init.theta0=0,1e5", "+experiment=robust"]
+    # Values only (set on a copy), a config group and an added key (composed by Hydra),
+    # a whole list (composed), and the parent's id as the sweeper adds it.
+    arguments = [
+        "optimizer=gd,momentum",
+        "model.init.theta0=0,1e5",
+        "+experiment=robust",
+        "data.features=[sqft_living]",
+        "mlflow.parent_run_id=abc",
+    ]
     jobs = plan_jobs(config, arguments, loader)
-    quick = [job_key(cfg, "md5") for cfg in job_configs(config, jobs, loader)]
-    composed = [job_key(loader.load_sweep_config(config, job), "md5") for job in jobs]
-    assert quick == composed and len(set(quick)) == len(jobs)
+    composer = QuickComposer(loader)
+    composed = [loader.load_sweep_config(config, job) for job in jobs]
+    for quick in (
+        job_configs(config, jobs, composer),
+        job_configs(config, jobs, pickle.loads(pickle.dumps(composer))),
+    ):
+        assert [OmegaConf.to_yaml(cfg) for cfg in quick] == [OmegaConf.to_yaml(cfg) for cfg in composed]
+        assert all(OmegaConf.is_struct(cfg) and not OmegaConf.is_readonly(cfg.hydra) for cfg in quick)
+    assert quick[1].hydra.job.override_dirname == composed[1].hydra.job.override_dirname != ""
+    keys = [job_key(cfg, "md5") for cfg in job_configs(config, jobs, loader)]
+    assert len(set(keys)) == len(jobs)
     values_only = plan_jobs(config, ["model.init.theta1=0,600", "optimizer.max_iter=10,20"], loader)
-    quick = [job_key(cfg, "md5") for cfg in job_configs(config, values_only, loader)]
-    assert quick == [job_key(loader.load_sweep_config(config, job), "md5") for job in values_only]
+    quick = job_configs(config, values_only, loader)
+    assert [OmegaConf.to_yaml(cfg) for cfg in quick] == [
+        OmegaConf.to_yaml(loader.load_sweep_config(config, job)) for job in values_only
+    ]
+    # A job that sets a key the config lacks is Hydra's to refuse, as without the quick way.
+    with pytest.raises(Exception, match="no_such_key"):
+        QuickComposer(loader).load_sweep_config(config, ["optimizer.no_such_key=1"])

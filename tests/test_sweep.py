@@ -46,7 +46,7 @@ def run_ids_by_key(client: MlflowClient, parent_id: str) -> dict[str, str]:
 
 
 def test_sweep_with_a_diverging_rate_records_every_run(
-    prepared: Path, compose_cfg: ComposeFn, monkeypatch: pytest.MonkeyPatch
+    prepared: Path, compose_cfg: ComposeFn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     result = run_stage("train", prepared, *START, "optimizer.lr=0.001,0.1,1.05", multirun=True)
     assert result.returncode == 0, result.stderr
@@ -72,9 +72,16 @@ def test_sweep_with_a_diverging_rate_records_every_run(
         assert child.data.tags["status"] == summary["status"]
         assert child.info.run_name == f"{summary['run_name']} · {summary['status']}"  # the table shows it
         assert child.data.tags["diverged"] == str(summary["status"] == "diverged").lower()
-        history = client.get_metric_history(child.info.run_id, "train_mse")
-        assert len(history) == summary["n_iter"] + 1 > 1
-        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(summary["n_iter"] + 1))
+        # The whole curve as an artifact, every step; in the charts a few hundred of its
+        # points, log-spaced, the first and the last kept.
+        whole = pd.read_csv(client.download_artifacts(child.info.run_id, "loss_curve.csv", str(tmp_path)))
+        assert whole["step"].tolist() == list(range(summary["n_iter"] + 1))
+        assert whole["train_mse"].iloc[-1] == summary["train_mse"]
+        history = sorted(client.get_metric_history(child.info.run_id, "train_mse"), key=lambda m: m.step)
+        assert 1 < len(history) <= 310 and history[0].step == 0 and history[-1].step == summary["n_iter"]
+        assert [m.value for m in history] == whole.set_index("step")["train_mse"][
+            [m.step for m in history]
+        ].tolist()
         assert child.data.metrics["optimum_mse"] == pytest.approx(summary["optimum_mse"])
         # The gap history for log-scale charts: a few hundred points ending at the final gap.
         gaps = sorted(client.get_metric_history(child.info.run_id, "optimality_gap"), key=lambda m: m.step)
