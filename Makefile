@@ -10,7 +10,7 @@ include offline.env
 export $(shell sed -n 's/^\([A-Z_]*\)=.*/\1/p' offline.env)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run robust test test-slow browser lint bench ui lock
+.PHONY: run robust test test-slow browser postgres server server-stop server-status lint bench ui lock
 
 $(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed, found " + sys.version.split()[0] if sys.version_info < (3, 11) else 0)'
@@ -26,14 +26,26 @@ robust: $(STAMP)  ## the Welsch-cost sweep of conf/experiment/robust.yaml: two m
 	dvc repro split
 	python -m pipeline.train --multirun +experiment=robust
 
-test: $(STAMP)  ## the tests CI runs, end-to-end ones included (a few minutes)
+test: $(STAMP) postgres  ## the tests CI runs, end-to-end ones included (a few minutes)
 	python -m pytest
 
-test-slow: $(STAMP) browser  ## the slow-marked tests
+test-slow: $(STAMP) browser postgres  ## the slow-marked tests
 	python -m pytest -m slow
 
 browser:  ## Debian's Chromium for the page test, installed with apt-get where missing (needs root)
 	@test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+postgres:  ## Debian's PostgreSQL for the team server, installed with apt-get where missing (needs root)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
+
+server: $(STAMP) postgres  ## start the team tracking server (PostgreSQL + MLflow on 127.0.0.1); prints the URI to export
+	python -m pipeline.server start
+
+server-stop: $(STAMP)  ## stop the team tracking server
+	python -m pipeline.server stop
+
+server-status: $(STAMP)  ## is the team tracking server running?
+	python -m pipeline.server status
 
 lint: $(STAMP)
 	ruff check .

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     options = arguments(argv)
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose(config_name="config")
-    uri = options.tracking_uri or tracking_uri(cfg.mlflow.tracking_uri)
+    uri = tracking_uri(cfg.mlflow.tracking_uri, options.tracking_uri)
     require_store(uri)
     try:
         client = client_for(uri)

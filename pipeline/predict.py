@@ -142,7 +142,7 @@ def configured(options: argparse.Namespace) -> tuple[str, str]:
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose(config_name="config")
-    uri = options.tracking_uri or tracking_uri(cfg.mlflow.tracking_uri)
+    uri = tracking_uri(cfg.mlflow.tracking_uri, options.tracking_uri)
     return uri, options.model_name or read_model_name(cfg)
 
 

@@ -53,14 +53,17 @@ from pipeline.tracking import (
     OUTCOME,
     PARENT_KEY,
     ROLE_TAG,
+    SPLIT_KEY,
     SWEEP_KEY_TAG,
     SWEEP_SIZE_ENV,
     children,
     client_for,
     close_orphaned_runs,
     git_commit,
+    lease,
     prepare_experiment,
     process_tags,
+    sqlite_file,
     store_lock,
     sweep_parents,
     tracking_uri,
@@ -204,6 +207,18 @@ def write_sweep_outputs(
     log.info("%d runs: %s", len(runs), status_counts(runs))
     log.info("%s", minima_line(runs, group_minima(runs)))
     return figures, page
+
+
+def remote_launcher(config: DictConfig) -> str | None:
+    """The launcher, if it runs jobs on other machines (which a SQLite file cannot serve)."""
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+    if target.endswith("SlurmLauncher"):
+        return "hydra/launcher=submitit_slurm"
+    if target.endswith("RayAWSLauncher"):
+        return "hydra/launcher=ray_aws"
+    if target.endswith("RayLauncher") and OmegaConf.select(config, "hydra.launcher.ray.init.address"):
+        return "hydra/launcher=ray with hydra.launcher.ray.init.address"
+    return None
 
 
 def plan_jobs(
@@ -355,6 +370,14 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     config, context, launcher = sweeper.config, sweeper.hydra_context, sweeper.launcher
     assert config is not None and context is not None and launcher is not None  # set up by Hydra
     loader = context.config_loader
+    uri = tracking_uri(config.mlflow.tracking_uri)
+    elsewhere = remote_launcher(config)
+    if elsewhere and sqlite_file(uri) is not None:
+        raise PipelineError(
+            f"{elsewhere} runs jobs on other machines, which cannot share the SQLite store "
+            f"{sqlite_file(uri)} (a file on this one): start the team server (`make server`) "
+            "and export the MLFLOW_TRACKING_URI it prints"
+        )
     jobs = plan_jobs(config, arguments, loader)
     if not jobs:
         raise PipelineError(
@@ -366,7 +389,6 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     train_md5 = file_md5(train_path)
     keys = [job_key(job_config, train_md5) for job_config in job_configs(config, jobs, loader)]
     key = sweep_key(keys)
-    uri = tracking_uri(config.mlflow.tracking_uri)
     experiment_id = prepare_experiment(uri, config.mlflow.experiment)
     client = client_for(uri)
     closed = close_orphaned_runs(client, experiment_id)
@@ -386,7 +408,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     for job, job_key_ in zip(jobs, keys, strict=True):
         if job_key_ not in seen:  # each result once, also when two jobs share a key
             seen.add(job_key_)
-            pending.append([*job, f"{PARENT_KEY}={parent_id}"])
+            pending.append([*job, f"{PARENT_KEY}={parent_id}", f"{SPLIT_KEY}={train_md5}"])
     os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     log.info(
@@ -402,7 +424,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
         watch = nullcontext() if in_process else SweepWatch(client, experiment_id, parent_id, len(jobs))
         if isinstance(loader, QuickComposer):
             loader.prepare(config, pending)
-        with watch:
+        with watch, lease(client, parent_id):  # seen alive while jobs run elsewhere
             launcher.launch(pending, initial_job_idx=0)
     for name in (SWEEP_SIZE_ENV, BEST_MSE_ENV, LAUNCHER_PID_ENV):
         os.environ.pop(name, None)

@@ -7,19 +7,25 @@ artifacts beside it (``mlartifacts/``); ``mlflow.tracking_uri`` in the config, o
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import re
 import socket
 import subprocess
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import PipelineError, first_line
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import PipelineError, fail, first_line
 
 if TYPE_CHECKING:
     from mlflow.entities import DatasetInput, Run
@@ -30,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: The config key through which the sweeper tells each job its parent run.
 PARENT_KEY = "mlflow.parent_run_id"
+#: The training split's MD5 as the sweep planned it: a job elsewhere must read the same.
+SPLIT_KEY = "mlflow.train_md5"
 #: For the progress line of jobs started by the sweeper on this machine: how many jobs,
 #: and the best training MSE so far (cosmetic: jobs elsewhere simply do not show them).
 SWEEP_SIZE_ENV = "DOWNHILL_SWEEP_SIZE"
@@ -74,18 +82,48 @@ def repository_root() -> Path:
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
-def tracking_uri(configured: str | None) -> str:
-    """``MLFLOW_TRACKING_URI`` as the user set it, else the configured URI, else SQLite at the root."""
-    if USER_TRACKING_URI:
-        return USER_TRACKING_URI
-    if configured:
-        return configured
-    return SQLITE_PREFIX + str(repository_root() / "mlflow.db")
+def tracking_uri(configured: str | None, given: str | None = None) -> str:
+    """The store to use: ``given`` (a command's ``--tracking-uri``), else
+    ``MLFLOW_TRACKING_URI`` as the user set it, else the configured URI, else SQLite at
+    the root. A URI with a password in it is refused: it would be written into Hydra's
+    logs, the runs' records and the console (MLflow prints it with every run's link)."""
+    uri = given or USER_TRACKING_URI or configured or SQLITE_PREFIX + str(repository_root() / "mlflow.db")
+    if PASSWORD_IN_URI.search(uri):
+        where = "mlflow.tracking_uri"
+        if given or USER_TRACKING_URI:
+            where = "--tracking-uri" if given else "MLFLOW_TRACKING_URI"
+        raise PipelineError(
+            f"{where}: {redact(uri)} holds a password, which would be written to logs and records; "
+            "give the URI without it and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+    return uri
+
+
+#: ``scheme://user:password@host``: a URI with a login in it.
+PASSWORD_IN_URI = re.compile(r"//[^/:@]+:[^/@]*@")
 
 
 def redact(uri: str) -> str:
     """The URI without a password (``http://user:secret@host`` → ``http://user:***@host``)."""
     return re.sub(r"(//[^/:@]+):[^/@]*@", r"\1:***@", uri)
+
+
+class StoreCheck(Callback):
+    """Checks the tracking URI before Hydra writes anything (its ``.hydra/`` copy of the
+    command line, its log): a refused URI ends in one line and exit 2 with nothing written.
+    ``conf/hydra_output.yaml`` installs it for every entry point."""
+
+    def _check(self, config: DictConfig) -> None:
+        try:
+            tracking_uri(OmegaConf.select(config, "mlflow.tracking_uri", default=None))
+        except PipelineError as error:
+            fail(str(error))
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
 
 
 def store_exists(uri: str) -> bool:
@@ -235,13 +273,67 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+#: Tags that say which process of which machine runs a run, and when it was last seen alive.
+HOST_TAG = "downhill.host"
+PID_TAG = "downhill.pid"
+MACHINE_TAG = "downhill.machine"
+LAST_SEEN_TAG = "downhill.last_seen"
+#: A live run refreshes its last-seen time this often (seconds): rarely enough to cost
+#: nothing, often enough that another machine soon knows a dead one.
+LEASE_SECONDS = 30.0
+#: A run of another machine not seen for this long is taken for dead.
+LEASE_EXPIRY_SECONDS = 5 * LEASE_SECONDS
+
+
+def machine_id() -> str:
+    """This process's space of process ids: host name, boot and PID namespace.
+
+    Two containers may share a host name (and a kernel's boot id), never a PID
+    namespace on one boot: a process id means something only within the same value.
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "unknown-boot"
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "unknown-pid-namespace"
+    return f"{socket.gethostname()}/{boot}/{namespace}"
+
+
 def process_tags() -> dict[str, str]:
     """Which process on which machine runs this, so that its runs can be closed if it dies;
     and, inside ``dvc exp run``, the DVC experiment's name (tag ``dvc.experiment``)."""
-    tags = {"downhill.host": socket.gethostname(), "downhill.pid": str(os.getpid())}
+    tags = {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+        MACHINE_TAG: machine_id(),
+        LAST_SEEN_TAG: str(int(time.time())),
+    }
     if os.environ.get(DVC_EXPERIMENT_ENV):
         tags[DVC_EXPERIMENT_TAG] = os.environ[DVC_EXPERIMENT_ENV]
     return tags
+
+
+@contextmanager
+def lease(client: MlflowClient, run_id: str, every: float = LEASE_SECONDS) -> Iterator[None]:
+    """While the block runs, refresh the run's last-seen time every ``every`` seconds
+    (from a thread), so that other machines can tell it from a dead run."""
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.wait(every):
+            with contextlib.suppress(Exception):  # a store that hiccups must not end the run
+                client.set_tag(run_id, LAST_SEEN_TAG, str(int(time.time())))
+
+    thread = threading.Thread(target=refresh, name=f"lease {run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def dataset_input(
@@ -282,20 +374,30 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def close_orphaned_runs(client: MlflowClient, experiment_id: str) -> int:
-    """Mark KILLED the runs left RUNNING by a process of this machine that is gone.
+def close_orphaned_runs(client: MlflowClient, experiment_id: str, now: float | None = None) -> int:
+    """Mark KILLED the runs left RUNNING by a process that is gone.
 
-    A ``kill -9`` leaves its run RUNNING forever; the next sweep tidies up after it.
-    Runs of live processes, and of other machines, are left alone.
+    A ``kill -9`` (or a power cut) leaves its run RUNNING forever; the next sweep tidies
+    up after it. A run of this machine (same host, boot and PID namespace) is dead when
+    its process is; a run of another machine when it has not been seen for
+    :data:`LEASE_EXPIRY_SECONDS`. Runs from before last-seen times were kept are judged
+    by their process only, on the machine with their host name.
     """
-    host = socket.gethostname()
+    here, host = machine_id(), socket.gethostname()
+    now = time.time() if now is None else now
     closed = 0
     running = client.search_runs(
         [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
     )
     for run in running:
-        pid = run.data.tags.get("downhill.pid", "")
-        if run.data.tags.get("downhill.host") == host and pid.isdigit() and not _process_alive(int(pid)):
+        tags = run.data.tags
+        pid = tags.get(PID_TAG, "")
+        machine, seen = tags.get(MACHINE_TAG), tags.get(LAST_SEEN_TAG, "")
+        if machine == here or (machine is None and tags.get(HOST_TAG) == host):
+            dead = pid.isdigit() and not _process_alive(int(pid))
+        else:
+            dead = seen.isdigit() and now - int(seen) > LEASE_EXPIRY_SECONDS
+        if dead:
             client.set_terminated(run.info.run_id, status="KILLED")
             closed += 1
     return closed

@@ -49,9 +49,11 @@ from pipeline.tracking import (
     OUTCOME,
     PARENT_KEY,
     ROLE_TAG,
+    SPLIT_KEY,
     client_for,
     dataset_input,
     git_commit,
+    lease,
     prepare_experiment,
     process_tags,
     tracking_uri,
@@ -62,6 +64,8 @@ log = logging.getLogger("pipeline.train")  # not __main__ under `python -m`
 MISSING_KEY = object()
 #: MLflow's tag for a run's display name.
 RUN_NAME_TAG = "mlflow.runName"
+#: What a job on another machine needs, said where it is missing.
+SHARED_FOLDER = "a sweep's jobs on other machines read the project from a filesystem shared at the same path"
 
 
 def load_training_data(path: Path, features: list[str], target: str) -> tuple[np.ndarray, np.ndarray]:
@@ -250,8 +254,16 @@ def run(cfg: DictConfig) -> RunSummary:
     features = read_names(cfg, "data.features")
     target = read_names(cfg, "data.target")[0]
     train_path = resolve(cfg, cfg.paths.train)
+    planned = OmegaConf.select(cfg, SPLIT_KEY, default=None)
+    if planned and not train_path.is_file():
+        raise PipelineError(f"{train_path}: no training split here; {SHARED_FOLDER}")
     inputs, y = load_training_data(train_path, features, target)
     train_md5 = file_md5(train_path)
+    if planned and planned != train_md5:
+        raise PipelineError(
+            f"{train_path}: not the training split the sweep was planned with (MD5 {train_md5}, "
+            f"expected {planned}); {SHARED_FOLDER}"
+        )
     key = job_key(cfg, train_md5)
     overrides = job_overrides()
     raw_path = resolve(cfg, cfg.data.path)
@@ -266,14 +278,17 @@ def run(cfg: DictConfig) -> RunSummary:
         "data_md5": file_md5(raw_path) if raw_path.is_file() else "missing",
         "train_md5": train_md5,
     }
-    with mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=run_name(cfg),
-        parent_run_id=OmegaConf.select(cfg, PARENT_KEY, default=None),
-        tags=tags,
-    ) as active:
+    client = client_for(uri)
+    with (
+        mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name(cfg),
+            parent_run_id=OmegaConf.select(cfg, PARENT_KEY, default=None),
+            tags=tags,
+        ) as active,
+        lease(client, active.info.run_id),  # seen alive by other machines, for a long fit
+    ):
         run_id = active.info.run_id
-        client = client_for(uri)
         record = RunRecord(params=flat_params(cfg) | {"n_train": len(y)})
 
         def log_inputs() -> None:

@@ -187,3 +187,26 @@ def test_switching_the_data_and_back_leaves_the_king_county_champion(tmp_path: P
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("house-price", "champion")
     assert champion.tags["features"] == "sqft_living"
+
+
+def test_a_colleague_pulls_the_workspace_from_a_dvc_remote(project: Path, tmp_path: Path) -> None:
+    """A team shares DVC outputs through a remote (a local folder here): after `dvc push`,
+    a colleague's clone and `dvc pull` give the same data and splits, up to date."""
+    dvc = str(VENV_BIN / "dvc")
+    run([dvc, "repro", "split"], project)  # done already where the first test ran
+    remote = tmp_path / "team-remote"
+    run([dvc, "remote", "add", "-d", "team", str(remote)], project)
+    committer = ["git", "-c", "user.name=ann", "-c", "user.email=ann@example.com"]
+    run(["git", "add", "-A"], project)
+    run([*committer, "commit", "-qm", "outputs and the team's remote", "--allow-empty"], project)
+    run([dvc, "push", "--with-deps", "split"], project)
+    assert any(remote.rglob("*")), "the remote holds the outputs"
+
+    colleague = tmp_path / "colleague"
+    run(["git", "clone", "-q", str(project), str(colleague)], tmp_path)
+    assert not (colleague / "data" / "split" / "train.parquet").exists()
+    run([dvc, "pull", "--with-deps", "split"], colleague)
+    for output in ("data/ingested.parquet", "data/split/train.parquet", "data/split/test.parquet"):
+        assert (colleague / output).read_bytes() == (project / output).read_bytes(), output
+    status = run([dvc, "status"], colleague)
+    assert "ingest:" not in status and "split:" not in status, status  # what was pulled is up to date
