@@ -4,13 +4,16 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell md5sum requirements.lock | cut -c1-12)
+# The optional Ray launcher lives in an environment of its own (it needs cloudpickle<3).
+CLUSTER_VENV := .venv-cluster
+CLUSTER_STAMP := $(CLUSTER_VENV)/.installed-$(shell md5sum requirements-cluster.lock | cut -c1-12)
 
 # No usage reports and no update checks: nothing may wait on the network (offline.env).
 include offline.env
 export $(shell sed -n 's/^\([A-Z_]*\)=.*/\1/p' offline.env)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run robust test test-slow browser postgres server server-stop server-status lint bench ui lock
+.PHONY: run robust test test-slow cluster browser postgres server server-stop server-status lint bench ui lock
 
 $(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed, found " + sys.version.split()[0] if sys.version_info < (3, 11) else 0)'
@@ -18,6 +21,14 @@ $(STAMP): requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $@
+
+$(CLUSTER_STAMP): requirements-cluster.lock
+	rm -rf $(CLUSTER_VENV)
+	$(PYTHON) -m venv $(CLUSTER_VENV)
+	$(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-cluster.lock
+	touch $@
+
+cluster: $(CLUSTER_STAMP)  ## .venv-cluster: the pipeline with Ray 2.x and hydra-ray-launcher 1.2.2 (hydra/launcher=ray)
 
 run: $(STAMP)  ## the whole DVC pipeline with the default sweep
 	dvc repro
@@ -29,7 +40,7 @@ robust: $(STAMP)  ## the Welsch-cost sweep of conf/experiment/robust.yaml: two m
 test: $(STAMP) postgres  ## the tests CI runs, end-to-end ones included (a few minutes)
 	python -m pytest
 
-test-slow: $(STAMP) browser postgres  ## the slow-marked tests
+test-slow: $(STAMP) browser postgres cluster  ## the slow-marked tests
 	python -m pytest -m slow
 
 browser:  ## Debian's Chromium for the page test, installed with apt-get where missing (needs root)
@@ -51,10 +62,11 @@ lint: $(STAMP)
 	ruff check .
 	mypy
 
-bench: $(STAMP)  ## speed figures, each against a baseline measured in the same run
+bench: $(STAMP) postgres  ## speed figures, each against a baseline measured in the same run
 	python bench/pipeline_speed.py
 	python bench/optimizer_speed.py
 	python bench/sweep_speed.py
+	python bench/server_load.py
 
 ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000, one worker (a small machine)
 	@python -c "from pipeline.tracking import prepare_experiment as p, tracking_uri as t; \
