@@ -12,7 +12,7 @@ from tests.helpers import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "pipeline"
 STAGES = ("ingest", "split", "store", "train", "evaluate")
-ENTRY_POINTS = (*STAGES, "predict", "compare")
+ENTRY_POINTS = (*STAGES, "predict", "compare", "server", "prune")
 #: Code a stage runs without importing it: MLflow copies the model file and runs it.
 RUN_BY_PATH = {"train": {"pyfunc_model"}}
 

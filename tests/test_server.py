@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import REPO_ROOT, isolating_overrides, prepare_data, run_stage, user_env
+from tests.helpers import REPO_ROOT, VENV_BIN, copy_project, prepare_data, run_stage, user_env
 
 GRID = ["model.init.theta0=0,100000", "model.init.theta1=100", "optimizer.lr=0.01,0.1"]
 
@@ -35,23 +36,23 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def server_command(action: str, folder: Path, port: int, pg_port: int) -> subprocess.CompletedProcess[str]:
+def python(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python <arguments>`` in the project, as a user runs it."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.server",
-            action,
-            f"--folder={folder}",
-            f"--port={port}",
-            f"--pg-port={pg_port}",
-        ],
+        [sys.executable, *arguments],
         cwd=REPO_ROOT,
-        env=user_env(),
+        env=env or user_env(),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
+
+
+def server_command(
+    action: str, folder: Path, port: int, pg_port: int, *options: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    where = [f"--folder={folder}", f"--port={port}", f"--pg-port={pg_port}"]
+    return python("-m", "pipeline.server", action, *options, *where, env=env)
 
 
 @pytest.fixture
@@ -110,28 +111,14 @@ def test_a_sweep_on_the_team_server_matches_sqlite_and_serves_its_champion(
 
     # The champion loads from the server and predicts what predict prints.
     env = user_env() | {"MLFLOW_TRACKING_URI": uri}
-    predicted = subprocess.run(
-        [sys.executable, "-m", "pipeline.predict", "1500"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    predicted = python("-m", "pipeline.predict", "1500", env=env)
     assert predicted.returncode == 0, predicted.stderr
-    loaded = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import mlflow, pandas as pd; "
-            "m = mlflow.pyfunc.load_model('models:/house-price@champion'); "
-            "print(f\"{float(m.predict(pd.DataFrame({'sqft_living': [1500.0]}))[0]):,.2f}\")",
-        ],
-        cwd=REPO_ROOT,
+    loaded = python(
+        "-c",
+        "import mlflow, pandas as pd; "
+        "m = mlflow.pyfunc.load_model('models:/house-price@champion'); "
+        "print(f\"{float(m.predict(pd.DataFrame({'sqft_living': [1500.0]}))[0]):,.2f}\")",
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert loaded.returncode == 0, loaded.stderr
     assert f"predicted price {loaded.stdout.strip()}" in predicted.stdout
@@ -141,67 +128,76 @@ def test_a_sweep_on_the_team_server_matches_sqlite_and_serves_its_champion(
 
 
 @pytest.mark.slow
-def test_a_server_with_logins_refuses_strangers_and_no_password_is_written(tmp_path: Path) -> None:
+def test_with_logins_dvc_repro_predict_and_serve_work_on_the_server_and_no_password_is_written(
+    tmp_path: Path,
+) -> None:
+    """The whole pipeline (`dvc repro` in a fresh copy), `predict` and `mlflow models
+    serve` against a server that requires a login; strangers get 401."""
     folder = Path(tempfile.mkdtemp(prefix="downhill-server-", dir="/tmp"))
     folder.chmod(0o755)
-    port, pg_port = free_port(), free_port()
+    port, pg_port, serve_port = free_port(), free_port(), free_port()
     password = "Adm1n-" + os.urandom(6).hex()
     login = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
     uri = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "pipeline.server"]
-    where = [f"--folder={folder}", f"--port={port}", f"--pg-port={pg_port}"]
+    serving: subprocess.Popen[str] | None = None
     try:
-        started = subprocess.run(
-            [*command, "start", "--auth", *where],
-            cwd=REPO_ROOT,
-            env=user_env() | login,
-            capture_output=True,
-            text=True,
-        )
+        started = server_command("start", folder, port, pg_port, "--auth", env=user_env() | login)
         assert started.returncode == 0, started.stderr
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
         assert refused.value.code == 401
 
-        project = prepare_data(tmp_path / "project")
+        project = copy_project(tmp_path / "project")
         env = user_env() | login | {"MLFLOW_TRACKING_URI": uri}
-        swept = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pipeline.train",
-                "--multirun",
-                *isolating_overrides(project),
-                f"hydra.sweep.dir={project / 'logs'}",
-                "model.init.theta0=0,100000",
-                "optimizer.lr=0.1",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
+        dvc = str(VENV_BIN / "dvc")
+        repro = subprocess.run([dvc, "repro"], cwd=project, env=env, capture_output=True, text=True)
+        assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
+        assert not (project / "mlflow.db").exists()  # everything went to the server
+        chosen = json.loads((project / "reports" / "best_run.json").read_text())
+        theta0, theta1 = chosen["theta"]
+        predicted = python("-m", "pipeline.predict", "1500", env=env)
+        assert predicted.returncode == 0, predicted.stderr
+        assert f"predicted price {theta0 + 1500 * theta1:,.2f}" in predicted.stdout
+
+        command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/house-price@champion"]
+        command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(serve_port)]
+        serving = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
-        assert swept.returncode == 0, swept.stderr
-        written = [swept.stdout, swept.stderr] + [
-            path.read_text(errors="replace")
-            for path in project.rglob("*")
-            if path.is_file() and path.suffix != ".parquet"
+        body = json.dumps({"dataframe_split": {"columns": ["sqft_living"], "data": [[1500.0]]}}).encode()
+        invocations = f"http://127.0.0.1:{serve_port}/invocations"
+        request = urllib.request.Request(invocations, data=body, headers={"Content-Type": "application/json"})
+        deadline = time.monotonic() + 180
+        while True:
+            assert serving.poll() is None, serving.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "mlflow models serve did not answer in time"
+            try:
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    predictions = json.loads(answer.read())["predictions"]
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        assert predictions == pytest.approx([theta0 + 1500 * theta1], rel=1e-12)
+
+        outputs = [repro.stdout, repro.stderr, predicted.stdout, predicted.stderr] + [
+            path.read_text(errors="replace") for path in project.rglob("*") if path.is_file()
         ]
-        assert all(password not in text for text in written)
+        assert all(password not in text for text in outputs)
         client = MlflowClient(tracking_uri=uri)
         os.environ.update(login)
         try:
-            runs = client.search_runs([client.get_experiment_by_name("downhill").experiment_id])  # type: ignore[union-attr]
+            experiment = client.get_experiment_by_name("downhill")
+            assert experiment is not None
+            runs = client.search_runs([experiment.experiment_id])
         finally:
             for name in login:
                 os.environ.pop(name)
-        assert len(runs) == 5 and all(
-            password not in json.dumps(run.data.params) for run in runs
-        )  # parent + 2 × 2
+        assert len(runs) == 17  # the parent and the default sweep's 16 runs
+        assert all(password not in json.dumps(run.data.params | run.data.tags) for run in runs)
     finally:
-        stopped = subprocess.run(
-            [*command, "stop", *where], cwd=REPO_ROOT, env=user_env(), capture_output=True, text=True
-        )
+        if serving is not None:
+            serving.terminate()
+            serving.wait(timeout=30)
+        stopped = server_command("stop", folder, port, pg_port)
         shutil.rmtree(folder, ignore_errors=True)
     assert stopped.returncode == 0, stopped.stderr
