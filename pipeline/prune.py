@@ -108,22 +108,31 @@ def plan_prune(
     return plan
 
 
-def gc_command(uri: str) -> tuple[list[str], dict[str, str]] | None:
-    """``mlflow gc`` of every deleted run and model in the store, where this machine can run it."""
-    from pipeline.team import default_place
+def gc_command(uri: str, server_folder: Path) -> tuple[list[str], dict[str, str]] | None:
+    """``mlflow gc`` of every deleted run and model in the store, where this machine can run
+    it: on a SQLite store, or on the team server started from ``server_folder``."""
+    from pipeline.team import load_place
     from pipeline.tracking import sqlite_file
 
     mlflow = [sys.executable, "-m", "mlflow", "gc", "--tracking-uri", uri]
     if sqlite_file(uri) is not None:
         return [*mlflow, "--backend-store-uri", uri], dict(os.environ)
-    place = default_place()
-    if uri.rstrip("/") == place.uri and place.password_file.is_file():  # this project's team server
+    place = load_place(server_folder)
+    if place is not None and uri.rstrip("/") == place.uri and place.password_file.is_file():
         env = dict(os.environ) | {"PGPASSFILE": str(place.password_file), "MLFLOW_TRACKING_URI": uri}
         return [*mlflow, "--backend-store-uri", place.backend_uri], env
     return None
 
 
-def prune(uri: str, experiment: str, keep: int, sweep_record: Path, best_run: Path, dry_run: bool) -> Plan:
+def prune(
+    uri: str,
+    experiment: str,
+    keep: int,
+    sweep_record: Path,
+    best_run: Path,
+    dry_run: bool,
+    server_folder: Path,
+) -> Plan:
     """Delete and purge what :func:`plan_prune` chooses; return the plan."""
     from pipeline.sweep import read_sweep_record
     from pipeline.tracking import client_for, prepare_experiment, require_store, sqlite_file, store_lock
@@ -146,7 +155,7 @@ def prune(uri: str, experiment: str, keep: int, sweep_record: Path, best_run: Pa
         client.delete_logged_model(model_id)
     for run_id in plan.runs:
         client.delete_run(run_id)
-    command = gc_command(uri)
+    command = gc_command(uri, server_folder)
     if command is None:
         print(
             "deleted through the server; to free their space, its administrator runs on the server: "
@@ -169,12 +178,19 @@ def prune(uri: str, experiment: str, keep: int, sweep_record: Path, best_run: Pa
 def main(argv: list[str] | None = None) -> None:
     from hydra import compose, initialize_config_dir
 
+    from pipeline.team import default_place
     from pipeline.tracking import tracking_uri
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.prune", description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=int, default=KEEP, help=f"newest sweeps to keep (default {KEEP})")
     parser.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     parser.add_argument("--tracking-uri", help="MLflow store (default: as the pipeline's)")
+    parser.add_argument(
+        "--server-folder",
+        type=Path,
+        default=default_place().folder,
+        help="the team server's folder, to purge its database (default: .server/)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml")
     options = parser.parse_args(argv)
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
@@ -187,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         resolve(cfg, cfg.paths.sweep),
         resolve(cfg, cfg.paths.best_run),
         options.dry_run,
+        options.server_folder,
     )
     verb = "would delete" if options.dry_run else "deleted"
     print(

@@ -45,6 +45,7 @@ from pipeline.team import (
     START_SECONDS,
     ServerPlace,
     default_place,
+    save_place,
 )
 
 
@@ -338,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     place = ServerPlace(arguments.folder.resolve(), arguments.pg_port, arguments.port)
     if arguments.action == "start":
         start_postgres(place)
+        save_place(place)
         start_server(place, auth=arguments.auth)
         print(status(place))
         print(f"export MLFLOW_TRACKING_URI={place.uri}")

@@ -264,7 +264,12 @@ def read_outcome(client: MlflowClient, run: Run) -> RunSummary | None:
 def read_back(
     client: MlflowClient, experiment_id: str, parent_id: str, jobs: list[list[str]], keys: list[str]
 ) -> tuple[list[RunSummary], list[str | None]]:
-    """Each job's outcome and run id, read from the parent's children in MLflow, in job order."""
+    """Each job's outcome and run id, read from the parent's children in MLflow, in job order.
+
+    Called once the launcher has returned every job: a child still RUNNING lost its end
+    (its process died, or its last call to the store failed). With its outcome logged,
+    its record is whole, and it is closed FINISHED; without, KILLED, to be run again.
+    """
     by_key: dict[str, Run] = {}
     for run in children(client, experiment_id, parent_id):
         key = run.data.tags.get(JOB_KEY_TAG)
@@ -276,6 +281,10 @@ def read_back(
     for job, key in zip(jobs, keys, strict=True):
         found = by_key.get(key)
         outcome = read_outcome(client, found) if found is not None else None
+        if found is not None and found.info.status == "RUNNING":
+            ended = "FINISHED" if outcome is not None else "KILLED"
+            log.warning("job %s left its run %s RUNNING: closed %s", key, found.info.run_id, ended)
+            client.set_terminated(found.info.run_id, status=ended)
         if found is None:
             outcome = RunSummary.failed(key, job, "", "the job recorded no run (it did not start)")
         elif outcome is None:

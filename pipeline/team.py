@@ -6,6 +6,7 @@ Shared by ``python -m pipeline.server`` (which starts and stops it) and
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,21 @@ class ServerPlace:
     def backend_uri(self) -> str:
         """The database's URI, without its password (that comes from ``PGPASSFILE``)."""
         return f"postgresql+psycopg2://{ROLE}@127.0.0.1:{self.pg_port}/{DATABASE}"
+
+
+def save_place(place: ServerPlace) -> None:
+    """Note the ports in the server's folder, for commands that find it by its folder."""
+    ports = {"port": place.port, "pg_port": place.pg_port}
+    (place.folder / "place.json").write_text(json.dumps(ports) + "\n")
+
+
+def load_place(folder: Path) -> ServerPlace | None:
+    """The team server whose folder is ``folder``, as it was last started; None if none was."""
+    try:
+        ports = json.loads((folder / "place.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return ServerPlace(folder.resolve(), int(ports["pg_port"]), int(ports["port"]))
 
 
 def default_place() -> ServerPlace:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tests.helpers import REPO_ROOT, VENV_BIN, copy_project, prepare_data, run_stage, user_env
@@ -150,8 +151,18 @@ def test_with_logins_dvc_repro_predict_and_serve_work_on_the_server_and_no_passw
         project = copy_project(tmp_path / "project")
         env = user_env() | login | {"MLFLOW_TRACKING_URI": uri}
         dvc = str(VENV_BIN / "dvc")
-        repro = subprocess.run([dvc, "repro"], cwd=project, env=env, capture_output=True, text=True)
-        assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
+
+        def in_project(*command: str) -> subprocess.CompletedProcess[str]:
+            done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            return done
+
+        # An older sweep by hand, then the pipeline: the older one is what prune removes.
+        in_project(dvc, "repro", "split")
+        in_project(
+            sys.executable, "-m", "pipeline.train", "--multirun", "optimizer.lr=0.5", "model.init.theta1=0"
+        )
+        repro = in_project(dvc, "repro")
         assert not (project / "mlflow.db").exists()  # everything went to the server
         chosen = json.loads((project / "reports" / "best_run.json").read_text())
         theta0, theta1 = chosen["theta"]
@@ -192,8 +203,27 @@ def test_with_logins_dvc_repro_predict_and_serve_work_on_the_server_and_no_passw
         finally:
             for name in login:
                 os.environ.pop(name)
-        assert len(runs) == 17  # the parent and the default sweep's 16 runs
+        assert len(runs) == 17 + 3  # the default sweep: a parent and 16 runs; the older: 1 and 2
         assert all(password not in json.dumps(run.data.params | run.data.tags) for run in runs)
+
+        # Prune through the server, purging its database and files: the older sweep goes.
+        older = [run for run in runs if run.data.params.get("optimizer.lr") == "0.5"]
+        assert len(older) == 2 and all(
+            (folder / "artifacts" / experiment.experiment_id / r.info.run_id).is_dir() for r in older
+        )
+        pruned = in_project(sys.executable, "-m", "pipeline.prune", "--keep=1", f"--server-folder={folder}")
+        assert "deleted 1 sweeps (3 runs, 0 model versions, 2 logged models); kept 1 sweeps" in pruned.stdout
+        # MLflow's gc through the server removes the files (it leaves the empty folders).
+        for run in older:
+            files = (folder / "artifacts" / experiment.experiment_id / run.info.run_id).rglob("*")
+            assert not [path for path in files if path.is_file()]
+        os.environ.update(login)
+        try:
+            with pytest.raises(MlflowException):
+                client.get_run(older[0].info.run_id)
+        finally:
+            for name in login:
+                os.environ.pop(name)
     finally:
         if serving is not None:
             serving.terminate()

@@ -16,6 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import train
 from pipeline.errors import PipelineError
+from pipeline.outcome import RunSummary
+from pipeline.sweep import read_back
 from pipeline.tracking import (
     HOST_TAG,
     LAST_SEEN_TAG,
@@ -139,3 +141,23 @@ def test_orphaned_runs_are_closed_by_their_process_here_and_by_their_lease_elsew
     with lease(client, kept["alive here"], every=0.05):
         time.sleep(0.5)
     assert int(client.get_run(kept["alive here"]).data.tags[LAST_SEEN_TAG]) >= int(now)
+
+
+def test_a_run_its_job_left_running_is_closed_when_the_sweep_reads_back(tmp_path: Path) -> None:
+    """Once the launcher has returned every job, a child still RUNNING lost its end (a
+    worker killed, a failed last call to the store): FINISHED if its outcome is there,
+    else KILLED, so that the next identical sweep runs it again."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("sweep", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    keys = ["job-with-outcome", "job-without"]
+    runs = []
+    for key in keys:
+        run = client.create_run(experiment, tags={"mlflow.parentRunId": parent, "downhill.job_key": key})
+        runs.append(run.info.run_id)
+    outcome = RunSummary.failed(keys[0], ["optimizer.lr=0.1"], "gd lr=0.1", "an outcome as logged")
+    client.log_dict(runs[0], outcome.to_json(), "outcome.json")
+    summaries, ids = read_back(client, experiment, parent, [["optimizer.lr=0.1"], ["optimizer.lr=1"]], keys)
+    assert ids == runs
+    assert [client.get_run(run).info.status for run in runs] == ["FINISHED", "KILLED"]
+    assert summaries[0].message == "an outcome as logged" and summaries[1].status == "failed"
