@@ -99,13 +99,13 @@ def tracking_uri(configured: str | None, given: str | None = None) -> str:
     return uri
 
 
-#: ``scheme://user:password@host``: a URI with a login in it.
-PASSWORD_IN_URI = re.compile(r"//[^/:@]+:[^/@]*@")
+#: ``scheme://user:password@host``: a URI with a login in it (the user name as group 1).
+PASSWORD_IN_URI = re.compile(r"(//[^/:@]+):[^/@]*@")
 
 
 def redact(uri: str) -> str:
     """The URI without a password (``http://user:secret@host`` → ``http://user:***@host``)."""
-    return re.sub(r"(//[^/:@]+):[^/@]*@", r"\1:***@", uri)
+    return PASSWORD_IN_URI.sub(r"\1:***@", uri)
 
 
 class StoreCheck(Callback):

@@ -3,8 +3,10 @@ outputs under a test's own folder, one-line errors checked."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +33,9 @@ __all__ = [
     "ComposeFn",
     "assert_one_line_error",
     "copy_project",
+    "free_port",
     "isolating_overrides",
+    "postgres_folder",
     "prepare_data",
     "project_cfg",
     "run_stage",
@@ -155,3 +159,18 @@ def scipy_minima(
         if not any(np.allclose(theta, other[:2], rtol=1e-5) for other in found):
             found.append(np.array([theta[0], theta[1], cost.value(r)]))
     return sorted(found, key=lambda minimum: minimum[2])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def postgres_folder() -> Path:
+    """A new folder for a team server under /tmp: PostgreSQL runs as ``postgres``, which
+    cannot pass pytest's folders (private to root). The caller removes it."""
+    folder = Path(tempfile.mkdtemp(prefix="downhill-server-", dir="/tmp"))
+    folder.chmod(0o755)
+    return folder

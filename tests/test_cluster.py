@@ -17,12 +17,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, isolating_overrides, prepare_data, run_stage, user_env
+from tests.helpers import REPO_ROOT, isolating_overrides, postgres_folder, prepare_data, run_stage, user_env
 
 CLUSTER_PYTHON = REPO_ROOT / ".venv-cluster" / "bin" / "python"
 RAY_PORT, SERVER_PORT, PG_PORT = 6390, 5077, 55477
@@ -36,8 +35,7 @@ def test_the_default_sweep_on_a_ray_cluster_matches_the_basic_launcher(tmp_path:
     assert swept.returncode == 0, swept.stderr
 
     project = prepare_data(tmp_path / "cluster")
-    server = Path(tempfile.mkdtemp(prefix="downhill-server-", dir="/tmp"))  # PostgreSQL's user must pass
-    server.chmod(0o755)
+    server = postgres_folder()
     uri = f"http://127.0.0.1:{SERVER_PORT}"
     token = secrets.token_hex(32)
     where = f"--folder={server} --port={SERVER_PORT} --pg-port={PG_PORT}"

@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,15 +25,18 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import REPO_ROOT, VENV_BIN, copy_project, prepare_data, run_stage, user_env
+from tests.helpers import (
+    REPO_ROOT,
+    VENV_BIN,
+    copy_project,
+    free_port,
+    postgres_folder,
+    prepare_data,
+    run_stage,
+    user_env,
+)
 
 GRID = ["model.init.theta0=0,100000", "model.init.theta1=100", "optimizer.lr=0.01,0.1"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def python(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -59,8 +61,7 @@ def server_command(
 @pytest.fixture
 def team_server() -> Iterator[tuple[str, Path]]:
     """A running team server (its URI and folder); stopped and removed afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix="downhill-server-", dir="/tmp"))
-    folder.chmod(0o755)
+    folder = postgres_folder()
     port, pg_port = free_port(), free_port()
     try:
         started = server_command("start", folder, port, pg_port)
@@ -134,8 +135,7 @@ def test_with_logins_dvc_repro_predict_and_serve_work_on_the_server_and_no_passw
 ) -> None:
     """The whole pipeline (`dvc repro` in a fresh copy), `predict` and `mlflow models
     serve` against a server that requires a login; strangers get 401."""
-    folder = Path(tempfile.mkdtemp(prefix="downhill-server-", dir="/tmp"))
-    folder.chmod(0o755)
+    folder = postgres_folder()
     port, pg_port, serve_port = free_port(), free_port(), free_port()
     password = "Adm1n-" + os.urandom(6).hex()
     login = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}

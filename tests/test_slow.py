@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,15 +18,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline import evaluate
-from tests.helpers import VENV_BIN, ComposeFn, copy_project, run_stage, user_env
+from tests.helpers import VENV_BIN, ComposeFn, copy_project, free_port, run_stage, user_env
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_mlflow_serves_the_champion_on_loopback(prepared: Path, compose_cfg: ComposeFn) -> None:
