@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -192,21 +193,21 @@ def read_sweep_record(path: Path) -> tuple[str, list[RunSummary]]:
         ) from None
 
 
-def write_sweep_outputs(
-    config: DictConfig, key: str, runs: list[RunSummary]
-) -> tuple[dict[str, Figure], str | None]:
+def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) -> list[Path]:
     """Write the sweep record, its pictures and its page (atomically); return the
-    pictures and the page's HTML."""
+    pictures' and the page's paths."""
     write_json(resolve(config, config.paths.sweep), sweep_record(key, runs))
-    figures = sweep_figures(config, runs)
-    for name, figure in figures.items():
-        write_atomic(resolve(config, config.paths[name]), partial(figure.savefig, format="png", dpi=110))
+    written = []
+    for name, figure in sweep_figures(config, runs).items():
+        written.append(resolve(config, config.paths[name]))
+        write_atomic(written[-1], partial(figure.savefig, format="png", dpi=110))
     page = sweep_page(config, runs)
     if page is not None:
-        write_atomic(resolve(config, config.paths.landscape_page), lambda tmp: tmp.write_text(page))
+        written.append(resolve(config, config.paths.landscape_page))
+        write_atomic(written[-1], lambda tmp: tmp.write_text(page))
     log.info("%d runs: %s", len(runs), status_counts(runs))
     log.info("%s", minima_line(runs, group_minima(runs)))
-    return figures, page
+    return written
 
 
 def remote_launcher(config: DictConfig) -> str | None:
@@ -252,10 +253,17 @@ def job_configs(config: DictConfig, jobs: list[list[str]], loader: ConfigLoader)
 
 
 def read_outcome(client: MlflowClient, run: Run) -> RunSummary | None:
-    """The outcome a training run logged, or None if it logged none."""
+    """The outcome a training run logged, or None if it logged none.
+
+    Read from the run's artifact location as the run record gives it: the client's
+    ``download_artifacts`` would first fetch the run again, once per run of a sweep.
+    """
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
     with tempfile.TemporaryDirectory() as folder:
         try:
-            path = client.download_artifacts(run.info.run_id, OUTCOME, folder)
+            repository = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
+            path = repository.download_artifacts(OUTCOME, folder)  # type: ignore[no-untyped-call]
         except Exception:  # no such artifact: the job died before it could log one
             return None
         return RunSummary.from_json(json.loads(Path(path).read_text()))
@@ -350,27 +358,29 @@ def _log_parent(
     parent_id: str,
     runs: list[RunSummary],
     run_ids: list[str | None],
-    figures: Any,
-    page: str | None,
+    pictures: list[Path],
 ) -> None:
-    """The sweep's record, pictures and summary table, on its parent run."""
-    client.log_text(parent_id, json.dumps([run.to_json() for run in runs], indent=2), "sweep.json")
-    for name, figure in figures.items():
-        client.log_figure(parent_id, figure, f"{name}.png")
-    if page is not None:
-        client.log_text(parent_id, page, "landscape.html")
+    """The sweep's record, pictures, page and summary table, on its parent run
+    (the pictures and the page as written: drawing them again costs a second)."""
+    from mlflow.entities import Metric
+
     summary = summary_table(runs, run_ids)
     client.log_table(parent_id, data=summary, artifact_file="sweep_summary.json")
-    client.log_text(parent_id, summary.to_csv(index=False), "sweep_summary.csv")
-    minima = group_minima(runs)
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "sweep.json").write_text(json.dumps([run.to_json() for run in runs], indent=2))
+        (Path(folder) / "sweep_summary.csv").write_text(summary.to_csv(index=False))
+        for path in pictures:
+            shutil.copy(path, folder)
+        client.log_artifacts(parent_id, folder)
     counts = {
-        "minima_found": len(minima),
+        "minima_found": len(group_minima(runs)),
         "runs_at_global_minimum": sum(run.end_point == "global minimum" for run in runs),
         "runs_at_local_minima": sum(run.end_point == "local minimum" for run in runs),
         "runs_on_plateau": sum(run.end_point == "plateau" for run in runs),
     }
-    for name, value in counts.items():
-        client.log_metric(parent_id, name, float(value))
+    now = int(1000 * time.time())
+    metrics = [Metric(name, float(value), now, 0) for name, value in counts.items()]
+    client.log_batch(parent_id, metrics=metrics)
 
 
 @exit_on_error
@@ -440,8 +450,8 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
 
     runs, run_ids = read_back(client, experiment_id, parent_id, jobs, keys)
     try:
-        figures, page = write_sweep_outputs(config, key, runs)
-        _log_parent(client, parent_id, runs, run_ids, figures, page)
+        pictures = write_sweep_outputs(config, key, runs)
+        _log_parent(client, parent_id, runs, run_ids, pictures)
     except Exception as error:  # an unwritable folder, a full disk, a store that went away
         raise PipelineError(f"finishing the sweep: {first_line(error)}") from None
     failed = [run for run in runs if run.status == "failed"]
