@@ -21,12 +21,14 @@ resumes it.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -222,6 +224,54 @@ def remote_launcher(config: DictConfig) -> str | None:
     return None
 
 
+def warm_up_imports() -> int:
+    """Import what a job imports (the stage, MLflow's store and model logging); return
+    this process's id. Run in a launcher's worker before the jobs come."""
+    import mlflow.pyfunc
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+    import pipeline.train  # noqa: F401
+
+    return os.getpid()
+
+
+class WorkerWarmUp:
+    """Start joblib's workers and their imports (some 3 s each) while the sweep is being
+    planned, instead of once the jobs are launched.
+
+    joblib keeps its worker processes for the next call with the same settings: the
+    launcher's call then finds them started. A no-op for other launchers.
+    """
+
+    def __init__(self, launcher: Any) -> None:
+        self.settings: dict[str, Any] | None = None
+        if type(launcher).__name__ == "JoblibLauncher":
+            from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+
+            self.settings = dict(launcher.joblib) | {"backend": "loky"}  # as its launch() sets them
+            process_joblib_cfg(self.settings)
+        self.thread = threading.Thread(target=self._run, name="worker-warm-up", daemon=True)
+        self.workers: set[int] = set()  # the process ids of the workers warmed up
+
+    def _run(self) -> None:
+        from joblib import Parallel, delayed
+
+        assert self.settings is not None
+        workers = self.settings.get("n_jobs") or 1
+        count = os.cpu_count() or 1 if workers < 0 else workers
+        with contextlib.suppress(Exception):  # the launch itself will say what is wrong
+            self.workers = set(Parallel(**self.settings)(delayed(warm_up_imports)() for _ in range(count)))
+
+    def start(self) -> None:
+        if self.settings is not None:
+            self.thread.start()
+
+    def join(self) -> None:
+        """Wait for the workers to be ready (before the launcher uses them)."""
+        if self.thread.is_alive():
+            self.thread.join()
+
+
 def plan_jobs(
     config: DictConfig, arguments: list[str], loader: ConfigLoader | None = None
 ) -> list[list[str]]:
@@ -405,6 +455,8 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     train_path = resolve(config, config.paths.train)
     if not train_path.is_file():
         raise PipelineError(f"{train_path}: no training split; run `dvc repro split` first")
+    warm_up = WorkerWarmUp(launcher)
+    warm_up.start()
     train_md5 = file_md5(train_path)
     keys = [job_key(job_config, train_md5) for job_config in job_configs(config, jobs, loader)]
     key = sweep_key(keys)
@@ -443,6 +495,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
         watch = nullcontext() if in_process else SweepWatch(client, experiment_id, parent_id, len(jobs))
         if isinstance(loader, QuickComposer):
             loader.prepare(config, pending)
+        warm_up.join()
         with watch, lease(client, parent_id):  # seen alive while jobs run elsewhere
             launcher.launch(pending, initial_job_idx=0)
     for name in (SWEEP_SIZE_ENV, BEST_MSE_ENV, LAUNCHER_PID_ENV):

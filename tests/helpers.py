@@ -174,3 +174,12 @@ def postgres_folder() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="downhill-server-", dir="/tmp"))
     folder.chmod(0o755)
     return folder
+
+
+def process_id_after(seconds: float) -> int:
+    """This process's id, after a pause (a task long enough for every worker to get one)."""
+    import os
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()

@@ -216,6 +216,28 @@ def test_basic_and_joblib_launchers_give_the_same_sweep_bit_for_bit(tmp_path: Pa
     assert len(json.loads(records[0])["runs"]) == 16
 
 
+def test_joblibs_workers_start_while_the_sweep_is_planned_and_run_its_jobs() -> None:
+    """The workers warmed up (imports done) are the ones the launcher's own call then uses."""
+    import os
+
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+    from joblib import Parallel, delayed
+
+    from pipeline.sweep import WorkerWarmUp
+    from tests.helpers import process_id_after
+
+    settings: dict[str, Any] = {"n_jobs": 2, "backend": None, "pre_dispatch": "2*n_jobs"}
+    warm_up = WorkerWarmUp(JoblibLauncher(**settings))
+    warm_up.start()
+    warm_up.join()
+    assert len(warm_up.workers) == 2 and os.getpid() not in warm_up.workers
+    settings["backend"] = "loky"  # as the launcher sets it
+    process_joblib_cfg(settings)
+    assert set(Parallel(**settings)(delayed(process_id_after)(0.2) for _ in range(6))) <= warm_up.workers
+    WorkerWarmUp(object()).join()  # another launcher: nothing to do
+
+
 def test_an_empty_sweep_fails_and_keeps_the_previous_record(prepared: Path) -> None:
     first = run_stage("train", prepared, *START, "optimizer.lr=0.1", multirun=True)
     assert first.returncode == 0, first.stderr
