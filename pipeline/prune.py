@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.files import resolve
+from pipeline.settings import CONF_DIR
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger("pipeline.prune")
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 KEEP = 3
 
 

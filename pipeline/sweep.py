@@ -224,14 +224,16 @@ def remote_launcher(config: DictConfig) -> str | None:
     return None
 
 
-def warm_up_imports() -> int:
-    """Import what a job imports (the stage, MLflow's store and model logging); return
-    this process's id. Run in a launcher's worker before the jobs come."""
+def warm_up_imports(module: str) -> int:
+    """Import what a job imports (the task's module, MLflow's store and model logging);
+    return this process's id. Run in a launcher's worker before the jobs come."""
+    import importlib
+
     import mlflow.pyfunc
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
-    import pipeline.train  # noqa: F401
-
+    if module:
+        importlib.import_module(module)
     return os.getpid()
 
 
@@ -244,6 +246,7 @@ class WorkerWarmUp:
     """
 
     def __init__(self, launcher: Any) -> None:
+        self.task_module = str(getattr(getattr(launcher, "task_function", None), "__module__", ""))
         self.settings: dict[str, Any] | None = None
         if type(launcher).__name__ == "JoblibLauncher":
             from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
@@ -260,7 +263,9 @@ class WorkerWarmUp:
         workers = self.settings.get("n_jobs") or 1
         count = os.cpu_count() or 1 if workers < 0 else workers
         with contextlib.suppress(Exception):  # the launch itself will say what is wrong
-            self.workers = set(Parallel(**self.settings)(delayed(warm_up_imports)() for _ in range(count)))
+            self.workers = set(
+                Parallel(**self.settings)(delayed(warm_up_imports)(self.task_module) for _ in range(count))
+            )
 
     def start(self) -> None:
         if self.settings is not None:

@@ -40,7 +40,7 @@ from pipeline.outcome import RunSummary
 from pipeline.progress import ProgressLine, record_best
 from pipeline.rules import DIVERGENCE_RATIO, MAX_ITER, TOLERANCE
 from pipeline.runlog import RunRecord, flat_params, global_reference, log_result, reference_optimum
-from pipeline.settings import check_overrides, read_choice, read_flag, read_names, read_number
+from pipeline.settings import CONF_DIR, check_overrides, read_choice, read_flag, read_names, read_number
 from pipeline.sweep import write_sweep_outputs
 from pipeline.tables import require_columns
 from pipeline.tracking import (
@@ -360,7 +360,7 @@ def run(cfg: DictConfig) -> RunSummary:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 @exit_on_error
 def main(cfg: DictConfig) -> RunSummary | None:
     if HydraConfig.get().mode != RunMode.MULTIRUN:
@@ -379,4 +379,10 @@ def main(cfg: DictConfig) -> RunSummary | None:
 
 if __name__ == "__main__":
     check_overrides("train")
-    main()
+    # Hydra's task is this module's ``main`` as ``pipeline.train``, not ``__main__``: a
+    # launcher that sends it to worker processes (joblib, Ray) then sends a reference,
+    # where a function of ``__main__`` goes pickled by value, with everything it uses,
+    # for every job (and runs in the worker as code apart from the imported module).
+    from pipeline.train import main as task
+
+    task()

@@ -224,11 +224,15 @@ def test_joblibs_workers_start_while_the_sweep_is_planned_and_run_its_jobs() -> 
     from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
     from joblib import Parallel, delayed
 
+    from pipeline import train
     from pipeline.sweep import WorkerWarmUp
     from tests.helpers import process_id_after
 
     settings: dict[str, Any] = {"n_jobs": 2, "backend": None, "pre_dispatch": "2*n_jobs"}
-    warm_up = WorkerWarmUp(JoblibLauncher(**settings))
+    launcher = JoblibLauncher(**settings)
+    launcher.task_function = train.main
+    warm_up = WorkerWarmUp(launcher)
+    assert warm_up.task_module == "pipeline.train"
     warm_up.start()
     warm_up.join()
     assert len(warm_up.workers) == 2 and os.getpid() not in warm_up.workers
