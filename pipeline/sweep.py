@@ -25,12 +25,14 @@ import contextlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, replace
 from functools import partial
@@ -199,17 +201,55 @@ def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) ->
     """Write the sweep record, its pictures and its page (atomically); return the
     pictures' and the page's paths."""
     write_json(resolve(config, config.paths.sweep), sweep_record(key, runs))
+    page_path = resolve(config, config.paths.landscape_page)
+
+    def write_page() -> bool:
+        page = sweep_page(config, runs)
+        if page is not None:
+            write_atomic(page_path, lambda tmp: tmp.write_text(page))
+        return page is not None
+
+    # The page (Plotly, about a second) is drawn by a forked copy of this process while
+    # this one draws the pictures; should the copy fail, it is drawn here, where an error
+    # is reported as any other.
+    page_drawer = _forked(write_page)
     written = []
     for name, figure in sweep_figures(config, runs).items():
         written.append(resolve(config, config.paths[name]))
         write_atomic(written[-1], partial(figure.savefig, format="png", dpi=110))
-    page = sweep_page(config, runs)
-    if page is not None:
-        written.append(resolve(config, config.paths.landscape_page))
-        write_atomic(written[-1], lambda tmp: tmp.write_text(page))
+    if page_drawer is not None:
+        page_drawer.join()
+    if (page_drawer is not None and page_drawer.exitcode == 0) or write_page():
+        written.append(page_path)
     log.info("%d runs: %s", len(runs), status_counts(runs))
     log.info("%s", minima_line(runs, group_minima(runs)))
     return written
+
+
+def _forked(action: Callable[[], bool]) -> multiprocessing.process.BaseProcess | None:
+    """A forked copy of this process that runs ``action`` and exits 0 if it returned True
+    (1 if not, or on an error); None where forking is unsafe.
+
+    Not under Ray, whose driver holds threads of its own that a fork would copy
+    mid-flight; the threads of this project's sweep and of joblib's launcher wait on
+    their own locks, which the copy never takes.
+    """
+    if sys.platform != "linux" or "ray" in sys.modules:  # macOS's libraries do not survive a fork
+        return None
+    context = multiprocessing.get_context("fork")
+    process = context.Process(target=_exit_with, args=(action,), name="sweep-page", daemon=True)
+    process.start()
+    return process
+
+
+def _exit_with(action: Callable[[], bool]) -> None:
+    """In a forked copy: run ``action`` and leave (0 if it returned True), silently."""
+    try:
+        done = action()
+    except BaseException:  # the parent draws the page again and reports what is wrong
+        done = False
+    sys.stdout.flush()
+    os._exit(0 if done else 1)
 
 
 def remote_launcher(config: DictConfig) -> str | None:

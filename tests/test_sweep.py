@@ -242,6 +242,47 @@ def test_joblibs_workers_start_while_the_sweep_is_planned_and_run_its_jobs() -> 
     WorkerWarmUp(object()).join()  # another launcher: nothing to do
 
 
+def test_the_page_drawn_by_a_forked_copy_is_the_page(prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page is drawn beside the pictures by a forked copy of the process; where the
+    copy fails, the process draws it itself: the same bytes either way."""
+    from pipeline import sweep, train
+    from pipeline.keys import sweep_key
+    from tests.helpers import project_cfg
+
+    def fails() -> bool:
+        raise RuntimeError("a page that cannot be drawn")
+
+    outcomes = {"done": lambda: True, "nothing": lambda: False, "error": fails}
+    assert {name: process_exit(sweep._forked(action)) for name, action in outcomes.items()} == {
+        "done": 0,
+        "nothing": 1,
+        "error": 1,
+    }
+    config = project_cfg(prepared, "train")
+    runs = [train.run(config)]
+    page = prepared / "reports" / "landscape.html"
+    assert page in sweep.write_sweep_outputs(config, sweep_key([runs[0].job_key]), runs)
+    assert page.read_text() == sweep.sweep_page(config, runs)
+    page.unlink()
+    copies: list[Any] = []
+    fork = sweep._forked
+
+    def failing_copy(action: Any) -> Any:
+        copies.append(fork(fails))
+        return copies[-1]
+
+    monkeypatch.setattr(sweep, "_forked", failing_copy)
+    assert page in sweep.write_sweep_outputs(config, sweep_key([runs[0].job_key]), runs)
+    assert [copy.exitcode for copy in copies] == [1]
+    assert page.read_text() == sweep.sweep_page(config, runs)
+
+
+def process_exit(process: Any) -> int:
+    """The exit code of a process, once it has ended."""
+    process.join()
+    return int(process.exitcode)
+
+
 def test_an_empty_sweep_fails_and_keeps_the_previous_record(prepared: Path) -> None:
     first = run_stage("train", prepared, *START, "optimizer.lr=0.1", multirun=True)
     assert first.returncode == 0, first.stderr
