@@ -300,8 +300,8 @@ class WorkerWarmUp:
         from joblib import Parallel, delayed
 
         assert self.settings is not None
-        workers = self.settings.get("n_jobs") or 1
-        count = os.cpu_count() or 1 if workers < 0 else workers
+        workers = int(self.settings.get("n_jobs") or 1)
+        count = workers if workers > 0 else os.cpu_count() or 1  # n_jobs=-1: a worker per core
         with contextlib.suppress(Exception):  # the launch itself will say what is wrong
             self.workers = set(
                 Parallel(**self.settings)(delayed(warm_up_imports)(self.task_module) for _ in range(count))
