@@ -38,6 +38,7 @@ from pipeline.tracking import (
     client_for,
     dataset_input,
     finished_run,
+    log_dataset_input,
     prepare_experiment,
     redact,
     sweep_parents,
@@ -216,7 +217,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     test_columns = {name: test[name].to_numpy(np.float64) for name in [*model.features, target]}
     test_md5 = file_md5(resolve(cfg, cfg.paths.test))
     test_input = dataset_input(test_columns, str(cfg.paths.test), "test", target, test_md5, "testing")
-    client.log_inputs(run_id, datasets=[test_input])
+    log_dataset_input(client, run_id, test_input)
     for metric_name, value in metrics.items():
         if math.isfinite(value):
             client.log_metric(run_id, metric_name, value)

@@ -372,6 +372,8 @@ def read_back(
     Called once the launcher has returned every job: a child still RUNNING lost its end
     (its process died, or its last call to the store failed). With its outcome logged,
     its record is whole, and it is closed FINISHED; without, KILLED, to be run again.
+    A child that ended FAILED failed, whatever outcome it logged before it broke off:
+    its status, its tags and the sweep record agree.
     """
     by_key: dict[str, Run] = {}
     for run in children(client, experiment_id, parent_id):
@@ -384,6 +386,8 @@ def read_back(
     for job, key in zip(jobs, keys, strict=True):
         found = by_key.get(key)
         outcome = read_outcome(client, found) if found is not None else None
+        if found is not None and found.info.status == "FAILED" and outcome is not None:
+            outcome = None  # its record broke off after the outcome was logged: it failed
         if found is not None and found.info.status == "RUNNING":
             ended = "FINISHED" if outcome is not None else "KILLED"
             log.warning("job %s left its run %s RUNNING: closed %s", key, found.info.run_id, ended)

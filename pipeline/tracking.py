@@ -379,6 +379,36 @@ def dataset_input(
 _datasets: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
+#: How often a store call that lost a race is tried in all (see :func:`log_dataset_input`).
+RACE_ATTEMPTS = 5
+
+
+def lost_a_race(error: BaseException) -> bool:
+    """Whether a store call failed only because another process wrote at the same moment:
+    a row it inserted first (SQLite's ``UNIQUE constraint failed``, PostgreSQL's
+    ``duplicate key``) or a write lock SQLite would not wait for (``database is locked``)."""
+    text = str(error)
+    return any(sign in text for sign in ("UNIQUE constraint failed", "duplicate key", "database is locked"))
+
+
+def log_dataset_input(client: MlflowClient, run_id: str, dataset: DatasetInput) -> None:
+    """Log ``dataset`` as an input of the run ``run_id``, also when other runs log it at once.
+
+    MLflow looks a dataset up in the experiment and inserts it if it is not there: two
+    processes logging the same split for the first time (two sweeps on a new store) both
+    insert it, and the second fails on the table's unique key. Tried again, it finds the
+    row the first one wrote. Each attempt is one transaction: a failed one left nothing.
+    """
+    for attempt in range(RACE_ATTEMPTS):
+        try:
+            client.log_inputs(run_id, datasets=[dataset])
+            return
+        except Exception as error:
+            if attempt == RACE_ATTEMPTS - 1 or not lost_a_race(error):
+                raise
+            time.sleep(0.05 * 2**attempt)
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

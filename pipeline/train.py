@@ -9,6 +9,7 @@ the least-squares reference, and the fitted line as an MLflow pyfunc model.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -24,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.costs import LOSSES, Cost, auto_scale
-from pipeline.errors import PipelineError, Terminated, exit_on_error
+from pipeline.errors import PipelineError, Terminated, exit_on_error, first_line
 from pipeline.files import file_md5, resolve
 from pipeline.keys import in_result, job_key, sweep_key
 from pipeline.landscape import PADDING
@@ -54,8 +55,10 @@ from pipeline.tracking import (
     dataset_input,
     git_commit,
     lease,
+    log_dataset_input,
     prepare_experiment,
     process_tags,
+    redact,
     tracking_uri,
     write_store_mark,
 )
@@ -227,6 +230,11 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.optimizer.name} lr={cfg.optimizer.lr} {start}{degree}"
 
 
+def failed_tags(cfg: DictConfig, message: str) -> dict[str, str]:
+    """The tags of a run that failed: its status, why, and its name saying so."""
+    return {"status": "failed", "error": message, RUN_NAME_TAG: f"{run_name(cfg)} · failed"}
+
+
 def ingest_counts(cfg: DictConfig) -> dict[str, float]:
     """Rows read and dropped by ingest, from its report (empty if there is none)."""
     path = resolve(cfg, cfg.paths.ingest_report)
@@ -294,7 +302,7 @@ def run(cfg: DictConfig) -> RunSummary:
         def log_inputs() -> None:
             split = {name: inputs[:, j] for j, name in enumerate(features)} | {target: y}
             inputs_entity = dataset_input(split, str(cfg.paths.train), "train", target, train_md5, "training")
-            client.log_inputs(run_id, datasets=[inputs_entity])
+            log_dataset_input(client, run_id, inputs_entity)
 
         try:
             try:
@@ -308,8 +316,7 @@ def run(cfg: DictConfig) -> RunSummary:
                         X, y, settings.model, cost, model_key, lambda optimum: certificate_frame(cfg, optimum)
                     )
             except PipelineError as error:
-                failed = {"status": "failed", "error": str(error), RUN_NAME_TAG: f"{run_name(cfg)} · failed"}
-                record.tags |= failed
+                record.tags |= failed_tags(cfg, str(error))
                 record.files[OUTCOME] = json.dumps(
                     RunSummary.failed(key, overrides, run_name(cfg), str(error)).to_json(), indent=2
                 )
@@ -347,6 +354,13 @@ def run(cfg: DictConfig) -> RunSummary:
             finally:
                 mlflow.end_run("KILLED")  # not FAILED: nothing was wrong with the run
             raise
+        except PipelineError:
+            raise
+        except Exception as error:  # the store failed mid-record: the run ends FAILED, and says so
+            message = f"train: recording the run in {redact(uri)} failed: {first_line(error)}"
+            with contextlib.suppress(Exception):  # the store may be what failed
+                RunRecord(tags=failed_tags(cfg, message)).send(client, run_id)
+            raise PipelineError(message) from error
 
     what = "train MSE" if cost.is_mse else f"train {cost.name} cost"
     gap = "unknown" if summary.optimality_gap is None else f"{summary.optimality_gap:.3g}"

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from hydra import compose, initialize_config_dir
@@ -35,12 +36,14 @@ __all__ = [
     "copy_project",
     "free_port",
     "isolating_overrides",
+    "log_split_at_once",
     "postgres_folder",
     "prepare_data",
     "project_cfg",
     "run_stage",
     "scipy_minima",
     "trained",
+    "two_sweeps_at_once",
     "user_env",
 ]
 
@@ -183,3 +186,57 @@ def process_id_after(seconds: float) -> int:
 
     time.sleep(seconds)
     return os.getpid()
+
+
+def log_split_at_once(uri: str, experiment_id: str, start: Any) -> str:
+    """In a process of its own: create a run, wait for ``start`` (a barrier), log the same
+    training split as every other such process; return "ok" or the error's first line."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from pipeline.errors import first_line
+    from pipeline.tracking import client_for, log_dataset_input
+
+    client = client_for(uri)
+    run_id = client.create_run(experiment_id).info.run_id
+    dataset = Dataset(name="train", digest="0123456789abcdef", source_type="local", source="train.parquet")
+    start.wait()
+    try:
+        log_dataset_input(
+            client, run_id, DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])
+        )
+    except Exception as error:
+        return first_line(error)
+    return "ok"
+
+
+def two_sweeps_at_once(folder: Path) -> None:
+    """Two projects in ``folder`` sweep at once into one new shared store: both finish,
+    and every run's MLflow status, tags and sweep record agree."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    shared = f"sqlite:///{folder / 'shared.db'}"
+    processes = []
+    for name in ("a", "b"):
+        root = prepare_data(folder / name, "data=seed_example")
+        command = [sys.executable, "-m", "pipeline.train", "--multirun", *isolating_overrides(root)]
+        command += [f"mlflow.tracking_uri={shared}", "data=seed_example", *START_ONE_RUN[:2]]
+        command += ["optimizer.lr=0.01,0.1,0.3", f"hydra.sweep.dir={root}/logs"]
+        processes.append(
+            subprocess.Popen(command, cwd=REPO_ROOT, env=user_env(), stderr=subprocess.PIPE, text=True)
+        )
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    client = MlflowClient(tracking_uri=shared)
+    experiment = client.get_experiment_by_name("downhill")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert sorted(run.data.tags["downhill.role"] for run in runs) == ["sweep"] * 2 + ["train"] * 6
+    assert all(run.info.status == "FINISHED" for run in runs)
+    assert all(run.data.tags["status"] == "converged" for run in runs if "status" in run.data.tags)
+    assert all(run.info.run_name.endswith("· converged") for run in runs if "status" in run.data.tags)
+    for name in ("a", "b"):
+        record = json.loads((folder / name / "reports" / "sweep.json").read_text())
+        assert {run["status"] for run in record["runs"]} == {"converged"}

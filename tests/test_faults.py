@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ from tests.helpers import (
     ComposeFn,
     assert_one_line_error,
     isolating_overrides,
+    log_split_at_once,
     run_stage,
+    two_sweeps_at_once,
     user_env,
 )
 
@@ -232,35 +235,48 @@ def test_kill_9_loses_no_finished_run_and_the_next_sweep_tidies_up(
     assert statuses == ["FINISHED", "FINISHED", "FINISHED", "KILLED", "KILLED"]
 
 
-def test_two_sweeps_at_once_on_a_new_store_both_finish(compose_cfg: ComposeFn, tmp_path: Path) -> None:
-    shared_store = f"mlflow.tracking_uri=sqlite:///{tmp_path / 'shared.db'}"
-    processes = []
-    for name in ("a", "b"):
-        root = tmp_path / name
-        cfg = compose_cfg(f"paths.root={root}", "data=seed_example")
-        ingest.run(cfg)
-        split.run(cfg)
-        command = [sys.executable, "-m", "pipeline.train", "--multirun", *isolating_overrides(root)]
-        command += [
-            shared_store,
-            "data=seed_example",
-            *START,
-            "optimizer.lr=0.01,0.1,0.3",
-            f"hydra.sweep.dir={root}/logs",
-        ]
-        processes.append(
-            subprocess.Popen(command, cwd=REPO_ROOT, env=user_env(), stderr=subprocess.PIPE, text=True)
-        )
-    for process in processes:
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'shared.db'}")
-    runs = train_runs(client)
-    assert sorted(run.data.tags["downhill.role"] for run in runs) == ["sweep"] * 2 + ["train"] * 6
-    assert all(run.info.status == "FINISHED" for run in runs)
-    for name in ("a", "b"):
-        record = json.loads((tmp_path / name / "reports" / "sweep.json").read_text())
-        assert {run["status"] for run in record["runs"]} == {"converged"}
+def test_two_sweeps_at_once_on_a_new_store_both_finish(tmp_path: Path) -> None:
+    two_sweeps_at_once(tmp_path)
+
+
+def test_two_processes_log_the_same_split_at_once_on_a_new_store(tmp_path: Path) -> None:
+    """The race behind a converged run that ended FAILED: MLflow looks a dataset up, then
+    inserts it, so the second of two processes that log it first loses on the unique key."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no copy of this process's MLflow state
+    stores = [f"sqlite:///{tmp_path / f'mlflow{i}.db'}" for i in range(3)]  # lost 10 of 10 before the fix
+    with context.Manager() as manager, context.Pool(2) as pool:
+        for uri in stores:
+            experiment_id = MlflowClient(uri).create_experiment("downhill")
+            start = manager.Barrier(2)
+            results = pool.starmap(log_split_at_once, [(uri, experiment_id, start)] * 2)
+            assert results == ["ok", "ok"]
+            runs = MlflowClient(uri).search_runs([experiment_id])
+            assert len(runs) == 2 and all(len(run.inputs.dataset_inputs) == 1 for run in runs)
+
+
+def test_a_child_that_ended_failed_is_failed_in_the_sweep_record(tmp_path: Path) -> None:
+    """Its outcome was logged (converged), then the store failed before the run ended:
+    MLflow's status, the run's tags and the sweep record say failed, all three."""
+    from pipeline.outcome import RunSummary
+    from pipeline.sweep import read_back
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("downhill", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(experiment_id)
+    child = client.create_run(
+        experiment_id,
+        tags={"mlflow.parentRunId": parent.info.run_id, "downhill.job_key": "k1", "error": "boom"},
+    )
+    converged = replace(RunSummary.failed("k1", [], "gd", ""), status="converged", message="converged")
+    outcome = tmp_path / "outcome.json"
+    outcome.write_text(json.dumps(converged.to_json()))
+    client.log_artifact(child.info.run_id, str(outcome))
+    client.set_terminated(child.info.run_id, status="FAILED")
+    runs, run_ids = read_back(client, experiment_id, parent.info.run_id, [["optimizer.lr=0.1"]], ["k1"])
+    assert run_ids == [child.info.run_id]
+    assert runs[0].status == "failed" and runs[0].message == "boom"
 
 
 def test_the_same_config_gives_bit_identical_results(prepared: Path, compose_cfg: ComposeFn) -> None:

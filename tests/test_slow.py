@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +19,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline import evaluate
-from tests.helpers import VENV_BIN, ComposeFn, copy_project, free_port, run_stage, user_env
+from tests.helpers import (
+    VENV_BIN,
+    ComposeFn,
+    copy_project,
+    free_port,
+    run_stage,
+    two_sweeps_at_once,
+    user_env,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -185,3 +194,16 @@ def test_the_landscape_page_renders_in_headless_chromium(prepared: Path) -> None
     shot = chromium(f"--screenshot={screenshot}")
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 50_000
+
+
+def test_two_sweeps_at_once_twenty_times_under_load(tmp_path: Path) -> None:
+    """The race of two sweeps on a new store (a converged run once ended FAILED), tried
+    20 times while two processes keep both cores busy (as `stress-ng --cpu 2` does)."""
+    load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        for attempt in range(20):
+            two_sweeps_at_once(tmp_path / str(attempt))
+    finally:
+        for process in load:
+            process.kill()
+            process.wait()
