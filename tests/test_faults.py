@@ -253,7 +253,7 @@ def test_two_processes_log_the_same_split_at_once_on_a_new_store(tmp_path: Path)
             results = pool.starmap(log_split_at_once, [(uri, experiment_id, start)] * 2)
             assert results == ["ok", "ok"]
             runs = MlflowClient(uri).search_runs([experiment_id])
-            assert len(runs) == 2 and all(len(run.inputs.dataset_inputs) == 1 for run in runs)
+            assert len(runs) == 2 and all(run.inputs and len(run.inputs.dataset_inputs) == 1 for run in runs)
 
 
 def test_a_child_that_ended_failed_is_failed_in_the_sweep_record(tmp_path: Path) -> None:
