@@ -188,24 +188,21 @@ def main(argv: list[str] | None = None) -> None:
     from mlflow.exceptions import MlflowException
 
     from pipeline.files import write_atomic
-    from pipeline.tracking import client_for, redact, require_store, tracking_uri
+    from pipeline.tracking import open_store, redact, tracking_uri
 
     options = arguments(argv)
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose(config_name="config")
     uri = tracking_uri(cfg.mlflow.tracking_uri, options.tracking_uri)
-    require_store(uri)
+    store = open_store(uri, str(cfg.mlflow.experiment), create=False)
+    client, experiment_id = store.client, store.experiment
     try:
-        client = client_for(uri)
-        experiment = client.get_experiment_by_name(str(cfg.mlflow.experiment))
-        if experiment is None:
-            raise PipelineError(f"no experiment {cfg.mlflow.experiment!r} in {redact(uri)}")
         if options.sweep:
             lines, figure = compare_sweep(
-                client, experiment.experiment_id, find_run(client, experiment.experiment_id, options.sweep)
+                client, experiment_id, find_run(client, experiment_id, options.sweep)
             )
         else:
-            a, b = (find_run(client, experiment.experiment_id, ref) for ref in options.runs)
+            a, b = (find_run(client, experiment_id, ref) for ref in options.runs)
             lines, figure = compare_two(client, a, b)
     except MlflowException as error:
         raise PipelineError(f"MLflow store {redact(uri)}: {first_line(error)}") from None

@@ -35,11 +35,10 @@ from pipeline.tracking import (
     CHAMPION,
     CURVE,
     MODEL_URI_TAG,
-    client_for,
     dataset_input,
     finished_run,
     log_dataset_input,
-    prepare_experiment,
+    open_store,
     redact,
     sweep_parents,
     tracking_uri,
@@ -205,8 +204,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     name = read_model_name(cfg)
 
     uri = tracking_uri(cfg.mlflow.tracking_uri)
-    experiment_id = prepare_experiment(uri, cfg.mlflow.experiment)
-    client = client_for(uri)
+    store = open_store(uri, cfg.mlflow.experiment)
+    client, experiment_id = store.client, store.experiment
     found = finished_run(client, experiment_id, best.job_key)
     if found is None:
         raise PipelineError(

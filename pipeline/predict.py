@@ -59,11 +59,10 @@ def load_champion(tracking_uri: str, name: str) -> Champion:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline.tracking import client_for, redact, require_store
+    from pipeline.tracking import open_store, redact
 
-    require_store(tracking_uri)
+    client = open_store(tracking_uri, create=False).client
     try:
-        client = client_for(tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as error:
@@ -75,7 +74,9 @@ def load_champion(tracking_uri: str, name: str) -> Champion:
         ) from None
     except Exception as error:  # an unknown scheme, an unreachable server, a corrupt file
         raise PipelineError(f"MLflow store {redact(tracking_uri)}: {first_line(error)}") from None
-    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    # From its files, not ``models:/…``: MLflow writes a note into the model's folder
+    # when it loads a registered model, and predict must work in a read-only project.
+    model = mlflow.pyfunc.load_model(client.get_model_version_download_uri(name, version.version))
     schema = model.metadata.get_input_schema()
     features = list(schema.input_names()) if schema is not None else []
     run = client.get_run(version.run_id) if version.run_id else None

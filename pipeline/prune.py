@@ -135,15 +135,14 @@ def prune(
 ) -> Plan:
     """Delete and purge what :func:`plan_prune` chooses; return the plan."""
     from pipeline.sweep import read_sweep_record
-    from pipeline.tracking import client_for, prepare_experiment, require_store, sqlite_file, store_lock
+    from pipeline.tracking import open_store, sqlite_file, store_lock
 
     if keep < 1:
         raise PipelineError(f"--keep: expected at least 1 sweep to keep, got {keep}")
-    require_store(uri)
-    # Also moves a copied or moved project's artifact root to its own: gc must delete
-    # this store's files, never those of the project it was copied from.
-    experiment_id = prepare_experiment(uri, experiment)
-    client = client_for(uri)
+    # Also moves a copied or moved project's paths to its own: gc must delete this
+    # store's files, never those of the project it was copied from.
+    store = open_store(uri, experiment, create=False)
+    client, experiment_id = store.client, store.experiment
     workspace_sweep = read_sweep_record(sweep_record)[0] if sweep_record.is_file() else None
     workspace_run = json.loads(best_run.read_text()).get("run_id") if best_run.is_file() else None
     plan = plan_prune(client, experiment_id, keep, workspace_sweep, workspace_run)

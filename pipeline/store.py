@@ -30,8 +30,9 @@ from pipeline.sweep import read_sweep_record
 from pipeline.tracking import (
     CHAMPION,
     JOB_KEY_TAG,
-    client_for,
     finished_run,
+    local_path,
+    open_store,
     redact,
     store_exists,
     tracking_uri,
@@ -55,12 +56,18 @@ def missing_from_store(cfg: DictConfig) -> tuple[list[str], list[str]]:
         return wanted, [f"{name}@{CHAMPION}"] if best else []
     from mlflow.exceptions import MlflowException
 
+    # Relocates a moved or copied project's store, and finds a damaged file before train
+    # writes into it.
+    store = open_store(uri, str(cfg.mlflow.experiment), create=False, check=True)
+    client = store.client
     try:
-        client = client_for(uri)
-        experiment = client.get_experiment_by_name(str(cfg.mlflow.experiment))
-        if experiment is None:
+        if store.experiment_id is None:
             return wanted, [f"{name}@{CHAMPION}"] if best else []
-        missing_runs = [key for key in wanted if finished_run(client, experiment.experiment_id, key) is None]
+        found = {key: finished_run(client, store.experiment_id, key) for key in wanted}
+        # A run whose files are gone (``rm -rf mlartifacts``) is missing too.
+        missing_runs = [
+            key for key, run in found.items() if run is None or not files_there(run.info.artifact_uri)
+        ]
         if best is None:
             return missing_runs, []
         versions = client.search_model_versions(f"name = '{name}'")
@@ -70,12 +77,21 @@ def missing_from_store(cfg: DictConfig) -> tuple[list[str], list[str]]:
                 run_keys.add(client.get_run(version.run_id).data.tags.get(JOB_KEY_TAG))
         missing_model = [] if best.job_key in run_keys else [f"{name} version of job {best.job_key}"]
         try:
-            client.get_model_version_by_alias(name, CHAMPION)
+            champion = client.get_model_version_by_alias(name, CHAMPION)
         except MlflowException:
             missing_model.append(f"{name}@{CHAMPION}")
+        else:
+            if not files_there(client.get_model_version_download_uri(name, champion.version)):
+                missing_model.append(f"the files of {name}@{CHAMPION}")
         return missing_runs, missing_model
     except MlflowException as error:
         raise PipelineError(f"MLflow store {redact(uri)}: {first_line(error)}") from None
+
+
+def files_there(location: str | None) -> bool:
+    """Whether a local artifact location (a folder) holds files; a server's is trusted."""
+    path = local_path(location or "")
+    return path is None or (path.is_dir() and any(path.iterdir()))
 
 
 def run(cfg: DictConfig) -> tuple[list[str], list[str]]:

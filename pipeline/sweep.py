@@ -62,11 +62,10 @@ from pipeline.tracking import (
     SWEEP_KEY_TAG,
     SWEEP_SIZE_ENV,
     children,
-    client_for,
     close_orphaned_runs,
     git_commit,
     lease,
-    prepare_experiment,
+    open_store,
     process_tags,
     sqlite_file,
     store_lock,
@@ -509,8 +508,8 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     train_md5 = file_md5(train_path)
     keys = [job_key(job_config, train_md5) for job_config in job_configs(config, jobs, loader)]
     key = sweep_key(keys)
-    experiment_id = prepare_experiment(uri, config.mlflow.experiment)
-    client = client_for(uri)
+    store = open_store(uri, config.mlflow.experiment)
+    client, experiment_id = store.client, store.experiment
     closed = close_orphaned_runs(client, experiment_id)
     if closed:
         log.warning("marked %d runs KILLED: their processes had ended without closing them", closed)

@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,21 +185,98 @@ def client_for(uri: str) -> MlflowClient:
 _frozen: list[bool] = []
 
 
-def prepare_experiment(uri: str, name: str) -> str:
-    """Create the store and the experiment if they do not exist; return its id.
+@dataclass(frozen=True)
+class OpenStore:
+    """A store opened by :func:`open_store`: its URI, a client, and the experiment's id
+    (None where a command that only reads found no such experiment)."""
 
-    A SQLite store keeps its artifacts in ``mlartifacts/`` beside the database file.
+    uri: str
+    client: MlflowClient
+    experiment_name: str | None
+    experiment_id: str | None
+
+    @property
+    def experiment(self) -> str:
+        """The experiment's id; a command that only reads is refused where it is missing."""
+        if self.experiment_id is None:
+            where = redact(self.uri)
+            raise PipelineError(f"no experiment {self.experiment_name!r} in {where}; run `dvc repro`")
+        return self.experiment_id
+
+
+def open_store(
+    uri: str, experiment: str | None = None, *, create: bool = True, check: bool = False
+) -> OpenStore:
+    """Open the store at ``uri`` for an entry point of the project: every one opens it here.
+
+    ``create``: make the store and the experiment where they are missing (the stages
+    that write); without it (commands that only read) a SQLite store that is not there
+    is refused, and nothing is written unless the store must be relocated.
+    ``check``: first run SQLite's ``PRAGMA quick_check``, so that a store corrupt in the
+    middle of its file is found before anything writes into it.
+
+    A SQLite store records the folder it was made in. Opened in another folder (the
+    project was moved or copied), every path that MLflow stores under the old folder
+    is pointed under the new one first (:func:`relocate_store`), so that a copy never
+    reads nor writes the original's files and a moved project finds its models. A
+    server's store is never relocated. Any failure is one line (:class:`PipelineError`).
     """
-    if not isinstance(name, str) or not name.strip():
-        raise PipelineError(f"mlflow.experiment: expected a non-empty name, got {name!r}")
+    if experiment is not None and (not isinstance(experiment, str) or not experiment.strip()):
+        raise PipelineError(f"mlflow.experiment: expected a non-empty name, got {experiment!r}")
     database = sqlite_file(uri)
+    if not create:
+        require_store(uri)
     try:
-        with store_lock(uri):
-            return _prepare_experiment(uri, name, database)
+        with store_lock(uri) if create else contextlib.nullcontext():
+            return _open_store(uri, database, experiment, create, check)
     except PipelineError:
         raise
     except Exception as error:  # a corrupt, read-only, locked or outdated store; a bad URI
         raise PipelineError(store_problem(uri, error)) from None
+
+
+def _open_store(
+    uri: str, database: Path | None, experiment: str | None, create: bool, check: bool
+) -> OpenStore:
+    """:func:`open_store`, under the store lock where ``create``."""
+    if database is not None and database.is_file():
+        if check:
+            quick_check(database)
+        old = moved_from(database)
+        if old is not None:
+            try:
+                with contextlib.nullcontext() if create else store_lock(uri):
+                    relocate_store(database)
+            except OSError as error:  # a read-only project: the lock file cannot be made
+                raise PipelineError(relocation_refused(database, old, error)) from None
+    client = client_for(uri)
+    experiment_id = None
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            experiment_id = str(found.experiment_id)
+        elif create:
+            location = artifact_root(database) if database else None
+            experiment_id = str(client.create_experiment(experiment, artifact_location=location))
+    if database is not None and create:
+        record_folder(database)
+    return OpenStore(uri, client, experiment, experiment_id)
+
+
+def quick_check(database: Path) -> None:
+    """Refuse a SQLite file that ``PRAGMA quick_check`` finds damaged (a read of every page)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as connection:
+            verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as error:  # so damaged that the check cannot even start
+        verdict = first_line(error)
+    if verdict != "ok":
+        raise PipelineError(
+            f"mlflow.tracking_uri: the store {database} is damaged ({verdict}); restore it from a copy, "
+            "or move it away and run `dvc repro` to train again"
+        )
 
 
 def store_problem(uri: str, error: BaseException) -> str:
@@ -211,62 +289,144 @@ def store_problem(uri: str, error: BaseException) -> str:
         advice = "; make the file (and its folder) writable, and check that the disk has room"
     elif "locked" in text:
         advice = "; another process holds a write lock on it: try again when it is done"
-    elif "file is not a database" in str(error) or "malformed" in str(error):
+    elif "file is not a database" in str(error):
         advice = "; it is not an SQLite database: move it away, or point mlflow.tracking_uri elsewhere"
+    elif "malformed" in str(error):
+        advice = "; the file is damaged: restore it from a copy, or move it away and run `dvc repro`"
     return f"mlflow.tracking_uri: cannot use the store {redact(uri)}: {text}{advice}"
 
 
-def _prepare_experiment(uri: str, name: str, database: Path | None) -> str:
-    """:func:`prepare_experiment` under the store lock: find or create, relocate a copy's store."""
-    client = client_for(uri)
-    experiment = client.get_experiment_by_name(name)
-    location = artifact_root(database) if database else None
-    if experiment is None:
-        return str(client.create_experiment(name, artifact_location=location))
-    old = str(experiment.artifact_location)
-    if database is not None and location is not None and old != location and old.endswith(ARTIFACTS):
-        relocate_artifacts(database, old, location)
-        log.warning("%s: artifacts moved from %s to %s (a copied or moved project)", database, old, location)
-    return str(experiment.experiment_id)
-
-
 #: The artifact folder beside a SQLite store.
-ARTIFACTS = "/mlartifacts"
-#: Columns of MLflow's SQLite schema that hold an absolute artifact location.
-ARTIFACT_COLUMNS = (
-    ("experiments", "artifact_location"),
-    ("runs", "artifact_uri"),
-    ("logged_models", "artifact_location"),
-    ("model_versions", "storage_location"),
-    ("model_versions", "source"),
+ARTIFACTS = "mlartifacts"
+#: The table in which a SQLite store records the folder it was made in (beside MLflow's own).
+FOLDER_TABLE = "downhill_store"
+#: Columns of MLflow's SQLite schema that hold an absolute path (a location, or the
+#: script a run was started from), with the rows that hold one.
+PATH_COLUMNS = (
+    ("experiments", "artifact_location", "1"),
+    ("runs", "artifact_uri", "1"),
+    ("logged_models", "artifact_location", "1"),
+    ("model_versions", "storage_location", "1"),
+    ("model_versions", "source", "1"),
+    ("tags", "value", "key = 'mlflow.source.name'"),
 )
 
 
 def artifact_root(database: Path) -> str:
     """Where a SQLite store's artifacts belong: ``mlartifacts/`` beside the database file."""
-    return database.resolve().parent.joinpath(ARTIFACTS.strip("/")).as_uri()
+    return database.resolve().parent.joinpath(ARTIFACTS).as_uri()
 
 
-def relocate_artifacts(database: Path, old: str, new: str) -> None:
-    """Point every artifact location under ``old`` at ``new`` instead (one transaction).
+def _read(database: Path, query: str) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query (a store on a read-only disk can still be read)."""
+    import sqlite3
 
-    MLflow stores absolute artifact locations: a project copied with ``cp -a`` would
-    write into the original's ``mlartifacts/``, and a moved one could not load its
-    models. Called under the store lock, before anything else uses the store.
+    with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as connection:
+        return connection.execute(query).fetchall()
+
+
+def recorded_folder(database: Path) -> str | None:
+    """The folder the store says it was made in: its record, or for a store from before
+    records were kept, the parent of the ``mlartifacts`` location of its experiments."""
+    tables = {row[0] for row in _read(database, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if FOLDER_TABLE in tables:
+        rows = _read(database, f"SELECT value FROM {FOLDER_TABLE} WHERE key = 'folder'")
+        if rows:
+            return str(rows[0][0])
+    if "experiments" not in tables:
+        return None
+    for (location,) in _read(database, "SELECT artifact_location FROM experiments ORDER BY experiment_id"):
+        path = local_path(str(location))
+        if path is not None and path.name == ARTIFACTS:
+            return str(path.parent)
+    return None
+
+
+def local_path(location: str) -> Path | None:
+    """The local path of a ``file:`` URI or a plain absolute path; None for anything else."""
+    from urllib.parse import unquote, urlparse
+
+    if location.startswith("/"):
+        return Path(location)
+    parsed = urlparse(location)
+    return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
+
+
+def moved_from(database: Path) -> str | None:
+    """The folder the store was made in, where that is not the folder it is in now."""
+    old, new = recorded_folder(database), str(database.resolve().parent)
+    return old if old is not None and old != new else None
+
+
+def relocate_store(database: Path) -> None:
+    """Point every path under the folder the store was made in at its folder now, and
+    record that folder (one transaction). Called under the store lock.
+
+    MLflow stores absolute paths: a project copied with ``cp -a`` would read and write
+    the original's ``mlartifacts/`` (and, for MLflow's ``Default`` experiment, its
+    ``mlruns/``), and a moved one could not load its models. Nothing else changes: the
+    ``store`` stage's marks stay as they were, so a moved project reruns nothing.
     """
     import sqlite3
 
-    pattern = old.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    with sqlite3.connect(database) as connection:
-        listed = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        tables = {row[0] for row in listed}
-        for table, column in ARTIFACT_COLUMNS:
-            if table in tables:
-                connection.execute(
-                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
-                    f"WHERE {column} LIKE ? ESCAPE '\\'",
-                    (new, len(old) + 1, pattern),
-                )
+    old = moved_from(database)  # again, under the lock: another process may have done it
+    if old is None:
+        return
+    new = str(database.resolve().parent)
+    prefixes = {Path(old).as_uri(): Path(new).as_uri(), "file://" + old: "file://" + new, old: new}
+    try:
+        with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+            tables = {
+                row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            for table, column, rows in PATH_COLUMNS:
+                if table not in tables:
+                    continue
+                for before, after in prefixes.items():  # the folder itself, or a path under it
+                    connection.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE {rows} AND ({column} = ? OR substr({column}, 1, ?) = ?)",
+                        (after, len(before) + 1, before, len(before) + 1, before + "/"),
+                    )
+            _write_folder(connection, new)
+    except sqlite3.OperationalError as error:
+        raise PipelineError(relocation_refused(database, old, error)) from None
+    log.warning("%s: paths moved from %s to %s (a copied or moved project)", database, old, new)
+
+
+def relocation_refused(database: Path, old: str, error: BaseException) -> str:
+    """One line: a moved project's store could not be updated (read-only, say)."""
+    return (
+        f"{database}: the project moved from {old} and its store must be updated, which failed "
+        f"({first_line(error)}); run `python -m pipeline.store` where the project is writable"
+    )
+
+
+def _write_folder(connection: Any, folder: str) -> None:
+    """Record ``folder`` as the store's (inside the caller's transaction)."""
+    connection.execute(f"CREATE TABLE IF NOT EXISTS {FOLDER_TABLE} (key TEXT PRIMARY KEY, value TEXT)")
+    connection.execute(f"INSERT OR REPLACE INTO {FOLDER_TABLE} VALUES ('folder', ?)", (folder,))
+
+
+def record_folder(database: Path) -> None:
+    """Record the folder of a store that has no record yet (a new store, or one from
+    before records were kept), and point MLflow's ``Default`` experiment under it.
+
+    MLflow gives ``Default`` the folder ``mlruns/`` of the process that made the store
+    (any working directory); under the project it moves with it. Runs it holds already
+    keep their own locations.
+    """
+    import sqlite3
+
+    tables = {row[0] for row in _read(database, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if FOLDER_TABLE in tables:
+        return
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            (artifact_root(database),),
+        )
+        _write_folder(connection, str(database.resolve().parent))
 
 
 def git_commit() -> str:

@@ -51,12 +51,11 @@ from pipeline.tracking import (
     PARENT_KEY,
     ROLE_TAG,
     SPLIT_KEY,
-    client_for,
     dataset_input,
     git_commit,
     lease,
     log_dataset_input,
-    prepare_experiment,
+    open_store,
     process_tags,
     redact,
     tracking_uri,
@@ -276,7 +275,7 @@ def run(cfg: DictConfig) -> RunSummary:
     overrides = job_overrides()
     raw_path = resolve(cfg, cfg.data.path)
     uri = tracking_uri(cfg.mlflow.tracking_uri)
-    experiment_id = prepare_experiment(uri, cfg.mlflow.experiment)
+    store = open_store(uri, cfg.mlflow.experiment)
     mlflow.set_tracking_uri(uri)
     tags = process_tags() | {
         ROLE_TAG: "train",
@@ -286,10 +285,10 @@ def run(cfg: DictConfig) -> RunSummary:
         "data_md5": file_md5(raw_path) if raw_path.is_file() else "missing",
         "train_md5": train_md5,
     }
-    client = client_for(uri)
+    client = store.client
     with (
         mlflow.start_run(
-            experiment_id=experiment_id,
+            experiment_id=store.experiment,
             run_name=run_name(cfg),
             parent_run_id=OmegaConf.select(cfg, PARENT_KEY, default=None),
             tags=tags,

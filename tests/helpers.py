@@ -102,15 +102,16 @@ def run_stage(
 START_ONE_RUN = ["model.init.theta0=0", "model.init.theta1=100", "optimizer.lr=0.1"]
 
 
-def project_cfg(folder: Path, config_name: str = "config") -> DictConfig:
-    """The config of a project in ``folder`` whose store is its own ``mlflow.db``."""
+def project_cfg(folder: Path, config_name: str = "config", *extra: str) -> DictConfig:
+    """The config of a project in ``folder`` whose store is its own ``mlflow.db`` (one run,
+    and ``extra`` overrides)."""
     overrides = [
         f"paths.root={folder}",
         f"paths.raw_dir={RAW_DIR}",
         f"mlflow.tracking_uri=sqlite:///{folder}/mlflow.db",
     ]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return compose(config_name=config_name, overrides=[*overrides, *START_ONE_RUN])
+        return compose(config_name=config_name, overrides=[*overrides, *START_ONE_RUN, *extra])
 
 
 def trained(folder: Path) -> Path:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
-import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 from pipeline import store, train
 from tests.helpers import REPO_ROOT, START_ONE_RUN, project_cfg, trained
@@ -30,31 +30,93 @@ def test_a_deleted_store_is_noticed_by_the_store_stage(tmp_path: Path) -> None:
     assert not (folder / "mlflow.db").exists()  # the check creates no store
 
 
-def test_a_copied_project_writes_only_into_its_own_store_and_a_moved_one_still_predicts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_copied_project_writes_only_into_its_own_store(tmp_path: Path) -> None:
     original = trained(tmp_path / "original")
-    before = sorted(str(p.relative_to(original)) for p in (original / "mlartifacts").rglob("*"))
+    before = sorted(str(p.relative_to(original)) for p in original.rglob("*"))
     copy = tmp_path / "copy"
     shutil.copytree(original, copy, symlinks=True)  # as `cp -a` does
     train.run(project_cfg(copy, "train"))
-    after = sorted(str(p.relative_to(original)) for p in (original / "mlartifacts").rglob("*"))
-    assert after == before  # the original's artifacts are untouched
-    for path in (copy / "mlartifacts").rglob("MLmodel"):
-        assert path.is_file()
+    train.run(project_cfg(copy, "train", "mlflow.experiment=Default"))  # MLflow's own experiment
+    after = sorted(str(p.relative_to(original)) for p in original.rglob("*"))
+    assert after == before  # the original's files are untouched: neither mlartifacts/ nor mlruns/
+    client = MlflowClient(f"sqlite:///{copy}/mlflow.db")
+    assert all(str(copy) in run.info.artifact_uri for run in client.search_runs(["0", "1"]))
 
-    moved = tmp_path / "moved"
-    shutil.move(copy, moved)
-    uri = f"sqlite:///{moved}/mlflow.db"
-    from pipeline.tracking import prepare_experiment
 
-    prepare_experiment(uri, "downhill")  # what every stage does first: relocates
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model("models:/house-price@champion")
-    chosen = json.loads((moved / "reports" / "best_run.json").read_text())
+def predict_1500(capsys: pytest.CaptureFixture[str], folder: Path) -> float:
+    """``python -m pipeline.predict 1500`` in the project ``folder``: the price it prints."""
+    from pipeline import predict
+
+    try:
+        predict.main(["1500", "--tracking-uri", f"sqlite:///{folder}/mlflow.db"])
+    except SystemExit as stop:
+        pytest.fail(f"predict exited {stop.code}: {capsys.readouterr().err}")
+    line = capsys.readouterr().out.splitlines()[0]
+    return float(line.rsplit(" ", 1)[1].replace(",", ""))
+
+
+def test_a_moved_project_predicts_and_reruns_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    original = trained(tmp_path / "original")
+    chosen = json.loads((original / "reports" / "best_run.json").read_text())
     expected = chosen["theta"][0] + 1500 * chosen["theta"][1]
-    assert model.predict(pd.DataFrame({"sqft_living": [1500.0]}))[0] == pytest.approx(expected, rel=1e-12)
+    assert store.run(project_cfg(original)) == ([], [])  # the marks as `dvc repro` left them
+    marks = {name: (original / "reports" / name).read_bytes() for name in MARKS}
+    moved = tmp_path / "moved"
+    shutil.move(original, moved)  # the original folder is gone: nothing can read it
+    assert predict_1500(capsys, moved) == pytest.approx(expected, rel=1e-9, abs=0.01)
+    assert store.run(project_cfg(moved)) == ([], [])
+    assert {name: (moved / "reports" / name).read_bytes() for name in MARKS} == marks  # nothing reruns
+    rows = stored_paths(moved / "mlflow.db")
+    assert rows and not any(str(original) in value for value in rows), rows
+
+
+def test_a_copy_that_never_trained_reads_its_own_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    original = trained(tmp_path / "original")
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy, symlinks=True)
+    shutil.rmtree(original)  # the copy must not have been reading the original's model files
+    assert predict_1500(capsys, copy) > 0
+
+
+def test_the_store_stage_finds_missing_files_and_a_damaged_store(tmp_path: Path) -> None:
+    from pipeline.errors import PipelineError
+
+    folder = trained(tmp_path / "project")
+    shutil.rmtree(folder / "mlartifacts")
+    missing_runs, missing_model = store.run(project_cfg(folder))
+    assert len(missing_runs) == 1 and missing_model == ["the files of house-price@champion"]
+    database = folder / "mlflow.db"
+    with sqlite3.connect(database) as connection:  # the page of the runs table, in the middle
+        (size,) = connection.execute("PRAGMA page_size").fetchone()
+        (page,) = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()
+    with database.open("r+b") as handle:
+        handle.seek((page - 1) * size)
+        handle.write(b"\xab" * size)
+    with pytest.raises(PipelineError) as raised:
+        store.run(project_cfg(folder))
+    assert "is damaged" in str(raised.value) and "\n" not in str(raised.value)
+
+
+def stored_paths(database: Path) -> list[str]:
+    """Every path the store holds: locations, model versions' sources, source names."""
+    import sqlite3
+
+    from pipeline.tracking import PATH_COLUMNS
+
+    with sqlite3.connect(database) as connection:
+        return [
+            str(value)
+            for table, column, rows in PATH_COLUMNS
+            for (value,) in connection.execute(f"SELECT {column} FROM {table} WHERE {rows}")
+            if value and "/" in str(value)
+        ]
+
+
+MARKS = ("store_train.json", "store_evaluate.json")
 
 
 @pytest.mark.parametrize(
@@ -66,22 +128,22 @@ def test_a_copied_project_writes_only_into_its_own_store_and_a_moved_one_still_p
 )
 def test_a_store_that_cannot_be_used_is_one_line(tmp_path: Path, make: object, message: str) -> None:
     from pipeline.errors import PipelineError
-    from pipeline.tracking import prepare_experiment
+    from pipeline.tracking import open_store
 
     make(tmp_path)  # type: ignore[operator]
     uri = "garbage://x" if "garbage" in message else f"sqlite:///{tmp_path / 'mlflow.db'}"
     with pytest.raises(PipelineError) as raised:
-        prepare_experiment(uri, "downhill")
+        open_store(uri, "downhill")
     assert message in str(raised.value) and "\n" not in str(raised.value)
     assert str(raised.value).startswith("mlflow.tracking_uri: cannot use the store")
 
 
 def test_an_empty_experiment_name_is_named() -> None:
     from pipeline.errors import PipelineError
-    from pipeline.tracking import prepare_experiment
+    from pipeline.tracking import open_store
 
     with pytest.raises(PipelineError, match=r"mlflow\.experiment: expected a non-empty name"):
-        prepare_experiment("sqlite:////nonexistent/never/created.db", "")
+        open_store("sqlite:////nonexistent/never/created.db", "")
     assert not Path("/nonexistent").exists()
 
 
@@ -99,14 +161,14 @@ def test_a_corrupt_store_stops_the_sweep_before_any_job(prepared: Path) -> None:
 def test_a_store_of_an_older_mlflow_names_the_upgrade_command(tmp_path: Path) -> None:
     import sqlite3
 
-    from pipeline.tracking import prepare_experiment
+    from pipeline.tracking import open_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    prepare_experiment(uri, "downhill")
+    open_store(uri, "downhill")
     with sqlite3.connect(tmp_path / "mlflow.db") as connection:  # as an older MLflow left it
         connection.execute("UPDATE alembic_version SET version_num = '0584bdc529eb'")
     # A new process, as the next stage is: MLflow checks the schema once per process and store.
-    probe = f"from pipeline.tracking import prepare_experiment; prepare_experiment({uri!r}, 'downhill')"
+    probe = f"from pipeline.tracking import open_store; open_store({uri!r}, 'downhill')"
     checked = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True)
     assert checked.returncode != 0
     assert f"upgrade it with `mlflow db upgrade {uri}`" in checked.stderr.strip().splitlines()[-1]
@@ -125,16 +187,16 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
 
 def test_a_read_only_store_is_one_line(tmp_path: Path) -> None:
     from pipeline.errors import PipelineError
-    from pipeline.tracking import prepare_experiment
+    from pipeline.tracking import open_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    prepare_experiment(uri, "downhill")
+    open_store(uri, "downhill")
     # chmod does not stop root (CI runs as root); the immutable flag does.
     if subprocess.run(["chattr", "+i", str(tmp_path / "mlflow.db")], capture_output=True).returncode != 0:
         pytest.skip("this filesystem has no immutable flag")
     try:
         with pytest.raises(PipelineError, match=r"(readonly database|disk I/O error); make the file"):
-            prepare_experiment(uri, "another")
+            open_store(uri, "another")
     finally:
         subprocess.run(["chattr", "-i", str(tmp_path / "mlflow.db")], check=True)
 
@@ -143,15 +205,38 @@ def test_a_store_locked_by_another_writer_is_one_line(tmp_path: Path) -> None:
     import sqlite3
 
     from pipeline.errors import PipelineError
-    from pipeline.tracking import prepare_experiment
+    from pipeline.tracking import open_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    prepare_experiment(uri, "downhill")
+    open_store(uri, "downhill")
     other = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")  # another process in the middle of a write
     try:
         with pytest.raises(PipelineError, match="database is locked; another process holds a write lock"):
-            prepare_experiment(uri, "another")
+            open_store(uri, "another")
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+def test_a_read_only_project_predicts_and_a_moved_one_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline import predict
+
+    project = trained(tmp_path / "project")
+    moved = tmp_path / "moved"
+    shutil.copytree(project, moved, symlinks=True)
+    # chmod does not stop root (CI runs as root); the immutable flag does.
+    if subprocess.run(["chattr", "-R", "+i", str(tmp_path)], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem has no immutable flag")
+    try:
+        assert predict_1500(capsys, project) > 0  # nothing written: the store, the model's folder
+        with pytest.raises(SystemExit) as stopped:
+            predict.main(["1500", "--tracking-uri", f"sqlite:///{moved}/mlflow.db"])
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"the project moved from {project}" in err
+        assert "run `python -m pipeline.store` where the project is writable" in err
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(tmp_path)], check=True)
