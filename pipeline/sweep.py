@@ -276,6 +276,24 @@ def warm_up_imports(module: str) -> int:
     return os.getpid()
 
 
+def joblib_workers(n_jobs: Any) -> int:
+    """How many workers joblib runs for ``hydra.launcher.n_jobs`` on this machine (-1: one
+    per core, -2: all but one, …, never fewer than one); 0 and non-numbers are refused."""
+    import joblib
+
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise PipelineError(
+            f"hydra.launcher.n_jobs: expected a whole number of workers other than 0 "
+            f"(-1: one per core), got {n_jobs!r}"
+        )
+    cores = os.cpu_count() or 1
+    if n_jobs > cores:
+        log.warning(
+            "hydra.launcher.n_jobs=%d is more than this machine's %d cores: jobs share them", n_jobs, cores
+        )
+    return int(joblib.effective_n_jobs(n_jobs))
+
+
 class WorkerWarmUp:
     """Start joblib's workers and their imports (some 3 s each) while the sweep is being
     planned, instead of once the jobs are launched.
@@ -284,12 +302,18 @@ class WorkerWarmUp:
     launcher's call then finds them started. A no-op for other launchers.
     """
 
-    def __init__(self, launcher: Any) -> None:
+    def __init__(self, launcher: Any, job_count: int) -> None:
         self.task_module = str(getattr(getattr(launcher, "task_function", None), "__module__", ""))
         self.settings: dict[str, Any] | None = None
+        self.count = 0
         if type(launcher).__name__ == "JoblibLauncher":
             from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
 
+            # At most a worker per job: loky starts every worker it is allowed, each some
+            # 150 MB, whether a job comes or not. The launcher gets the same count, so
+            # that joblib hands it the workers warmed up here.
+            self.count = min(joblib_workers(launcher.joblib.get("n_jobs")), job_count)
+            launcher.joblib["n_jobs"] = self.count
             self.settings = dict(launcher.joblib) | {"backend": "loky"}  # as its launch() sets them
             process_joblib_cfg(self.settings)
         self.thread = threading.Thread(target=self._run, name="worker-warm-up", daemon=True)
@@ -299,15 +323,18 @@ class WorkerWarmUp:
         from joblib import Parallel, delayed
 
         assert self.settings is not None
-        workers = int(self.settings.get("n_jobs") or 1)
-        count = workers if workers > 0 else os.cpu_count() or 1  # n_jobs=-1: a worker per core
         with contextlib.suppress(Exception):  # the launch itself will say what is wrong
             self.workers = set(
-                Parallel(**self.settings)(delayed(warm_up_imports)(self.task_module) for _ in range(count))
+                Parallel(**self.settings)(
+                    delayed(warm_up_imports)(self.task_module) for _ in range(self.count)
+                )
             )
 
     def start(self) -> None:
-        if self.settings is not None:
+        # One worker is this process itself (joblib runs the jobs in it one by one): what
+        # it imports it imports in its own time; a thread importing the same modules at
+        # the same moment finds them half-initialized.
+        if self.settings is not None and self.count > 1:
             self.thread.start()
 
     def join(self) -> None:
@@ -503,7 +530,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     train_path = resolve(config, config.paths.train)
     if not train_path.is_file():
         raise PipelineError(f"{train_path}: no training split; run `dvc repro split` first")
-    warm_up = WorkerWarmUp(launcher)
+    warm_up = WorkerWarmUp(launcher, len(jobs))
     warm_up.start()
     train_md5 = file_md5(train_path)
     keys = [job_key(job_config, train_md5) for job_config in job_configs(config, jobs, loader)]

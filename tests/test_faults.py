@@ -235,6 +235,7 @@ def test_kill_9_loses_no_finished_run_and_the_next_sweep_tidies_up(
     assert statuses == ["FINISHED", "FINISHED", "FINISHED", "KILLED", "KILLED"]
 
 
+@pytest.mark.e2e
 def test_two_sweeps_at_once_on_a_new_store_both_finish(tmp_path: Path) -> None:
     two_sweeps_at_once(tmp_path)
 

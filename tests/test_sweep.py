@@ -231,7 +231,7 @@ def test_joblibs_workers_start_while_the_sweep_is_planned_and_run_its_jobs() -> 
     settings: dict[str, Any] = {"n_jobs": 2, "backend": None, "pre_dispatch": "2*n_jobs"}
     launcher = JoblibLauncher(**settings)
     launcher.task_function = train.main
-    warm_up = WorkerWarmUp(launcher)
+    warm_up = WorkerWarmUp(launcher, 6)
     assert warm_up.task_module == "pipeline.train"
     warm_up.start()
     warm_up.join()
@@ -239,7 +239,50 @@ def test_joblibs_workers_start_while_the_sweep_is_planned_and_run_its_jobs() -> 
     settings["backend"] = "loky"  # as the launcher sets it
     process_joblib_cfg(settings)
     assert set(Parallel(**settings)(delayed(process_id_after)(0.2) for _ in range(6))) <= warm_up.workers
-    WorkerWarmUp(object()).join()  # another launcher: nothing to do
+    WorkerWarmUp(object(), 6).join()  # another launcher: nothing to do
+
+
+@pytest.mark.parametrize(("n_jobs", "jobs", "workers"), [(16, 4, 4), (2, 4, 2), (-1, 1, 1), (-100, 4, 1)])
+def test_joblib_starts_at_most_a_worker_per_job(n_jobs: int, jobs: int, workers: int) -> None:
+    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
+    from pipeline.sweep import WorkerWarmUp
+
+    launcher = JoblibLauncher(n_jobs=n_jobs, backend=None)
+    warm_up = WorkerWarmUp(launcher, jobs)
+    assert warm_up.count == workers and launcher.joblib["n_jobs"] == workers  # the launcher's too
+    warm_up.start()  # one worker is this process: nothing to warm up, no thread importing beside it
+    assert warm_up.thread.is_alive() == (workers > 1)
+    warm_up.join()
+
+
+def test_joblib_with_no_workers_is_refused_in_one_line() -> None:
+    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
+    from pipeline.errors import PipelineError
+    from pipeline.sweep import WorkerWarmUp
+
+    with pytest.raises(
+        PipelineError, match=r"^hydra.launcher.n_jobs: expected a whole number of workers other than 0"
+    ):
+        WorkerWarmUp(JoblibLauncher(n_jobs=0, backend=None), 4)
+
+
+@pytest.mark.e2e
+def test_a_joblib_sweep_with_one_worker_runs(prepared: Path) -> None:
+    """It failed 3 of 3 times: a warm-up thread imported MLflow beside the main thread."""
+    result = run_stage(
+        "train",
+        prepared,
+        *START,
+        "optimizer.lr=0.01,0.1",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=1",
+        multirun=True,
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads((prepared / "reports" / "sweep.json").read_text())
+    assert [run["status"] for run in record["runs"]] == ["converged", "converged"]
 
 
 def test_the_page_drawn_by_a_forked_copy_is_the_page(prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
