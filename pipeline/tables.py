@@ -41,6 +41,8 @@ _COMMA_GROUPED = r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?"
 # "1.000" or "150.000": thousands grouped with dots, as written where the delimiter is
 # ';'. Read as decimals they would be 1,000 times too small.
 _DOT_GROUPED = r"[+-]?\d{1,3}(?:\.\d{3})+"
+# A currency sign says the cell is an amount: "€150.000" is 150,000 in any file.
+_CURRENCY = r"[$€£¥]"
 _QUOTED = re.compile(r'"[^"]*"')
 MISSING_WORDS = frozenset({"", "nan", "na", "n/a", "null", "none"})
 
@@ -117,7 +119,8 @@ def parse_numbers(
     where : callable
         ``where(i)`` names cell ``i`` in a message (file, line and column).
     dot_thousands : bool
-        Refuse "1.000"-shaped cells as dot-grouped thousands (files delimited by ';').
+        Refuse "1.000"-shaped cells as dot-grouped thousands (files delimited by ';');
+        with a currency sign ("€150.000") they are refused in any file.
 
     Returns
     -------
@@ -132,7 +135,9 @@ def parse_numbers(
     cleaned = text.str.replace(_DECORATION, "", regex=True)
     missing = cleaned.str.lower().isin(MISSING_WORDS).to_numpy()
     misgrouped = cleaned.str.contains(",", regex=False) & ~cleaned.str.fullmatch(_COMMA_GROUPED)
-    dotted = cleaned.str.fullmatch(_DOT_GROUPED) if dot_thousands else pd.Series(False, index=cleaned.index)
+    # Dot groups are refused where they are likely thousands: in ';' files, and in an amount.
+    ambiguous = pd.Series(dot_thousands, index=cleaned.index) | text.str.contains(_CURRENCY, regex=True)
+    dotted = cleaned.str.fullmatch(_DOT_GROUPED) & ambiguous
     cleaned = cleaned.str.replace(",", "", regex=False).mask(misgrouped | dotted, "not a number")
     numbers = pd.to_numeric(cleaned.mask(missing, "nan"), errors="coerce").to_numpy(
         np.float64, na_value=np.nan

@@ -45,6 +45,17 @@ def test_decimals_with_three_places_still_parse_in_a_comma_file() -> None:
     np.testing.assert_array_equal(numbers["price"], [150.0, 3.0])
 
 
+@pytest.mark.parametrize("cell", ["€150.000", "$1.500.000", "150.000 €"])
+def test_an_amount_with_dot_groups_is_refused_in_a_comma_file(cell: str) -> None:
+    """Read as a decimal, '€150.000' was 150: 1,000 times too small, and no word said."""
+    table = parse_csv(f"sqft,price\n1000,{cell}\n".encode(), source="x.csv")
+    with pytest.raises(PipelineError) as raised:
+        read_numeric(table, ["sqft", "price"])
+    assert str(raised.value).startswith(
+        f"x.csv, line 2, column 'price': cannot read {cell!r} as a number: thousands grouped with dots"
+    )
+
+
 def test_line_numbers_count_blank_lines() -> None:
     # 'abc' stands on line 6 of the file, after two blank lines.
     message = read_error(BAD_DIR / "blank_lines.csv")
