@@ -13,7 +13,7 @@ include offline.env
 export $(shell sed -n 's/^\([A-Z_]*\)=.*/\1/p' offline.env)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run robust test test-slow cluster browser postgres server server-stop server-status lint bench ui lock
+.PHONY: run robust serve test test-slow cluster browser postgres server server-stop server-status lint bench ui lock
 
 $(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed, found " + sys.version.split()[0] if sys.version_info < (3, 11) else 0)'
@@ -57,6 +57,11 @@ server-stop: $(STAMP)  ## stop the team tracking server
 
 server-status: $(STAMP)  ## is the team tracking server running?
 	python -m pipeline.server status
+
+serve: $(STAMP)  ## serve the champion on http://127.0.0.1:5001 (the store check first: it relocates a moved project)
+	python -m pipeline.store
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} mlflow models serve \
+		-m models:/house-price@champion --env-manager local --host 127.0.0.1 --port 5001
 
 lint: $(STAMP)
 	ruff check .

@@ -49,7 +49,9 @@ class ModelSpec:
     """What a θ means: the feature columns it takes, the degree, whether θ0 is fitted.
 
     ``positive`` names the features whose values must be > 0 (the data's declared
-    domain, ``data.positive``): the logged model refuses other inputs. Raises
+    domain, ``data.positive``): the logged model refuses other inputs; with
+    ``target_positive`` (the target is in ``data.positive`` too) it also refuses to
+    answer where the line predicts a target ≤ 0, outside what it was fitted for. Raises
     ``ValueError`` for a combination that does not make a model (no or repeated
     features, a degree out of 1 to :data:`MAX_DEGREE`, a polynomial of several features).
     """
@@ -58,6 +60,7 @@ class ModelSpec:
     degree: int = 1
     fit_intercept: bool = True
     positive: tuple[str, ...] = ()
+    target_positive: bool = False
 
     def __post_init__(self) -> None:
         if not self.features or len(set(self.features)) != len(self.features):

@@ -97,8 +97,15 @@ def load_champion(tracking_uri: str, name: str) -> Champion:
 def predict_frame(champion: Champion, table: pd.DataFrame) -> np.ndarray:
     """Predictions for a table with the champion's feature columns, shape (n,).
 
-    Warns on stderr when inputs lie outside the training range (extrapolation).
+    Warns on stderr when inputs lie outside the training range (extrapolation); what
+    the model refuses (a prediction outside the target's domain) is a one-line error.
     """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        predictions = np.asarray(champion.model.predict(table[champion.features]), dtype=np.float64)
+    except MlflowException as error:  # what the model refuses, as the server says it
+        raise PipelineError(f"{champion.name} version {champion.version}: {first_line(error)}") from None
     for name in champion.features:
         low, high = champion.training_range.get(name, (-math.inf, math.inf))
         outside = int(((table[name] < low) | (table[name] > high)).sum())
@@ -108,7 +115,7 @@ def predict_frame(champion: Champion, table: pd.DataFrame) -> np.ndarray:
                 f"{low:,.6g} to {high:,.6g}: the prediction extrapolates",
                 file=sys.stderr,
             )
-    return np.asarray(champion.model.predict(table[champion.features]), dtype=np.float64)
+    return predictions
 
 
 def read_feature_csv(path: Path, features: list[str], positive: list[str]) -> tuple[TextTable, pd.DataFrame]:

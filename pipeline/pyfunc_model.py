@@ -33,6 +33,7 @@ class LinearPriceModel(PythonModel):
         self.theta = np.asarray(config["theta"], dtype=np.float64)
         self.degree = int(config.get("degree", 1))
         self.positive = [str(name) for name in config.get("positive", [])]
+        self.target_positive = bool(config.get("target_positive", False))
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -40,6 +41,12 @@ class LinearPriceModel(PythonModel):
         missing = [name for name in self.features if name not in model_input.columns]
         if missing:
             raise refuse(f"input lacks feature column(s) {missing}; expected {self.features}")
+        for name in self.features:  # True would pass for 1 and False for 0
+            column = model_input[name]
+            flags = column.map(lambda cell: isinstance(cell, bool | np.bool_)).to_numpy(dtype=bool)
+            if flags.any():
+                row = int(np.flatnonzero(flags)[0])
+                raise refuse(f"input row {row}, column {name!r}: {column.iloc[row]!r} is not a number")
         try:
             X = model_input[self.features].to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError) as error:
@@ -58,6 +65,12 @@ class LinearPriceModel(PythonModel):
             columns = ", ".join(repr(name) for name in self.features)
             raise refuse(
                 f"input row {bad[0]}, column {columns}: out of range, the prediction overflows float64"
+            )
+        if self.target_positive and (predictions <= 0).any():
+            row = int(np.flatnonzero(predictions <= 0)[0])
+            raise refuse(
+                f"input row {row}: the prediction {float(predictions[row]):,.6g} is not > 0, as the target "
+                "must be (data.positive): the fitted line does not hold for such inputs"
             )
         return predictions
 

@@ -110,6 +110,7 @@ def log_model(model: ModelSpec, theta: np.ndarray, inputs: np.ndarray) -> str:
             "theta": [float(value) for value in theta],
             "degree": model.degree,
             "positive": list(model.positive),
+            "target_positive": model.target_positive,
             "training_range": {
                 name: [float(inputs[:, j].min()), float(inputs[:, j].max())]
                 for j, name in enumerate(model.features)

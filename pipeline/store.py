@@ -44,6 +44,12 @@ log = logging.getLogger("pipeline.store")
 
 def missing_from_store(cfg: DictConfig) -> tuple[list[str], list[str]]:
     """What the store lacks: job keys of the sweep record, and the registered model's parts."""
+    uri = tracking_uri(cfg.mlflow.tracking_uri)
+    # Relocates a moved or copied project's store, and finds a damaged file before train
+    # writes into it; the check creates no store.
+    store = (
+        open_store(uri, str(cfg.mlflow.experiment), create=False, check=True) if store_exists(uri) else None
+    )
     sweep_path = resolve(cfg, cfg.paths.sweep)
     if not sweep_path.is_file():
         return [], []  # nothing refers to the store yet: train runs anyway, its output is missing
@@ -51,14 +57,10 @@ def missing_from_store(cfg: DictConfig) -> tuple[list[str], list[str]]:
     wanted = [run.job_key for run in runs if run.status != "failed"]
     best = best_run(runs)
     name = read_model_name(cfg)
-    uri = tracking_uri(cfg.mlflow.tracking_uri)
-    if not store_exists(uri):  # and the check creates none
+    if store is None:
         return wanted, [f"{name}@{CHAMPION}"] if best else []
     from mlflow.exceptions import MlflowException
 
-    # Relocates a moved or copied project's store, and finds a damaged file before train
-    # writes into it.
-    store = open_store(uri, str(cfg.mlflow.experiment), create=False, check=True)
     client = store.client
     try:
         if store.experiment_id is None:

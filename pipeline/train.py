@@ -124,6 +124,7 @@ def read_model(cfg: DictConfig) -> ModelSpec:
             degree,
             read_flag(cfg, "model.fit_intercept"),
             positive=tuple(name for name in features if name in positive),
+            target_positive=read_names(cfg, "data.target")[0] in positive,
         )
     except ValueError as error:
         raise PipelineError(f"model.degree: {error}") from None

@@ -21,6 +21,7 @@ def logged_model(spec: ModelSpec, theta: np.ndarray) -> LinearPriceModel:
         "theta": theta.tolist(),
         "degree": spec.degree,
         "positive": list(spec.positive),
+        "target_positive": spec.target_positive,
     }
     model.load_context(SimpleNamespace(model_config=config))
     return model
@@ -72,3 +73,23 @@ def test_the_model_file_refuses_inputs_outside_the_domain(value: float | None, m
     with pytest.raises(MlflowException, match=message.replace("(", r"\(")) as refused:
         model.predict(None, pd.DataFrame({"sqft": [value]}))
     assert refused.value.get_http_status_code() == 400  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize("flag", [True, False, np.True_])
+def test_the_model_file_refuses_booleans(flag: object) -> None:
+    """JSON's true was read as 1 square foot, and a price was served for it."""
+    model = logged_model(ModelSpec(("sqft",)), np.array([12_000.0, 136.0]))
+    with pytest.raises(MlflowException, match=r"input row 1, column 'sqft': .* is not a number") as refused:
+        model.predict(None, pd.DataFrame({"sqft": [1500.0, flag]}, dtype=object))
+    assert refused.value.get_http_status_code() == 400  # type: ignore[no-untyped-call]
+
+
+def test_the_model_file_refuses_a_prediction_outside_the_targets_domain() -> None:
+    spec = ModelSpec(("sqft",), positive=("sqft",), target_positive=True)
+    model = logged_model(spec, np.array([-43_000.0, 280.0]))
+    assert model.predict(None, pd.DataFrame({"sqft": [1500.0]}))[0] == -43_000.0 + 280.0 * 1500.0
+    with pytest.raises(MlflowException, match=r"^input row 1: the prediction -40,200 is not > 0") as refused:
+        model.predict(None, pd.DataFrame({"sqft": [1500.0, 10.0]}))
+    assert refused.value.get_http_status_code() == 400  # type: ignore[no-untyped-call]
+    unbounded = logged_model(ModelSpec(("sqft",), positive=("sqft",)), np.array([-43_000.0, 280.0]))
+    assert unbounded.predict(None, pd.DataFrame({"sqft": [10.0]}))[0] == -40_200.0  # no such rule

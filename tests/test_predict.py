@@ -50,6 +50,19 @@ def test_values_outside_the_declared_domain_are_refused(
     assert err.strip() == f"error: argument {word!r}: sqft_living must be > 0 (data.positive)"
 
 
+def test_a_negative_price_is_refused_in_one_line(
+    champion: tuple[str, list[float]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri, theta = champion
+    assert theta[0] + 10 * theta[1] < 0  # the line crosses zero at some 150 square feet
+    status, out, err = run_predict(capsys, "--tracking-uri", uri, "10")
+    assert status == 2 and out == "", err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err  # no warning about extrapolation before the error
+    assert lines[0].startswith("error: house-price version 1: input row 0: the prediction")
+    assert "is not > 0, as the target must be (data.positive)" in lines[0]
+
+
 def test_a_csv_from_standard_input_keeps_its_columns(
     champion: tuple[str, list[float]], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -64,9 +64,16 @@ def test_mlflow_serves_the_champion_on_loopback(prepared: Path, compose_cfg: Com
         with urllib.request.urlopen(request, timeout=30) as answer:
             predictions = json.loads(answer.read())["predictions"]
         assert predictions == pytest.approx([theta0 + 1500 * theta1, theta0 + 2500 * theta1], rel=1e-12)
-        # Inputs outside the data's domain get 400 and a message, never NaN or Infinity with 200.
-        for bad in (None, 1e308, -5.0):
-            body = json.dumps({"dataframe_split": {"columns": ["sqft_living"], "data": [[bad]]}})
+        # Inputs outside the data's domain get 400 and a message, never NaN or Infinity with 200;
+        # nor a price for `true`, nor a negative price (the target is in data.positive).
+        for bad, said in [
+            (None, "column 'sqft_living'"),
+            (1e308, "column 'sqft_living'"),
+            (-5.0, "column 'sqft_living'"),
+            (True, "sqft_living"),
+            (10.0, "is not > 0, as the target must be (data.positive)"),
+        ]:
+            body = json.dumps({"dataframe_records": [{"sqft_living": bad}]})
             request = urllib.request.Request(
                 f"http://127.0.0.1:{port}/invocations",
                 data=body.encode(),
@@ -75,7 +82,8 @@ def test_mlflow_serves_the_champion_on_loopback(prepared: Path, compose_cfg: Com
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(request, timeout=30)
             assert refused.value.code == 400, bad
-            assert "column 'sqft_living'" in refused.value.read().decode()
+            answer = json.loads(refused.value.read().decode())
+            assert answer["error_code"] == "INVALID_PARAMETER_VALUE" and said in answer["message"], answer
     finally:
         server.terminate()
         try:
