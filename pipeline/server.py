@@ -25,9 +25,11 @@ import argparse
 import contextlib
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +47,8 @@ from pipeline.team import (
     START_SECONDS,
     ServerPlace,
     default_place,
+    load_place,
+    logins_on,
     save_place,
 )
 
@@ -82,12 +86,47 @@ def _client_environment(place: ServerPlace) -> dict[str, str]:
     return os.environ | {"PGPASSFILE": str(place.password_file)}
 
 
-def _run(command: list[str], what: str, env: dict[str, str] | None = None) -> str:
+def _run(command: list[str], what: str, env: dict[str, str] | None = None, log: Path | None = None) -> str:
+    """Run ``command``; if it fails, one line: the last line it (or its ``log``) printed."""
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
+        if log is not None and log.is_file():
+            detail = [*detail, *log.read_text(errors="replace").strip().splitlines()[-1:]]
+            detail[-1] += f" (see {log})"
         raise PipelineError(f"{what} failed: {detail[-1] if detail else f'exit {done.returncode}'}")
     return done.stdout
+
+
+def check_reachable(folder: Path) -> None:
+    """As root, PostgreSQL runs as ``postgres``: refuse a folder that user cannot reach
+    (under a private home folder, say) before anything is made in it."""
+    if os.geteuid() != 0:
+        return
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(existing)]).returncode != 0:
+        raise PipelineError(
+            f"--folder {folder}: PostgreSQL runs as the user postgres, which cannot reach {existing}; "
+            "give a --folder it can reach (e.g. under /srv or /tmp), or let it pass (chmod o+x each folder)"
+        )
+
+
+def port_user(port: int) -> str | None:
+    """What listens on ``port`` of 127.0.0.1 (``name, process N``), or None if nothing does."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) != 0:
+            return None
+    found = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
+    match = re.search(r'users:\(\("([^"]+)",pid=(\d+)', found)
+    return f"{match.group(1)}, process {match.group(2)}" if match else "another program"
+
+
+def require_free(port: int, option: str) -> None:
+    user = port_user(port)
+    if user is not None:
+        raise PipelineError(
+            f"port {port} on 127.0.0.1 is taken ({user}): stop it, or give another with {option}"
+        )
 
 
 def postgres_running(place: ServerPlace) -> bool:
@@ -138,6 +177,7 @@ def start_postgres(place: ServerPlace) -> None:
         place.password_file.chmod(0o600)
     if postgres_running(place):
         return
+    require_free(place.pg_port, "--pg-port")
     options = f"-c listen_addresses=127.0.0.1 -p {place.pg_port} -c unix_socket_directories=''"
     _run(
         _as_postgres(
@@ -156,6 +196,7 @@ def start_postgres(place: ServerPlace) -> None:
             ]
         ),
         "pg_ctl start",
+        log=place.data / "server.log",
     )
     _ensure_database(place)
 
@@ -202,6 +243,7 @@ def start_server(place: ServerPlace, auth: bool = False) -> None:
     """Start ``mlflow server`` on 127.0.0.1 with one worker; wait until it answers."""
     if _server_pid(place) is not None and answers(place.uri):
         return
+    require_free(place.port, "--port")
     place.artifacts.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
@@ -317,10 +359,37 @@ def status(place: ServerPlace) -> str:
     if pid is None:
         server = "MLflow server: stopped"
     elif answers(place.uri):
-        server = f"MLflow server: running at {place.uri} (process {pid})"
+        logins = "on" if logins_on(place.folder) else "off"
+        server = f"MLflow server: running at {place.uri} (process {pid}), logins {logins}"
     else:
         server = f"MLflow server: process {pid} is not answering at {place.uri}"
     return f"{database}\n{server}"
+
+
+def start(place: ServerPlace, auth: bool) -> None:
+    """Start both programs, or find them running with the same settings; on failure,
+    leave nothing running that this call started."""
+    if _server_pid(place) is not None and answers(place.uri):
+        if logins_on(place.folder) != auth:
+            running, wanted = ("on", "off") if logins_on(place.folder) else ("off", "on")
+            raise PipelineError(
+                f"the team server at {place.uri} is running with logins {running}; stop it first "
+                f"(`python -m pipeline.server stop`) to start it with logins {wanted}"
+            )
+        return
+    check_reachable(place.folder)
+    if auth:
+        _auth_config(place)  # the login's variables, checked before anything starts
+    was_running = postgres_running(place)
+    try:
+        start_postgres(place)
+        save_place(place, auth)
+        start_server(place, auth=auth)
+    except BaseException:
+        if not was_running:
+            with contextlib.suppress(Exception):
+                stop_postgres(place)
+        raise
 
 
 @exit_on_error
@@ -328,19 +397,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.server", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=("start", "stop", "status"))
     parser.add_argument("--folder", type=Path, default=default_place().folder, help="default: .server/")
-    parser.add_argument("--port", type=int, default=SERVER_PORT, help="the MLflow server's port")
-    parser.add_argument("--pg-port", type=int, default=PG_PORT, help="PostgreSQL's port")
+    parser.add_argument(
+        "--port", type=int, help=f"the MLflow server's port (default: as last started, or {SERVER_PORT})"
+    )
+    parser.add_argument(
+        "--pg-port", type=int, help=f"PostgreSQL's port (default: as last started, or {PG_PORT})"
+    )
     parser.add_argument(
         "--auth",
         action="store_true",
         help="require a login (MLflow's basic-auth app); the admin is MLFLOW_TRACKING_USERNAME",
     )
     arguments = parser.parse_args(argv)
-    place = ServerPlace(arguments.folder.resolve(), arguments.pg_port, arguments.port)
+    folder = arguments.folder.resolve()
+    last = load_place(folder) or ServerPlace(folder)  # the folder's own ports, unless given
+    place = ServerPlace(folder, arguments.pg_port or last.pg_port, arguments.port or last.port)
     if arguments.action == "start":
-        start_postgres(place)
-        save_place(place)
-        start_server(place, auth=arguments.auth)
+        start(place, arguments.auth)
         print(status(place))
         print(f"export MLFLOW_TRACKING_URI={place.uri}")
     elif arguments.action == "stop":

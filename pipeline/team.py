@@ -55,10 +55,11 @@ class ServerPlace:
         return f"postgresql+psycopg2://{ROLE}@127.0.0.1:{self.pg_port}/{DATABASE}"
 
 
-def save_place(place: ServerPlace) -> None:
-    """Note the ports in the server's folder, for commands that find it by its folder."""
-    ports = {"port": place.port, "pg_port": place.pg_port}
-    (place.folder / "place.json").write_text(json.dumps(ports) + "\n")
+def save_place(place: ServerPlace, auth: bool) -> None:
+    """Note the ports and whether logins are on in the server's folder, for commands that
+    find it by its folder and for a second ``start`` (which must not silently differ)."""
+    settings = {"port": place.port, "pg_port": place.pg_port, "auth": auth}
+    (place.folder / "place.json").write_text(json.dumps(settings) + "\n")
 
 
 def load_place(folder: Path) -> ServerPlace | None:
@@ -68,6 +69,14 @@ def load_place(folder: Path) -> ServerPlace | None:
     except (OSError, ValueError):
         return None
     return ServerPlace(folder.resolve(), int(ports["pg_port"]), int(ports["port"]))
+
+
+def logins_on(folder: Path) -> bool:
+    """Whether the server of ``folder`` was last started with logins (``--auth``)."""
+    try:
+        return bool(json.loads((folder / "place.json").read_text()).get("auth", False))
+    except (OSError, ValueError):
+        return False
 
 
 def default_place() -> ServerPlace:

@@ -128,6 +128,85 @@ def test_a_sweep_on_the_team_server_matches_sqlite_and_serves_its_champion(
     assert not (tmp_path / "server" / "mlflow.db").exists()
     assert os.listdir(folder / "artifacts")
 
+    # A moved project on a team server: the store check relocates nothing on the server.
+    def locations() -> list[str]:
+        return sorted(
+            [str(e.artifact_location) for e in client.search_experiments()]
+            + [r.info.artifact_uri for r in runs]
+        )
+
+    before = locations()
+    moved = tmp_path / "server-moved"
+    shutil.move(tmp_path / "server", moved)
+    checked = run_stage("store", moved, f"mlflow.tracking_uri={uri}")
+    assert checked.returncode == 0, checked.stderr
+    assert locations() == before
+    assert not (moved / "mlflow.db").exists()
+
+
+@pytest.mark.e2e
+def test_a_second_start_with_other_settings_is_refused_and_status_says_so(
+    team_server: tuple[str, Path],
+) -> None:
+    uri, folder = team_server
+    logins = user_env() | {
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": "a-long-password-1",
+    }
+    port = int(uri.rsplit(":", 1)[1])
+    again = python("-m", "pipeline.server", "start", "--auth", f"--folder={folder}", env=logins)
+    assert again.returncode == 2 and again.stdout == ""
+    assert again.stderr.strip() == (
+        f"error: the team server at {uri} is running with logins off; stop it first "
+        "(`python -m pipeline.server stop`) to start it with logins on"
+    )
+    with urllib.request.urlopen(
+        f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10
+    ) as answer:
+        assert answer.status == 200  # still open, as status says
+    shown = python("-m", "pipeline.server", "status", f"--folder={folder}")  # the folder's own ports
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        f"MLflow server: running at http://127.0.0.1:{port}" in shown.stdout and "logins off" in shown.stdout
+    )
+    assert "PostgreSQL: running on 127.0.0.1:" in shown.stdout
+
+
+@pytest.mark.e2e
+def test_a_taken_port_is_named_and_nothing_is_left_running() -> None:
+    folder = postgres_folder()
+    port, pg_port = free_port(), free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        try:
+            started = server_command("start", folder, port, pg_port)
+            assert started.returncode == 2
+            assert started.stderr.strip() == (
+                f"error: port {port} on 127.0.0.1 is taken (python, process {os.getpid()}): "
+                "stop it, or give another with --port"
+            )
+            left = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, text=True).stdout.split()
+            assert left == []  # PostgreSQL, started first, was stopped again
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", pg_port)) != 0
+        finally:
+            server_command("stop", folder, port, pg_port)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_folder_postgres_cannot_reach_is_refused_in_one_line(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("PostgreSQL runs as the user running the command: any folder of theirs will do")
+    tmp_path.chmod(0o700)  # as a home folder, or pytest's own
+    folder = tmp_path / "project" / ".server"
+    started = server_command("start", folder, free_port(), free_port())
+    assert started.returncode == 2
+    assert started.stderr.strip().startswith(
+        f"error: --folder {folder}: PostgreSQL runs as the user postgres, which cannot reach {tmp_path}; "
+    )
+    assert not folder.exists()  # nothing made
+
 
 @pytest.mark.slow
 def test_with_logins_dvc_repro_predict_and_serve_work_on_the_server_and_no_password_is_written(
