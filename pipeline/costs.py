@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.rules import LOSS_SCALE
+
 FloatArray = NDArray[np.float64]
 
 LOSSES = ("mse", "huber", "cauchy", "welsch")
@@ -63,10 +65,8 @@ class Cost:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.name!r}")
         if self.name == "mse":
             object.__setattr__(self, "scale", math.inf)
-        elif not (isinstance(self.scale, int | float) and 0 < self.scale < math.inf):
-            raise ValueError(
-                f"loss_scale must be a positive finite number for {self.name}; got {self.scale!r}"
-            )
+        else:
+            LOSS_SCALE.check(f"loss_scale of {self.name}", self.scale)
 
     @property
     def is_mse(self) -> bool:

@@ -60,5 +60,8 @@ STEP_DECAY = Bound(at_least=0)
 SHRINK = Bound(above=0, below=1)
 GROW = Bound(at_least=1)
 SUFFICIENT_DECREASE = Bound(above=0, below=1)
+#: ``model.loss_scale``, c of a robust cost: the costs divide by c², which must be a
+#: positive finite float64 (1e-300² is 0, 1e200² is inf).
+LOSS_SCALE = Bound(at_least=1e-150, below=1e150)
 #: ``split.test_fraction``: a share of the rows, strictly between none and all.
 TEST_FRACTION = Bound(above=0, below=1)

@@ -39,7 +39,7 @@ from pipeline.optimize import (
 )
 from pipeline.outcome import RunSummary
 from pipeline.progress import ProgressLine, record_best
-from pipeline.rules import DIVERGENCE_RATIO, MAX_ITER, TOLERANCE
+from pipeline.rules import DIVERGENCE_RATIO, LOSS_SCALE, MAX_ITER, TOLERANCE
 from pipeline.runlog import RunRecord, flat_params, global_reference, log_result, reference_optimum
 from pipeline.settings import CONF_DIR, check_overrides, read_choice, read_flag, read_names, read_number
 from pipeline.sweep import write_sweep_outputs
@@ -153,7 +153,7 @@ def read_settings(cfg: DictConfig) -> TrainSettings:
     loss = read_choice(cfg, "model.loss", LOSSES)
     scale_value = OmegaConf.select(cfg, "model.loss_scale", default="auto")
     loss_scale: float | str = (
-        "auto" if scale_value == "auto" else read_number(cfg, "model.loss_scale", above=0)
+        "auto" if scale_value == "auto" else read_number(cfg, "model.loss_scale", LOSS_SCALE)
     )
     return TrainSettings(
         loss=loss,

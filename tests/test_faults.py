@@ -125,6 +125,18 @@ def test_invalid_training_settings_are_named(compose_cfg: ComposeFn, override: s
     assert str(raised.value).startswith(message)
 
 
+@pytest.mark.parametrize("scale", ["1e-300", "1e200", "0.0"])
+def test_a_loss_scale_whose_square_is_not_a_number_is_named(compose_cfg: ComposeFn, scale: str) -> None:
+    """1e-300 ended in a ZeroDivisionError traceback: c² is 0 in float64."""
+    cfg = compose_cfg("model.loss=welsch", f"model.loss_scale={scale}", config_name="train")
+    with pytest.raises(PipelineError) as raised:
+        train.read_settings(cfg)
+    assert (
+        str(raised.value)
+        == f"model.loss_scale: expected a number >= 1e-150 and < 1e+150, got {float(scale)!r}"
+    )
+
+
 def test_learning_rates_from_1e_minus_12_to_1e6(prepared: Path, compose_cfg: ComposeFn) -> None:
     rates = "1e-12,1e-3,0.1,0.9,1.5,1e6"
     result = run_stage(
