@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import PipelineError, exit_on_error, first_line
+from pipeline.files import output_file
 from pipeline.settings import CONF_DIR
 
 if TYPE_CHECKING:
@@ -79,13 +81,20 @@ def find_run(client: MlflowClient, experiment_id: str, ref: str) -> Run:
                 [experiment_id],
                 filter_string=f"attributes.run_name {condition}",
                 order_by=["attributes.start_time DESC"],
-                max_results=1,
+                max_results=1000,
             )
         )
         if found:
             break
     if not found:
         raise PipelineError(f"no run with id or name {ref!r} in this experiment")
+    if len(found) > 1:  # the same settings in several sweeps: say which one is compared
+        others = ", ".join(run.info.run_id for run in found[1:6]) + (", …" if len(found) > 6 else "")
+        print(
+            f"note: {len(found)} runs are named {ref!r}; comparing the newest, {found[0].info.run_id} "
+            f"({found[0].info.run_name}); give a run id for another: {others}",
+            file=sys.stderr,
+        )
     return found[0]
 
 
@@ -170,13 +179,14 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", help="two run ids or names")
     parser.add_argument("--sweep", help="a sweep's parent run (id or name): compare its children")
-    parser.add_argument(
-        "--out", type=Path, default=Path("logs/compare.png"), help="the picture (default: %(default)s)"
-    )
+    parser.add_argument("--out", type=Path, help="the picture (default: logs/compare.png in the project)")
     parser.add_argument("--tracking-uri", help="MLflow store (default: as the pipeline's)")
     options = parser.parse_args(argv)
     if bool(options.sweep) == (len(options.runs) == 2) or (options.runs and len(options.runs) != 2):
         parser.error("give two runs, or --sweep PARENT")
+    options.out = output_file(
+        options.out or CONF_DIR.parent / "logs" / "compare.png", "--out", CONF_DIR.parent
+    )
     return options
 
 

@@ -51,6 +51,23 @@ def atomic_path(target: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def output_file(path: Path, option: str, project: Path) -> Path:
+    """Check a file a command is asked to write (``--out``) before any work is done.
+
+    Inside the project, missing folders are made when it is written; elsewhere its
+    folder must exist already: a typo must not make folders across the filesystem.
+    """
+    if path.is_dir():
+        raise PipelineError(f"{option}: {path} is a folder; name a file to write")
+    absolute = path.resolve()
+    if not absolute.is_relative_to(project.resolve()) and not absolute.parent.is_dir():
+        raise PipelineError(
+            f"{option}: the folder {absolute.parent} does not exist; make it first (only folders inside "
+            "the project are made for you)"
+        )
+    return path
+
+
 def write_atomic(target: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` and move the result to ``target`` only if it succeeds.
 

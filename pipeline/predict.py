@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError, exit_on_error, first_line
+from pipeline.files import output_file
 from pipeline.settings import CONF_DIR, read_model_name
 from pipeline.tables import STDIN, TextTable, parse_numbers, read_csv, read_numeric
 from pipeline.tracking import CHAMPION
@@ -137,8 +138,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     if bool(options.values) == bool(options.csv):
         parser.error("give either feature values or --csv FILE")
-    if options.out is not None and options.out.is_dir():
-        raise PipelineError(f"--out: {options.out} is a folder; name a file to write")
+    if options.out is not None:
+        output_file(options.out, "--out", CONF_DIR.parent)
     return options
 
 

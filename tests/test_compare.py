@@ -70,3 +70,47 @@ def test_an_unknown_run_is_one_line(sweep: Path, capsys: pytest.CaptureFixture[s
     status, out, err = run_compare(capsys, sweep, "no such run", "gd lr=0.1 θ0=0 θ1=100")
     assert status == 2 and out == ""
     assert err.strip() == "error: no run with id or name 'no such run' in this experiment"
+
+
+def test_a_name_that_several_runs_share_says_how_many_and_which(
+    sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    project = tmp_path / "project"
+    shutil.copytree(sweep, project)  # the module's store stays as it is
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("downhill")
+    assert experiment is not None
+    name = "gd lr=0.1 θ0=0 θ1=100"
+    (older,) = client.search_runs(
+        [experiment.experiment_id], filter_string=f"attributes.run_name = '{name} · converged'"
+    )
+    newer = client.create_run(
+        experiment.experiment_id, run_name=f"{name} · converged"
+    )  # the same settings again
+    status, _, err = run_compare(
+        capsys, project, name, "gd lr=0.001 θ0=0 θ1=100", "--out", str(tmp_path / "c.png")
+    )
+    assert status == 0, err
+    assert err.strip() == (
+        f"note: 2 runs are named {name!r}; comparing the newest, {newer.info.run_id} ({name} · converged); "
+        f"give a run id for another: {older.info.run_id}"
+    )
+
+
+def test_a_picture_outside_the_project_needs_its_folder(
+    sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "missing" / "c.png"
+    status, _, err = run_compare(
+        capsys, sweep, "gd lr=0.1 θ0=0 θ1=100", "gd lr=0.001 θ0=0 θ1=100", "--out", str(out)
+    )
+    assert status == 2
+    assert err.strip() == (
+        f"error: --out: the folder {out.parent} does not exist; make it first "
+        "(only folders inside the project are made for you)"
+    )
+    assert not out.parent.exists()

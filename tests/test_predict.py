@@ -95,6 +95,21 @@ def test_csv_mistakes_are_one_line(
     assert len(err.strip().splitlines()) == 1 and message in err
 
 
+def test_a_file_outside_the_project_needs_its_folder(
+    champion: tuple[str, list[float]], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "nonexistent" / "x.csv"  # `--out /nonexistent/x.csv` made /nonexistent
+    status, _, err = run_predict(
+        capsys, "--csv", "data/houses.csv", "--out", str(out), "--tracking-uri", champion[0]
+    )
+    assert status == 2
+    assert err.strip() == (
+        f"error: --out: the folder {out.parent} does not exist; make it first "
+        "(only folders inside the project are made for you)"
+    )
+    assert not out.parent.exists()
+
+
 def test_a_missing_store_is_named_and_not_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     database = tmp_path / "nowhere" / "x.db"
     status, _, err = run_predict(capsys, "1500", "--tracking-uri", f"sqlite:///{database}")

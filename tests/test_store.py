@@ -138,13 +138,13 @@ def test_a_store_that_cannot_be_used_is_one_line(tmp_path: Path, make: object, m
     assert str(raised.value).startswith("mlflow.tracking_uri: cannot use the store")
 
 
-def test_an_empty_experiment_name_is_named() -> None:
+def test_an_empty_experiment_name_is_named(tmp_path: Path) -> None:
     from pipeline.errors import PipelineError
     from pipeline.tracking import open_store
 
     with pytest.raises(PipelineError, match=r"mlflow\.experiment: expected a non-empty name"):
-        open_store("sqlite:////nonexistent/never/created.db", "")
-    assert not Path("/nonexistent").exists()
+        open_store(f"sqlite:///{tmp_path}/never/created.db", "")
+    assert not (tmp_path / "never").exists()
 
 
 def test_a_corrupt_store_stops_the_sweep_before_any_job(prepared: Path) -> None:
