@@ -19,6 +19,8 @@ from pipeline.errors import PipelineError, fail
 from pipeline.rules import Bound
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+#: What ``OmegaConf.select`` returns for a key that is not there (None is a value).
+MISSING_KEY = object()
 # Hydra's own flags that take a value, so that the value is not read as an override.
 _FLAGS_WITH_VALUE = {
     "--cfg", "-c", "--info", "-i", "--package", "-p", "--config-path", "-cp",
@@ -176,8 +178,47 @@ def override_problem(arguments: list[str], config_name: str) -> str | None:
         if key in groups and not override.is_delete():
             continue
         if key not in known:
-            return f"unknown setting {key!r}{_did_you_mean(key, known)}"
+            return f"unknown setting {key!r}{_suggestion(key, known, config_name, groups)}"
     return None
+
+
+#: Names other libraries give settings of the project's (the last part of a key):
+#: ``optimizer.momentum`` is ``optimizer.beta`` here, Adam's ``beta1`` is ``b1``.
+ALIASES = {
+    "momentum": "beta",
+    "beta1": "b1",
+    "beta2": "b2",
+    "learning_rate": "lr",
+    "step_size": "lr",
+    "epochs": "max_iter",
+    "iterations": "max_iter",
+    "tolerance": "tol",
+}
+
+
+def _suggestion(key: str, known: set[str], config_name: str, groups: set[str]) -> str:
+    """``; did you mean …?`` for an unknown key: its usual name's counterpart here, in
+    this config or in another choice of its group (``optimizer.beta`` is momentum's),
+    else the closest known key."""
+    from hydra import compose, initialize_config_dir
+
+    head, _, last = key.rpartition(".")
+    wanted = f"{head}.{ALIASES[last]}" if head and last in ALIASES else key
+    if wanted != key and wanted in known:
+        return f"; did you mean {wanted!r}?"
+    group = key.split(".")[0]
+    if group in groups:  # a key of another choice of the group: say which choices have it
+        having = []
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+            for path in sorted((CONF_DIR / group).glob("*.yaml")):
+                composed = compose(config_name=config_name, overrides=[f"{group}={path.stem}"])
+                if OmegaConf.select(composed, wanted, default=MISSING_KEY) is not MISSING_KEY:
+                    having.append(f"{group}={path.stem}")
+        if having and wanted == key:
+            return f"; it is a setting of {' and '.join(having)}"
+        if having:
+            return f"; did you mean {wanted!r} (with {' or '.join(having)})?"
+    return _did_you_mean(key, known)
 
 
 def check_overrides(config_name: str) -> None:

@@ -41,7 +41,15 @@ from pipeline.outcome import RunSummary
 from pipeline.progress import ProgressLine, record_best
 from pipeline.rules import DIVERGENCE_RATIO, LOSS_SCALE, MAX_ITER, TOLERANCE
 from pipeline.runlog import RunRecord, flat_params, global_reference, log_result, reference_optimum
-from pipeline.settings import CONF_DIR, check_overrides, read_choice, read_flag, read_names, read_number
+from pipeline.settings import (
+    CONF_DIR,
+    MISSING_KEY,
+    check_overrides,
+    read_choice,
+    read_flag,
+    read_names,
+    read_number,
+)
 from pipeline.sweep import write_sweep_outputs
 from pipeline.tables import require_columns
 from pipeline.tracking import (
@@ -63,7 +71,6 @@ from pipeline.tracking import (
 )
 
 log = logging.getLogger("pipeline.train")  # not __main__ under `python -m`
-MISSING_KEY = object()
 #: MLflow's tag for a run's display name.
 RUN_NAME_TAG = "mlflow.runName"
 #: What a job on another machine needs, said where it is missing.

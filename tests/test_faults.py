@@ -57,10 +57,32 @@ def train_runs(client: MlflowClient) -> list[Run]:
             "optimizer=adamw",
             "optimizer=adamw: no such optimizer config; the choices are: adam, backtracking",
         ),
+        # Other libraries' names for the project's settings, and a key of another choice.
+        (
+            "train",
+            "optimizer.momentum=0.9",
+            "unknown setting 'optimizer.momentum'; did you mean 'optimizer.beta' "
+            "(with optimizer=momentum or optimizer=nesterov)?",
+        ),
+        (
+            "train",
+            "optimizer=adam optimizer.beta1=0.8",
+            "unknown setting 'optimizer.beta1'; did you mean 'optimizer.b1'?",
+        ),
+        (
+            "train",
+            "optimizer.beta2=0.99",
+            "unknown setting 'optimizer.beta2'; did you mean 'optimizer.b2' (with optimizer=adam)?",
+        ),
+        (
+            "train",
+            "optimizer.beta=0.5",
+            "unknown setting 'optimizer.beta'; it is a setting of optimizer=momentum and optimizer=nesterov",
+        ),
     ],
 )
 def test_command_line_typos_are_named(config_name: str, argument: str, message: str) -> None:
-    problem = override_problem([argument], config_name)
+    problem = override_problem(argument.split(), config_name)
     assert problem is not None and problem.startswith(message)
 
 
