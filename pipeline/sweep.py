@@ -572,7 +572,15 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
             loader.prepare(config, pending)
         warm_up.join()
         with watch, lease(client, parent_id):  # seen alive while jobs run elsewhere
-            launcher.launch(pending, initial_job_idx=0)
+            try:
+                launcher.launch(pending, initial_job_idx=0)
+            except (KeyboardInterrupt, errors.Terminated):
+                # joblib kills its workers when the launch is cut short: the runs they
+                # had under way cannot end themselves.
+                for run in children(client, experiment_id, parent_id):
+                    if run.info.status == "RUNNING":
+                        client.set_terminated(run.info.run_id, status="KILLED")
+                raise
     for name in (SWEEP_SIZE_ENV, BEST_MSE_ENV, LAUNCHER_PID_ENV):
         os.environ.pop(name, None)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import ingest, split, train
 from pipeline.errors import PipelineError
 from pipeline.settings import override_problem
+from pipeline.tracking import open_store
 from tests.helpers import (
     REPO_ROOT,
     ComposeFn,
@@ -196,6 +198,7 @@ def slow_sweep(prepared: Path) -> Iterator[subprocess.Popen[str]]:
         *overrides,
     ]
     command.append(f"hydra.sweep.dir={prepared / 'logs'}")
+    open_store(f"sqlite:///{prepared / 'mlflow.db'}", "downhill")  # not made while the test reads it
     process = subprocess.Popen(
         command,
         cwd=REPO_ROOT,
@@ -220,7 +223,7 @@ def wait_for_second_run(client: MlflowClient, process: subprocess.Popen[str]) ->
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        runs = train_runs(client) if (Path(client.tracking_uri[len("sqlite:///") :])).exists() else []
+        runs = train_runs(client)
         children = [run for run in runs if run.data.tags.get("downhill.role") == "train"]
         if len(children) == 2 and any(run.info.status == "FINISHED" for run in children):
             time.sleep(0.5)  # well inside the slow run's loop
@@ -250,6 +253,38 @@ def test_a_signal_ends_the_current_run_as_killed_and_keeps_finished_ones(
     quick = next(run for run in by_role["train"] if run.info.status == "FINISHED")
     assert len(client.get_metric_history(quick.info.run_id, "train_mse")) > 1
     assert not (prepared / "reports" / "sweep.json").exists()  # no record of a sweep that did not end
+
+
+@pytest.mark.e2e
+def test_sigterm_to_a_joblib_sweeps_process_group_ends_every_run(prepared: Path) -> None:
+    """As `kill -TERM -<pgid>` (or a CI runner) sends it: the launcher and its workers at once."""
+    command = [sys.executable, "-m", "pipeline.train", "--multirun", *isolating_overrides(prepared)]
+    command += [*START, "optimizer.lr=0.1,1e-9,1e-10", "optimizer.max_iter=100000000"]
+    command += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={prepared / 'logs'}"]
+    open_store(f"sqlite:///{prepared / 'mlflow.db'}", "downhill")  # not made while this test reads it
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=user_env(), stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        client = store(prepared)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the quick run done, both slow ones under way
+            assert process.poll() is None, process.communicate()
+            runs = train_runs(client)
+            if sum(run.data.tags.get("downhill.role") == "train" for run in runs) == 3:
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert process.returncode == 143, stderr
+    statuses = sorted((run.data.tags["downhill.role"], run.info.status) for run in train_runs(client))
+    assert ("train", "RUNNING") not in statuses and ("sweep", "RUNNING") not in statuses, statuses
+    assert statuses.count(("train", "KILLED")) == 2 and ("sweep", "KILLED") in statuses, statuses
 
 
 def test_kill_9_loses_no_finished_run_and_the_next_sweep_tidies_up(
