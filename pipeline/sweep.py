@@ -461,10 +461,16 @@ def claim_parent(
         return run.info.run_id, set()
 
 
+#: What to do after a sweep stopped for want of disk space or a store.
+RESUME = "once that is mended, run the same command again: it resumes the sweep"
+
+
 def _close_parent(client: MlflowClient, run_id: str) -> None:
-    """At exit: a parent still RUNNING means the sweep did not finish."""
-    if client.get_run(run_id).info.status == "RUNNING":
-        client.set_terminated(run_id, status="KILLED" if errors.stopped_by_signal else "FAILED")
+    """At exit: a parent still RUNNING means the sweep did not finish. Where the store
+    cannot be written (a full disk), the next sweep closes it (its process is gone)."""
+    with contextlib.suppress(Exception):
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status="KILLED" if errors.stopped_by_signal else "FAILED")
 
 
 def _grid_params(jobs: list[list[str]]) -> dict[str, str]:
@@ -581,17 +587,21 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
                     if run.info.status == "RUNNING":
                         client.set_terminated(run.info.run_id, status="KILLED")
                 raise
+            except Exception as error:  # Hydra could not write a job's folder: a full disk, say
+                raise PipelineError(f"the sweep stopped: {first_line(error)}; {RESUME}") from None
     for name in (SWEEP_SIZE_ENV, BEST_MSE_ENV, LAUNCHER_PID_ENV):
         os.environ.pop(name, None)
 
-    runs, run_ids = read_back(client, experiment_id, parent_id, jobs, keys)
     try:
+        runs, run_ids = read_back(client, experiment_id, parent_id, jobs, keys)
         pictures = write_sweep_outputs(config, key, runs)
         _log_parent(client, parent_id, runs, run_ids, pictures)
+        failed = [run for run in runs if run.status == "failed"]
+        client.set_terminated(parent_id, status="FAILED" if failed else "FINISHED")
+    except PipelineError:
+        raise
     except Exception as error:  # an unwritable folder, a full disk, a store that went away
-        raise PipelineError(f"finishing the sweep: {first_line(error)}") from None
-    failed = [run for run in runs if run.status == "failed"]
-    client.set_terminated(parent_id, status="FAILED" if failed else "FINISHED")
+        raise PipelineError(f"finishing the sweep: {first_line(error)}; {RESUME}") from None
     if failed:
         raise PipelineError(f"{len(failed)} of {len(runs)} runs failed; the first: {failed[0].message}")
     write_store_mark(resolve(config, config.paths.store_train), [])  # the store holds every run now

@@ -172,8 +172,11 @@ def client_for(uri: str) -> MlflowClient:
 
     # MLflow announces store creation and its input-example check at INFO on every
     # run: noise in a sweep and between a mistake and its one-line message.
-    for name in ("mlflow.store.db.utils", "mlflow.pyfunc", "alembic"):
+    for name in ("mlflow.pyfunc", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Its SQL store also logs every database error with its traceback (some 40 lines)
+    # before raising it: the project says each in one line where it is caught.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     client = MlflowClient(tracking_uri=uri)
     if not _frozen:
         _frozen.append(True)

@@ -3,6 +3,7 @@ outputs under a test's own folder, one-line errors checked."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -42,6 +43,7 @@ __all__ = [
     "project_cfg",
     "run_stage",
     "scipy_minima",
+    "sweep_on_a_disk_that_fills",
     "trained",
     "two_sweeps_at_once",
     "user_env",
@@ -241,3 +243,57 @@ def two_sweeps_at_once(folder: Path) -> None:
     for name in ("a", "b"):
         record = json.loads((folder / name / "reports" / "sweep.json").read_text())
         assert {run["status"] for run in record["runs"]} == {"converged"}
+
+
+def sweep_on_a_disk_that_fills(folder: Path) -> dict[str, Any]:
+    """Run inside ``unshare -m`` (a mount namespace of its own): a 40 MB disk at ``folder``,
+    filled once the sweep's first run has finished; the same sweep again once the space
+    is freed. Returns what a user would look at, as JSON-able values."""
+    import json
+    import threading
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import open_store, quick_check
+
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(folder)], check=True)
+    prepare_data(folder)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    open_store(uri, "downhill")
+    filler = folder / "filler"
+
+    def fill_after_the_first_run() -> None:
+        while not list(folder.glob("mlartifacts/*/artifacts/outcome.json")):
+            time.sleep(0.05)
+        with filler.open("wb") as handle, contextlib.suppress(OSError):
+            while True:
+                handle.write(bytes(1 << 20))
+
+    def sweep() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "pipeline.train", "--multirun", *isolating_overrides(folder)]
+        command += [*START_ONE_RUN[:2], "optimizer.lr=0.1,0.3,0.5,0.01", f"hydra.sweep.dir={folder}/logs"]
+        return subprocess.run(command, cwd=REPO_ROOT, env=user_env(), capture_output=True, text=True)
+
+    def statuses() -> list[list[str]]:
+        client = MlflowClient(uri)
+        runs = client.search_runs([open_store(uri, "downhill").experiment])
+        return sorted([run.data.tags.get("downhill.role", ""), run.info.status] for run in runs)
+
+    thread = threading.Thread(target=fill_after_the_first_run, daemon=True)
+    thread.start()
+    full = sweep()
+    thread.join()
+    quick_check(folder / "mlflow.db")  # raises if the store was damaged
+    after_full = statuses()
+    filler.unlink()
+    resumed = sweep()
+    record = json.loads((folder / "reports" / "sweep.json").read_text()) if resumed.returncode == 0 else {}
+    return {
+        "full": [full.returncode, full.stderr],
+        "after_full": after_full,
+        "resumed": [resumed.returncode, resumed.stderr],
+        "after_resume": statuses(),
+        "record": [run["status"] for run in record.get("runs", [])],
+    }

@@ -305,6 +305,36 @@ def test_kill_9_loses_no_finished_run_and_the_next_sweep_tidies_up(
 
 
 @pytest.mark.e2e
+def test_a_disk_that_fills_during_a_sweep_ends_in_one_line_and_the_sweep_resumes(tmp_path: Path) -> None:
+    """It printed some 900 lines of `database or disk is full` and left a run RUNNING."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespace here (unshare -m needs root): no small disk to fill")
+    probe = (
+        "import json; from pathlib import Path; from tests.helpers import sweep_on_a_disk_that_fills as s; "
+    )
+    probe += f"print(json.dumps(s(Path({str(tmp_path / 'disk')!r}))))"
+    done = subprocess.run(
+        ["unshare", "-m", sys.executable, "-c", probe],
+        cwd=REPO_ROOT,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    status, stderr = seen["full"]
+    assert status == 2 and "Traceback" not in stderr
+    assert_one_line_error(
+        stderr, "No space left on device", "run the same command again: it resumes the sweep"
+    )
+    assert ["train", "RUNNING"] not in seen["after_full"]  # the parent waits for the next sweep to close it
+    assert seen["resumed"][0] == 0, seen["resumed"][1]
+    assert all(status in ("FINISHED", "KILLED") for _, status in seen["after_resume"]), seen["after_resume"]
+    assert seen["after_resume"].count(["train", "FINISHED"]) == 4
+    assert seen["record"] == ["converged"] * 4
+
+
+@pytest.mark.e2e
 def test_two_sweeps_at_once_on_a_new_store_both_finish(tmp_path: Path) -> None:
     two_sweeps_at_once(tmp_path)
 
