@@ -292,6 +292,8 @@ def run(cfg: DictConfig) -> RunSummary:
         "git_commit": git_commit(),
         "data_md5": file_md5(raw_path) if raw_path.is_file() else "missing",
         "train_md5": train_md5,
+        # Not the machine's absolute path of the script (MLflow's default): the project's.
+        "mlflow.source.name": "pipeline/train.py",
     }
     client = store.client
     with (

@@ -70,6 +70,9 @@ def test_a_moved_project_predicts_and_reruns_nothing(
     assert {name: (moved / "reports" / name).read_bytes() for name in MARKS} == marks  # nothing reruns
     rows = stored_paths(moved / "mlflow.db")
     assert rows and not any(str(original) in value for value in rows), rows
+    # The runs name their script as the project's, not by the machine's absolute path.
+    runs = MlflowClient(f"sqlite:///{moved}/mlflow.db").search_runs(["1"])
+    assert {run.data.tags["mlflow.source.name"] for run in runs} == {"pipeline/train.py"}
 
 
 def test_a_copy_that_never_trained_reads_its_own_files(
