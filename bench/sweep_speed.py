@@ -95,8 +95,8 @@ def breakdown(folder: Path) -> dict[str, float]:
     from pipeline.costs import Cost
     from pipeline.optimize import ConvergenceWarning
     from pipeline.outcome import RunSummary
+    from pipeline.pictures import sweep_figures
     from pipeline.runlog import RunRecord, curve_csv, flat_params, log_model, plot_indices
-    from pipeline.sweep import sweep_figures
     from pipeline.tracking import dataset_input, process_tags
     from pipeline.train import fit_with_settings, read_settings
 

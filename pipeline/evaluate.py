@@ -28,8 +28,8 @@ from pipeline.files import file_md5, resolve, write_atomic, write_json
 from pipeline.model import ModelSpec
 from pipeline.optimize import one_blas_thread
 from pipeline.outcome import RunSummary, best_run, relative_gap, status_counts
+from pipeline.record import read_sweep_record
 from pipeline.settings import check_overrides, read_choice, read_model_name, read_names
-from pipeline.sweep import read_outcome, read_sweep_record
 from pipeline.tables import require_columns
 from pipeline.tracking import (
     CHAMPION,
@@ -39,6 +39,7 @@ from pipeline.tracking import (
     finished_run,
     log_dataset_input,
     open_store,
+    read_outcome,
     redact,
     sweep_parents,
     tracking_uri,

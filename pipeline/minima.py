@@ -1,4 +1,4 @@
-"""Where runs end: the global minimum of a cost (certified where it can be), and the minima a sweep found.
+"""Where runs end: the global minimum of a cost (certified where it can be), and where each run stands.
 
 Pure numpy (the passes over the rows are compiled, :mod:`pipeline.kernels`); no files,
 no MLflow. For the MSE the global minimum is the least-squares solution. For a
@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.costs import KERNEL_CODE, NEGATIVE_CURVATURE, Cost
-from pipeline.outcome import EndPoint, Minimum, RunSummary
+from pipeline.outcome import SAME_COST, EndPoint
 
 FloatArray = NDArray[np.float64]
 #: Target of the certificate: the global minimum's cost is known within this much.
@@ -30,10 +30,6 @@ FIRST_GRID = 64
 #: Largest Hessian eigenvalue, in standardized units (the MSE's is 2), below which a run
 #: stands on a plateau: every residual far beyond the cost's scale, nothing pulls θ.
 PLATEAU_CURVATURE = 1e-3
-#: Runs whose final costs agree to this (relative) ended at the same minimum ...
-SAME_COST = 1e-7
-#: ... and so do those whose θ agree to this, in units of each coefficient's scale.
-SAME_THETA = 1e-3
 
 
 @dataclass(frozen=True)
@@ -232,61 +228,3 @@ def end_point(
         return "local minimum"
     at_global = train_cost <= global_cost + SAME_COST * max(abs(global_cost), 1e-300)
     return "global minimum" if at_global else "local minimum"
-
-
-def group_minima(runs: list[RunSummary]) -> list[Minimum]:
-    """The minima the runs reached, lowest cost first: runs at the same θ (and cost) form one."""
-    groups: list[list[RunSummary]] = []
-    for run in runs:
-        if run.end_point not in ("global minimum", "local minimum") or run.theta is None:
-            continue
-        for group in groups:
-            if _same_place(group[0], run):
-                group.append(run)
-                break
-        else:
-            groups.append([run])
-    minima = [
-        Minimum(
-            kind=min(group, key=_cost).end_point,
-            theta=list(min(group, key=_cost).theta or []),
-            cost=_cost(min(group, key=_cost)),
-            runs=len(group),
-            job_keys=[run.job_key for run in group],
-        )
-        for group in groups
-    ]
-    return sorted(minima, key=lambda minimum: minimum.cost)
-
-
-def _cost(run: RunSummary) -> float:
-    return float(run.train_cost if run.train_cost is not None else math.inf)
-
-
-def _same_place(first: RunSummary, other: RunSummary) -> bool:
-    a, b = np.asarray(first.theta), np.asarray(other.theta)
-    unit = np.asarray(first.theta_unit or np.ones_like(a))
-    close = bool(np.all(np.abs(a - b) <= SAME_THETA * unit))
-    costs = _cost(first), _cost(other)
-    return close and abs(costs[0] - costs[1]) <= 1e3 * SAME_COST * max(abs(costs[0]), 1e-300)
-
-
-def minima_line(runs: list[RunSummary], minima: list[Minimum]) -> str:
-    """``25 runs: 2 minima — global J=0.713494 θ=(106,357, 130.63) from 13 runs; …; 3 on the plateau``."""
-    parts = [
-        f"{minimum.kind.split()[0]} J={minimum.cost:.6g} θ=({', '.join(_number(v) for v in minimum.theta)}) "
-        f"from {minimum.runs} run{'s' if minimum.runs != 1 else ''}"
-        for minimum in minima
-    ]
-    plateau = sum(run.end_point == "plateau" for run in runs)
-    other = sum(run.end_point == "none" for run in runs)
-    if plateau:
-        parts.append(f"{plateau} on the plateau")
-    if other:
-        parts.append(f"{other} at no minimum (stopped early, diverged or failed)")
-    count = f"{len(minima)} minim{'a' if len(minima) != 1 else 'um'}"
-    return f"{len(runs)} runs: {count} — " + "; ".join(parts)
-
-
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.5g}"

@@ -17,6 +17,10 @@ STATUSES: tuple[str, ...] = get_args(Status)
 #: Where a run ended: the global minimum, a local minimum, a plateau, or no minimum
 #: (stopped early, diverged or failed).
 EndPoint = Literal["global minimum", "local minimum", "plateau", "none"]
+#: Runs whose final costs agree to this (relative) ended at the same minimum ...
+SAME_COST = 1e-7
+#: ... and so do those whose θ agree to this, in units of each coefficient's scale.
+SAME_THETA = 1e-3
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,7 @@ def prune(
     server_folder: Path,
 ) -> Plan:
     """Delete and purge what :func:`plan_prune` chooses; return the plan."""
-    from pipeline.sweep import read_sweep_record
+    from pipeline.record import read_sweep_record
     from pipeline.tracking import open_store, sqlite_file, store_lock
 
     if keep < 1:

@@ -25,8 +25,8 @@ from omegaconf import DictConfig
 from pipeline.errors import PipelineError, exit_on_error, first_line
 from pipeline.files import resolve
 from pipeline.outcome import best_run
+from pipeline.record import read_sweep_record
 from pipeline.settings import check_overrides, read_model_name
-from pipeline.sweep import read_sweep_record
 from pipeline.tracking import (
     CHAMPION,
     JOB_KEY_TAG,

@@ -24,38 +24,31 @@ import atexit
 import contextlib
 import json
 import logging
-import math
-import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, replace
-from functools import partial
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import errors
 from pipeline.compose import QuickComposer
-from pipeline.costs import Cost
 from pipeline.errors import PipelineError, exit_on_error, first_line
-from pipeline.files import file_md5, resolve, write_atomic, write_json
+from pipeline.files import file_md5, resolve
 from pipeline.keys import in_result, job_key, sweep_key
-from pipeline.minima import group_minima, minima_line
-from pipeline.outcome import Minimum, RunSummary, best_run, status_counts
+from pipeline.outcome import RunSummary, best_run
+from pipeline.pictures import sweep_figures, sweep_page, write_sweep_outputs
 from pipeline.progress import SweepWatch
+from pipeline.record import group_minima, read_sweep_record, summary_table, sweep_record
 from pipeline.tracking import (
     BEST_MSE_ENV,
     JOB_KEY_TAG,
     LAUNCHER_PID_ENV,
-    OUTCOME,
     PARENT_KEY,
     ROLE_TAG,
     SPLIT_KEY,
@@ -67,6 +60,7 @@ from pipeline.tracking import (
     lease,
     open_store,
     process_tags,
+    read_outcome,
     sqlite_file,
     store_lock,
     sweep_parents,
@@ -75,19 +69,30 @@ from pipeline.tracking import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.config_loader import ConfigLoader
-    from matplotlib.figure import Figure
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger("pipeline.sweep")
 
-#: Figures of a sweep, by their key in ``paths``.
-FIGURES = ("landscape", "valley", "loss_curves")
-#: Points per side of the page's surface: enough to see the valleys, light to turn in 3-D.
-PAGE_GRID_POINTS = 81
+# Names that lived here before the record, the pictures and the read-back got homes of
+# their own: still importable from this module.
+__all__ = [
+    "WorkerWarmUp",
+    "job_configs",
+    "plan_jobs",
+    "read_back",
+    "read_outcome",
+    "read_sweep_record",
+    "run_sweep",
+    "summary_table",
+    "sweep_figures",
+    "sweep_page",
+    "sweep_record",
+    "write_sweep_outputs",
+]
+
 #: Settings a sweep may not vary.
 ONE_PER_SWEEP = ("model.loss", "model.loss_scale")
 
@@ -95,160 +100,6 @@ ONE_PER_SWEEP = ("model.loss", "model.loss_scale")
 def sweep_grid(config: DictConfig) -> dict[str, str]:
     """The sweep declared in the config (``hydra.sweeper.params``): key → "a,b,c"."""
     return {str(key): str(value) for key, value in (config.hydra.sweeper.params or {}).items()}
-
-
-def axis_labels(config: DictConfig) -> tuple[str, str]:
-    """Labels for θ0 and θ1 with units, from ``data.units``."""
-    target_unit = config.data.units.target
-    feature, feature_unit = config.data.features[0], config.data.units.features[0]
-    return (
-        f"θ0, intercept ({target_unit})",
-        f"θ1, coefficient of {feature} ({target_unit} per {feature_unit})",
-    )
-
-
-def _drawing_inputs(
-    config: DictConfig, runs: list[RunSummary]
-) -> tuple[list[RunSummary], np.ndarray, np.ndarray, np.ndarray | None, Cost, list[Minimum]] | None:
-    """What the pictures and the page draw: the runs that ran, the training columns, the
-    global minimum (if known), the cost and the minima found; None when no run ran."""
-    import pandas as pd
-
-    from pipeline.model import polynomial_columns
-
-    drawn = [run for run in runs if run.status != "failed"]
-    if not drawn:
-        return None
-    table = pd.read_parquet(resolve(config, config.paths.train))
-    X = polynomial_columns(table[list(config.data.features)].to_numpy(np.float64), drawn[0].degree)
-    y = table[config.data.target].to_numpy(np.float64)
-    first = drawn[0]
-    optimum = None if first.optimum_theta is None else np.asarray(first.optimum_theta)
-    loss = Cost(first.loss, first.loss_scale if first.loss_scale is not None else math.inf)
-    return drawn, X, y, optimum, loss, group_minima(runs)
-
-
-def sweep_figures(config: DictConfig, runs: list[RunSummary]) -> dict[str, Figure]:
-    """The landscape, valley and loss-curve pictures of a sweep, keyed by their path key."""
-    from pipeline.landscape import landscape_figure, loss_curves_figure, valley_figure
-
-    inputs = _drawing_inputs(config, runs)
-    if inputs is None:
-        return {}
-    drawn, X, y, optimum, loss, minima = inputs
-    labels = axis_labels(config)
-    return {
-        "landscape": landscape_figure(drawn, X, y, optimum, labels, loss, minima),
-        "valley": valley_figure(drawn, X, y, optimum, labels, loss, minima),
-        "loss_curves": loss_curves_figure(drawn, minima),
-    }
-
-
-def sweep_page(config: DictConfig, runs: list[RunSummary]) -> str | None:
-    """The interactive landscape page of a sweep (HTML), or None when no run ran."""
-    from pipeline.landscape import Colouring, landscape_grid
-    from pipeline.landscape_page import landscape_page
-
-    inputs = _drawing_inputs(config, runs)
-    if inputs is None:
-        return None
-    drawn, X, y, optimum, loss, minima = inputs
-    land = landscape_grid(drawn, X, y, optimum, loss, minima, points=PAGE_GRID_POINTS)
-    return landscape_page(drawn, land, axis_labels(config), loss, Colouring.of(drawn, minima, single=True))
-
-
-def summary_table(runs: list[RunSummary], run_ids: Sequence[str | None]) -> pd.DataFrame:
-    """One row per job of a sweep: its run, settings, outcome and final numbers."""
-    import pandas as pd
-
-    rows = []
-    for run, run_id in zip(runs, run_ids, strict=True):
-        nothing: list[float | None] = [None, None]
-        start = list(run.theta_init) if run.theta_init else nothing
-        theta = list(run.theta) if run.theta else nothing
-        rows.append(
-            {"run_id": run_id, "run_name": run.run_name, "method": run.method, "lr": run.lr}
-            | {"status": run.status, "end_point": run.end_point, "n_iter": run.n_iter}
-            | {"theta0_init": start[0], "theta1_init": start[1], "theta0": theta[0], "theta1": theta[1]}
-            | {"loss": run.loss, "train_cost": run.train_cost, "train_mse": run.train_mse}
-            | {"optimality_gap": run.optimality_gap, "message": run.message}
-        )
-    return pd.DataFrame(rows)
-
-
-def sweep_record(key: str, runs: list[RunSummary]) -> dict[str, Any]:
-    """The content of ``paths.sweep``: keys, the minima found and the outcomes; no run ids,
-    times or paths."""
-    minima = [asdict(minimum) for minimum in group_minima(runs)]
-    return {"sweep_key": key, "minima": minima, "runs": [run.to_json() for run in runs]}
-
-
-def read_sweep_record(path: Path) -> tuple[str, list[RunSummary]]:
-    """The sweep key and the runs of a sweep record written by :func:`write_sweep_outputs`."""
-    if not path.is_file():
-        raise PipelineError(f"{path}: no sweep record; run `dvc repro train` first")
-    try:
-        record = json.loads(path.read_text())
-        return str(record["sweep_key"]), [RunSummary.from_json(run) for run in record["runs"]]
-    except (ValueError, KeyError, TypeError) as error:
-        raise PipelineError(
-            f"{path}: not a sweep record of this version ({error}); run `dvc repro`"
-        ) from None
-
-
-def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) -> list[Path]:
-    """Write the sweep record, its pictures and its page (atomically); return the
-    pictures' and the page's paths."""
-    write_json(resolve(config, config.paths.sweep), sweep_record(key, runs))
-    page_path = resolve(config, config.paths.landscape_page)
-
-    def write_page() -> bool:
-        page = sweep_page(config, runs)
-        if page is not None:
-            write_atomic(page_path, lambda tmp: tmp.write_text(page))
-        return page is not None
-
-    # The page (Plotly, about a second) is drawn by a forked copy of this process while
-    # this one draws the pictures; should the copy fail, it is drawn here, where an error
-    # is reported as any other.
-    page_drawer = _forked(write_page)
-    written = []
-    for name, figure in sweep_figures(config, runs).items():
-        written.append(resolve(config, config.paths[name]))
-        write_atomic(written[-1], partial(figure.savefig, format="png", dpi=110))
-    if page_drawer is not None:
-        page_drawer.join()
-    if (page_drawer is not None and page_drawer.exitcode == 0) or write_page():
-        written.append(page_path)
-    log.info("%d runs: %s", len(runs), status_counts(runs))
-    log.info("%s", minima_line(runs, group_minima(runs)))
-    return written
-
-
-def _forked(action: Callable[[], bool]) -> multiprocessing.process.BaseProcess | None:
-    """A forked copy of this process that runs ``action`` and exits 0 if it returned True
-    (1 if not, or on an error); None where forking is unsafe.
-
-    Not under Ray, whose driver holds threads of its own that a fork would copy
-    mid-flight; the threads of this project's sweep and of joblib's launcher wait on
-    their own locks, which the copy never takes.
-    """
-    if sys.platform != "linux" or "ray" in sys.modules:  # macOS's libraries do not survive a fork
-        return None
-    context = multiprocessing.get_context("fork")
-    process = context.Process(target=_exit_with, args=(action,), name="sweep-page", daemon=True)
-    process.start()
-    return process
-
-
-def _exit_with(action: Callable[[], bool]) -> None:
-    """In a forked copy: run ``action`` and leave (0 if it returned True), silently."""
-    try:
-        done = action()
-    except BaseException:  # the parent draws the page again and reports what is wrong
-        done = False
-    sys.stdout.flush()
-    os._exit(0 if done else 1)
 
 
 def remote_launcher(config: DictConfig) -> str | None:
@@ -371,23 +222,6 @@ def job_configs(config: DictConfig, jobs: list[list[str]], loader: ConfigLoader)
     """Each job's composed config, as Hydra composes it (the quick way: :mod:`pipeline.compose`)."""
     composer = loader if isinstance(loader, QuickComposer) else QuickComposer(loader)
     return [composer.load_sweep_config(config, job) for job in jobs]
-
-
-def read_outcome(client: MlflowClient, run: Run) -> RunSummary | None:
-    """The outcome a training run logged, or None if it logged none.
-
-    Read from the run's artifact location as the run record gives it: the client's
-    ``download_artifacts`` would first fetch the run again, once per run of a sweep.
-    """
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            repository = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
-            path = repository.download_artifacts(OUTCOME, folder)  # type: ignore[no-untyped-call]
-        except Exception:  # no such artifact: the job died before it could log one
-            return None
-        return RunSummary.from_json(json.loads(Path(path).read_text()))
 
 
 def read_back(
@@ -598,8 +432,6 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
         _log_parent(client, parent_id, runs, run_ids, pictures)
         failed = [run for run in runs if run.status == "failed"]
         client.set_terminated(parent_id, status="FAILED" if failed else "FINISHED")
-    except PipelineError:
-        raise
     except Exception as error:  # an unwritable folder, a full disk, a store that went away
         raise PipelineError(f"finishing the sweep: {first_line(error)}; {RESUME}") from None
     if failed:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
+import json
 import logging
 import os
 import re
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import warnings
@@ -28,6 +30,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import PipelineError, fail, first_line
+from pipeline.outcome import RunSummary
 
 if TYPE_CHECKING:
     from mlflow.entities import DatasetInput, Run
@@ -641,6 +644,23 @@ def finished_run(client: MlflowClient, experiment_id: str, job_key: str) -> Run 
         max_results=1,
     )
     return found[0] if found else None
+
+
+def read_outcome(client: MlflowClient, run: Run) -> RunSummary | None:
+    """The outcome a training run logged, or None if it logged none.
+
+    Read from the run's artifact location as the run record gives it: the client's
+    ``download_artifacts`` would first fetch the run again, once per run of a sweep.
+    """
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            repository = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
+            path = repository.download_artifacts(OUTCOME, folder)  # type: ignore[no-untyped-call]
+        except Exception:  # no such artifact: the job died before it could log one
+            return None
+        return RunSummary.from_json(json.loads(Path(path).read_text()))
 
 
 def write_store_mark(path: Path, missing: list[str]) -> None:

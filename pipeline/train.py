@@ -38,6 +38,7 @@ from pipeline.optimize import (
     one_blas_thread,
 )
 from pipeline.outcome import RunSummary
+from pipeline.pictures import write_sweep_outputs
 from pipeline.progress import ProgressLine, record_best
 from pipeline.rules import DIVERGENCE_RATIO, LOSS_SCALE, MAX_ITER, TOLERANCE
 from pipeline.runlog import RunRecord, flat_params, global_reference, log_result, reference_optimum
@@ -50,7 +51,6 @@ from pipeline.settings import (
     read_names,
     read_number,
 )
-from pipeline.sweep import write_sweep_outputs
 from pipeline.tables import require_columns
 from pipeline.tracking import (
     JOB_KEY_TAG,

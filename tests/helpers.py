@@ -120,7 +120,7 @@ def trained(folder: Path) -> Path:
     """A project with data, one training run (its sweep record) and a champion."""
     from pipeline import evaluate, train
     from pipeline.keys import sweep_key
-    from pipeline.sweep import write_sweep_outputs
+    from pipeline.pictures import write_sweep_outputs
 
     prepare_data(folder)
     summary = train.run(project_cfg(folder, "train"))

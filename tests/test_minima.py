@@ -12,8 +12,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.costs import Cost
-from pipeline.minima import CERTIFICATE_EPSILON, certify_global_minimum, end_point, group_minima
+from pipeline.minima import CERTIFICATE_EPSILON, certify_global_minimum, end_point
 from pipeline.outcome import RunSummary
+from pipeline.record import group_minima
 from tests.helpers import assert_one_line_error, run_stage, scipy_minima
 
 WELSCH = Cost("welsch", 75_000.0)

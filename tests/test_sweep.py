@@ -288,7 +288,7 @@ def test_a_joblib_sweep_with_one_worker_runs(prepared: Path) -> None:
 def test_the_page_drawn_by_a_forked_copy_is_the_page(prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The page is drawn beside the pictures by a forked copy of the process; where the
     copy fails, the process draws it itself: the same bytes either way."""
-    from pipeline import sweep, train
+    from pipeline import pictures, train
     from pipeline.keys import sweep_key
     from tests.helpers import project_cfg
 
@@ -296,7 +296,7 @@ def test_the_page_drawn_by_a_forked_copy_is_the_page(prepared: Path, monkeypatch
         raise RuntimeError("a page that cannot be drawn")
 
     outcomes = {"done": lambda: True, "nothing": lambda: False, "error": fails}
-    assert {name: process_exit(sweep._forked(action)) for name, action in outcomes.items()} == {
+    assert {name: process_exit(pictures._forked(action)) for name, action in outcomes.items()} == {
         "done": 0,
         "nothing": 1,
         "error": 1,
@@ -304,20 +304,20 @@ def test_the_page_drawn_by_a_forked_copy_is_the_page(prepared: Path, monkeypatch
     config = project_cfg(prepared, "train")
     runs = [train.run(config)]
     page = prepared / "reports" / "landscape.html"
-    assert page in sweep.write_sweep_outputs(config, sweep_key([runs[0].job_key]), runs)
-    assert page.read_text() == sweep.sweep_page(config, runs)
+    assert page in pictures.write_sweep_outputs(config, sweep_key([runs[0].job_key]), runs)
+    assert page.read_text() == pictures.sweep_page(config, runs)
     page.unlink()
     copies: list[Any] = []
-    fork = sweep._forked
+    fork = pictures._forked
 
     def failing_copy(action: Any) -> Any:
         copies.append(fork(fails))
         return copies[-1]
 
-    monkeypatch.setattr(sweep, "_forked", failing_copy)
-    assert page in sweep.write_sweep_outputs(config, sweep_key([runs[0].job_key]), runs)
+    monkeypatch.setattr(pictures, "_forked", failing_copy)
+    assert page in pictures.write_sweep_outputs(config, sweep_key([runs[0].job_key]), runs)
     assert [copy.exitcode for copy in copies] == [1]
-    assert page.read_text() == sweep.sweep_page(config, runs)
+    assert page.read_text() == pictures.sweep_page(config, runs)
 
 
 def process_exit(process: Any) -> int:

@@ -1,0 +1,152 @@
+"""A sweep's pictures and page: the landscape, the valley, the loss curves and the interactive page.
+
+Drawn from the sweep record's runs and the training split, written atomically to the
+paths of ``conf/paths``. The page (Plotly, about a second) is drawn by a forked copy
+of the process while the process draws the pictures. Used by the sweep and a single
+training run; the stages that only read a record never import it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline.costs import Cost
+from pipeline.files import resolve, write_atomic
+from pipeline.outcome import Minimum, RunSummary, status_counts
+from pipeline.record import group_minima, minima_line, write_sweep_record
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+log = logging.getLogger("pipeline.sweep")
+
+#: Figures of a sweep, by their key in ``paths``.
+FIGURES = ("landscape", "valley", "loss_curves")
+#: Points per side of the page's surface: enough to see the valleys, light to turn in 3-D.
+PAGE_GRID_POINTS = 81
+
+
+def axis_labels(config: DictConfig) -> tuple[str, str]:
+    """Labels for θ0 and θ1 with units, from ``data.units``."""
+    target_unit = config.data.units.target
+    feature, feature_unit = config.data.features[0], config.data.units.features[0]
+    return (
+        f"θ0, intercept ({target_unit})",
+        f"θ1, coefficient of {feature} ({target_unit} per {feature_unit})",
+    )
+
+
+def _drawing_inputs(
+    config: DictConfig, runs: list[RunSummary]
+) -> tuple[list[RunSummary], np.ndarray, np.ndarray, np.ndarray | None, Cost, list[Minimum]] | None:
+    """What the pictures and the page draw: the runs that ran, the training columns, the
+    global minimum (if known), the cost and the minima found; None when no run ran."""
+    import pandas as pd
+
+    from pipeline.model import polynomial_columns
+
+    drawn = [run for run in runs if run.status != "failed"]
+    if not drawn:
+        return None
+    table = pd.read_parquet(resolve(config, config.paths.train))
+    X = polynomial_columns(table[list(config.data.features)].to_numpy(np.float64), drawn[0].degree)
+    y = table[config.data.target].to_numpy(np.float64)
+    first = drawn[0]
+    optimum = None if first.optimum_theta is None else np.asarray(first.optimum_theta)
+    loss = Cost(first.loss, first.loss_scale if first.loss_scale is not None else math.inf)
+    return drawn, X, y, optimum, loss, group_minima(runs)
+
+
+def sweep_figures(config: DictConfig, runs: list[RunSummary]) -> dict[str, Figure]:
+    """The landscape, valley and loss-curve pictures of a sweep, keyed by their path key."""
+    from pipeline.landscape import landscape_figure, loss_curves_figure, valley_figure
+
+    inputs = _drawing_inputs(config, runs)
+    if inputs is None:
+        return {}
+    drawn, X, y, optimum, loss, minima = inputs
+    labels = axis_labels(config)
+    return {
+        "landscape": landscape_figure(drawn, X, y, optimum, labels, loss, minima),
+        "valley": valley_figure(drawn, X, y, optimum, labels, loss, minima),
+        "loss_curves": loss_curves_figure(drawn, minima),
+    }
+
+
+def sweep_page(config: DictConfig, runs: list[RunSummary]) -> str | None:
+    """The interactive landscape page of a sweep (HTML), or None when no run ran."""
+    from pipeline.landscape import Colouring, landscape_grid
+    from pipeline.landscape_page import landscape_page
+
+    inputs = _drawing_inputs(config, runs)
+    if inputs is None:
+        return None
+    drawn, X, y, optimum, loss, minima = inputs
+    land = landscape_grid(drawn, X, y, optimum, loss, minima, points=PAGE_GRID_POINTS)
+    return landscape_page(drawn, land, axis_labels(config), loss, Colouring.of(drawn, minima, single=True))
+
+
+def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) -> list[Path]:
+    """Write the sweep record, its pictures and its page (atomically); return the
+    pictures' and the page's paths."""
+    write_sweep_record(resolve(config, config.paths.sweep), key, runs)
+    page_path = resolve(config, config.paths.landscape_page)
+
+    def write_page() -> bool:
+        page = sweep_page(config, runs)
+        if page is not None:
+            write_atomic(page_path, lambda tmp: tmp.write_text(page))
+        return page is not None
+
+    # The page (Plotly, about a second) is drawn by a forked copy of this process while
+    # this one draws the pictures; should the copy fail, it is drawn here, where an error
+    # is reported as any other.
+    page_drawer = _forked(write_page)
+    written = []
+    for name, figure in sweep_figures(config, runs).items():
+        written.append(resolve(config, config.paths[name]))
+        write_atomic(written[-1], partial(figure.savefig, format="png", dpi=110))
+    if page_drawer is not None:
+        page_drawer.join()
+    if (page_drawer is not None and page_drawer.exitcode == 0) or write_page():
+        written.append(page_path)
+    log.info("%d runs: %s", len(runs), status_counts(runs))
+    log.info("%s", minima_line(runs, group_minima(runs)))
+    return written
+
+
+def _forked(action: Callable[[], bool]) -> multiprocessing.process.BaseProcess | None:
+    """A forked copy of this process that runs ``action`` and exits 0 if it returned True
+    (1 if not, or on an error); None where forking is unsafe.
+
+    Not under Ray, whose driver holds threads of its own that a fork would copy
+    mid-flight; the threads of this project's sweep and of joblib's launcher wait on
+    their own locks, which the copy never takes.
+    """
+    if sys.platform != "linux" or "ray" in sys.modules:  # macOS's libraries do not survive a fork
+        return None
+    context = multiprocessing.get_context("fork")
+    process = context.Process(target=_exit_with, args=(action,), name="sweep-page", daemon=True)
+    process.start()
+    return process
+
+
+def _exit_with(action: Callable[[], bool]) -> None:
+    """In a forked copy: run ``action`` and leave (0 if it returned True), silently."""
+    try:
+        done = action()
+    except BaseException:  # the parent draws the page again and reports what is wrong
+        done = False
+    sys.stdout.flush()
+    os._exit(0 if done else 1)
