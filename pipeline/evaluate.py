@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.files import file_md5, resolve, write_atomic, write_json
 from pipeline.model import ModelSpec
-from pipeline.optimize import one_blas_thread
+from pipeline.objective import one_blas_thread
 from pipeline.outcome import RunSummary, best_run, relative_gap, status_counts
 from pipeline.record import read_sweep_record
 from pipeline.settings import check_overrides, read_choice, read_model_name, read_names

@@ -36,7 +36,7 @@ from pipeline.rules import (
 
 if TYPE_CHECKING:
     from pipeline.costs import Cost
-    from pipeline.optimize import Objective, Standardizer
+    from pipeline.objective import Objective, Standardizer
 
 FloatArray = NDArray[np.float64]
 #: ``(iteration, w, ∇J(w)) → next w``: one step; holds the method's state (velocity, moments).
@@ -287,9 +287,101 @@ def sgd(lr: float | str = 0.05, batch_size: int = 32, seed: int = 0, decay: floa
 
 
 def _sgd(method: Method, problem: Problem) -> Update:
-    from pipeline.optimize import sgd_epochs
-
     return sgd_epochs(problem, method.step, **method.settings)
+
+
+def sgd_epochs(problem: Problem, step: float, batch_size: int, seed: int, decay: float) -> Update:
+    """The update of :func:`pipeline.methods.sgd`: one epoch of mini-batches per call.
+
+    The rows are shuffled once; every epoch visits the same mini-batches in a new random
+    order. A mini-batch step on the MSE, w ← w − (2r/b)·Bᵀ(Bw − g), depends on the batch
+    only through BᵀB and Bᵀg, so these are summed for every batch in one vectorized pass
+    at set-up (while p <= batch_size they take no more memory than the rows); an epoch is
+    then a loop of p×p updates that reads no data at all. A robust cost has no such
+    statistics: its epochs read each batch's rows.
+    """
+    X, y, scaler, cost = problem.X, problem.y, problem.scaler, problem.cost
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(X.shape[0])
+    design, target = scaler.design(X[order], y[order])
+    n_rows, width = design.shape
+    size = min(int(batch_size), n_rows)
+    if not cost.is_mse:
+        return _streaming_epochs(design, target, size, step, decay, rng, cost.standardized(scaler.y_scale))
+    if width > size:  # statistics would outweigh the rows: stream the rows instead
+        return _streaming_epochs(design, target, size, step, decay, rng)
+    return _statistics_epochs(*_batch_statistics(design, target, size), step, decay, rng)
+
+
+def _statistics_epochs(
+    grams: FloatArray,
+    moments: FloatArray,
+    counts: NDArray[np.int64],
+    step: float,
+    decay: float,
+    rng: np.random.Generator,
+) -> Update:
+    """SGD epochs from each mini-batch's BᵀB and Bᵀg: the same steps, no data read."""
+
+    identity = np.eye(grams.shape[1])
+
+    def epoch(iteration: int, w: FloatArray, _: FloatArray) -> FloatArray:
+        # Each batch's step as an affine map w ← A_k w + c_k, built for all k at once.
+        scaled = (2.0 * step / (1.0 + decay * iteration)) / counts
+        maps = identity - scaled[:, np.newaxis, np.newaxis] * grams
+        shifts = scaled[:, np.newaxis] * moments
+        for k in rng.permutation(counts.size):
+            w = maps[k] @ w + shifts[k]
+        return w
+
+    return epoch
+
+
+def _batch_statistics(
+    design: FloatArray, target: FloatArray, size: int
+) -> tuple[FloatArray, FloatArray, NDArray[np.int64]]:
+    """BᵀB (k, p, p), Bᵀg (k, p) and row counts (k,) of consecutive batches of ``size`` rows."""
+    n_rows, width = design.shape
+    whole = n_rows // size * size
+    blocks = design[:whole].reshape(-1, size, width)
+    goals = target[:whole].reshape(-1, size)
+    grams = np.matmul(blocks.transpose(0, 2, 1), blocks)
+    moments = np.matmul(blocks.transpose(0, 2, 1), goals[:, :, np.newaxis])[:, :, 0]
+    counts = np.full(grams.shape[0], size, dtype=np.int64)
+    if whole < n_rows:  # the last, shorter batch
+        rest, rest_goal = design[whole:], target[whole:]
+        grams = np.concatenate([grams, (rest.T @ rest)[np.newaxis]])
+        moments = np.concatenate([moments, (rest.T @ rest_goal)[np.newaxis]])
+        counts = np.append(counts, n_rows - whole)
+    return grams, moments, counts
+
+
+def _streaming_epochs(
+    design: FloatArray,
+    target: FloatArray,
+    size: int,
+    step: float,
+    decay: float,
+    rng: np.random.Generator,
+    cost: Cost | None = None,
+) -> Update:
+    """SGD epochs that read each mini-batch's rows (wide designs, p > batch size; robust costs)."""
+    starts = np.arange(0, design.shape[0], size)
+
+    def epoch(iteration: int, w: FloatArray, _: FloatArray) -> FloatArray:
+        if cost is not None:  # a robust cost's batch gradient: ρ̃'(r) in place of 2r
+            rate = step / (1.0 + decay * iteration)
+            for begin in rng.permutation(starts):
+                block, goal = design[begin : begin + size], target[begin : begin + size]
+                w = w - (rate / block.shape[0]) * (cost.scaled_psi(block @ w - goal) @ block)
+            return w
+        rate = 2.0 * step / (1.0 + decay * iteration)
+        for begin in rng.permutation(starts):
+            block, goal = design[begin : begin + size], target[begin : begin + size]
+            w = w - (rate / block.shape[0]) * ((block @ w - goal) @ block)
+        return w
+
+    return epoch
 
 
 #: Every method by its ``optimizer.name``.

@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.costs import Cost
 from pipeline.minima import GlobalMinimum, certify_global_minimum, end_point
 from pipeline.model import ModelSpec, linear_prediction
-from pipeline.optimize import FitResult, least_squares, mean_squared_error
+from pipeline.objective import least_squares, mean_squared_error
+from pipeline.optimize import FitResult
 from pipeline.outcome import RunSummary, relative_gap
 from pipeline.tracking import CURVE, MODEL_URI_TAG
 

@@ -31,12 +31,8 @@ from pipeline.keys import in_result, job_key, sweep_key
 from pipeline.landscape import PADDING
 from pipeline.methods import METHODS, Method
 from pipeline.model import ModelSpec, linear_prediction
-from pipeline.optimize import (
-    ConvergenceWarning,
-    FitResult,
-    fit,
-    one_blas_thread,
-)
+from pipeline.objective import one_blas_thread
+from pipeline.optimize import ConvergenceWarning, FitResult, fit
 from pipeline.outcome import RunSummary
 from pipeline.pictures import write_sweep_outputs
 from pipeline.progress import ProgressLine, record_best

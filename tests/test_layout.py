@@ -11,6 +11,27 @@ import yaml
 from tests.helpers import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "pipeline"
+#: The package's layers, top down: a module imports from its own layer or those below,
+#: never above (imports inside functions and under TYPE_CHECKING included).
+LAYERS = (
+    (
+        "ingest",
+        "split",
+        "store",
+        "train",
+        "evaluate",
+        "predict",
+        "compare",
+        "prune",
+        "server",
+    ),  # entry points
+    ("sweep",),  # the sweep's driver
+    ("runlog", "pictures", "landscape_page", "landscape", "progress"),  # recording and drawing a run, a sweep
+    ("optimize", "methods", "objective", "minima"),  # the optimizer, its methods and objectives; minima
+    ("record", "tracking", "keys", "compose", "team"),  # the sweep record, the store, job keys, configs
+    ("costs", "kernels", "model", "outcome", "settings", "tables", "files", "rules", "errors"),  # foundations
+    ("pyfunc_model",),  # apart: MLflow copies it into each model, it imports nothing of ours
+)
 STAGES = ("ingest", "split", "store", "train", "evaluate")
 ENTRY_POINTS = (*STAGES, "predict", "compare", "server", "prune")
 #: Code a stage runs without importing it: MLflow copies the model file and runs it;
@@ -72,3 +93,31 @@ def test_stages_that_read_a_sweep_record_load_little(entry_point: str, budget: i
     assert len(modules) <= budget, sorted(modules)
     assert not modules & PICTURE_CODE
     assert not transitive_imports(entry_point) & PICTURE_CODE  # nor inside a function
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
+    return {module: pipeline_imports(module) & modules - {module} for module in modules}
+
+
+def test_every_module_has_a_layer() -> None:
+    placed = [module for layer in LAYERS for module in layer]
+    assert sorted(placed) == sorted(import_graph()) and len(placed) == len(set(placed))
+
+
+def test_no_import_runs_up_the_layers_and_there_is_no_circle() -> None:
+    layer_of = {module: depth for depth, layer in enumerate(LAYERS) for module in layer}
+    graph = import_graph()
+    upward = [(a, b) for a, imported in graph.items() for b in imported if layer_of[b] < layer_of[a]]
+    assert upward == []
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"a circle: {' -> '.join((*path, module))}"
+        if module not in done:
+            for imported in sorted(graph[module]):
+                visit(imported, (*path, module))
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())

@@ -209,7 +209,7 @@ def test_polynomial_settings_build_powers_of_the_one_feature(compose_cfg: Compos
 
 
 def test_sgd_steps_from_batch_statistics_equal_steps_over_the_rows() -> None:
-    from pipeline.optimize import _batch_statistics, _statistics_epochs, _streaming_epochs
+    from pipeline.methods import _batch_statistics, _statistics_epochs, _streaming_epochs
 
     rng = np.random.default_rng(8)
     design = np.column_stack([np.ones(1000), rng.normal(size=(1000, 2))])
