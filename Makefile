@@ -13,7 +13,7 @@ include offline.env
 export $(shell sed -n 's/^\([A-Z_]*\)=.*/\1/p' offline.env)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run robust serve test test-slow cluster browser postgres server server-stop server-status lint bench ui lock
+.PHONY: run robust serve test test-fast test-slow cluster browser postgres server server-stop server-status lint bench ui lock
 
 $(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed, found " + sys.version.split()[0] if sys.version_info < (3, 11) else 0)'
@@ -39,6 +39,9 @@ robust: $(STAMP)  ## the Welsch-cost sweep of conf/experiment/robust.yaml: two m
 
 test: $(STAMP) postgres  ## the tests CI runs, end-to-end ones included (a few minutes)
 	python -m pytest
+
+test-fast: $(STAMP)  ## the unit tests alone, for the edit-test loop (no subprocess, no server: about a minute)
+	python -m pytest -m "not slow and not e2e"
 
 test-slow: $(STAMP) browser postgres cluster  ## the slow-marked tests
 	python -m pytest -m slow

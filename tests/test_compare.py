@@ -33,6 +33,7 @@ def run_compare(capsys: pytest.CaptureFixture[str], folder: Path, *argv: str) ->
     return status, out, err
 
 
+@pytest.mark.e2e
 def test_two_runs_show_only_what_differs(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
     picture = sweep / "two.png"
     names = ["gd lr=0.1 θ0=0 θ1=100", "gd lr=0.001 θ0=0 θ1=100"]
@@ -50,6 +51,7 @@ def test_two_runs_show_only_what_differs(sweep: Path, capsys: pytest.CaptureFixt
     assert matplotlib.image.imread(picture).shape[0] > 400
 
 
+@pytest.mark.e2e
 def test_a_sweep_is_grouped_by_outcome(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -66,12 +68,14 @@ def test_a_sweep_is_grouped_by_outcome(sweep: Path, capsys: pytest.CaptureFixtur
         assert group in out
 
 
+@pytest.mark.e2e
 def test_an_unknown_run_is_one_line(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, err = run_compare(capsys, sweep, "no such run", "gd lr=0.1 θ0=0 θ1=100")
     assert status == 2 and out == ""
     assert err.strip() == "error: no run with id or name 'no such run' in this experiment"
 
 
+@pytest.mark.e2e
 def test_a_name_that_several_runs_share_says_how_many_and_which(
     sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -101,6 +105,7 @@ def test_a_name_that_several_runs_share_says_how_many_and_which(
     )
 
 
+@pytest.mark.e2e
 def test_a_picture_outside_the_project_needs_its_folder(
     sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

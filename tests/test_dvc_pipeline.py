@@ -22,6 +22,8 @@ from mlflow.tracking import MlflowClient
 from pipeline.tracking import children
 from tests.helpers import VENV_BIN, copy_project, user_env
 
+pytestmark = pytest.mark.e2e  # the project's commands as a user runs them
+
 
 def run(command: list[str], cwd: Path) -> str:
     done = subprocess.run(command, cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=900)

@@ -121,6 +121,7 @@ def test_bad_values_are_named(
         ("split", "split.test_fraction=1.5", "split.test_fraction: expected a number > 0 and < 1, got 1.5"),
     ],
 )
+@pytest.mark.e2e
 def test_setting_mistakes_end_in_one_line(prepared: Path, module: str, argument: str, message: str) -> None:
     """As a user sees them: exit status 2, one line, no traceback (the rest are checked in-process)."""
     result = run_stage(module, prepared, argument)
@@ -161,6 +162,7 @@ def test_a_loss_scale_whose_square_is_not_a_number_is_named(compose_cfg: Compose
     )
 
 
+@pytest.mark.e2e
 def test_learning_rates_from_1e_minus_12_to_1e6(prepared: Path, compose_cfg: ComposeFn) -> None:
     rates = "1e-12,1e-3,0.1,0.9,1.5,1e6"
     result = run_stage(
@@ -232,6 +234,7 @@ def wait_for_second_run(client: MlflowClient, process: subprocess.Popen[str]) ->
     raise AssertionError("the sweep did not reach its second run in time")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_ends_the_current_run_as_killed_and_keeps_finished_ones(
     prepared: Path, slow_sweep: subprocess.Popen[str], signum: int, status: int
@@ -287,6 +290,7 @@ def test_sigterm_to_a_joblib_sweeps_process_group_ends_every_run(prepared: Path)
     assert statuses.count(("train", "KILLED")) == 2 and ("sweep", "KILLED") in statuses, statuses
 
 
+@pytest.mark.e2e
 def test_kill_9_loses_no_finished_run_and_the_next_sweep_tidies_up(
     prepared: Path, slow_sweep: subprocess.Popen[str]
 ) -> None:
@@ -339,6 +343,7 @@ def test_two_sweeps_at_once_on_a_new_store_both_finish(tmp_path: Path) -> None:
     two_sweeps_at_once(tmp_path)
 
 
+@pytest.mark.e2e
 def test_two_processes_log_the_same_split_at_once_on_a_new_store(tmp_path: Path) -> None:
     """The race behind a converged run that ended FAILED: MLflow looks a dataset up, then
     inserts it, so the second of two processes that log it first loses on the unique key."""

@@ -112,6 +112,7 @@ def test_missing_cells_can_be_dropped_and_are_counted(
     assert (report["rows_read"], report["rows_dropped"], report["rows"]) == (len(table) + 1, 1, len(table))
 
 
+@pytest.mark.e2e
 def test_missing_column_exits_with_one_line_naming_it(tmp_path: Path) -> None:
     bad = BAD_DIR / "missing_target_column.csv"
     result = run_stage("ingest", tmp_path, *seed_like("missing_target_column.csv"))
@@ -120,6 +121,7 @@ def test_missing_column_exits_with_one_line_naming_it(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.e2e
 def test_non_numeric_cell_exits_with_one_line_naming_row_and_column(tmp_path: Path) -> None:
     result = run_stage("ingest", tmp_path, *seed_like("non_numeric_cell.csv"))
     assert result.returncode == 2
@@ -136,6 +138,7 @@ def test_a_failed_ingest_keeps_the_previous_output_whole(compose_cfg: ComposeFn)
     assert sorted(p.name for p in good.parent.iterdir()) == ["ingested.parquet"]
 
 
+@pytest.mark.e2e
 def test_relative_paths_are_taken_where_the_command_started_also_with_chdir(tmp_path: Path) -> None:
     # With hydra.job.chdir=true Hydra works in its run folder; data.path and outputs must not move.
     relative_root = os.path.relpath(tmp_path, REPO_ROOT)

@@ -111,6 +111,7 @@ def test_end_points_follow_the_curvature_and_the_global_cost() -> None:
     assert end_point("converged", positive, 0.713494, None, convex=False) == "local minimum"  # uncertified
 
 
+@pytest.mark.e2e
 def test_a_welsch_sweep_finds_both_minima_and_the_plateau(
     prepared: Path, house_split: tuple[np.ndarray, np.ndarray], reference_minima: list[np.ndarray]
 ) -> None:
@@ -151,6 +152,7 @@ def test_a_welsch_sweep_finds_both_minima_and_the_plateau(
     assert (prepared / "reports" / "landscape.png").stat().st_size > 0
 
 
+@pytest.mark.e2e
 def test_one_sweep_minimizes_one_cost(prepared: Path) -> None:
     result = run_stage("train", prepared, "model.loss=mse,welsch", multirun=True)
     assert result.returncode == 2

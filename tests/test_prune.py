@@ -33,6 +33,7 @@ def artifact_files(folder: Path) -> set[Path]:
     return {path.relative_to(folder) for path in (folder / "mlartifacts").rglob("*") if path.is_file()}
 
 
+@pytest.mark.e2e
 def test_prune_keeps_what_is_relied_on_and_purges_the_rest(tmp_path: Path) -> None:
     project = prepare_data(tmp_path / "project")
     sweeps = []

@@ -36,6 +36,8 @@ from tests.helpers import (
     user_env,
 )
 
+pytestmark = pytest.mark.e2e  # the project's commands as a user runs them
+
 GRID = ["model.init.theta0=0,100000", "model.init.theta1=100", "optimizer.lr=0.01,0.1"]
 
 
@@ -144,7 +146,6 @@ def test_a_sweep_on_the_team_server_matches_sqlite_and_serves_its_champion(
     assert not (moved / "mlflow.db").exists()
 
 
-@pytest.mark.e2e
 def test_a_second_start_with_other_settings_is_refused_and_status_says_so(
     team_server: tuple[str, Path],
 ) -> None:
@@ -172,7 +173,6 @@ def test_a_second_start_with_other_settings_is_refused_and_status_says_so(
     assert "PostgreSQL: running on 127.0.0.1:" in shown.stdout
 
 
-@pytest.mark.e2e
 def test_a_taken_port_is_named_and_nothing_is_left_running() -> None:
     folder = postgres_folder()
     port, pg_port = free_port(), free_port()

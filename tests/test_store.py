@@ -150,6 +150,7 @@ def test_an_empty_experiment_name_is_named(tmp_path: Path) -> None:
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.e2e
 def test_a_corrupt_store_stops_the_sweep_before_any_job(prepared: Path) -> None:
     from tests.helpers import run_stage
 
@@ -161,6 +162,7 @@ def test_a_corrupt_store_stops_the_sweep_before_any_job(prepared: Path) -> None:
     assert "cannot use the store" in lines[0] and "not an SQLite database" in lines[0]
 
 
+@pytest.mark.e2e
 def test_a_store_of_an_older_mlflow_names_the_upgrade_command(tmp_path: Path) -> None:
     import sqlite3
 

@@ -45,6 +45,7 @@ def run_ids_by_key(client: MlflowClient, parent_id: str) -> dict[str, str]:
     return {run.data.tags["downhill.job_key"]: run.info.run_id for run in children_of(client, parent_id)}
 
 
+@pytest.mark.e2e
 def test_sweep_with_a_diverging_rate_records_every_run(
     prepared: Path, compose_cfg: ComposeFn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -174,6 +175,7 @@ def test_sweep_with_a_diverging_rate_records_every_run(
     assert last.startswith(f"model house-price version {version.version} (run {converged_id})")
 
 
+@pytest.mark.e2e
 def test_an_invalid_job_fails_clearly_while_the_sweep_completes(prepared: Path) -> None:
     result = run_stage("train", prepared, *START, "optimizer.lr=0.1,-1", multirun=True)
     assert result.returncode == 2
@@ -191,6 +193,7 @@ def test_an_invalid_job_fails_clearly_while_the_sweep_completes(prepared: Path) 
     assert parent.info.status == "FAILED"  # so that the same sweep, run again, resumes it
 
 
+@pytest.mark.e2e
 def test_a_single_run_trains_once_with_the_composed_config(prepared: Path) -> None:
     result = run_stage("train", prepared, "data=kc_house")
     assert result.returncode == 0, result.stderr
@@ -199,6 +202,7 @@ def test_a_single_run_trains_once_with_the_composed_config(prepared: Path) -> No
     assert only["status"] == "converged" and only["lr"] == 0.1 and only["theta_init"] == [0.0, 100.0]
 
 
+@pytest.mark.e2e
 def test_basic_and_joblib_launchers_give_the_same_sweep_bit_for_bit(tmp_path: Path) -> None:
     """The default sweep, in this process and in two joblib workers: same record, θ, best run."""
     from tests.helpers import prepare_data
@@ -326,6 +330,7 @@ def process_exit(process: Any) -> int:
     return int(process.exitcode)
 
 
+@pytest.mark.e2e
 def test_an_empty_sweep_fails_and_keeps_the_previous_record(prepared: Path) -> None:
     first = run_stage("train", prepared, *START, "optimizer.lr=0.1", multirun=True)
     assert first.returncode == 0, first.stderr
@@ -337,6 +342,7 @@ def test_an_empty_sweep_fails_and_keeps_the_previous_record(prepared: Path) -> N
     assert (prepared / "reports" / "sweep.json").read_bytes() == before
 
 
+@pytest.mark.e2e
 def test_a_failure_while_finishing_the_sweep_exits_non_zero(prepared: Path) -> None:
     blocker = prepared / "not_a_folder"
     blocker.write_text("a file where the sweep record's folder should be")
@@ -364,6 +370,7 @@ def test_runs_inside_dvc_exp_run_name_the_experiment(monkeypatch: pytest.MonkeyP
     assert "dvc.experiment" not in process_tags()
 
 
+@pytest.mark.e2e
 def test_the_launching_process_reads_the_sweeps_progress_from_the_store(
     prepared: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
