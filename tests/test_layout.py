@@ -121,3 +121,15 @@ def test_no_import_runs_up_the_layers_and_there_is_no_circle() -> None:
 
     for module in sorted(graph):
         visit(module, ())
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_config_group_a_stage_reads_is_in_its_params_whole(stage: str) -> None:
+    """Adding ``conf/data/new.yaml`` (or an optimizer) must rerun the stages that read
+    its group: every file of a group is in the params of each stage listing one."""
+    params = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"][stage].get("params", [])
+    listed = {next(iter(entry)) if isinstance(entry, dict) else entry for entry in params}
+    groups = {Path(name).parent.name for name in listed if Path(name).parent.name != "conf"}
+    for group in groups:
+        files = {f"conf/{group}/{path.name}" for path in (REPO_ROOT / "conf" / group).glob("*.yaml")}
+        assert files <= listed, sorted(files - listed)
