@@ -41,6 +41,7 @@ from pipeline.compose import QuickComposer
 from pipeline.errors import PipelineError, exit_on_error, first_line
 from pipeline.files import file_md5, resolve
 from pipeline.keys import in_result, job_key, sweep_key
+from pipeline.launchers import launcher_of, traits
 from pipeline.outcome import RunSummary, best_run
 from pipeline.pictures import sweep_figures, sweep_page, write_sweep_outputs
 from pipeline.progress import SweepWatch
@@ -102,18 +103,6 @@ def sweep_grid(config: DictConfig) -> dict[str, str]:
     return {str(key): str(value) for key, value in (config.hydra.sweeper.params or {}).items()}
 
 
-def remote_launcher(config: DictConfig) -> str | None:
-    """The launcher, if it runs jobs on other machines (which a SQLite file cannot serve)."""
-    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
-    if target.endswith("SlurmLauncher"):
-        return "hydra/launcher=submitit_slurm"
-    if target.endswith("RayAWSLauncher"):
-        return "hydra/launcher=ray_aws"
-    if target.endswith("RayLauncher") and OmegaConf.select(config, "hydra.launcher.ray.init.address"):
-        return "hydra/launcher=ray with hydra.launcher.ray.init.address"
-    return None
-
-
 def warm_up_imports(module: str) -> int:
     """Import what a job imports (the task's module, MLflow's store and model logging);
     return this process's id. Run in a launcher's worker before the jobs come."""
@@ -145,6 +134,17 @@ def joblib_workers(n_jobs: Any) -> int:
     return int(joblib.effective_n_jobs(n_jobs))
 
 
+def as_launched(settings: dict[str, Any]) -> dict[str, Any]:
+    """joblib's settings as Hydra's joblib launcher passes them to ``Parallel``: the loky
+    backend, and numbers given as text (``pre_dispatch: "4"``) as numbers."""
+    launched = settings | {"backend": "loky"}
+    for key in ("pre_dispatch", "batch_size", "max_nbytes"):
+        value = launched.get(key)
+        if isinstance(value, str) and value.isdigit():
+            launched[key] = int(value)
+    return launched
+
+
 class WorkerWarmUp:
     """Start joblib's workers and their imports (some 3 s each) while the sweep is being
     planned, instead of once the jobs are launched.
@@ -157,16 +157,13 @@ class WorkerWarmUp:
         self.task_module = str(getattr(getattr(launcher, "task_function", None), "__module__", ""))
         self.settings: dict[str, Any] | None = None
         self.count = 0
-        if type(launcher).__name__ == "JoblibLauncher":
-            from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
-
+        if traits(launcher).warm_up:
             # At most a worker per job: loky starts every worker it is allowed, each some
             # 150 MB, whether a job comes or not. The launcher gets the same count, so
             # that joblib hands it the workers warmed up here.
             self.count = min(joblib_workers(launcher.joblib.get("n_jobs")), job_count)
             launcher.joblib["n_jobs"] = self.count
-            self.settings = dict(launcher.joblib) | {"backend": "loky"}  # as its launch() sets them
-            process_joblib_cfg(self.settings)
+            self.settings = as_launched(dict(launcher.joblib))
         self.thread = threading.Thread(target=self._run, name="worker-warm-up", daemon=True)
         self.workers: set[int] = set()  # the process ids of the workers warmed up
 
@@ -355,7 +352,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     assert config is not None and context is not None and launcher is not None  # set up by Hydra
     loader = context.config_loader
     uri = tracking_uri(config.mlflow.tracking_uri)
-    elsewhere = remote_launcher(config)
+    elsewhere = launcher_of(config).remote(config)
     if elsewhere and sqlite_file(uri) is not None:
         raise PipelineError(
             f"{elsewhere} runs jobs on other machines, which cannot share the SQLite store "
@@ -406,7 +403,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     )
     if pending:
         # A launcher that runs the jobs in other processes leaves the terminal to this one.
-        in_process = type(launcher).__name__ == "BasicLauncher"
+        in_process = traits(launcher).in_process
         watch = nullcontext() if in_process else SweepWatch(client, experiment_id, parent_id, len(jobs))
         if isinstance(loader, QuickComposer):
             loader.prepare(config, pending)

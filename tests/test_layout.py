@@ -28,7 +28,14 @@ LAYERS = (
     ("sweep",),  # the sweep's driver
     ("runlog", "pictures", "landscape_page", "landscape", "progress"),  # recording and drawing a run, a sweep
     ("optimize", "methods", "objective", "minima"),  # the optimizer, its methods and objectives; minima
-    ("record", "tracking", "keys", "compose", "team"),  # the sweep record, the store, job keys, configs
+    (
+        "record",
+        "tracking",
+        "keys",
+        "compose",
+        "launchers",
+        "team",
+    ),  # the sweep record, the store, job keys, configs
     ("costs", "kernels", "model", "outcome", "settings", "tables", "files", "rules", "errors"),  # foundations
     ("pyfunc_model",),  # apart: MLflow copies it into each model, it imports nothing of ours
 )

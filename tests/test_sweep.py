@@ -396,3 +396,29 @@ def test_the_launching_process_reads_the_sweeps_progress_from_the_store(
     with progress.SweepWatch(client, parent.info.experiment_id, parent.info.run_id, 3, terminal):
         time.sleep(0.5)
     assert f"\r{line}\x1b[K" in terminal.getvalue() and terminal.getvalue().endswith("\r\x1b[K")
+
+
+@pytest.mark.parametrize(
+    ("choice", "in_process", "warm_up", "remote"),
+    [
+        ("basic", True, False, None),
+        ("joblib", False, True, None),
+        ("submitit_local", False, False, None),
+        ("submitit_slurm", False, False, "hydra/launcher=submitit_slurm"),
+    ],
+)
+def test_the_launcher_table_knows_hydras_launchers(
+    compose_cfg: ComposeFn, choice: str, in_process: bool, warm_up: bool, remote: str | None
+) -> None:
+    """Each launcher as Hydra composes it (its ``_target_``), found in the one table."""
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.launchers import LAUNCHERS, launcher_of
+    from tests.helpers import CONF_DIR
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        config = compose("train", overrides=[f"hydra/launcher={choice}"], return_hydra_config=True)
+    assert config.hydra.launcher._target_ in LAUNCHERS
+    launcher = launcher_of(config)
+    assert (launcher.name, launcher.in_process, launcher.warm_up) == (choice, in_process, warm_up)
+    assert launcher.remote(config) == remote

@@ -1,0 +1,62 @@
+"""What the project knows about each Hydra launcher, in one table.
+
+A sweep asks it three things: whether the jobs run in the launching process (then they
+draw their own progress line), whether joblib's workers can be started while the sweep
+is planned, and whether the jobs run on other machines (which a SQLite file cannot
+serve). A launcher not in the table runs jobs in other processes of this machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+
+#: Where a Ray launcher finds a cluster of other machines.
+RAY_ADDRESS = "hydra.launcher.ray.init.address"
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """A launcher's traits, as the sweep needs them."""
+
+    name: str  # how a user chooses it: hydra/launcher=<name>
+    in_process: bool = False  # the jobs run in the launching process, one after another
+    warm_up: bool = False  # joblib: its workers can be started while the sweep is planned
+    elsewhere: Literal["never", "always", "with an address"] = "never"  # jobs on other machines
+
+    def remote(self, config: DictConfig) -> str | None:
+        """How the user chose a launcher whose jobs run on other machines, else None."""
+        if self.elsewhere == "always":
+            return f"hydra/launcher={self.name}"
+        if self.elsewhere == "with an address" and OmegaConf.select(config, RAY_ADDRESS):
+            return f"hydra/launcher={self.name} with {RAY_ADDRESS}"
+        return None
+
+
+#: Every launcher the project knows, by the class Hydra instantiates (``hydra.launcher._target_``).
+LAUNCHERS = {
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher": Launcher("basic", in_process=True),
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher": Launcher("joblib", warm_up=True),
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher": Launcher("submitit_local"),
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher": Launcher(
+        "submitit_slurm", elsewhere="always"
+    ),
+    "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher": Launcher("ray", elsewhere="with an address"),
+    "hydra_plugins.hydra_ray_launcher.ray_aws_launcher.RayAWSLauncher": Launcher(
+        "ray_aws", elsewhere="always"
+    ),
+}
+
+
+def launcher_of(config: DictConfig) -> Launcher:
+    """The traits of the launcher ``config`` chooses (``hydra.launcher._target_``)."""
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+    return LAUNCHERS.get(target, Launcher(target.rsplit(".", 1)[-1] or "unknown"))
+
+
+def traits(launcher: Any) -> Launcher:
+    """The traits of a launcher object, by its class (as Hydra named it in ``_target_``)."""
+    kind = type(launcher)
+    return LAUNCHERS.get(f"{kind.__module__}.{kind.__qualname__}", Launcher(kind.__qualname__))
