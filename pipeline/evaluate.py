@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ from pipeline.tracking import (
 )
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger("pipeline.evaluate")  # not __main__ under `python -m`
@@ -186,6 +188,78 @@ def best_loss_curve(client: MlflowClient, run_id: str, loss: str, optimum: float
     return pd.DataFrame({"step": steps, name: values, "optimality_gap": np.maximum(gap, ROUND_OFF)})
 
 
+@dataclass(frozen=True)
+class Scores:
+    """The best run's model on the test split: its columns, predictions' metrics."""
+
+    test: pd.DataFrame  # the test split as read
+    target: str
+    model: ModelSpec
+    metrics: dict[str, float]  # test_mse, test_rmse, test_r2, test_mae, test_median_ae
+
+
+def score(cfg: DictConfig, best: RunSummary) -> Scores:
+    """The best run's θ scored on ``paths.test``."""
+    test = pd.read_parquet(resolve(cfg, cfg.paths.test))
+    target = str(best.target or read_names(cfg, "data.target")[0])
+    require_columns(test.columns, [*best.features, target], source=f"{cfg.paths.test} (run `dvc repro`)")
+    model = ModelSpec(tuple(best.features), best.degree, best.fit_intercept)
+    y_pred = model.predict(best.theta or [], test[list(model.features)].to_numpy(np.float64))
+    return Scores(test, target, model, regression_metrics(test[target].to_numpy(np.float64), y_pred))
+
+
+def record_scores(
+    cfg: DictConfig,
+    client: MlflowClient,
+    experiment_id: str,
+    key: str,
+    run_id: str,
+    best: RunSummary,
+    scores: Scores,
+) -> None:
+    """The test metrics and the test split on the best run, its id on the sweep's parent."""
+    columns = {
+        name: scores.test[name].to_numpy(np.float64) for name in [*scores.model.features, scores.target]
+    }
+    test_md5 = file_md5(resolve(cfg, cfg.paths.test))
+    test_input = dataset_input(columns, str(cfg.paths.test), "test", scores.target, test_md5, "testing")
+    log_dataset_input(client, run_id, test_input)
+    for metric_name, value in scores.metrics.items():
+        if math.isfinite(value):
+            client.log_metric(run_id, metric_name, value)
+    client.set_tag(run_id, "best_of_sweep", "true")
+    parents = sweep_parents(client, experiment_id, key)
+    if parents:
+        client.set_tag(parents[0].info.run_id, "best_run_id", run_id)
+        client.log_metric(parents[0].info.run_id, "best_train_mse", float(best.train_mse or math.nan))
+        if math.isfinite(scores.metrics["test_mse"]):
+            client.log_metric(parents[0].info.run_id, "best_test_mse", scores.metrics["test_mse"])
+
+
+def register(cfg: DictConfig, client: MlflowClient, found: Run, scores: Scores) -> tuple[str, str]:
+    """Register the run's model; move the champion alias as ``registry.promote`` says.
+    Returns the new version and why it became the champion ("" where it did not)."""
+    policy = read_choice(cfg, "registry.promote", PROMOTE)
+    metric = read_choice(cfg, "registry.metric", tuple(scores.metrics))
+    name = read_model_name(cfg)
+    run_id = found.info.run_id
+    current_version, current = champion_score(client, name, scores.test, scores.target, metric)
+    model_uri = found.data.tags.get(MODEL_URI_TAG, f"runs:/{run_id}/model")
+    features = list(scores.model.features)
+    version = register_model(client, run_id, model_uri, scores.metrics, name, features, str(cfg.data.path))
+    reason = champion_decision(policy, not in_dvc_experiment(), scores.metrics[metric], current, metric)
+    if reason:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        log.info("%s version %s is the new %s: %s", name, version, CHAMPION, reason)
+    else:
+        inside = ", inside dvc exp run" if in_dvc_experiment() else ""
+        log.info(
+            "%s version %s registered; %s stays on version %s (registry.promote=%s%s)",
+            *(name, version, CHAMPION, current_version, policy, inside),
+        )
+    return version, reason
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate the best run of ``paths.sweep`` on ``paths.test``; write ``paths.metrics``.
 
@@ -194,16 +268,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     key, runs = read_sweep_record(resolve(cfg, cfg.paths.sweep))
     best = select_best(runs)
-    test = pd.read_parquet(resolve(cfg, cfg.paths.test))
-    target = str(best.target or read_names(cfg, "data.target")[0])
-    require_columns(test.columns, [*best.features, target], source=f"{cfg.paths.test} (run `dvc repro`)")
-    model = ModelSpec(tuple(best.features), best.degree, best.fit_intercept)
-    y_pred = model.predict(best.theta or [], test[list(model.features)].to_numpy(np.float64))
-    metrics = regression_metrics(test[target].to_numpy(np.float64), y_pred)
-    policy = read_choice(cfg, "registry.promote", PROMOTE)
-    metric = read_choice(cfg, "registry.metric", tuple(metrics))
-    name = read_model_name(cfg)
-
+    scores = score(cfg, best)
     uri = tracking_uri(cfg.mlflow.tracking_uri)
     store = open_store(uri, cfg.mlflow.experiment)
     client, experiment_id = store.client, store.experiment
@@ -214,44 +279,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "(deleted, or another store); run `dvc repro` to train it again"
         )
     run_id = found.info.run_id
-    test_columns = {name: test[name].to_numpy(np.float64) for name in [*model.features, target]}
-    test_md5 = file_md5(resolve(cfg, cfg.paths.test))
-    test_input = dataset_input(test_columns, str(cfg.paths.test), "test", target, test_md5, "testing")
-    log_dataset_input(client, run_id, test_input)
-    for metric_name, value in metrics.items():
-        if math.isfinite(value):
-            client.log_metric(run_id, metric_name, value)
-    client.set_tag(run_id, "best_of_sweep", "true")
-    parents = sweep_parents(client, experiment_id, key)
-    if parents:
-        client.set_tag(parents[0].info.run_id, "best_run_id", run_id)
-        client.log_metric(parents[0].info.run_id, "best_train_mse", float(best.train_mse or math.nan))
-        if math.isfinite(metrics["test_mse"]):
-            client.log_metric(parents[0].info.run_id, "best_test_mse", metrics["test_mse"])
-
-    current_version, current = champion_score(client, name, test, target, metric)
-    model_uri = found.data.tags.get(MODEL_URI_TAG, f"runs:/{run_id}/model")
-    version = register_model(
-        client, run_id, model_uri, metrics, name, list(model.features), str(cfg.data.path)
-    )
-    reason = champion_decision(policy, not in_dvc_experiment(), metrics[metric], current, metric)
-    if reason:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        log.info("%s version %s is the new %s: %s", name, version, CHAMPION, reason)
-    else:
-        log.info(
-            "%s version %s registered; %s stays on version %s (registry.promote=%s%s)",
-            name,
-            version,
-            CHAMPION,
-            current_version,
-            policy,
-            ", inside dvc exp run" if in_dvc_experiment() else "",
-        )
+    record_scores(cfg, client, experiment_id, key, run_id, best, scores)
+    version, reason = register(cfg, client, found, scores)
     curve = best_loss_curve(client, run_id, best.loss, best.optimum_cost)
     write_atomic(resolve(cfg, cfg.paths.best_loss_curve), partial(curve.to_csv, index=False))
     # DVC metrics: numbers that follow from data, config and code only (no ids, no versions).
-    numbers = metrics | {"train_mse": float(best.train_mse or math.nan)}
+    numbers = scores.metrics | {"train_mse": float(best.train_mse or math.nan)}
     if best.loss != "mse":
         numbers[f"train_{best.loss}"] = best.cost
     write_json(
@@ -263,19 +296,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "job_key": best.job_key,
         "theta": best.theta,
         "features": best.features,
-        "model": f"models:/{name}@{CHAMPION}",
+        "model": f"models:/{read_model_name(cfg)}@{CHAMPION}",
         "model_version": version,
         "champion": bool(reason),
     }
     write_json(resolve(cfg, cfg.paths.best_run), chosen)  # git-ignored, not a DVC output
     write_store_mark(resolve(cfg, cfg.paths.store_evaluate), [])  # the model and champion exist now
-    log.info(
-        "best run %s (%s): test RMSE %.6g, R² %.4f",
-        run_id,
-        best.run_name,
-        metrics["test_rmse"],
-        metrics["test_r2"],
-    )
+    rmse, r2 = scores.metrics["test_rmse"], scores.metrics["test_r2"]
+    log.info("best run %s (%s): test RMSE %.6g, R² %.4f", run_id, best.run_name, rmse, r2)
     return numbers | chosen
 
 

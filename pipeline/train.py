@@ -16,6 +16,7 @@ import logging
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import numpy as np
@@ -65,6 +66,9 @@ from pipeline.tracking import (
     tracking_uri,
     write_store_mark,
 )
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger("pipeline.train")  # not __main__ under `python -m`
 #: MLflow's tag for a run's display name.
@@ -233,9 +237,9 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.optimizer.name} lr={cfg.optimizer.lr} {start}{degree}"
 
 
-def failed_tags(cfg: DictConfig, message: str) -> dict[str, str]:
-    """The tags of a run that failed: its status, why, and its name saying so."""
-    return {"status": "failed", "error": message, RUN_NAME_TAG: f"{run_name(cfg)} · failed"}
+def failed_tags(name: str, message: str) -> dict[str, str]:
+    """The tags of the run ``name`` that failed: its status, why, and its name saying so."""
+    return {"status": "failed", "error": message, RUN_NAME_TAG: f"{name} · failed"}
 
 
 def ingest_counts(cfg: DictConfig) -> dict[str, float]:
@@ -254,14 +258,24 @@ def job_overrides() -> list[str]:
     return [item for item in HydraConfig.get().overrides.task if in_result(item)]
 
 
-def run(cfg: DictConfig) -> RunSummary:
-    """Train one model as configured, log it to MLflow, return its outcome.
+@dataclass(frozen=True)
+class TrainingJob:
+    """What one training run is given, read once from its config: its name and job key,
+    the training split's columns (as arrays) and where it came from."""
 
-    In a sweep, ``mlflow.parent_run_id`` (set by the sweeper) names the parent run.
-    The outcome is also logged as the run's ``outcome.json``: the sweep reads it back.
-    """
-    import mlflow
+    name: str  # run_name(cfg): method, learning rate, start
+    key: str  # job key: the settings, the split and the code, hashed
+    overrides: list[str]  # the job's overrides that can change its result
+    features: list[str]  # data.features
+    target: str  # data.target
+    source: str  # paths.train as configured (the dataset's source in MLflow)
+    train_md5: str
+    inputs: np.ndarray  # (n, len(features)): the feature columns
+    y: np.ndarray  # (n,): the target
 
+
+def read_job(cfg: DictConfig) -> TrainingJob:
+    """The training split this job reads, checked against the one its sweep planned."""
     features = read_names(cfg, "data.features")
     target = read_names(cfg, "data.target")[0]
     train_path = resolve(cfg, cfg.paths.train)
@@ -275,87 +289,117 @@ def run(cfg: DictConfig) -> RunSummary:
             f"{train_path}: not the training split the sweep was planned with (MD5 {train_md5}, "
             f"expected {planned}); {SHARED_FOLDER}"
         )
-    key = job_key(cfg, train_md5)
-    overrides = job_overrides()
+    return TrainingJob(
+        run_name(cfg),
+        job_key(cfg, train_md5),
+        job_overrides(),
+        features,
+        target,
+        str(cfg.paths.train),
+        train_md5,
+        inputs,
+        y,
+    )
+
+
+def run_tags(cfg: DictConfig, job: TrainingJob) -> dict[str, str]:
+    """The tags a training run starts with: who runs it where, its job, its data and code."""
     raw_path = resolve(cfg, cfg.data.path)
-    uri = tracking_uri(cfg.mlflow.tracking_uri)
-    store = open_store(uri, cfg.mlflow.experiment)
-    mlflow.set_tracking_uri(uri)
-    tags = process_tags() | {
+    return process_tags() | {
         ROLE_TAG: "train",
-        JOB_KEY_TAG: key,
-        JOB_OVERRIDES_TAG: " ".join(overrides),
+        JOB_KEY_TAG: job.key,
+        JOB_OVERRIDES_TAG: " ".join(job.overrides),
         "git_commit": git_commit(),
         "data_md5": file_md5(raw_path) if raw_path.is_file() else "missing",
-        "train_md5": train_md5,
+        "train_md5": job.train_md5,
         # Not the machine's absolute path of the script (MLflow's default): the project's.
         "mlflow.source.name": "pipeline/train.py",
     }
+
+
+def log_training_split(client: MlflowClient, run_id: str, job: TrainingJob) -> None:
+    """The training split as the run's dataset input (context ``training``)."""
+    columns = {name: job.inputs[:, j] for j, name in enumerate(job.features)} | {job.target: job.y}
+    split = dataset_input(columns, job.source, "train", job.target, job.train_md5, "training")
+    log_dataset_input(client, run_id, split)
+
+
+def train_and_record(
+    cfg: DictConfig, job: TrainingJob, record: RunRecord, client: MlflowClient, run_id: str
+) -> tuple[RunSummary, FitResult, Cost]:
+    """Fit as configured inside the active run, and record the fit (or why it failed)."""
+    try:
+        settings = read_settings(cfg)
+        X = settings.model.design(job.inputs)
+        model_key = f"{job.train_md5}:{settings.model.degree}:{settings.model.fit_intercept}"
+        with one_blas_thread():  # θ must not depend on how many cores the launcher gave
+            cost = resolve_cost(settings, X, job.y, model_key)
+            result = fit_with_settings(X, job.y, settings, cost)
+            reference = global_reference(
+                X, job.y, settings.model, cost, model_key, lambda optimum: certificate_frame(cfg, optimum)
+            )
+    except PipelineError as error:
+        record.tags |= failed_tags(job.name, str(error))
+        failed = RunSummary.failed(job.key, job.overrides, job.name, str(error))
+        record.files[OUTCOME] = json.dumps(failed.to_json(), indent=2)
+        record.send(client, run_id)
+        log_training_split(client, run_id, job)
+        raise
+    # Params after the model (logged by log_result): MLflow copies every param and
+    # metric a run already has onto a model it logs.
+    summary = log_result(
+        record,
+        job.inputs,
+        X,
+        job.y,
+        settings.model,
+        settings.method.name,
+        settings.theta_init,
+        result,
+        cost,
+        reference,
+        reference_optimum(X, job.y, model_key, settings.model.fit_intercept)[1],
+        job.key,
+        job.name,
+    )
+    # The outcome in the run's name: the runs table shows it without a column added.
+    record.tags[RUN_NAME_TAG] = f"{job.name} · {result.status}"
+    record.add_metrics(ingest_counts(cfg))
+    summary = replace(summary, overrides=job.overrides, target=job.target)
+    record.files[OUTCOME] = json.dumps(summary.to_json(), indent=2)
+    record.send(client, run_id)
+    log_training_split(client, run_id, job)
+    return summary, result, cost
+
+
+def run(cfg: DictConfig) -> RunSummary:
+    """Train one model as configured, log it to MLflow, return its outcome.
+
+    In a sweep, ``mlflow.parent_run_id`` (set by the sweeper) names the parent run.
+    The outcome is also logged as the run's ``outcome.json``: the sweep reads it back.
+    """
+    import mlflow
+
+    job = read_job(cfg)
+    uri = tracking_uri(cfg.mlflow.tracking_uri)
+    store = open_store(uri, cfg.mlflow.experiment)
+    mlflow.set_tracking_uri(uri)
     client = store.client
+    parent = OmegaConf.select(cfg, PARENT_KEY, default=None)
     with (
         mlflow.start_run(
-            experiment_id=store.experiment,
-            run_name=run_name(cfg),
-            parent_run_id=OmegaConf.select(cfg, PARENT_KEY, default=None),
-            tags=tags,
+            experiment_id=store.experiment, run_name=job.name, parent_run_id=parent, tags=run_tags(cfg, job)
         ) as active,
         lease(client, active.info.run_id),  # seen alive by other machines, for a long fit
     ):
         run_id = active.info.run_id
-        record = RunRecord(params=flat_params(cfg) | {"n_train": len(y)})
-
-        def log_inputs() -> None:
-            split = {name: inputs[:, j] for j, name in enumerate(features)} | {target: y}
-            inputs_entity = dataset_input(split, str(cfg.paths.train), "train", target, train_md5, "training")
-            log_dataset_input(client, run_id, inputs_entity)
-
+        record = RunRecord(params=flat_params(cfg) | {"n_train": len(job.y)})
         try:
-            try:
-                settings = read_settings(cfg)
-                X = settings.model.design(inputs)
-                model_key = f"{train_md5}:{settings.model.degree}:{settings.model.fit_intercept}"
-                with one_blas_thread():  # θ must not depend on how many cores the launcher gave
-                    cost = resolve_cost(settings, X, y, model_key)
-                    result = fit_with_settings(X, y, settings, cost)
-                    reference = global_reference(
-                        X, y, settings.model, cost, model_key, lambda optimum: certificate_frame(cfg, optimum)
-                    )
-            except PipelineError as error:
-                record.tags |= failed_tags(cfg, str(error))
-                record.files[OUTCOME] = json.dumps(
-                    RunSummary.failed(key, overrides, run_name(cfg), str(error)).to_json(), indent=2
-                )
-                record.send(client, run_id)
-                log_inputs()
-                raise
-            # Params after the model (logged by log_result): MLflow copies every param and
-            # metric a run already has onto a model it logs.
-            summary = log_result(
-                record,
-                inputs,
-                X,
-                y,
-                settings.model,
-                settings.method.name,
-                settings.theta_init,
-                result,
-                cost,
-                reference,
-                reference_optimum(X, y, model_key, settings.model.fit_intercept)[1],
-                key,
-                run_name(cfg),
-            )
-            # The outcome in the run's name: the runs table shows it without a column added.
-            record.tags[RUN_NAME_TAG] = f"{run_name(cfg)} · {result.status}"
-            record.add_metrics(ingest_counts(cfg))
-            summary = replace(summary, overrides=overrides, target=target)
-            record.files[OUTCOME] = json.dumps(summary.to_json(), indent=2)
-            record.send(client, run_id)
-            log_inputs()
+            summary, result, cost = train_and_record(cfg, job, record, client, run_id)
         except (KeyboardInterrupt, Terminated):
             try:  # a stopped run still says what it was given
                 RunRecord(params=record.params).send(client, run_id)
-                log_inputs()
+                log_training_split(client, run_id, job)
             finally:
                 mlflow.end_run("KILLED")  # not FAILED: nothing was wrong with the run
             raise
@@ -364,19 +408,23 @@ def run(cfg: DictConfig) -> RunSummary:
         except Exception as error:  # the store failed mid-record: the run ends FAILED, and says so
             message = f"train: recording the run in {redact(uri)} failed: {first_line(error)}"
             with contextlib.suppress(Exception):  # the store may be what failed
-                RunRecord(tags=failed_tags(cfg, message)).send(client, run_id)
+                RunRecord(tags=failed_tags(job.name, message)).send(client, run_id)
             raise PipelineError(message) from error
+    report(job, result, summary, cost)
+    return summary
 
+
+def report(job: TrainingJob, result: FitResult, summary: RunSummary, cost: Cost) -> None:
+    """The run's one line on the console (a warning where it did not converge)."""
     what = "train MSE" if cost.is_mse else f"train {cost.name} cost"
     gap = "unknown" if summary.optimality_gap is None else f"{summary.optimality_gap:.3g}"
     line = (
-        f"{run_name(cfg)}: {result.message}; θ=({', '.join(f'{v:.6g}' for v in result.theta)}), "
+        f"{job.name}: {result.message}; θ=({', '.join(f'{v:.6g}' for v in result.theta)}), "
         f"{what} {summary.train_cost:.6g}, optimality gap {gap}, end point: {summary.end_point}"
     )
     (log.warning if result.status != "converged" else log.info)(line)
     if summary.usable and summary.train_cost is not None:
         record_best(summary.train_cost)
-    return summary
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
