@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,31 +102,40 @@ def log_model(model: ModelSpec, theta: np.ndarray, inputs: np.ndarray) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    example = pd.DataFrame(inputs[:3], columns=list(model.features))
-    prediction = model.predict(theta, inputs[:3])
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(PYFUNC_MODEL_CODE),
-        model_config={
-            "features": list(model.features),
-            "theta": [float(value) for value in theta],
-            "degree": model.degree,
-            "positive": list(model.positive),
-            "target_positive": model.target_positive,
-            "training_range": {
-                name: [float(inputs[:, j].min()), float(inputs[:, j].max())]
-                for j, name in enumerate(model.features)
+    # The input example is three training rows the model answers: MLflow predicts it when
+    # it logs the model, and a model whose target must be > 0 refuses rows where its line
+    # is not (a run stranded on a plateau answers none: it gets a signature, no example).
+    rows = inputs[:3]
+    if model.target_positive:
+        answered = np.flatnonzero(model.predict(theta, inputs) > 0)
+        rows = inputs[answered[:3]]
+    example = pd.DataFrame(rows if len(rows) else inputs[:3], columns=list(model.features))
+    prediction = model.predict(theta, example.to_numpy(np.float64))
+    with warnings.catch_warnings():  # "An input example was not provided": on purpose, above
+        warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_MODEL_CODE),
+            model_config={
+                "features": list(model.features),
+                "theta": [float(value) for value in theta],
+                "degree": model.degree,
+                "positive": list(model.positive),
+                "target_positive": model.target_positive,
+                "training_range": {
+                    name: [float(inputs[:, j].min()), float(inputs[:, j].max())]
+                    for j, name in enumerate(model.features)
+                },
             },
-        },
-        signature=infer_signature(example, prediction),
-        input_example=example,
-        # Inferring requirements costs over a second a run; these are all it imports.
-        pip_requirements=[
-            f"mlflow=={mlflow.__version__}",
-            f"numpy=={np.__version__}",
-            f"pandas=={pd.__version__}",
-        ],
-    )
+            signature=infer_signature(example, prediction),
+            input_example=example if len(rows) else None,
+            # Inferring requirements costs over a second a run; these are all it imports.
+            pip_requirements=[
+                f"mlflow=={mlflow.__version__}",
+                f"numpy=={np.__version__}",
+                f"pandas=={pd.__version__}",
+            ],
+        )
     return str(info.model_uri)
 
 

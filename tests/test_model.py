@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -93,3 +94,23 @@ def test_the_model_file_refuses_a_prediction_outside_the_targets_domain() -> Non
     assert refused.value.get_http_status_code() == 400  # type: ignore[no-untyped-call]
     unbounded = logged_model(ModelSpec(("sqft",), positive=("sqft",)), np.array([-43_000.0, 280.0]))
     assert unbounded.predict(None, pd.DataFrame({"sqft": [10.0]}))[0] == -40_200.0  # no such rule
+
+
+def test_a_models_input_example_is_rows_it_answers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """MLflow predicts the input example when it logs a model: a line that predicts a
+    price <= 0 there made it print a warning with a 'Got error' for each such run."""
+    import mlflow
+
+    from pipeline.runlog import log_model
+
+    spec = ModelSpec(("sqft",), positive=("sqft",), target_positive=True)
+    inputs = np.array([[100.0], [120.0], [2000.0], [2500.0], [3000.0], [150.0]])
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    examples = {}
+    for name, theta in {"partly": [-43_000.0, 280.0], "plateau": [-500_000.0, 0.0]}.items():
+        with mlflow.start_run():
+            model = mlflow.pyfunc.load_model(log_model(spec, np.array(theta), inputs))
+        examples[name] = model.input_example
+    assert "Got error" not in caplog.text
+    assert examples["partly"]["sqft"].tolist() == [2000.0, 2500.0, 3000.0]  # the rows it answers
+    assert examples["plateau"] is None  # it answers none: a signature, no example
