@@ -34,8 +34,8 @@ run: $(STAMP)  ## the whole DVC pipeline with the default sweep
 	dvc repro
 
 robust: $(STAMP)  ## the Welsch-cost sweep of conf/experiment/robust.yaml: two minima and a plateau
-	dvc repro split
-	python -m pipeline.train --multirun +experiment=robust
+	@start=$$(date +%s); dvc repro split && python -m pipeline.train --multirun +experiment=robust \
+		&& echo "make robust took $$(( $$(date +%s) - start )) s; open reports/landscape.html"
 
 test: $(STAMP) postgres  ## the tests CI runs, end-to-end ones included (a few minutes)
 	python -m pytest
