@@ -331,10 +331,14 @@ def _read(database: Path, query: str) -> list[tuple[Any, ...]]:
         return connection.execute(query).fetchall()
 
 
+def _tables(database: Path) -> set[str]:
+    return {row[0] for row in _read(database, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 def recorded_folder(database: Path) -> str | None:
     """The folder the store says it was made in: its record, or for a store from before
     records were kept, the parent of the ``mlartifacts`` location of its experiments."""
-    tables = {row[0] for row in _read(database, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = _tables(database)
     if FOLDER_TABLE in tables:
         rows = _read(database, f"SELECT value FROM {FOLDER_TABLE} WHERE key = 'folder'")
         if rows:
@@ -424,8 +428,7 @@ def record_folder(database: Path) -> None:
     """
     import sqlite3
 
-    tables = {row[0] for row in _read(database, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if FOLDER_TABLE in tables:
+    if FOLDER_TABLE in _tables(database):
         return
     with contextlib.closing(sqlite3.connect(database)) as connection, connection:
         connection.execute(
