@@ -38,6 +38,7 @@ __all__ = [
     "free_port",
     "isolating_overrides",
     "log_split_at_once",
+    "page_drawn_by_a_fork",
     "postgres_folder",
     "prepare_data",
     "project_cfg",
@@ -297,3 +298,41 @@ def sweep_on_a_disk_that_fills(folder: Path) -> dict[str, Any]:
         "after_resume": statuses(),
         "record": [run["status"] for run in record.get("runs", [])],
     }
+
+
+def page_drawn_by_a_fork(folder: Path) -> None:
+    """Checks, meant for a fresh interpreter: a forked copy reports how its action ended;
+    the page it draws is the page; where the copy fails, the process draws the same page."""
+    from pipeline import pictures, train
+    from pipeline.keys import sweep_key
+
+    def fails() -> bool:
+        raise RuntimeError("a page that cannot be drawn")
+
+    def exit_code(process: Any) -> int:
+        process.join()
+        return int(process.exitcode)
+
+    outcomes = {"done": lambda: True, "nothing": lambda: False, "error": fails}
+    exits = {name: exit_code(pictures._forked(action)) for name, action in outcomes.items()}
+    assert exits == {"done": 0, "nothing": 1, "error": 1}, exits
+    config = project_cfg(folder, "train")
+    runs = [train.run(config)]
+    page = folder / "reports" / "landscape.html"
+    assert page in pictures.write_sweep_outputs(config, sweep_key([runs[0].job_key]), runs)
+    assert page.read_text() == pictures.sweep_page(config, runs)
+    page.unlink()
+    copies: list[Any] = []
+    fork = pictures._forked
+
+    def failing_copy(action: Any) -> Any:
+        copies.append(fork(fails))
+        return copies[-1]
+
+    pictures._forked = failing_copy
+    try:
+        assert page in pictures.write_sweep_outputs(config, sweep_key([runs[0].job_key]), runs)
+    finally:
+        pictures._forked = fork
+    assert [copy.exitcode for copy in copies] == [1]
+    assert page.read_text() == pictures.sweep_page(config, runs)
