@@ -236,12 +236,11 @@ def record_scores(
             client.log_metric(parents[0].info.run_id, "best_test_mse", scores.metrics["test_mse"])
 
 
-def register(cfg: DictConfig, client: MlflowClient, found: Run, scores: Scores) -> tuple[str, str]:
-    """Register the run's model; move the champion alias as ``registry.promote`` says.
-    Returns the new version and why it became the champion ("" where it did not)."""
+def register(cfg: DictConfig, client: MlflowClient, found: Run, scores: Scores, name: str) -> tuple[str, str]:
+    """Register the run's model as ``name``; move the champion alias as ``registry.promote``
+    says. Returns the new version and why it became the champion ("" where it did not)."""
     policy = read_choice(cfg, "registry.promote", PROMOTE)
     metric = read_choice(cfg, "registry.metric", tuple(scores.metrics))
-    name = read_model_name(cfg)
     run_id = found.info.run_id
     current_version, current = champion_score(client, name, scores.test, scores.target, metric)
     model_uri = found.data.tags.get(MODEL_URI_TAG, f"runs:/{run_id}/model")
@@ -280,7 +279,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     run_id = found.info.run_id
     record_scores(cfg, client, experiment_id, key, run_id, best, scores)
-    version, reason = register(cfg, client, found, scores)
+    name = read_model_name(cfg)
+    version, reason = register(cfg, client, found, scores, name)
     curve = best_loss_curve(client, run_id, best.loss, best.optimum_cost)
     write_atomic(resolve(cfg, cfg.paths.best_loss_curve), partial(curve.to_csv, index=False))
     # DVC metrics: numbers that follow from data, config and code only (no ids, no versions).
@@ -296,7 +296,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "job_key": best.job_key,
         "theta": best.theta,
         "features": best.features,
-        "model": f"models:/{read_model_name(cfg)}@{CHAMPION}",
+        "model": f"models:/{name}@{CHAMPION}",
         "model_version": version,
         "champion": bool(reason),
     }

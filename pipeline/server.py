@@ -370,8 +370,9 @@ def start(place: ServerPlace, auth: bool) -> None:
     """Start both programs, or find them running with the same settings; on failure,
     leave nothing running that this call started."""
     if _server_pid(place) is not None and answers(place.uri):
-        if logins_on(place.folder) != auth:
-            running, wanted = ("on", "off") if logins_on(place.folder) else ("off", "on")
+        running_with_logins = logins_on(place.folder)
+        if running_with_logins != auth:
+            running, wanted = ("on", "off") if running_with_logins else ("off", "on")
             raise PipelineError(
                 f"the team server at {place.uri} is running with logins {running}; stop it first "
                 f"(`python -m pipeline.server stop`) to start it with logins {wanted}"
