@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.costs import Cost
-from pipeline.landscape import STATUS_STYLES, Colouring, LandscapeGrid
+from pipeline.landscape import STATUS_STYLES, Colouring, LandscapeGrid, Mark
 from pipeline.outcome import RunSummary
 
 FloatArray = NDArray[np.float64]
@@ -73,8 +73,6 @@ def landscape_plot(
     colouring : Colouring
         The paths' colours, as in the PNG.
     """
-    import plotly.graph_objects as go
-    from matplotlib.colors import to_hex
     from plotly.subplots import make_subplots
 
     runs = [run for run in runs if run.status != "failed" and run.path_steps]
@@ -85,6 +83,46 @@ def landscape_plot(
         column_widths=[0.5, 0.5],
         subplot_titles=(f"{loss.label}: the surface", "the map, with every run's path"),
     )
+    _add_surfaces(figure, land)
+    for run in runs:
+        _add_path(figure, run, land, loss, colouring)
+    for mark in land.marks:
+        _add_mark(figure, mark)
+    steps = _add_slider_points(figure, runs, colouring)
+    figure.update_layout(
+        title=f"Cost landscape: {loss.label}, {len(runs)} runs",
+        height=760,
+        margin={"l": 40, "r": 40, "t": 80, "b": 40},
+        legend={"orientation": "h", "x": 0.55, "y": 1.08},
+        scene={"xaxis_title": "θ0", "yaxis_title": "θ1", "zaxis_title": "cost"},
+        sliders=[
+            {
+                "currentvalue": {"prefix": "iteration "},
+                "pad": {"t": 30},
+                "steps": [
+                    {
+                        "label": str(step),
+                        "method": "animate",
+                        "args": [
+                            [str(step)],
+                            {"mode": "immediate", "frame": {"duration": 0, "redraw": True}},
+                        ],
+                    }
+                    for step in steps
+                ],
+            }
+        ],
+    )
+    (low0, high0), (low1, high1) = land.limits
+    figure.update_xaxes(title_text=labels[0], range=[low0, high0], row=1, col=2)
+    figure.update_yaxes(title_text=labels[1], range=[low1, high1], row=1, col=2)
+    return figure
+
+
+def _add_surfaces(figure: Any, land: LandscapeGrid) -> None:
+    """The cost surface (left, 3-D) and its log-excess contour map (right)."""
+    import plotly.graph_objects as go
+
     axis0, axis1 = land.theta0[0], land.theta1[:, 0]
     figure.add_trace(
         go.Surface(
@@ -113,79 +151,95 @@ def landscape_plot(
         row=1,
         col=2,
     )
-    (low0, high0), (low1, high1) = land.limits
-    for run in runs:
-        colour = to_hex(colouring(run))
-        path = np.asarray(run.path_theta)
-        inside = (path[:, 0] >= low0) & (path[:, 0] <= high0) & (path[:, 1] >= low1) & (path[:, 1] <= high1)
-        shown = path[inside] if inside.any() else path[:1]
-        cost = np.asarray(run.path_loss)[inside] if inside.any() else np.asarray(run.path_loss)[:1]
-        hover = _hover(run, loss)
-        dash = DASHES[STATUS_STYLES.get(run.status, "-")]
-        figure.add_trace(
-            go.Scatter3d(
-                x=shown[:, 0],
-                y=shown[:, 1],
-                z=cost,
-                mode="lines",
-                line={"color": colour, "width": 4},
-                name=run.run_name,
-                showlegend=False,
-                hovertemplate=hover + "<extra></extra>",
-            ),
-            row=1,
-            col=1,
-        )
-        figure.add_trace(
-            go.Scatter(
-                x=shown[:, 0],
-                y=shown[:, 1],
-                mode="lines",
-                line={"color": colour, "dash": dash, "width": 2},
-                name=run.run_name,
-                showlegend=False,
-                hovertemplate=hover + "<extra></extra>",
-            ),
-            row=1,
-            col=2,
-        )
-    for mark in land.marks:
-        symbol, size = ("star", 18) if mark.kind == "global minimum" else ("cross", 14)
-        text = f"<b>{mark.kind}</b><br>θ=({mark.theta0:,.6g}, {mark.theta1:,.6g})<br>cost {mark.cost:,.6g}"
-        if mark.runs:
-            text += f"<br>reached by {mark.runs} run{'s' if mark.runs != 1 else ''}"
-        figure.add_trace(
-            go.Scatter(
-                x=[mark.theta0],
-                y=[mark.theta1],
-                mode="markers",
-                name=mark.kind,
-                marker={
-                    "symbol": symbol,
-                    "size": size,
-                    "color": "gold",
-                    "line": {"color": "black", "width": 1},
-                },
-                hovertemplate=text + "<extra></extra>",
-            ),
-            row=1,
-            col=2,
-        )
-        figure.add_trace(
-            go.Scatter3d(
-                x=[mark.theta0],
-                y=[mark.theta1],
-                z=[mark.cost],
-                mode="markers",
-                showlegend=False,
-                marker={"symbol": "diamond", "size": 6, "color": "gold"},
-                hovertemplate=text + "<extra></extra>",
-            ),
-            row=1,
-            col=1,
-        )
 
-    # The slider: two traces of every run's current point, moved by frames.
+
+def _add_path(figure: Any, run: RunSummary, land: LandscapeGrid, loss: Cost, colouring: Colouring) -> None:
+    """One run's path on the surface and on the map, the part inside the frame."""
+    import plotly.graph_objects as go
+    from matplotlib.colors import to_hex
+
+    (low0, high0), (low1, high1) = land.limits
+    colour = to_hex(colouring(run))
+    path = np.asarray(run.path_theta)
+    inside = (path[:, 0] >= low0) & (path[:, 0] <= high0) & (path[:, 1] >= low1) & (path[:, 1] <= high1)
+    shown = path[inside] if inside.any() else path[:1]
+    cost = np.asarray(run.path_loss)[inside] if inside.any() else np.asarray(run.path_loss)[:1]
+    hover = _hover(run, loss)
+    dash = DASHES[STATUS_STYLES.get(run.status, "-")]
+    figure.add_trace(
+        go.Scatter3d(
+            x=shown[:, 0],
+            y=shown[:, 1],
+            z=cost,
+            mode="lines",
+            line={"color": colour, "width": 4},
+            name=run.run_name,
+            showlegend=False,
+            hovertemplate=hover + "<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=shown[:, 0],
+            y=shown[:, 1],
+            mode="lines",
+            line={"color": colour, "dash": dash, "width": 2},
+            name=run.run_name,
+            showlegend=False,
+            hovertemplate=hover + "<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
+
+
+def _add_mark(figure: Any, mark: Mark) -> None:
+    """A minimum, marked on the map (star or cross) and on the surface."""
+    import plotly.graph_objects as go
+
+    symbol, size = ("star", 18) if mark.kind == "global minimum" else ("cross", 14)
+    text = f"<b>{mark.kind}</b><br>θ=({mark.theta0:,.6g}, {mark.theta1:,.6g})<br>cost {mark.cost:,.6g}"
+    if mark.runs:
+        text += f"<br>reached by {mark.runs} run{'s' if mark.runs != 1 else ''}"
+    figure.add_trace(
+        go.Scatter(
+            x=[mark.theta0],
+            y=[mark.theta1],
+            mode="markers",
+            name=mark.kind,
+            marker={
+                "symbol": symbol,
+                "size": size,
+                "color": "gold",
+                "line": {"color": "black", "width": 1},
+            },
+            hovertemplate=text + "<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
+    figure.add_trace(
+        go.Scatter3d(
+            x=[mark.theta0],
+            y=[mark.theta1],
+            z=[mark.cost],
+            mode="markers",
+            showlegend=False,
+            marker={"symbol": "diamond", "size": 6, "color": "gold"},
+            hovertemplate=text + "<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+
+
+def _add_slider_points(figure: Any, runs: list[RunSummary], colouring: Colouring) -> list[int]:
+    """Every run's current point, on both panels, and a frame per slider step; returns the steps."""
+    import plotly.graph_objects as go
+    from matplotlib.colors import to_hex
+
     longest = max((run.path_steps[-1] for run in runs), default=0)
     steps = sorted(
         {0, *np.unique(np.geomspace(1, max(longest, 1), SLIDER_STEPS).round().astype(int)).tolist()}
@@ -219,30 +273,4 @@ def landscape_plot(
     figure.add_trace(flat, row=1, col=2)
     moving = [len(figure.data) - 2, len(figure.data) - 1]
     figure.frames = [go.Frame(name=str(step), data=list(points(step)), traces=moving) for step in steps]
-    figure.update_layout(
-        title=f"Cost landscape: {loss.label}, {len(runs)} runs",
-        height=760,
-        margin={"l": 40, "r": 40, "t": 80, "b": 40},
-        legend={"orientation": "h", "x": 0.55, "y": 1.08},
-        scene={"xaxis_title": "θ0", "yaxis_title": "θ1", "zaxis_title": "cost"},
-        sliders=[
-            {
-                "currentvalue": {"prefix": "iteration "},
-                "pad": {"t": 30},
-                "steps": [
-                    {
-                        "label": str(step),
-                        "method": "animate",
-                        "args": [
-                            [str(step)],
-                            {"mode": "immediate", "frame": {"duration": 0, "redraw": True}},
-                        ],
-                    }
-                    for step in steps
-                ],
-            }
-        ],
-    )
-    figure.update_xaxes(title_text=labels[0], range=[low0, high0], row=1, col=2)
-    figure.update_yaxes(title_text=labels[1], range=[low1, high1], row=1, col=2)
-    return figure
+    return steps

@@ -227,6 +227,192 @@ def _check_settings(method: Method, max_iter: int, tol: float, divergence_ratio:
     DIVERGENCE_RATIO.check("divergence_ratio", divergence_ratio)
 
 
+@dataclass(frozen=True)
+class _Stop:
+    """Why the loop stopped: ``kind`` is FitResult's status, or "uncertified"."""
+
+    kind: str
+    message: str
+    warns: bool = False
+
+
+class _StoppingRules:
+    """The loop's stopping rules (listed in :func:`fit`), checked at every iterate.
+
+    It also watches the steps for reversals, the sign of a learning rate at the
+    stability limit, and keeps the last gradient norm for the result.
+    """
+
+    def __init__(
+        self, max_iter: int, tol: float, divergence_ratio: float, condition: float, method: Method
+    ) -> None:
+        self.max_iter, self.tol, self.divergence_ratio = max_iter, tol, divergence_ratio
+        self.condition, self.lr, self.epochs = condition, method.step, method.iterates_epochs
+        self.first_loss = math.nan
+        self.grad_norm = math.nan
+        self.reversals = 0  # steps in a row that point against the step before
+        self.step_before: FloatArray | None = None
+        self.recent_losses: list[float] = []  # the last OSCILLATION_WINDOW + 1 losses
+
+    def non_finite(self, iteration: int) -> _Stop:
+        if iteration == 0:
+            raise ValueError("theta_init is so far off that the loss overflows float64")
+        return _Stop(
+            "diverged",
+            f"diverged at iteration {iteration}: the loss became non-finite; lr={self.lr:g} is too large",
+        )
+
+    def check(self, iteration: int, loss: float, gradient: FloatArray) -> _Stop | None:
+        """The rule that stops the loop at this iterate, or None to go on."""
+        if iteration == 0:
+            self.first_loss = loss
+        if loss > self.divergence_ratio * max(self.first_loss, np.finfo(float).tiny):
+            return _Stop(
+                "diverged",
+                f"diverged at iteration {iteration}: the loss grew past "
+                f"{self.divergence_ratio:g} times its initial value; lr={self.lr:g} is too large",
+            )
+        self.grad_norm = float(np.sqrt(gradient @ gradient))
+        if self.grad_norm <= self.tol:
+            if self.condition > MAX_CONDITION:
+                return _Stop(
+                    "uncertified",
+                    f"stopped after {iteration} iterations with gradient norm {self.grad_norm:.2e}, but the "
+                    f"standardized XᵀX has condition number {self.condition:.2e} > {MAX_CONDITION:.0e}: "
+                    "float64 cannot certify θ (drop or combine collinear columns, lower the degree)",
+                    warns=True,
+                )
+            return _Stop(
+                "converged",
+                f"converged after {iteration} iterations: "
+                f"gradient norm {self.grad_norm:.2e} <= tol {self.tol:g}",
+            )
+        self.recent_losses = [*self.recent_losses[-OSCILLATION_WINDOW:], loss]
+        # Oscillating: the steps keep reversing and the loss stays where it was, to a few
+        # units in the last place (falling, the run converges; growing, it diverges).
+        recent = self.recent_losses
+        if (
+            self.reversals >= OSCILLATION_WINDOW
+            and not self.epochs
+            and recent[0] * (1 - 1e-13) <= min(recent[1:])
+            and max(recent[1:]) <= recent[0] * (1 + 1e-13)
+        ):
+            return _Stop(
+                "oscillating",
+                f"oscillating at iteration {iteration}: every step reverses the one before and the "
+                f"loss has not fallen in {OSCILLATION_WINDOW} iterations; lower lr (now {self.lr:g})",
+                warns=True,
+            )
+        if iteration >= self.max_iter:
+            message = (
+                f"stopped at max_iter={self.max_iter}: "
+                f"gradient norm {self.grad_norm:.2e} > tol {self.tol:g}; "
+                "raise max_iter or lr"
+            )
+            if self.condition > MAX_CONDITION:
+                message += f" (condition number {self.condition:.2e}: beyond what float64 can certify)"
+            return _Stop("max_iter", message, warns=True)
+        return None
+
+    def stepped(self, previous: FloatArray, w: FloatArray) -> None:
+        """Count the step from ``previous`` to ``w`` as a reversal or not."""
+        moved = w - previous
+        # A reversal is a real step back (not float64 rounding at the bottom of the valley).
+        length = float(np.sqrt(moved @ moved))
+        step_before = self.step_before
+        reversed_ = (
+            step_before is not None
+            and length > 1e-6 * max(1.0, float(np.sqrt(w @ w)))
+            and float(moved @ step_before) < -0.99 * length * float(np.sqrt(step_before @ step_before))
+        )
+        self.reversals = self.reversals + 1 if reversed_ else 0
+        self.step_before = moved
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """What the loop works on, set up once: data, scaling, curvature, cost, objective."""
+
+    X: FloatArray
+    y: FloatArray
+    scaler: Standardizer
+    quadratic: Quadratic
+    condition: float
+    method: Method
+    cost: Cost
+    objective: Objective
+    start: FloatArray  # θ_init in standardized coordinates
+
+    @property
+    def to_mse(self) -> float:
+        """Factor from a standardized loss to original units (dollars², say)."""
+        return self.cost.standard_factor(self.scaler.y_scale)
+
+
+def _set_up(
+    X: ArrayLike,
+    y: ArrayLike,
+    theta_init: ArrayLike,
+    method: Method,
+    *,
+    fit_intercept: bool,
+    statistics: bool,
+    cost: Cost | None,
+) -> _Problem:
+    X_arr, y_arr = as_design(X, y, check_finite=False)  # standardize() checks, in its pass
+    n_features = X_arr.shape[1]
+    start = np.asarray(theta_init, dtype=np.float64).reshape(-1)
+    if start.shape != (n_features + 1,):
+        raise ValueError(f"theta_init must have {n_features + 1} values (intercept first), got {start.size}")
+    if not np.isfinite(start).all():
+        raise ValueError("theta_init must be finite")
+    scaler, quadratic = standardize(X_arr, y_arr, fit_intercept)
+    mu, L = quadratic.curvatures()
+    method = method.settled(mu, L)  # lr="auto" from the curvature
+    cost = cost if cost is not None else Cost()
+    objective: Objective
+    if not cost.is_mse:
+        objective = RowCost(X_arr, y_arr, scaler, cost)
+    elif statistics or method.iterates_epochs:
+        objective = quadratic
+    else:
+        objective = DataPass(X_arr, y_arr, scaler)
+    condition = L / mu if mu > 0 else math.inf
+    return _Problem(
+        X_arr, y_arr, scaler, quadratic, condition, method, cost, objective, scaler.to_standard(start)
+    )
+
+
+def _result(
+    problem: _Problem, history: _History, w: FloatArray, iteration: int, stop: _Stop, grad_norm: float
+) -> FitResult:
+    objective, scaler = problem.objective, problem.scaler
+    if isinstance(objective, RowCost):
+        hessian = objective.hessian(w, problem.X, problem.y)
+    else:
+        hessian = 2.0 * problem.quadratic.Q
+    with one_blas_thread():
+        curvature = np.linalg.eigvalsh(hessian) if np.isfinite(hessian).all() else np.full(len(w), math.nan)
+    path = np.asarray(scaler.to_original(np.array(history.points)), dtype=np.float64).reshape(
+        -1, problem.X.shape[1] + 1
+    )
+    return FitResult(
+        theta=np.asarray(scaler.to_original(w), dtype=np.float64),
+        loss_history=np.asarray(history.losses) * problem.to_mse,
+        theta_history=path,
+        history_steps=np.asarray(history.steps, dtype=np.int64),
+        n_iter=iteration,
+        converged=stop.kind == "converged",
+        diverged=stop.kind == "diverged",
+        message=stop.message,
+        grad_norm=grad_norm,
+        lr=problem.method.step,
+        condition_number=problem.condition,
+        oscillating=stop.kind == "oscillating",
+        hessian_eigenvalues=np.asarray(curvature, dtype=np.float64),
+    )
+
+
 def fit(
     X: ArrayLike,
     y: ArrayLike,
@@ -244,21 +430,15 @@ def fit(
 ) -> FitResult:
     """Fit ``y ≈ θ0 + X @ θ[1:]`` by gradient descent on the MSE (or another cost).
 
-    Each iteration takes one step of ``method`` in standardized coordinates (see the
-    module docstring): :func:`~pipeline.methods.gd`, :func:`~pipeline.methods.momentum`,
-    :func:`~pipeline.methods.nesterov`, :func:`~pipeline.methods.adam`,
-    :func:`~pipeline.methods.backtracking` or :func:`~pipeline.methods.sgd` (one
-    iteration is an epoch of mini-batches).
-
-    The loop stops at the first of:
-
-    * converged: ``‖∇J‖ <= tol``, the full-batch gradient norm in standardized units,
-      so the same ``tol`` means the same accuracy on any data set, unless the
-      condition number exceeds :data:`MAX_CONDITION` (then float64 cannot certify θ,
-      and the run says so instead of claiming convergence);
-    * diverged: the loss is non-finite or exceeds ``divergence_ratio`` times the
-      initial loss (the step is too large for the curvature);
-    * budget: ``max_iter`` iterations were made; a :class:`ConvergenceWarning` is issued.
+    Each iteration takes one step of ``method`` in standardized coordinates (module
+    docstring): ``gd``, ``momentum``, ``nesterov``, ``adam``, ``backtracking`` or ``sgd``
+    (one iteration is an epoch of mini-batches) from :mod:`pipeline.methods`.
+    The loop stops at the first of: *converged*, ``‖∇J‖ <= tol`` in standardized units
+    (unless the condition number exceeds :data:`MAX_CONDITION`: then float64 cannot
+    certify θ, and the run says so); *diverged*, the loss non-finite or past
+    ``divergence_ratio`` times the initial loss; *oscillating*, every step reversing the
+    one before for :data:`OSCILLATION_WINDOW` iterations without lowering the loss;
+    *budget*, ``max_iter`` iterations. The last two issue a :class:`ConvergenceWarning`.
 
     Parameters
     ----------
@@ -269,177 +449,63 @@ def fit(
     theta_init : array_like, shape (d + 1,)
         Starting parameters in original units, intercept first (ignored without one).
     method : Method
-        How to step, with its learning rate: ``gd(0.1)``, ``nesterov("auto")``, …
-        (:mod:`pipeline.methods`). The step size is in standardized coordinates; with
-        one feature and an intercept the curvature is 2 in every direction: plain gd
-        converges below 1, lands on the optimum in one step at 0.5, and diverges above 1.
-    max_iter : int
-        Largest number of iterations, ``>= 1``.
-    tol : float
-        Stopping tolerance on the standardized gradient norm, ``>= 0``.
+        How to step, with its learning rate: ``gd(0.1)``, ``nesterov("auto")``, … With one
+        feature and an intercept the standardized curvature is 2 in every direction: plain
+        gd converges below 1, lands on the optimum in one step at 0.5, diverges above 1.
+    max_iter, tol, divergence_ratio : int, float, float
+        The budget (``>= 1``), the tolerance on the standardized gradient norm (``>= 0``)
+        and the loss growth taken as divergence (``> 1``).
     fit_intercept : bool
         False for a model through the origin.
-    divergence_ratio : float
-        Loss growth (relative to the initial loss) taken as divergence, ``> 1``.
     history_limit : int
         Most iterates kept in the histories before they are thinned.
     callback : callable, optional
-        Called as ``callback(iteration, loss)`` (loss in original units) at every
-        iterate, e.g. to show progress; it must not change anything.
+        ``callback(iteration, loss)``, the loss in original units, at every iterate.
     statistics : bool
-        True (the default): full-batch iterations use XᵀX, Xᵀy, yᵀy and N, O(d²) each.
-        False: every iteration passes over the rows (:class:`DataPass`); the same
-        iterates, each loss from the residuals. ``sgd`` has its own scheme either way.
+        True: full-batch MSE iterations use XᵀX, Xᵀy, yᵀy and N, O(d²) each. False: every
+        iteration passes over the rows (:class:`DataPass`), the same iterates.
     cost : Cost, optional
-        The cost minimized (:mod:`pipeline.costs`); the MSE by default. A robust cost
-        passes over the rows every iteration (:class:`RowCost`), whatever ``statistics``.
+        The cost minimized (:mod:`pipeline.costs`), the MSE by default. A robust cost
+        passes over the rows every iteration (:class:`RowCost`).
 
     Returns
     -------
     FitResult
         θ in original units, the loss and θ along the way, and how the loop ended.
     """
-    X_arr, y_arr = as_design(X, y, check_finite=False)  # standardize() checks, in its pass
-    n_features = X_arr.shape[1]
-    start = np.asarray(theta_init, dtype=np.float64).reshape(-1)
-    if start.shape != (n_features + 1,):
-        raise ValueError(f"theta_init must have {n_features + 1} values (intercept first), got {start.size}")
-    if not np.isfinite(start).all():
-        raise ValueError("theta_init must be finite")
     _check_settings(method, max_iter, tol, divergence_ratio)
-
-    scaler, quadratic = standardize(X_arr, y_arr, fit_intercept)
-    mu, L = quadratic.curvatures()
-    condition = L / mu if mu > 0 else math.inf
-    method = method.settled(mu, L)  # lr="auto" from the curvature
-    step = method.step
-    cost = cost if cost is not None else Cost()
-    to_mse = cost.standard_factor(scaler.y_scale)  # standardized loss → dollars², say
-    w = scaler.to_standard(start)
-
-    objective: Objective
-    if not cost.is_mse:
-        objective = RowCost(X_arr, y_arr, scaler, cost)
-    elif statistics or method.iterates_epochs:
-        objective = quadratic
-    else:
-        objective = DataPass(X_arr, y_arr, scaler)
-    update = method.init(Problem(objective, scaler, X_arr, y_arr, cost))
+    problem = _set_up(X, y, theta_init, method, fit_intercept=fit_intercept, statistics=statistics, cost=cost)
+    objective, to_mse = problem.objective, problem.to_mse
+    rules = _StoppingRules(max_iter, tol, divergence_ratio, problem.condition, problem.method)
+    update = problem.method.init(Problem(objective, problem.scaler, problem.X, problem.y, problem.cost))
     history = _History(history_limit)
-    first_loss = last_loss = math.nan
-    converged = diverged = False
-    grad_norm = math.nan
-    message = ""
-    iteration = 0
-    previous = w
-    oscillating = False
-    reversals = 0  # steps in a row that point against the step before
-    step_before: FloatArray | None = None
-    recent_losses: list[float] = []  # the last OSCILLATION_WINDOW + 1 losses
+    w = previous = problem.start
+    iteration, last_loss = 0, math.nan
     with np.errstate(over="ignore", invalid="ignore"):
         while True:
             loss, gradient = objective.loss_and_gradient(w)
             if not math.isfinite(loss):
-                if iteration == 0:
-                    raise ValueError("theta_init is so far off that the loss overflows float64")
-                diverged = True
-                message = (
-                    f"diverged at iteration {iteration}: the loss became non-finite; lr={step:g} is too large"
-                )
-                # Report the last iterate whose loss was finite, never NaN or inf.
-                w, iteration = previous, iteration - 1
+                stop = rules.non_finite(iteration)
+                w, iteration = previous, iteration - 1  # the last iterate whose loss was finite
                 break
-            if iteration == 0:
-                first_loss = loss
             last_loss = loss
             history.record(iteration, loss, w)
             if callback is not None:
                 callback(iteration, loss * to_mse)
-            if loss > divergence_ratio * max(first_loss, np.finfo(float).tiny):
-                diverged = True
-                message = (
-                    f"diverged at iteration {iteration}: the loss grew past "
-                    f"{divergence_ratio:g} times its initial value; lr={step:g} is too large"
-                )
+            found = rules.check(iteration, loss, gradient)
+            if found is not None:
+                stop = found
                 break
-            grad_norm = float(np.sqrt(gradient @ gradient))
-            if grad_norm <= tol:
-                if condition > MAX_CONDITION:
-                    message = (
-                        f"stopped after {iteration} iterations with gradient norm {grad_norm:.2e}, but the "
-                        f"standardized XᵀX has condition number {condition:.2e} > {MAX_CONDITION:.0e}: "
-                        "float64 cannot certify θ (drop or combine collinear columns, lower the degree)"
-                    )
-                    warnings.warn(message, ConvergenceWarning, stacklevel=2)
-                else:
-                    converged = True
-                    message = f"converged after {iteration} iterations: " + (
-                        f"gradient norm {grad_norm:.2e} <= tol {tol:g}"
-                    )
-                break
-            recent_losses = [*recent_losses[-OSCILLATION_WINDOW:], loss]
-            # Oscillating: the steps keep reversing and the loss stays where it was, to a few
-            # units in the last place (falling, the run converges; growing, it diverges).
-            if (
-                reversals >= OSCILLATION_WINDOW
-                and not method.iterates_epochs
-                and recent_losses[0] * (1 - 1e-13) <= min(recent_losses[1:])
-                and max(recent_losses[1:]) <= recent_losses[0] * (1 + 1e-13)
-            ):
-                oscillating = True
-                message = (
-                    f"oscillating at iteration {iteration}: every step reverses the one before and the "
-                    f"loss has not fallen in {OSCILLATION_WINDOW} iterations; lower lr (now {step:g})"
-                )
-                warnings.warn(message, ConvergenceWarning, stacklevel=2)
-                break
-            if iteration >= max_iter:
-                message = (
-                    f"stopped at max_iter={max_iter}: gradient norm {grad_norm:.2e} > tol {tol:g}; "
-                    "raise max_iter or lr"
-                )
-                if condition > MAX_CONDITION:
-                    message += f" (condition number {condition:.2e}: beyond what float64 can certify)"
-                warnings.warn(message, ConvergenceWarning, stacklevel=2)
-                break
-            previous = w
-            w = update(iteration, w, gradient)
-            moved = w - previous
-            # A reversal is a real step back (not float64 rounding at the bottom of the valley).
-            length = float(np.sqrt(moved @ moved))
-            reversed_ = (
-                step_before is not None
-                and length > 1e-6 * max(1.0, float(np.sqrt(w @ w)))
-                and float(moved @ step_before) < -0.99 * length * float(np.sqrt(step_before @ step_before))
-            )
-            reversals = reversals + 1 if reversed_ else 0
-            step_before = moved
+            previous, w = w, update(iteration, w, gradient)
+            rules.stepped(previous, w)
             iteration += 1
-
-    if converged and objective is quadratic and condition > REFINE_CONDITION:
-        w, last_loss, grad_norm = _refine(w, quadratic, scaler, X_arr, y_arr)
+    if stop.warns:
+        warnings.warn(stop.message, ConvergenceWarning, stacklevel=2)
+    grad_norm = rules.grad_norm
+    if stop.kind == "converged" and objective is problem.quadratic and problem.condition > REFINE_CONDITION:
+        w, last_loss, grad_norm = _refine(w, problem.quadratic, problem.scaler, problem.X, problem.y)
         iteration += REFINEMENT_STEPS
-        message += f"; then {REFINEMENT_STEPS} Newton steps on the rows' residuals"
-        message += f" (condition number {condition:.1e})"
+        message = f"{stop.message}; then {REFINEMENT_STEPS} Newton steps on the rows' residuals"
+        stop = _Stop(stop.kind, message + f" (condition number {problem.condition:.1e})")
     history.finish(iteration, last_loss, w)
-    hessian = objective.hessian(w, X_arr, y_arr) if isinstance(objective, RowCost) else 2.0 * quadratic.Q
-    with one_blas_thread():
-        curvature = np.linalg.eigvalsh(hessian) if np.isfinite(hessian).all() else np.full(len(w), math.nan)
-    path = np.asarray(scaler.to_original(np.array(history.points)), dtype=np.float64).reshape(
-        -1, n_features + 1
-    )
-    return FitResult(
-        theta=np.asarray(scaler.to_original(w), dtype=np.float64),
-        loss_history=np.asarray(history.losses) * to_mse,
-        theta_history=path,
-        history_steps=np.asarray(history.steps, dtype=np.int64),
-        n_iter=iteration,
-        converged=converged,
-        diverged=diverged,
-        message=message,
-        grad_norm=grad_norm,
-        lr=step,
-        condition_number=condition,
-        oscillating=oscillating,
-        hessian_eigenvalues=np.asarray(curvature, dtype=np.float64),
-    )
+    return _result(problem, history, w, iteration, stop, grad_norm)

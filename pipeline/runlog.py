@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -193,47 +194,117 @@ def curve_csv(steps: np.ndarray, values: Sequence[float] | np.ndarray, name: str
     return "\n".join([f"step,{name}", *rows]) + "\n"
 
 
-def log_result(
-    record: RunRecord,
-    inputs: np.ndarray,
-    X: np.ndarray,
-    y: np.ndarray,
-    model: ModelSpec,
-    method: str,
-    theta_init: np.ndarray,
-    result: FitResult,
-    cost: Cost,
-    reference: GlobalMinimum,
-    least_squares_mse: float,
-    job: str,
-    name: str,
-) -> RunSummary:
-    """Log a finished fit's model to the active run; add its cost curve, certificate and
-    status to ``record`` (for the caller to send); return its outcome.
+@dataclass(frozen=True)
+class FittedRun:
+    """A finished fit and what it is measured against: what a run's outcome is made of.
+
+    ``X`` (n, len(model.columns)) and ``y`` (n,) are the training split as fitted
+    (powers, for a polynomial); ``reference`` the global minimum the optimality gap is
+    measured against; ``least_squares_mse`` the lowest MSE, for comparison.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    model: ModelSpec
+    method: str
+    theta_init: np.ndarray
+    result: FitResult
+    cost: Cost
+    reference: GlobalMinimum
+    least_squares_mse: float
+
+    @cached_property
+    def train_mse(self) -> float:
+        return mean_squared_error(self.X, self.y, self.result.theta)
+
+    @cached_property
+    def train_cost(self) -> float:
+        """The cost minimized at the final θ, recomputed from the residuals."""
+        if self.cost.is_mse:
+            return self.train_mse
+        return self.cost.value(linear_prediction(self.result.theta, self.X) - self.y)
+
+    @property
+    def shown(self) -> np.ndarray:
+        """Indices of the iterates kept for charts and pictures: log-spaced, first and last."""
+        return plot_indices(len(self.result.history_steps))
+
+
+def summarize(fitted: FittedRun, job: str, name: str) -> RunSummary:
+    """The outcome of a finished fit (pure: no MLflow). ``job`` and ``name`` are the
+    run's job key and name."""
+    result, cost, reference, model = fitted.result, fitted.cost, fitted.reference, fitted.model
+    train_cost, optimum_cost = fitted.train_cost, reference.cost
+    theta_rel_error = None
+    if reference.theta is not None:
+        nonzero = np.abs(reference.theta) > 0
+        theta_rel_error = float(
+            np.max(
+                np.abs(result.theta - reference.theta)[nonzero] / np.abs(reference.theta[nonzero]),
+                initial=0.0,
+            )
+        )
+    y_scale = float(np.std(fitted.y)) or 1.0
+    x_scale = np.std(fitted.X, axis=0)
+    theta_unit = [y_scale, *(y_scale / np.where(x_scale > 0, x_scale, 1.0))]
+    shown = fitted.shown
+    return RunSummary(
+        job_key=job,
+        overrides=[],
+        run_name=name,
+        status=result.status,  # type: ignore[arg-type]
+        message=result.message,
+        end_point=end_point(result.status, result.hessian_eigenvalues, train_cost, optimum_cost, cost.convex),
+        method=fitted.method,
+        lr=float(result.lr),
+        loss=cost.name,
+        loss_scale=None if cost.is_mse else cost.scale,
+        features=list(model.features),
+        columns=model.columns,
+        degree=model.degree,
+        fit_intercept=model.fit_intercept,
+        theta_init=[float(v) for v in fitted.theta_init],
+        theta=[float(v) for v in result.theta],
+        theta_unit=[float(v) for v in theta_unit],
+        n_iter=result.n_iter,
+        train_mse=fitted.train_mse,
+        optimum_mse=fitted.least_squares_mse,
+        train_cost=train_cost,
+        optimum_cost=optimum_cost,
+        optimum_how=reference.how,
+        optimality_gap=None if optimum_cost is None else relative_gap(train_cost, optimum_cost),
+        theta_rel_error=theta_rel_error,
+        condition_number=float(result.condition_number),
+        optimum_theta=None if reference.theta is None else [float(v) for v in reference.theta],
+        # A few hundred iterates, dense early where the path turns: enough to draw it.
+        path_steps=result.history_steps[shown].tolist(),
+        path_theta=result.theta_history[shown].tolist(),
+        path_loss=result.loss_history[shown].tolist(),
+    )
+
+
+def log_result(record: RunRecord, fitted: FittedRun, summary: RunSummary, inputs: np.ndarray) -> None:
+    """Log a finished fit's model to the active run; add its cost curve, certificate
+    and status to ``record`` (for the caller to send).
 
     ``inputs`` (n, len(features)) are the feature columns a user passes to the model;
-    ``X`` (n, len(model.columns)) the columns it was fitted on (powers, for a polynomial).
-    ``reference`` is the global minimum the optimality gap is measured against;
-    ``least_squares_mse`` the lowest MSE, for comparison.
-    ``job`` and ``name`` are the run's job key and name, for its outcome record.
+    ``summary`` is :func:`summarize` of ``fitted``.
     """
     from mlflow.entities import Metric
 
+    result, cost = fitted.result, fitted.cost
     # The model first, while the run has no metrics nor params: MLflow copies every
     # metric and param a run already holds onto a model it logs. A diverged run's θ is
     # not a model anyone should use: only its curve is kept.
     if not result.diverged:
-        record.tags[MODEL_URI_TAG] = log_model(model, result.theta, inputs)
-    optimum_mse = least_squares_mse
-    train_mse = mean_squared_error(X, y, result.theta)
-    train_cost = train_mse if cost.is_mse else cost.value(linear_prediction(result.theta, X) - y)
-    optimum_cost = reference.cost
+        record.tags[MODEL_URI_TAG] = log_model(fitted.model, result.theta, inputs)
+    optimum_cost = summary.optimum_cost
     # The curve as computed by the loop, ending at the cost recomputed from residuals:
     # whole as the run's artifact, in MLflow's charts the few hundred points they can
     # show, log-spaced (dense early, where it falls), the first and last kept.
-    curve = [*result.loss_history[:-1], train_cost]
+    curve = [*result.loss_history[:-1], summary.train_cost]
     record.files[CURVE] = curve_csv(result.history_steps, curve, f"train_{cost.name}")
-    shown = plot_indices(len(result.history_steps))  # also the path kept for the pictures
+    shown = fitted.shown
     now = int(1000 * time.time())
     record.metrics += [
         Metric(f"train_{cost.name}", float(curve[i]), now, int(result.history_steps[i])) for i in shown
@@ -242,7 +313,6 @@ def log_result(
     # a sweep are flattened by the diverged ones; the last point is the final gap. A
     # diverged run's points past the divergence are left out. A run in a local minimum
     # flattens at its own gap above 0.
-    gap = None if optimum_cost is None else relative_gap(train_cost, optimum_cost)
     if optimum_cost is not None:
         gap_points = shown[:-1] if result.diverged and shown.size > 1 else shown
         record.metrics += [
@@ -254,16 +324,18 @@ def log_result(
             )
             for i in gap_points
         ]
-    theta_rel_error = None
-    if reference.theta is not None:
-        nonzero = np.abs(reference.theta) > 0
-        theta_rel_error = float(
-            np.max(
-                np.abs(result.theta - reference.theta)[nonzero] / np.abs(reference.theta[nonzero]),
-                initial=0.0,
-            )
-        )
-    where = end_point(result.status, result.hessian_eigenvalues, train_cost, optimum_cost, cost.convex)
+    record.add_metrics(_final_metrics(fitted, summary))
+    record.tags |= {
+        "status": result.status,
+        "end_point": summary.end_point,
+        "converged": str(result.converged).lower(),
+        "diverged": str(result.diverged).lower(),
+        "message": result.message,
+    }
+
+
+def _final_metrics(fitted: FittedRun, summary: RunSummary) -> dict[str, Any]:
+    result, cost = fitted.result, fitted.cost
     finals: dict[str, Any] = {
         "n_iter": result.n_iter,
         "grad_norm": result.grad_norm,
@@ -274,58 +346,13 @@ def log_result(
         "converged": float(result.converged),
         "diverged": float(result.diverged),
         "log10_lr": math.log10(result.lr) if result.lr > 0 else math.nan,
-        "global_minimum": float(where == "global minimum"),
+        "global_minimum": float(summary.end_point == "global minimum"),
     } | {f"theta{j}": float(value) for j, value in enumerate(result.theta)}
     if cost.is_mse:
-        finals |= {"optimum_mse": optimum_cost, "theta_rel_error": theta_rel_error}
-    else:
-        finals |= {
-            "train_mse": train_mse,  # the robust fit's MSE, beside the cost it minimized
-            f"optimum_{cost.name}": optimum_cost,
-            "theta_rel_error": theta_rel_error,
-            "loss_scale": cost.scale,
-        }
-    record.add_metrics(finals)
-    record.tags |= {
-        "status": result.status,
-        "end_point": where,
-        "converged": str(result.converged).lower(),
-        "diverged": str(result.diverged).lower(),
-        "message": result.message,
+        return finals | {"optimum_mse": summary.optimum_cost, "theta_rel_error": summary.theta_rel_error}
+    return finals | {
+        "train_mse": summary.train_mse,  # the robust fit's MSE, beside the cost it minimized
+        f"optimum_{cost.name}": summary.optimum_cost,
+        "theta_rel_error": summary.theta_rel_error,
+        "loss_scale": cost.scale,
     }
-    y_scale = float(np.std(y)) or 1.0
-    x_scale = np.std(X, axis=0)
-    theta_unit = [y_scale, *(y_scale / np.where(x_scale > 0, x_scale, 1.0))]
-    return RunSummary(
-        job_key=job,
-        overrides=[],
-        run_name=name,
-        status=result.status,  # type: ignore[arg-type]
-        message=result.message,
-        end_point=where,
-        method=method,
-        lr=float(result.lr),
-        loss=cost.name,
-        loss_scale=None if cost.is_mse else cost.scale,
-        features=list(model.features),
-        columns=model.columns,
-        degree=model.degree,
-        fit_intercept=model.fit_intercept,
-        theta_init=[float(v) for v in theta_init],
-        theta=[float(v) for v in result.theta],
-        theta_unit=[float(v) for v in theta_unit],
-        n_iter=result.n_iter,
-        train_mse=train_mse,
-        optimum_mse=optimum_mse,
-        train_cost=train_cost,
-        optimum_cost=optimum_cost,
-        optimum_how=reference.how,
-        optimality_gap=gap,
-        theta_rel_error=theta_rel_error,
-        condition_number=float(result.condition_number),
-        optimum_theta=None if reference.theta is None else [float(v) for v in reference.theta],
-        # A few hundred iterates, dense early where the path turns: enough to draw it.
-        path_steps=result.history_steps[shown].tolist(),
-        path_theta=result.theta_history[shown].tolist(),
-        path_loss=result.loss_history[shown].tolist(),
-    )

@@ -38,7 +38,15 @@ from pipeline.outcome import RunSummary
 from pipeline.pictures import write_sweep_outputs
 from pipeline.progress import ProgressLine, record_best
 from pipeline.rules import DIVERGENCE_RATIO, LOSS_SCALE, MAX_ITER, TOLERANCE
-from pipeline.runlog import RunRecord, flat_params, global_reference, log_result, reference_optimum
+from pipeline.runlog import (
+    FittedRun,
+    RunRecord,
+    flat_params,
+    global_reference,
+    log_result,
+    reference_optimum,
+    summarize,
+)
 from pipeline.settings import (
     CONF_DIR,
     MISSING_KEY,
@@ -347,9 +355,7 @@ def train_and_record(
         raise
     # Params after the model (logged by log_result): MLflow copies every param and
     # metric a run already has onto a model it logs.
-    summary = log_result(
-        record,
-        job.inputs,
+    fitted = FittedRun(
         X,
         job.y,
         settings.model,
@@ -359,9 +365,9 @@ def train_and_record(
         cost,
         reference,
         reference_optimum(X, job.y, model_key, settings.model.fit_intercept)[1],
-        job.key,
-        job.name,
     )
+    summary = summarize(fitted, job.key, job.name)
+    log_result(record, fitted, summary, job.inputs)
     # The outcome in the run's name: the runs table shows it without a column added.
     record.tags[RUN_NAME_TAG] = f"{job.name} · {result.status}"
     record.add_metrics(ingest_counts(cfg))
