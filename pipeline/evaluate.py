@@ -149,15 +149,31 @@ def register_model(
     features: list[str],
     data: str,
 ) -> str:
-    """Register the run's model under ``name``, tagged with its data and test metrics; its version."""
+    """Register the run's model under ``name``, tagged with its data and test metrics; its version.
+
+    A run already registered under ``name`` keeps its version (evaluating the same sweep
+    again registers nothing new); its tags are brought up to date.
+    """
     import mlflow
 
-    mlflow.set_tracking_uri(client.tracking_uri)
     tags = {"run_id": run_id, "data": data, "features": ",".join(features)}
-    version = mlflow.register_model(model_uri, name, tags=tags)
-    for key, value in metrics.items():
-        client.set_model_version_tag(name, version.version, key, f"{value:.8g}")
-    return str(version.version)
+    number = registered_version(client, name, run_id)
+    if number is None:
+        mlflow.set_tracking_uri(client.tracking_uri)
+        number = str(mlflow.register_model(model_uri, name, tags=tags).version)
+    else:
+        for key, value in tags.items():
+            client.set_model_version_tag(name, number, key, value)
+    for metric, score in metrics.items():
+        client.set_model_version_tag(name, number, metric, f"{score:.8g}")
+    return number
+
+
+def registered_version(client: MlflowClient, name: str, run_id: str) -> str | None:
+    """The lowest version of ``name`` made from run ``run_id``'s model, or None."""
+    found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    versions = sorted(int(version.version) for version in found)
+    return str(versions[0]) if versions else None
 
 
 #: The smallest relative gap float64 can show: below it, the cost and the optimum agree to the last bit.
@@ -247,7 +263,10 @@ def register(cfg: DictConfig, client: MlflowClient, found: Run, scores: Scores, 
     features = list(scores.model.features)
     version = register_model(client, run_id, model_uri, scores.metrics, name, features, str(cfg.data.path))
     reason = champion_decision(policy, not in_dvc_experiment(), scores.metrics[metric], current, metric)
-    if reason:
+    if version == current_version:  # the same run evaluated again: nothing moves
+        reason = f"the {CHAMPION} already"
+        log.info("%s version %s is the %s already", name, version, CHAMPION)
+    elif reason:
         client.set_registered_model_alias(name, CHAMPION, version)
         log.info("%s version %s is the new %s: %s", name, version, CHAMPION, reason)
     else:

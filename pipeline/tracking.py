@@ -113,6 +113,20 @@ def redact(uri: str) -> str:
     return PASSWORD_IN_URI.sub(r"\1:***@", uri)
 
 
+#: Where ``make ui`` serves a store on this machine (SQLite).
+LOCAL_UI = "http://127.0.0.1:5000"
+_LOGIN = re.compile(r"//[^/@]+@")
+
+
+def ui_link(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's page of a run, or of an experiment's runs, on the store's own
+    address (a team server's; for SQLite, where ``make ui`` serves it), in the
+    machine-learning view (MLflow 3 otherwise picks the GenAI one for a new browser)."""
+    base = _LOGIN.sub("//", uri).rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    page = f"#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    return f"{base}/{page}?workflowType=machine_learning"
+
+
 class StoreCheck(Callback):
     """Checks the tracking URI before Hydra writes anything (its ``.hydra/`` copy of the
     command line, its log): a refused URI ends in one line and exit 2 with nothing written.

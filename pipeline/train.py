@@ -28,14 +28,13 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.costs import LOSSES, Cost, auto_scale
 from pipeline.errors import PipelineError, Terminated, exit_on_error, first_line
 from pipeline.files import file_md5, resolve
-from pipeline.keys import in_result, job_key, sweep_key
+from pipeline.keys import in_result, job_key
 from pipeline.landscape import PADDING
 from pipeline.methods import METHODS, Method
 from pipeline.model import ModelSpec, linear_prediction
 from pipeline.objective import one_blas_thread
 from pipeline.optimize import ConvergenceWarning, FitResult, fit
 from pipeline.outcome import RunSummary
-from pipeline.pictures import write_sweep_outputs
 from pipeline.progress import ProgressLine, record_best
 from pipeline.rules import DIVERGENCE_RATIO, LOSS_SCALE, MAX_ITER, TOLERANCE
 from pipeline.runlog import (
@@ -72,7 +71,7 @@ from pipeline.tracking import (
     process_tags,
     redact,
     tracking_uri,
-    write_store_mark,
+    ui_link,
 )
 
 if TYPE_CHECKING:
@@ -417,6 +416,9 @@ def run(cfg: DictConfig) -> RunSummary:
                 RunRecord(tags=failed_tags(job.name, message)).send(client, run_id)
             raise PipelineError(message) from error
     report(job, result, summary, cost)
+    if parent is None:  # a run of its own, not a sweep's: say where to find it
+        link = ui_link(uri, store.experiment, run_id)
+        log.info("recorded in MLflow (%s): %s; reports/ are the sweep's: left alone", redact(uri), link)
     return summary
 
 
@@ -437,10 +439,9 @@ def report(job: TrainingJob, result: FitResult, summary: RunSummary, cost: Cost)
 @exit_on_error
 def main(cfg: DictConfig) -> RunSummary | None:
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        summary = run(cfg)
-        write_sweep_outputs(cfg, sweep_key([summary.job_key]), [summary])
-        write_store_mark(resolve(cfg, cfg.paths.store_train), [])
-        return summary
+        # One run is recorded in MLflow only: reports/ and the store mark are the sweep's
+        # (DVC outputs), and one run must not pass for the sweep that made them.
+        return run(cfg)
     # One bad job must not stop the sweep: it is recorded as failed (its MLflow run and
     # outcome say why), the others go on, and the sweeper fails at the end.
     try:

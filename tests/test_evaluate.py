@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from sklearn.metrics import mean_squared_error, r2_score
 from pipeline.errors import PipelineError
 from pipeline.evaluate import champion_decision, regression_metrics, select_best
 from pipeline.outcome import RunSummary, Status
+from tests.helpers import project_cfg, trained
 
 
 def run_record(job_key: str, status: Status, train_mse: float) -> RunSummary:
@@ -75,3 +77,20 @@ def test_metrics_match_scikit_learn() -> None:
     assert metrics["test_mse"] == pytest.approx(mean_squared_error(y_true, y_pred), rel=1e-12)
     assert metrics["test_rmse"] == pytest.approx(np.sqrt(mean_squared_error(y_true, y_pred)), rel=1e-12)
     assert metrics["test_r2"] == pytest.approx(r2_score(y_true, y_pred), rel=1e-12)
+
+
+def test_evaluating_the_same_sweep_again_registers_nothing_new(tmp_path: Path) -> None:
+    from pipeline import evaluate
+    from pipeline.settings import read_model_name
+    from pipeline.tracking import open_store
+
+    trained(tmp_path)  # one run, evaluated once: version 1, the champion
+    cfg = project_cfg(tmp_path)
+    again = [evaluate.run(cfg) for _ in range(2)]
+    client = open_store(str(cfg.mlflow.tracking_uri)).client
+    name = read_model_name(cfg)
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert [str(version.version) for version in versions] == ["1"]
+    assert [(chosen["model_version"], chosen["champion"]) for chosen in again] == [("1", True), ("1", True)]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert versions[0].tags["test_rmse"] == f"{again[-1]['test_rmse']:.8g}"

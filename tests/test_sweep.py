@@ -194,12 +194,23 @@ def test_an_invalid_job_fails_clearly_while_the_sweep_completes(prepared: Path) 
 
 
 @pytest.mark.e2e
-def test_a_single_run_trains_once_with_the_composed_config(prepared: Path) -> None:
+def test_a_single_run_is_recorded_in_mlflow_and_leaves_the_sweeps_outputs_alone(prepared: Path) -> None:
+    reports = prepared / "reports"
+    reports.mkdir(exist_ok=True)
+    (reports / "sweep.json").write_text("the sweep's record\n")
     result = run_stage("train", prepared, "data=kc_house")
     assert result.returncode == 0, result.stderr
-    record = json.loads((prepared / "reports" / "sweep.json").read_text())
-    (only,) = record["runs"]
-    assert only["status"] == "converged" and only["lr"] == 0.1 and only["theta_init"] == [0.0, 100.0]
+    assert (reports / "sweep.json").read_text() == "the sweep's record\n"
+    assert sorted(path.name for path in reports.iterdir()) == ["ingest.json", "sweep.json"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
+    (only,) = client.search_runs(client.get_experiment_by_name("downhill").experiment_id)
+    assert only.data.tags["status"] == "converged" and only.data.params["optimizer.lr"] == "0.1"
+    outcome = json.loads(
+        Path(client.download_artifacts(only.info.run_id, "outcome.json", str(prepared))).read_text()
+    )
+    assert outcome["theta_init"] == [0.0, 100.0]
+    link = f"http://127.0.0.1:5000/#/experiments/{only.info.experiment_id}/runs/{only.info.run_id}"
+    assert f"{link}?workflowType=machine_learning" in result.stdout
 
 
 @pytest.mark.e2e
