@@ -7,12 +7,15 @@ a :class:`pipeline.outcome.RunSummary`.
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +37,13 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+#: The source of a run and of its model in MLflow: the project's path of the script, not
+#: the machine's absolute one (MLflow's default), so that a moved project says the same.
+SOURCE_NAME = "pipeline/train.py"
+#: The final optimality gap's floor on a log axis: float64's relative precision.
+GAP_FLOOR = float(np.finfo(np.float64).eps)
+#: The outcome as a number, for the runs table and parallel coordinates (metric ``outcome``).
+OUTCOME_CODES = {"converged": 0, "max_iter": 1, "oscillating": 2, "diverged": 3}
 _optimum_cache: dict[str, tuple[np.ndarray, float]] = {}
 _global_cache: dict[tuple[str, Cost, Any], GlobalMinimum] = {}
 
@@ -93,18 +103,124 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
-def log_model(model: ModelSpec, theta: np.ndarray, inputs: np.ndarray) -> str:
-    """Log θ as a pyfunc model from code (no pickle) to the active run; return its URI.
+@dataclass(frozen=True)
+class RunPlace:
+    """Where a run is recorded: the store's client, the run and its experiment."""
+
+    client: MlflowClient
+    run_id: str
+    experiment_id: str
+
+
+class ModelStamps:
+    """Models written the fast way: saved once per process and kind by MLflow, stamped per run.
+
+    ``mlflow.pyfunc.log_model`` saves, validates and predicts the input example for every
+    run (about 200 ms). The model folder differs between the runs of a sweep only in
+    ``MLmodel``'s ids, time and config (θ), so it is saved once by
+    ``mlflow.pyfunc.save_model`` (a template, validated once) for each kind (features,
+    degree, positivity, example rows), and each run gets a copy with its own ``MLmodel``,
+    then MLflow's client calls that create, fill and finalize a logged model. What is
+    written equals what ``log_model`` writes, but for the ids, the time, and two paths
+    that are relative here (``artifact_path``, ``model_code_path``), where MLflow writes
+    the machine's absolute ones; a test compares them.
+    """
+
+    def __init__(self) -> None:
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self._templates: dict[str, Path] = {}
+        self._tags: dict[str, str] | None = None
+
+    def template(self, config: dict[str, Any], example: pd.DataFrame | None, signature: Any) -> Path:
+        """The saved model folder for ``config``'s kind (made on first use)."""
+        import mlflow
+
+        kind = json.dumps(
+            [{k: v for k, v in config.items() if k not in ("theta", "training_range")}, str(signature)]
+            + ([] if example is None else example.to_numpy().tolist()),
+            sort_keys=True,
+        )
+        if kind not in self._templates:
+            if self._folder is None:
+                self._folder = tempfile.TemporaryDirectory(prefix="downhill-models-")
+            path = Path(self._folder.name) / str(len(self._templates))
+            with warnings.catch_warnings():  # "An input example was not provided": on purpose
+                warnings.filterwarnings(
+                    "ignore", message=".*input example was not provided", category=UserWarning
+                )
+                mlflow.pyfunc.save_model(
+                    path,
+                    python_model=str(PYFUNC_MODEL_CODE),
+                    model_config=config,
+                    signature=signature,
+                    input_example=example,
+                    # Inferring requirements costs over a second; these are all it imports.
+                    pip_requirements=[
+                        f"mlflow=={mlflow.__version__}",
+                        f"numpy=={np.__version__}",
+                        f"pandas=={pd.__version__}",
+                    ],
+                )
+            for cache in path.rglob("__pycache__"):  # save_model loads the code once
+                shutil.rmtree(cache, ignore_errors=True)
+            self._templates[kind] = path
+        return self._templates[kind]
+
+    def context_tags(self, source: str) -> dict[str, str]:
+        """The tags MLflow gives a logged model (user, source, git commit), read once."""
+        if self._tags is None:
+            from mlflow.tracking.context import registry
+
+            self._tags = dict(registry.resolve_tags(None))
+        return self._tags | {"mlflow.source.name": source}
+
+    def log(self, place: RunPlace, template: Path, config: dict[str, Any], source: str) -> str:
+        """Log a copy of ``template`` with ``config`` as the run's model; its URI."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        client = place.client
+        logged = client.create_logged_model(
+            place.experiment_id, name="model", source_run_id=place.run_id, tags=self.context_tags(source)
+        )
+        client.log_outputs(place.run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        try:
+            with tempfile.TemporaryDirectory(prefix="downhill-model-") as scratch:
+                folder = Path(scratch) / "model"
+                shutil.copytree(template, folder)
+                stamped = Model.load(folder / "MLmodel")
+                stamped.run_id = place.run_id
+                stamped.model_id = stamped.model_uuid = logged.model_id
+                stamped.artifact_path = "model"  # relative: MLflow writes the store's absolute path
+                stamped.utc_time_created = str(datetime.now(UTC).replace(tzinfo=None))
+                flavor = stamped.flavors["python_function"]
+                flavor["config"] = config
+                flavor["model_code_path"] = PYFUNC_MODEL_CODE.name  # MLflow loads it by base name
+                stamped.save(str(folder / "MLmodel"))
+                client.log_model_artifacts(logged.model_id, str(folder))
+        except BaseException:
+            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            raise
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        return f"models:/{logged.model_id}"
+
+
+MODEL_STAMPS = ModelStamps()
+
+
+def model_parts(
+    model: ModelSpec, theta: np.ndarray, inputs: np.ndarray
+) -> tuple[dict[str, Any], pd.DataFrame | None, Any]:
+    """A run's model config, input example (None where it answers no row) and signature.
 
     ``inputs`` (n, len(features)) are the training rows' features as a user passes
     them: the model builds the polynomial columns itself. Their range goes into the
     model's config, for ``predict``'s warning about extrapolation.
     """
-    import mlflow
     from mlflow.models import infer_signature
 
     # The input example is three training rows the model answers: MLflow predicts it when
-    # it logs the model, and a model whose target must be > 0 refuses rows where its line
+    # it saves the model, and a model whose target must be > 0 refuses rows where its line
     # is not (a run stranded on a plateau answers none: it gets a signature, no example).
     rows = inputs[:3]
     if model.target_positive:
@@ -112,32 +228,25 @@ def log_model(model: ModelSpec, theta: np.ndarray, inputs: np.ndarray) -> str:
         rows = inputs[answered[:3]]
     example = pd.DataFrame(rows if len(rows) else inputs[:3], columns=list(model.features))
     prediction = model.predict(theta, example.to_numpy(np.float64))
-    with warnings.catch_warnings():  # "An input example was not provided": on purpose, above
-        warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PYFUNC_MODEL_CODE),
-            model_config={
-                "features": list(model.features),
-                "theta": [float(value) for value in theta],
-                "degree": model.degree,
-                "positive": list(model.positive),
-                "target_positive": model.target_positive,
-                "training_range": {
-                    name: [float(inputs[:, j].min()), float(inputs[:, j].max())]
-                    for j, name in enumerate(model.features)
-                },
-            },
-            signature=infer_signature(example, prediction),
-            input_example=example if len(rows) else None,
-            # Inferring requirements costs over a second a run; these are all it imports.
-            pip_requirements=[
-                f"mlflow=={mlflow.__version__}",
-                f"numpy=={np.__version__}",
-                f"pandas=={pd.__version__}",
-            ],
-        )
-    return str(info.model_uri)
+    config = {
+        "features": list(model.features),
+        "theta": [float(value) for value in theta],
+        "degree": model.degree,
+        "positive": list(model.positive),
+        "target_positive": model.target_positive,
+        "training_range": {
+            name: [float(inputs[:, j].min()), float(inputs[:, j].max())]
+            for j, name in enumerate(model.features)
+        },
+    }
+    return config, example if len(rows) else None, infer_signature(example, prediction)
+
+
+def log_model(model: ModelSpec, theta: np.ndarray, inputs: np.ndarray, place: RunPlace) -> str:
+    """Log θ as a pyfunc model from code (no pickle) to run ``place``; return its URI."""
+    config, example, signature = model_parts(model, theta, inputs)
+    template = MODEL_STAMPS.template(config, example, signature)
+    return MODEL_STAMPS.log(place, template, config, SOURCE_NAME)
 
 
 def plot_indices(length: int, count: int = 300) -> np.ndarray:
@@ -283,7 +392,9 @@ def summarize(fitted: FittedRun, job: str, name: str) -> RunSummary:
     )
 
 
-def log_result(record: RunRecord, fitted: FittedRun, summary: RunSummary, inputs: np.ndarray) -> None:
+def log_result(
+    record: RunRecord, fitted: FittedRun, summary: RunSummary, inputs: np.ndarray, place: RunPlace
+) -> None:
     """Log a finished fit's model to the active run; add its cost curve, certificate
     and status to ``record`` (for the caller to send).
 
@@ -297,7 +408,7 @@ def log_result(record: RunRecord, fitted: FittedRun, summary: RunSummary, inputs
     # metric and param a run already holds onto a model it logs. A diverged run's θ is
     # not a model anyone should use: only its curve is kept.
     if not result.diverged:
-        record.tags[MODEL_URI_TAG] = log_model(fitted.model, result.theta, inputs)
+        record.tags[MODEL_URI_TAG] = log_model(fitted.model, result.theta, inputs, place)
     optimum_cost = summary.optimum_cost
     # The curve as computed by the loop, ending at the cost recomputed from residuals:
     # whole as the run's artifact, in MLflow's charts the few hundred points they can
@@ -310,11 +421,10 @@ def log_result(record: RunRecord, fitted: FittedRun, summary: RunSummary, inputs
         Metric(f"train_{cost.name}", float(curve[i]), now, int(result.history_steps[i])) for i in shown
     ]
     # The gap on a log axis shows how fast each run converges, where the cost curves of
-    # a sweep are flattened by the diverged ones; the last point is the final gap. A
-    # diverged run's points past the divergence are left out. A run in a local minimum
-    # flattens at its own gap above 0.
+    # a sweep are flattened by the diverged ones; the last point is the final gap, that
+    # of the final θ (for a diverged run, its last finite iterate, as its train_mse). A
+    # run in a local minimum flattens at its own gap above 0.
     if optimum_cost is not None:
-        gap_points = shown[:-1] if result.diverged and shown.size > 1 else shown
         record.metrics += [
             Metric(
                 "optimality_gap",
@@ -322,7 +432,7 @@ def log_result(record: RunRecord, fitted: FittedRun, summary: RunSummary, inputs
                 now,
                 int(result.history_steps[i]),
             )
-            for i in gap_points
+            for i in shown
         ]
     record.add_metrics(_final_metrics(fitted, summary))
     record.tags |= {
@@ -332,6 +442,8 @@ def log_result(record: RunRecord, fitted: FittedRun, summary: RunSummary, inputs
         "diverged": str(result.diverged).lower(),
         "message": result.message,
     }
+    if summary.optimality_gap is not None and summary.optimality_gap < GAP_FLOOR:
+        record.tags["gap_clamped"] = "true"
 
 
 def _final_metrics(fitted: FittedRun, summary: RunSummary) -> dict[str, Any]:
@@ -347,7 +459,12 @@ def _final_metrics(fitted: FittedRun, summary: RunSummary) -> dict[str, Any]:
         "diverged": float(result.diverged),
         "log10_lr": math.log10(result.lr) if result.lr > 0 else math.nan,
         "global_minimum": float(summary.end_point == "global minimum"),
+        "outcome": float(OUTCOME_CODES[result.status]),
     } | {f"theta{j}": float(value) for j, value in enumerate(result.theta)}
+    if summary.optimality_gap is not None:
+        # Compares well on a log axis: a gap of exactly 0 (or below what float64 tells
+        # apart) is held at GAP_FLOOR, and the run is tagged gap_clamped.
+        finals["log10_optimality_gap"] = math.log10(max(summary.optimality_gap, GAP_FLOOR))
     if cost.is_mse:
         return finals | {"optimum_mse": summary.optimum_cost, "theta_rel_error": summary.theta_rel_error}
     return finals | {

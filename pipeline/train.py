@@ -38,7 +38,9 @@ from pipeline.outcome import RunSummary
 from pipeline.progress import ProgressLine, record_best
 from pipeline.rules import DIVERGENCE_RATIO, LOSS_SCALE, MAX_ITER, TOLERANCE
 from pipeline.runlog import (
+    SOURCE_NAME,
     FittedRun,
+    RunPlace,
     RunRecord,
     flat_params,
     global_reference,
@@ -320,7 +322,7 @@ def run_tags(cfg: DictConfig, job: TrainingJob) -> dict[str, str]:
         "data_md5": file_md5(raw_path) if raw_path.is_file() else "missing",
         "train_md5": job.train_md5,
         # Not the machine's absolute path of the script (MLflow's default): the project's.
-        "mlflow.source.name": "pipeline/train.py",
+        "mlflow.source.name": SOURCE_NAME,
     }
 
 
@@ -332,9 +334,10 @@ def log_training_split(client: MlflowClient, run_id: str, job: TrainingJob) -> N
 
 
 def train_and_record(
-    cfg: DictConfig, job: TrainingJob, record: RunRecord, client: MlflowClient, run_id: str
+    cfg: DictConfig, job: TrainingJob, record: RunRecord, place: RunPlace
 ) -> tuple[RunSummary, FitResult, Cost]:
     """Fit as configured inside the active run, and record the fit (or why it failed)."""
+    client, run_id = place.client, place.run_id
     try:
         settings = read_settings(cfg)
         X = settings.model.design(job.inputs)
@@ -366,7 +369,7 @@ def train_and_record(
         reference_optimum(X, job.y, model_key, settings.model.fit_intercept)[1],
     )
     summary = summarize(fitted, job.key, job.name)
-    log_result(record, fitted, summary, job.inputs)
+    log_result(record, fitted, summary, job.inputs, place)
     # The outcome in the run's name: the runs table shows it without a column added.
     record.tags[RUN_NAME_TAG] = f"{job.name} · {result.status}"
     record.add_metrics(ingest_counts(cfg))
@@ -400,7 +403,8 @@ def run(cfg: DictConfig) -> RunSummary:
         run_id = active.info.run_id
         record = RunRecord(params=flat_params(cfg) | {"n_train": len(job.y)})
         try:
-            summary, result, cost = train_and_record(cfg, job, record, client, run_id)
+            place = RunPlace(client, run_id, active.info.experiment_id)
+            summary, result, cost = train_and_record(cfg, job, record, place)
         except (KeyboardInterrupt, Terminated):
             try:  # a stopped run still says what it was given
                 RunRecord(params=record.params).send(client, run_id)

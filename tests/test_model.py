@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.model import ModelSpec
 from pipeline.pyfunc_model import LinearPriceModel
+from pipeline.runlog import PYFUNC_MODEL_CODE, log_model
 
 
 def logged_model(spec: ModelSpec, theta: np.ndarray) -> LinearPriceModel:
@@ -108,9 +110,89 @@ def test_a_models_input_example_is_rows_it_answers(tmp_path: Path, caplog: pytes
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     examples = {}
     for name, theta in {"partly": [-43_000.0, 280.0], "plateau": [-500_000.0, 0.0]}.items():
-        with mlflow.start_run():
-            model = mlflow.pyfunc.load_model(log_model(spec, np.array(theta), inputs))
+        with mlflow.start_run() as run:
+            model = mlflow.pyfunc.load_model(log_model(spec, np.array(theta), inputs, place_of(run)))
         examples[name] = model.input_example
     assert "Got error" not in caplog.text
     assert examples["partly"]["sqft"].tolist() == [2000.0, 2500.0, 3000.0]  # the rows it answers
     assert examples["plateau"] is None  # it answers none: a signature, no example
+
+
+def place_of(run: Any) -> Any:
+    """Where an active MLflow run is recorded, for :func:`pipeline.runlog.log_model`."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.runlog import RunPlace
+
+    return RunPlace(MlflowClient(), run.info.run_id, run.info.experiment_id)
+
+
+#: Fields of MLmodel that differ between any two logged models (ids, time), and the two
+#: paths MLflow writes absolute and the stamped model relative.
+OWN_FIELDS = {"model_id", "run_id", "artifact_path", "model_uuid", "utc_time_created"}
+
+
+@pytest.mark.filterwarnings("ignore:.*input example was not provided")  # the reference, on purpose
+@pytest.mark.parametrize(
+    ("spec", "theta"),
+    [
+        (ModelSpec(("sqft",), positive=("sqft",), target_positive=True), [12_000.0, 280.0]),
+        (ModelSpec(("sqft",), positive=("sqft",), target_positive=True), [-500_000.0, 0.0]),  # no example
+        (ModelSpec(("sqft", "grade")), [1.0, 2.0, 3.0]),
+        (ModelSpec(("sqft",), degree=2), [1.0, 2.0, 3.0]),
+    ],
+)
+def test_a_stamped_model_is_what_mlflow_logs(tmp_path: Path, spec: ModelSpec, theta: list[float]) -> None:
+    """Each run's model is a copy of one saved per kind, stamped with its ids and θ: it
+    must be what ``mlflow.pyfunc.log_model`` writes, load, and predict the same."""
+    import mlflow
+    import yaml
+
+    from pipeline.runlog import model_parts
+
+    rng = np.random.default_rng(7)
+    inputs = rng.uniform(500.0, 4000.0, size=(20, len(spec.features)))
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    config, example, signature = model_parts(spec, np.array(theta), inputs)
+    with mlflow.start_run() as run:
+        stamped_uri = log_model(spec, np.array(theta), inputs, place_of(run))
+    with mlflow.start_run():
+        reference_uri = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_MODEL_CODE),
+            model_config=config,
+            signature=signature,
+            input_example=example,
+            pip_requirements=[
+                f"mlflow=={mlflow.__version__}",
+                f"numpy=={np.__version__}",
+                f"pandas=={pd.__version__}",
+            ],
+        ).model_uri
+    folders = [Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / name)))
+               for name, uri in (("stamped", stamped_uri), ("reference", reference_uri))]  # fmt: skip
+    files = [sorted(path.name for path in folder.iterdir()) for folder in folders]
+    assert files[0] == files[1]
+    for name in files[0]:
+        if name != "MLmodel":
+            assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes(), name
+    stamped, reference = (yaml.safe_load((folder / "MLmodel").read_text()) for folder in folders)
+    assert stamped["artifact_path"] == "model" and stamped["run_id"] == run.info.run_id
+    assert stamped["model_id"] == stamped["model_uuid"] == stamped_uri.removeprefix("models:/")
+    for fields in (stamped, reference):
+        fields["flavors"]["python_function"]["model_code_path"] = PYFUNC_MODEL_CODE.name
+    assert {k: v for k, v in stamped.items() if k not in OWN_FIELDS} == {
+        k: v for k, v in reference.items() if k not in OWN_FIELDS
+    }
+    rows = pd.DataFrame(inputs[:5], columns=list(spec.features))
+    loaded = [mlflow.pyfunc.load_model(uri) for uri in (stamped_uri, reference_uri)]
+    answers = []
+    for pyfunc in loaded:
+        try:
+            answers.append(pyfunc.predict(rows).tolist())
+        except MlflowException as refused:  # the plateau's line answers no row
+            answers.append(str(refused))
+    assert answers[0] == answers[1]
+    model = mlflow.MlflowClient().get_logged_model(stamped_uri.removeprefix("models:/"))
+    assert str(model.status) == "READY" and model.source_run_id == run.info.run_id
+    assert not mlflow.get_run(run.info.run_id).data.params  # θ and its config are not run params

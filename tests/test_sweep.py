@@ -203,7 +203,7 @@ def test_a_single_run_is_recorded_in_mlflow_and_leaves_the_sweeps_outputs_alone(
     assert (reports / "sweep.json").read_text() == "the sweep's record\n"
     assert sorted(path.name for path in reports.iterdir()) == ["ingest.json", "sweep.json"]
     client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
-    (only,) = client.search_runs(client.get_experiment_by_name("downhill").experiment_id)
+    (only,) = client.search_runs([experiment_id(client)])
     assert only.data.tags["status"] == "converged" and only.data.params["optimizer.lr"] == "0.1"
     outcome = json.loads(
         Path(client.download_artifacts(only.info.run_id, "outcome.json", str(prepared))).read_text()
@@ -404,3 +404,26 @@ def test_the_launcher_table_knows_hydras_launchers(
     launcher = launcher_of(config)
     assert (launcher.name, launcher.in_process, launcher.warm_up) == (choice, in_process, warm_up)
     assert launcher.remote(config) == remote
+
+
+@pytest.mark.parametrize("lr", [0.5, 1.5])  # one step to the optimum; past the stability limit
+def test_a_runs_final_metrics_compare_well_in_mlflow(prepared: Path, lr: float) -> None:
+    from pipeline import train
+    from pipeline.outcome import relative_gap
+    from tests.helpers import project_cfg
+
+    summary = train.run(project_cfg(prepared, "train", f"optimizer.lr={lr}"))
+    client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
+    (run,) = client.search_runs([experiment_id(client)])
+    metrics, tags = run.data.metrics, run.data.tags
+    assert summary.optimum_mse is not None and summary.train_mse is not None
+    final_gap = relative_gap(summary.train_mse, summary.optimum_mse)
+    # The last point of the gap's curve is that of the run's train_mse, diverged or not.
+    assert metrics["optimality_gap"] == pytest.approx(final_gap, rel=1e-12)
+    assert metrics["train_mse"] == pytest.approx(summary.train_mse, rel=1e-12)
+    floor = np.finfo(np.float64).eps
+    assert metrics["log10_optimality_gap"] == pytest.approx(math.log10(max(final_gap, floor)), rel=1e-12)
+    assert (tags.get("gap_clamped") == "true") is bool(final_gap < floor)
+    assert metrics["outcome"] == {"converged": 0, "diverged": 3}[summary.status]
+    assert summary.status == ("converged" if lr == 0.5 else "diverged")
+    assert not {"theta", "features", "degree", "positive"} & set(run.data.params)  # no model config
