@@ -177,6 +177,10 @@ def test_a_stamped_model_is_what_mlflow_logs(tmp_path: Path, spec: ModelSpec, th
         if name != "MLmodel":
             assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes(), name
     stamped, reference = (yaml.safe_load((folder / "MLmodel").read_text()) for folder in folders)
+    # Hardening: no absolute path of the machine in a logged model (it moves with the project).
+    text = (folders[0] / "MLmodel").read_text()
+    assert str(tmp_path) not in text and str(PYFUNC_MODEL_CODE.parent) not in text
+    assert stamped["flavors"]["python_function"]["model_code_path"] == "pyfunc_model.py"
     assert stamped["artifact_path"] == "model" and stamped["run_id"] == run.info.run_id
     assert stamped["model_id"] == stamped["model_uuid"] == stamped_uri.removeprefix("models:/")
     for fields in (stamped, reference):
@@ -195,4 +199,5 @@ def test_a_stamped_model_is_what_mlflow_logs(tmp_path: Path, spec: ModelSpec, th
     assert answers[0] == answers[1]
     model = mlflow.MlflowClient().get_logged_model(stamped_uri.removeprefix("models:/"))
     assert str(model.status) == "READY" and model.source_run_id == run.info.run_id
+    assert model.tags["mlflow.source.name"] == "pipeline/train.py"
     assert not mlflow.get_run(run.info.run_id).data.params  # θ and its config are not run params
