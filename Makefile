@@ -77,8 +77,7 @@ bench: $(STAMP) postgres  ## speed figures, each against a baseline measured in 
 	python bench/server_load.py
 
 ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000, one worker (a small machine)
-	@python -c "from pipeline.tracking import open_store as o, tracking_uri as t; \
-	print('the runs: http://127.0.0.1:5000/#/experiments/' + o(t(None), "downhill").experiment + '/runs?workflowType=machine_learning')"
+	@python -c "from pipeline.tracking import ui_links, tracking_uri; print(*ui_links(tracking_uri(None), 'downhill'), sep='\n')"
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 lock: $(STAMP)  ## rewrite requirements.lock from the current .venv

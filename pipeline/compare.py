@@ -65,7 +65,8 @@ def _number(value: float) -> str:
 
 
 def find_run(client: MlflowClient, experiment_id: str, ref: str) -> Run:
-    """A run by its id, or by its name with or without its outcome (the newest of that name)."""
+    """A run by its id, or by its name with or without its outcome (the newest of that name):
+    ``converged · gd lr=0.1 θ0=0 θ1=100``, or its settings part alone."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -74,8 +75,9 @@ def find_run(client: MlflowClient, experiment_id: str, ref: str) -> Run:
         pass
     escaped = ref.replace("'", "\\'")
     found: list[Run] = []
-    # As named, or as train names it once the outcome is known: "<name> · converged".
-    for condition in (f"= '{escaped}'", f"LIKE '{escaped} · %'"):
+    # As named, or as train names it once the outcome is known: "converged · <name>"
+    # (before December 2026: "<name> · converged").
+    for condition in (f"= '{escaped}'", f"LIKE '% · {escaped}'", f"LIKE '{escaped} · %'"):
         found = list(
             client.search_runs(
                 [experiment_id],

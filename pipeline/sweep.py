@@ -48,6 +48,7 @@ from pipeline.progress import SweepWatch
 from pipeline.record import group_minima, read_sweep_record, summary_table, sweep_record
 from pipeline.tracking import (
     BEST_MSE_ENV,
+    DVC_EXPERIMENT_ENV,
     JOB_KEY_TAG,
     LAUNCHER_PID_ENV,
     PARENT_KEY,
@@ -64,6 +65,7 @@ from pipeline.tracking import (
     read_outcome,
     sqlite_file,
     store_lock,
+    sweep_link,
     sweep_parents,
     tracking_uri,
     write_store_mark,
@@ -259,8 +261,22 @@ def read_back(
     return runs, run_ids
 
 
+def sweep_title(config: DictConfig, jobs: list[list[str]]) -> str:
+    """The parent run's name: what the sweep is, so that two sweeps can be told apart.
+
+    ``mse sweep · 16 runs · kc_house_data.csv · 2026-12-02 13:40``: the cost (each one
+    swept), the number of runs, the data file, and the DVC experiment's name inside
+    ``dvc exp run``, else the time it started.
+    """
+    swept = sorted({item.split("=", 1)[1] for job in jobs for item in job if item.startswith("model.loss=")})
+    costs = "/".join(swept) or str(OmegaConf.select(config, "model.loss", default="mse"))
+    data = Path(str(config.data.path)).name
+    when = os.environ.get(DVC_EXPERIMENT_ENV) or time.strftime("%Y-%m-%d %H:%M")
+    return f"{costs} sweep · {len(jobs)} run{'s' if len(jobs) != 1 else ''} · {data} · {when}"
+
+
 def claim_parent(
-    client: MlflowClient, uri: str, experiment_id: str, key: str, resume: bool
+    client: MlflowClient, uri: str, experiment_id: str, key: str, resume: bool, title: str
 ) -> tuple[str, set[str]]:
     """The parent run to record the sweep under, and the job keys it already holds.
 
@@ -286,9 +302,7 @@ def claim_parent(
                     client.delete_run(run.info.run_id)
             return parent_id, done
         tags = process_tags() | {ROLE_TAG: "sweep", SWEEP_KEY_TAG: key, "git_commit": git_commit()}
-        run = client.create_run(
-            experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}", tags=tags
-        )
+        run = client.create_run(experiment_id, run_name=title, tags=tags)
         return run.info.run_id, set()
 
 
@@ -321,9 +335,11 @@ def _log_parent(
     runs: list[RunSummary],
     run_ids: list[str | None],
     pictures: list[Path],
+    link: str,
 ) -> None:
     """The sweep's record, pictures, page and summary table, on its parent run
-    (the pictures and the page as written: drawing them again costs a second)."""
+    (the pictures and the page as written: drawing them again costs a second), and
+    the link to its runs in the UI as the parent's description."""
     from mlflow.entities import Metric
 
     summary = summary_table(runs, run_ids)
@@ -343,6 +359,8 @@ def _log_parent(
     now = int(1000 * time.time())
     metrics = [Metric(name, float(value), now, 0) for name, value in counts.items()]
     client.log_batch(parent_id, metrics=metrics)
+    # The parent's description (MLflow's note) in Markdown, shown on its page.
+    client.set_tag(parent_id, "mlflow.note.content", f"{len(runs)} runs. [Its runs, best first]({link})")
 
 
 @exit_on_error
@@ -378,7 +396,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     if closed:
         log.warning("marked %d runs KILLED: their processes had ended without closing them", closed)
     resume = bool(OmegaConf.select(config, "mlflow.resume", default=True))
-    parent_id, done = claim_parent(client, uri, experiment_id, key, resume)
+    parent_id, done = claim_parent(client, uri, experiment_id, key, resume, sweep_title(config, jobs))
     atexit.register(_close_parent, client, parent_id)  # should anything below end the process
     if done:
         log.info("resuming sweep %s: %d of %d jobs already finished", parent_id, len(done), len(jobs))
@@ -426,7 +444,8 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     try:
         runs, run_ids = read_back(client, experiment_id, parent_id, jobs, keys)
         pictures = write_sweep_outputs(config, key, runs)
-        _log_parent(client, parent_id, runs, run_ids, pictures)
+        link = sweep_link(uri, client, experiment_id, parent_id)
+        _log_parent(client, parent_id, runs, run_ids, pictures, link)
         failed = [run for run in runs if run.status == "failed"]
         client.set_terminated(parent_id, status="FAILED" if failed else "FINISHED")
     except Exception as error:  # an unwritable folder, a full disk, a store that went away
@@ -438,4 +457,5 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     if best is not None:
         what = "train MSE" if best.loss == "mse" else f"train {best.loss} cost"
         log.info("best run: %s (%s %.6g)", best.run_name, what, best.cost)
+    log.info("the sweep's runs in MLflow's UI (`make ui` serves a SQLite store): %s", link)
     return runs

@@ -127,6 +127,51 @@ def ui_link(uri: str, experiment_id: str, run_id: str | None = None) -> str:
     return f"{base}/{page}?workflowType=machine_learning"
 
 
+#: Experiment tags holding a shared view of the runs table; MLflow's UI opens one from
+#: a link with ``viewStateShareKey=<key>`` (its "Share" button makes them the same way).
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+#: The columns a sweep's view shows: the numbers that compare its runs.
+SWEEP_COLUMNS = (
+    "tags.`status`",
+    "metrics.`train_mse`",
+    "metrics.`log10_optimality_gap`",
+    "metrics.`optimality_gap`",
+    "metrics.`n_iter`",
+    "params.`optimizer.lr`",
+    "params.`model.init.theta0`",
+    "params.`model.init.theta1`",
+)
+
+
+def sweep_link(uri: str, client: MlflowClient, experiment_id: str, parent_id: str) -> str:
+    """A link to the MLflow UI that opens the sweep ``parent_id``'s runs, best first, with
+    :data:`SWEEP_COLUMNS`: a shared view stored as an experiment tag (no set-up)."""
+    state = {
+        "searchFilter": f"tags.mlflow.parentRunId = '{parent_id}'",
+        "orderByKey": "metrics.`train_mse`",
+        "orderByAsc": True,
+        "selectedColumns": list(SWEEP_COLUMNS),
+    }
+    client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + parent_id, json.dumps(state))
+    return ui_link(uri, experiment_id) + f"&viewStateShareKey={parent_id}"
+
+
+def ui_links(uri: str, experiment: str) -> list[str]:
+    """What ``make ui`` prints: the experiment's runs, and the newest sweep's view."""
+    store = open_store(uri, experiment)
+    lines = [f"the runs: {ui_link(uri, store.experiment)}"]
+    newest = store.client.search_runs(
+        [store.experiment],
+        filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if newest:
+        link = sweep_link(uri, store.client, store.experiment, newest[0].info.run_id)
+        lines.append(f"the newest sweep ({newest[0].info.run_name}): {link}")
+    return lines
+
+
 class StoreCheck(Callback):
     """Checks the tracking URI before Hydra writes anything (its ``.hydra/`` copy of the
     command line, its log): a refused URI ends in one line and exit 2 with nothing written.

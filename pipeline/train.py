@@ -239,16 +239,21 @@ def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings, cos
 
 def run_name(cfg: DictConfig) -> str:
     """What tells the runs of a sweep apart: method, learning rate, start. In MLflow the
-    name gains the outcome once it is known (``… · converged``)."""
+    name gains the outcome in front once it is known (``converged · …``, :func:`shown_name`)."""
     init = cfg.model.init
     start = f"random start {init.seed}" if init.random is True else f"θ0={init.theta0} θ1={init.theta1}"
     degree = f" degree {cfg.model.degree}" if cfg.model.degree != 1 else ""
     return f"{cfg.optimizer.name} lr={cfg.optimizer.lr} {start}{degree}"
 
 
+def shown_name(status: str, name: str) -> str:
+    """A finished run's name in MLflow: the outcome first, so that a narrow column shows it."""
+    return f"{status} · {name}"
+
+
 def failed_tags(name: str, message: str) -> dict[str, str]:
     """The tags of the run ``name`` that failed: its status, why, and its name saying so."""
-    return {"status": "failed", "error": message, RUN_NAME_TAG: f"{name} · failed"}
+    return {"status": "failed", "error": message, RUN_NAME_TAG: shown_name("failed", name)}
 
 
 def ingest_counts(cfg: DictConfig) -> dict[str, float]:
@@ -371,7 +376,7 @@ def train_and_record(
     summary = summarize(fitted, job.key, job.name)
     log_result(record, fitted, summary, job.inputs, place)
     # The outcome in the run's name: the runs table shows it without a column added.
-    record.tags[RUN_NAME_TAG] = f"{job.name} · {result.status}"
+    record.tags[RUN_NAME_TAG] = shown_name(result.status, job.name)
     record.add_metrics(ingest_counts(cfg))
     summary = replace(summary, overrides=job.overrides, target=job.target)
     record.files[OUTCOME] = json.dumps(summary.to_json(), indent=2)

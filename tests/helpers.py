@@ -240,7 +240,7 @@ def two_sweeps_at_once(folder: Path) -> None:
     assert sorted(run.data.tags["downhill.role"] for run in runs) == ["sweep"] * 2 + ["train"] * 6
     assert all(run.info.status == "FINISHED" for run in runs)
     assert all(run.data.tags["status"] == "converged" for run in runs if "status" in run.data.tags)
-    assert all(run.info.run_name.endswith("· converged") for run in runs if "status" in run.data.tags)
+    assert all(run.info.run_name.startswith("converged · ") for run in runs if "status" in run.data.tags)
     for name in ("a", "b"):
         record = json.loads((folder / name / "reports" / "sweep.json").read_text())
         assert {run["status"] for run in record["runs"]} == {"converged"}

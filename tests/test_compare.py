@@ -90,17 +90,17 @@ def test_a_name_that_several_runs_share_says_how_many_and_which(
     assert experiment is not None
     name = "gd lr=0.1 θ0=0 θ1=100"
     (older,) = client.search_runs(
-        [experiment.experiment_id], filter_string=f"attributes.run_name = '{name} · converged'"
+        [experiment.experiment_id], filter_string=f"attributes.run_name = 'converged · {name}'"
     )
     newer = client.create_run(
-        experiment.experiment_id, run_name=f"{name} · converged"
+        experiment.experiment_id, run_name=f"converged · {name}"
     )  # the same settings again
     status, _, err = run_compare(
         capsys, project, name, "gd lr=0.001 θ0=0 θ1=100", "--out", str(tmp_path / "c.png")
     )
     assert status == 0, err
     assert err.strip() == (
-        f"note: 2 runs are named {name!r}; comparing the newest, {newer.info.run_id} ({name} · converged); "
+        f"note: 2 runs are named {name!r}; comparing the newest, {newer.info.run_id} (converged · {name}); "
         f"give a run id for another: {older.info.run_id}"
     )
 
@@ -119,3 +119,28 @@ def test_a_picture_outside_the_project_needs_its_folder(
         "(only folders inside the project are made for you)"
     )
     assert not out.parent.exists()
+
+
+@pytest.mark.e2e
+def test_a_sweep_is_named_by_what_it_is_and_its_link_opens_its_runs(sweep: Path) -> None:
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import SHARED_VIEW_TAG, ui_links
+
+    uri = f"sqlite:///{sweep / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("downhill")
+    assert experiment is not None
+    (parent,) = client.search_runs([experiment.experiment_id], filter_string="tags.`downhill.role` = 'sweep'")
+    assert parent.info.run_name.startswith("mse sweep · 3 runs · kc_house_data.csv · ")
+    runs, newest = ui_links(uri, "downhill")
+    assert runs.endswith(f"/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning")
+    assert newest.endswith(f"&viewStateShareKey={parent.info.run_id}") and parent.info.run_name in newest
+    view = json.loads(
+        client.get_experiment(experiment.experiment_id).tags[SHARED_VIEW_TAG + parent.info.run_id]
+    )
+    assert view["searchFilter"] == f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    assert "metrics.`train_mse`" in view["selectedColumns"]
+    assert newest.rsplit(": ", 1)[1] in parent.data.tags["mlflow.note.content"]  # its description links it

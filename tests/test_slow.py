@@ -215,3 +215,66 @@ def test_two_sweeps_at_once_twenty_times_under_load(tmp_path: Path) -> None:
         for process in load:
             process.kill()
             process.wait()
+
+
+def test_the_sweeps_link_opens_its_runs_in_mlflows_ui(prepared: Path) -> None:
+    """The link printed at the end of a sweep opens MLflow's UI (the real server, on
+    loopback) on that sweep's runs, with the columns that compare them."""
+    assert CHROMIUM.is_file(), "no /usr/bin/chromium: `make browser` installs Debian's package"
+    first = run_stage("train", prepared, "model.init.theta0=0", "model.init.theta1=0", multirun=True)
+    assert first.returncode == 0, first.stderr  # another sweep, whose run must not be shown
+    done = run_stage(
+        "train",
+        prepared,
+        "model.init.theta0=0",
+        "model.init.theta1=0,100",
+        "optimizer.lr=0.1,1.5",
+        multirun=True,
+    )
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if "the sweep's runs in MLflow's UI" in line]
+    link = line.rsplit(" ", 1)[1]
+    assert link.startswith("http://127.0.0.1:5000/#/experiments/") and "workflowType=machine_learning" in link
+    port = free_port()
+    store = f"sqlite:///{prepared / 'mlflow.db'}"
+    command = [str(VENV_BIN / "mlflow"), "ui", "--backend-store-uri", store]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    server = subprocess.Popen(
+        command, env=user_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the MLflow UI did not answer in time"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        here = link.replace("127.0.0.1:5000", f"127.0.0.1:{port}")
+        profile = f"--user-data-dir={prepared / 'chromium-profile'}"
+        # Wide, so that the grid draws every column (it draws only those in view).
+        flags = [flag for flag in CHROMIUM_FLAGS if not flag.startswith(("--virtual-time", "--window"))]
+        flags += ["--window-size=3000,1000"]
+        dom = subprocess.run(
+            [str(CHROMIUM), *flags, "--virtual-time-budget=20000", profile, "--dump-dom", here],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = dom.stdout
+    assert "<strong>4</strong> matching runs" in page  # this sweep's four, not the other's
+    for column in (
+        "metrics.`train_mse`",
+        "metrics.`log10_optimality_gap`",
+        "metrics.`n_iter`",
+        "tags.`status`",
+    ):
+        assert f'col-id="{column}"' in page, column
+    assert page.count("converged · gd lr=0.1") == 2 and page.count("diverged · gd lr=1.5") == 2
