@@ -229,20 +229,34 @@ def record_scores(
     client: MlflowClient,
     experiment_id: str,
     key: str,
-    run_id: str,
+    found: Run,
     best: RunSummary,
     scores: Scores,
 ) -> None:
-    """The test metrics and the test split on the best run, its id on the sweep's parent."""
+    """The test metrics and the test split on the best run, its id on the sweep's parent.
+
+    Each test metric names the run's logged model and the test dataset, so that MLflow's
+    Models tab shows it beside the model."""
+    run_id = found.info.run_id
+    model_uri = found.data.tags.get(MODEL_URI_TAG, "")
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else None
     columns = {
         name: scores.test[name].to_numpy(np.float64) for name in [*scores.model.features, scores.target]
     }
     test_md5 = file_md5(resolve(cfg, cfg.paths.test))
     test_input = dataset_input(columns, str(cfg.paths.test), "test", scores.target, test_md5, "testing")
     log_dataset_input(client, run_id, test_input)
+    dataset = test_input.dataset
     for metric_name, value in scores.metrics.items():
         if math.isfinite(value):
-            client.log_metric(run_id, metric_name, value)
+            client.log_metric(
+                run_id,
+                metric_name,
+                value,
+                dataset_name=dataset.name,
+                dataset_digest=dataset.digest,
+                model_id=model_id,
+            )
     client.set_tag(run_id, "best_of_sweep", "true")
     parents = sweep_parents(client, experiment_id, key)
     if parents:
@@ -297,7 +311,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "(deleted, or another store); run `dvc repro` to train it again"
         )
     run_id = found.info.run_id
-    record_scores(cfg, client, experiment_id, key, run_id, best, scores)
+    record_scores(cfg, client, experiment_id, key, found, best, scores)
     name = read_model_name(cfg)
     version, reason = register(cfg, client, found, scores, name)
     curve = best_loss_curve(client, run_id, best.loss, best.optimum_cost)

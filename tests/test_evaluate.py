@@ -94,3 +94,20 @@ def test_evaluating_the_same_sweep_again_registers_nothing_new(tmp_path: Path) -
     assert [(chosen["model_version"], chosen["champion"]) for chosen in again] == [("1", True), ("1", True)]
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert versions[0].tags["test_rmse"] == f"{again[-1]['test_rmse']:.8g}"
+
+
+def test_the_test_metrics_are_shown_with_the_logged_model_and_the_test_split(tmp_path: Path) -> None:
+    from pipeline.tracking import MODEL_URI_TAG, open_store
+
+    trained(tmp_path)
+    cfg = project_cfg(tmp_path)
+    client = open_store(str(cfg.mlflow.tracking_uri)).client
+    (best,) = client.search_runs(
+        [client.get_experiment_by_name("downhill").experiment_id],  # type: ignore[union-attr]
+        filter_string="tags.best_of_sweep = 'true'",
+    )
+    model = client.get_logged_model(best.data.tags[MODEL_URI_TAG].removeprefix("models:/"))
+    shown = {metric.key: metric for metric in model.metrics or []}
+    assert {"test_mse", "test_rmse", "test_r2"} <= set(shown)
+    assert shown["test_rmse"].value == best.data.metrics["test_rmse"]
+    assert shown["test_rmse"].dataset_name == "test" and shown["test_rmse"].dataset_digest
