@@ -29,7 +29,8 @@ import shutil
 import tempfile
 import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -261,6 +262,28 @@ def read_back(
     return runs, run_ids
 
 
+#: Seconds between two samples of the machine's CPU and memory on the sweep's parent run.
+SYSTEM_METRICS_SECONDS = 2.0
+
+
+@contextmanager
+def system_metrics(uri: str, parent_id: str) -> Iterator[None]:
+    """MLflow's system metrics (CPU, memory, disk, network of this machine) on the
+    sweep's parent run, sampled every :data:`SYSTEM_METRICS_SECONDS` while its jobs
+    run. The children get none: a monitor per child would cost each run time."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines
+    monitor = SystemMetricsMonitor(  # type: ignore[no-untyped-call]
+        parent_id, sampling_interval=SYSTEM_METRICS_SECONDS, tracking_uri=uri
+    )
+    monitor.start()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        monitor.finish()  # type: ignore[no-untyped-call]
+
+
 def sweep_title(config: DictConfig, jobs: list[list[str]]) -> str:
     """The parent run's name: what the sweep is, so that two sweeps can be told apart.
 
@@ -426,7 +449,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
         if isinstance(loader, QuickComposer):
             loader.prepare(config, pending)
         warm_up.join()
-        with watch, lease(client, parent_id):  # seen alive while jobs run elsewhere
+        with watch, lease(client, parent_id), system_metrics(uri, parent_id):  # seen alive while jobs run
             try:
                 launcher.launch(pending, initial_job_idx=0)
             except (KeyboardInterrupt, errors.Terminated):

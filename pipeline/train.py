@@ -401,7 +401,11 @@ def run(cfg: DictConfig) -> RunSummary:
     parent = OmegaConf.select(cfg, PARENT_KEY, default=None)
     with (
         mlflow.start_run(
-            experiment_id=store.experiment, run_name=job.name, parent_run_id=parent, tags=run_tags(cfg, job)
+            experiment_id=store.experiment,
+            run_name=job.name,
+            parent_run_id=parent,
+            tags=run_tags(cfg, job),
+            log_system_metrics=False,  # the sweep's parent run has them, for the whole machine
         ) as active,
         lease(client, active.info.run_id),  # seen alive by other machines, for a long fit
     ):

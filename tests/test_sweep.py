@@ -71,7 +71,8 @@ def test_sweep_with_a_diverging_rate_records_every_run(
         assert float(child.data.params["model.init.theta0"]) == 0.0
         assert float(child.data.params["model.init.theta1"]) == 100.0
         assert child.data.tags["status"] == summary["status"]
-        assert child.info.run_name == f"{summary['run_name']} · {summary['status']}"  # the table shows it
+        assert child.info.run_name == f"{summary['status']} · {summary['run_name']}"  # the table shows it
+        assert not [key for key in child.data.metrics if key.startswith("system/")]  # the parent's alone
         assert child.data.tags["diverged"] == str(summary["status"] == "diverged").lower()
         # The whole curve as an artifact, every step; in the charts a few hundred of its
         # points, log-spaced, the first and the last kept.
@@ -87,9 +88,8 @@ def test_sweep_with_a_diverging_rate_records_every_run(
         # The gap history for log-scale charts: a few hundred points ending at the final gap.
         gaps = sorted(client.get_metric_history(child.info.run_id, "optimality_gap"), key=lambda m: m.step)
         assert 1 < len(gaps) <= 310
-        if summary["status"] != "diverged":
-            assert gaps[-1].step == summary["n_iter"]
-            assert gaps[-1].value == pytest.approx(summary["optimality_gap"], abs=1e-15)
+        assert gaps[-1].step == summary["n_iter"]  # a diverged run's too: its final θ's gap
+        assert gaps[-1].value == pytest.approx(summary["optimality_gap"], abs=1e-15)
         assert child.data.metrics["log10_lr"] == pytest.approx(math.log10(summary["lr"]))
         assert child.data.metrics["converged"] == float(summary["status"] == "converged")
         # The training split as the run's dataset input (the runs table's Dataset column).
@@ -427,3 +427,19 @@ def test_a_runs_final_metrics_compare_well_in_mlflow(prepared: Path, lr: float) 
     assert metrics["outcome"] == {"converged": 0, "diverged": 3}[summary.status]
     assert summary.status == ("converged" if lr == 0.5 else "diverged")
     assert not {"theta", "features", "degree", "positive"} & set(run.data.params)  # no model config
+
+
+@pytest.mark.e2e
+def test_the_machines_load_is_recorded_on_the_sweeps_parent_alone(prepared: Path) -> None:
+    # One run long enough (a few seconds) for the monitor's samples, every 2 s.
+    result = run_stage(
+        "train", prepared, *START, "optimizer.lr=1e-9", "optimizer.max_iter=250000", multirun=True
+    )
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
+    parent = parent_of(client, json.loads((prepared / "reports" / "sweep.json").read_text()))
+    assert "system/cpu_utilization_percentage" in parent.data.metrics
+    assert "system/system_memory_usage_megabytes" in parent.data.metrics
+    (child,) = children_of(client, parent.info.run_id)
+    assert not [key for key in child.data.metrics if key.startswith("system/")]
+    assert "system metrics" not in result.stderr.lower()  # the monitor starts and stops quietly
