@@ -15,6 +15,7 @@ store in a temporary folder, with the King County training split, it times:
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,10 @@ GRID = [
 ]
 RUNS = 100
 BASELINE_RUNS = 5
-TARGET_SECONDS = 15.0
+#: The 100-run sweep's goal on 2 cores (15 s is the least that counts as progress)...
+TARGET_SECONDS = 12.0
+#: ... and MLflow's time per run, timed alone (90 ms the least that counts).
+RUN_LOGGING_GOAL = 0.060
 
 
 def row(label: str, seconds: float, ratio: str) -> None:
@@ -96,8 +100,16 @@ def breakdown(folder: Path) -> dict[str, float]:
     from pipeline.optimize import ConvergenceWarning
     from pipeline.outcome import RunSummary
     from pipeline.pictures import sweep_figures
-    from pipeline.runlog import RunPlace, RunRecord, curve_csv, flat_params, log_model, plot_indices
-    from pipeline.tracking import dataset_input, process_tags
+    from pipeline.runlog import (
+        CHART_POINTS,
+        RunPlace,
+        RunRecord,
+        curve_csv,
+        flat_params,
+        log_model,
+        plot_indices,
+    )
+    from pipeline.tracking import dataset_input, log_dataset_input, process_tags
     from pipeline.train import fit_with_settings, read_settings
 
     jobs = [
@@ -144,7 +156,7 @@ def breakdown(folder: Path) -> dict[str, float]:
         Metric("train_mse", float(v), 0, int(s))
         for s, v in zip(longest.history_steps, longest.loss_history, strict=True)
     ]
-    shown = plot_indices(len(curve))
+    shown = plot_indices(len(curve), CHART_POINTS)
     logged = [curve[i] for i in shown] + [
         Metric("optimality_gap", curve[i].value, 0, curve[i].step) for i in shown
     ]
@@ -176,23 +188,44 @@ def breakdown(folder: Path) -> dict[str, float]:
         model, BASELINE_RUNS
     )
 
-    def whole_run() -> None:  # every store call a job makes, as train.run makes them
-        split = {"sqft_living": X[:, 0], "price": y}
-        inputs = dataset_input(split, "data/split/train.parquet", "train", "price", "md5", "training")
-        with mlflow.start_run(experiment_id=experiment, tags=process_tags()) as run:
-            log_model(settings[0].model, results[0].theta, X, RunPlace(client, run.info.run_id, experiment))
-            record = RunRecord(
-                metrics=logged,
-                params=flat_params(configs[0]),
-                tags={name: "x" for name in ("status", "end_point", "converged", "diverged", "message")},
-                files={"loss_curve.csv": whole, "outcome.json": "{}"},
-            )
-            record.add_metrics({f"final{i}": float(i) for i in range(14)})
-            record.send(client, run.info.run_id)
-            client.log_inputs(run.info.run_id, datasets=[inputs])
+    split = {"sqft_living": X[:, 0], "price": y}
+    calls: dict[str, list[float]] = {
+        name: [] for name in ("create", "model", "batch", "files", "inputs", "end")
+    }
 
-    parts["MLflow's calls of one whole run (start, model, record, inputs, end)"] = mean_seconds(
-        whole_run, BASELINE_RUNS
+    def whole_run() -> None:  # every store call a job makes, as train.run makes them, each timed
+        marks = [time.perf_counter()]
+        run = mlflow.start_run(experiment_id=experiment, tags=process_tags(), log_system_metrics=False)
+        marks.append(time.perf_counter())
+        log_model(settings[0].model, results[0].theta, X, RunPlace(client, run.info.run_id, experiment))
+        marks.append(time.perf_counter())
+        record = RunRecord(
+            metrics=logged,
+            params=flat_params(configs[0]),
+            tags={name: "x" for name in ("status", "end_point", "converged", "diverged", "message")},
+        )
+        record.add_metrics({f"final{i}": float(i) for i in range(16)})
+        record.send(client, run.info.run_id)
+        marks.append(time.perf_counter())
+        RunRecord(files={"loss_curve.csv": whole, "outcome.json": "{}"}).send(client, run.info.run_id)
+        marks.append(time.perf_counter())
+        inputs = dataset_input(split, "data/split/train.parquet", "train", "price", "md5", "training")
+        log_dataset_input(client, run.info.run_id, inputs)
+        marks.append(time.perf_counter())
+        mlflow.end_run()
+        marks.append(time.perf_counter())
+        for name, start, end in zip(calls, marks, marks[1:], strict=False):
+            calls[name].append(end - start)
+
+    whole_run()  # warm-up
+    for values in calls.values():
+        values.clear()
+    for _ in range(12):
+        whole_run()
+    for name, values in calls.items():
+        parts[f"  one run's MLflow call: {name} (median of 12)"] = statistics.median(values)
+    parts["MLflow's calls of one whole run (start, model, record, inputs, end)"] = sum(
+        statistics.median(values) for values in calls.values()
     )
     runs = [
         RunSummary(
@@ -228,16 +261,21 @@ def main() -> None:
         root = Path(folder)
         parts = breakdown(prepared(root / "breakdown"))
         for label, seconds in parts.items():
-            row(label, seconds, "per job" if "once per sweep" not in label else "per sweep")
+            ratio = "per job" if "once per sweep" not in label else "per sweep"
+            if label.startswith("MLflow's calls of one whole run"):
+                ratio = (
+                    f"per job, {seconds / RUN_LOGGING_GOAL:.2f} of the {1000 * RUN_LOGGING_GOAL:.0f} ms goal"
+                )
+            row(label, seconds, ratio)
         basic = sweep_seconds(prepared(root / "basic"), [])
-        row(f"sweep of {RUNS} runs, basic launcher", basic, f"{basic / TARGET_SECONDS:.2f} of the 15 s goal")
+        row(f"sweep of {RUNS} runs, basic launcher", basic, f"{basic / TARGET_SECONDS:.2f} of the 12 s goal")
         joblib = sweep_seconds(
             prepared(root / "joblib"), ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
         )
         row(
             f"sweep of {RUNS} runs, joblib n_jobs=2",
             joblib,
-            f"{joblib / TARGET_SECONDS:.2f} of the 15 s goal",
+            f"{joblib / TARGET_SECONDS:.2f} of the 12 s goal",
         )
         batched = parts[next(k for k in parts if "in one batch" in k)]
         per_step = parts[next(k for k in parts if "per step" in k)]
@@ -245,7 +283,7 @@ def main() -> None:
         row(
             f"baseline: basic sweep, per-step logging ({BASELINE_RUNS} runs timed, x{RUNS // BASELINE_RUNS})",
             baseline,
-            f"{baseline / basic:.1f} x the basic sweep, {baseline / joblib:.1f} x joblib (goal >= 20)",
+            f"{baseline / basic:.1f} x the basic sweep, {baseline / joblib:.1f} x joblib (goal >= 30)",
         )
 
 
