@@ -24,6 +24,7 @@ LAYERS = (
         "compare",
         "prune",
         "server",
+        "generate",
     ),  # entry points
     ("sweep",),  # the sweep's driver
     ("runlog", "pictures", "landscape_page", "landscape", "progress"),  # recording and drawing a run, a sweep
@@ -40,7 +41,7 @@ LAYERS = (
     ("pyfunc_model",),  # apart: MLflow copies it into each model, it imports nothing of ours
 )
 STAGES = ("ingest", "split", "store", "train", "evaluate")
-ENTRY_POINTS = (*STAGES, "predict", "compare", "server", "prune")
+ENTRY_POINTS = (*STAGES, "predict", "compare", "server", "prune", "generate")
 #: Code a stage runs without importing it: MLflow copies the model file and runs it;
 #: the sweep driver is run by the project's Hydra sweeper (``hydra_plugins/``).
 RUN_BY_PATH = {"train": {"pyfunc_model", "sweep"}}
