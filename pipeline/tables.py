@@ -15,7 +15,7 @@ import io
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,19 +62,24 @@ class TextTable:
         nothing precedes it).
     delimiter : str
         The delimiter used (given, or detected from the header line).
+    header : tuple of str
+        Every column the header names (``cells`` may keep only some of them).
     """
 
     source: str
     cells: pd.DataFrame
     lines: np.ndarray
     delimiter: str
+    header: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.cells)
 
     def require(self, names: Sequence[str]) -> None:
         """Raise naming the columns that are missing and listing those there are."""
-        require_columns(self.cells.columns, names, source=self.source, delimiter=self.delimiter)
+        require_columns(
+            self.header or tuple(self.cells.columns), names, source=self.source, delimiter=self.delimiter
+        )
 
     def where(self, row: int, column: str) -> str:
         """``file, line N, column 'x'`` of a data row (0-based), for messages."""
@@ -82,9 +87,14 @@ class TextTable:
 
     def numbers(self, column: str) -> np.ndarray:
         """One column parsed by :func:`parse_numbers`; missing cells are NaN, shape (n,)."""
-        return parse_numbers(
-            self.cells[column], where=lambda row: self.where(row, column), dot_thousands=self.delimiter == ";"
-        )
+        try:
+            return parse_numbers(
+                self.cells[column],
+                where=lambda row: self.where(row, column),
+                dot_thousands=self.delimiter == ";",
+            )
+        except BadCellError as bad:
+            raise BadCellError(bad.where, bad.problem, bad.more, column) from None
 
 
 def require_columns(
@@ -131,19 +141,7 @@ def parse_numbers(
     PipelineError
         At the first cell that is not a number, not finite, too large, or ambiguous.
     """
-    text = cells.astype(str)
-    cleaned = text.str.replace(_DECORATION, "", regex=True)
-    missing = cleaned.str.lower().isin(MISSING_WORDS).to_numpy()
-    misgrouped = cleaned.str.contains(",", regex=False) & ~cleaned.str.fullmatch(_COMMA_GROUPED)
-    # Dot groups are refused where they are likely thousands: in ';' files, and in an amount.
-    ambiguous = pd.Series(dot_thousands, index=cleaned.index) | text.str.contains(_CURRENCY, regex=True)
-    dotted = cleaned.str.fullmatch(_DOT_GROUPED) & ambiguous
-    cleaned = cleaned.str.replace(",", "", regex=False).mask(misgrouped | dotted, "not a number")
-    numbers = pd.to_numeric(cleaned.mask(missing, "nan"), errors="coerce").to_numpy(
-        np.float64, na_value=np.nan
-    )
-    with np.errstate(invalid="ignore"):
-        bad = np.flatnonzero(~missing & ~(np.abs(numbers) < LARGEST_MAGNITUDE))
+    text, numbers, dotted, bad = _parsed(cells, dot_thousands)
     if bad.size:
         row = int(bad[0])
         raw, number = text.iloc[row], numbers[row]
@@ -158,9 +156,45 @@ def parse_numbers(
             problem = f"value {raw!r} is not a finite number"
         else:
             problem = f"value {raw!r} is too large: its square overflows float64"
-        more = f" ({bad.size - 1} more such cells in this column)" if bad.size > 1 else ""
-        raise PipelineError(f"{where(row)}: {problem}{more}")
+        raise BadCellError(where(row), problem, bad.size - 1)
     return np.asarray(numbers, dtype=np.float64)
+
+
+def _parsed(cells: pd.Series, dot_thousands: bool) -> tuple[pd.Series, np.ndarray, pd.Series, np.ndarray]:
+    """:func:`parse_numbers`' work: the cells as text, their numbers (NaN where missing or
+    bad), which are dot-grouped, and the positions of the bad ones."""
+    text = cells.astype(str)
+    cleaned = text.str.replace(_DECORATION, "", regex=True)
+    missing = cleaned.str.lower().isin(MISSING_WORDS).to_numpy()
+    misgrouped = cleaned.str.contains(",", regex=False) & ~cleaned.str.fullmatch(_COMMA_GROUPED)
+    # Dot groups are refused where they are likely thousands: in ';' files, and in an amount.
+    ambiguous = pd.Series(dot_thousands, index=cleaned.index) | text.str.contains(_CURRENCY, regex=True)
+    dotted = cleaned.str.fullmatch(_DOT_GROUPED) & ambiguous
+    cleaned = cleaned.str.replace(",", "", regex=False).mask(misgrouped | dotted, "not a number")
+    numbers = pd.to_numeric(cleaned.mask(missing, "nan"), errors="coerce").to_numpy(
+        np.float64, na_value=np.nan
+    )
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~missing & ~(np.abs(numbers) < LARGEST_MAGNITUDE))
+    return text, numbers, dotted, bad
+
+
+def count_bad_cells(cells: pd.Series, *, dot_thousands: bool = False) -> int:
+    """How many of ``cells`` :func:`parse_numbers` would refuse."""
+    return int(_parsed(cells, dot_thousands)[3].size)
+
+
+class BadCellError(PipelineError):
+    """A cell that is not a usable number: where it is, why, how many more its column has."""
+
+    def __init__(self, where: str, problem: str, more: int, column: str = "") -> None:
+        self.where, self.problem, self.more, self.column = where, problem, more, column
+        counted = f" ({more} more such cells in this column)" if more else ""
+        super().__init__(f"{where}: {problem}{counted}")
+
+    def counting(self, more: int) -> BadCellError:
+        """The same cell, with ``more`` such cells found further down the file."""
+        return BadCellError(self.where, self.problem, self.more + more, self.column)
 
 
 def read_numeric(
@@ -195,6 +229,22 @@ def read_numeric(
     table.require(names)
     if not len(table):
         raise PipelineError(f"{table.source}: no data rows below the header")
+    numbers, first_blank = numeric_block(table, names, positive)
+    if first_blank is None:
+        return numbers, 0
+    incomplete = numbers.isna().to_numpy().any(axis=1)
+    if not drop_missing:
+        raise PipelineError(
+            f"{first_blank}: missing value ({int(incomplete.sum())} rows have one){missing_hint}"
+        )
+    return numbers[~incomplete].reset_index(drop=True), int(incomplete.sum())
+
+
+def numeric_block(
+    table: TextTable, names: Sequence[str], positive: Collection[str] = ()
+) -> tuple[pd.DataFrame, str | None]:
+    """The columns ``names`` of ``table`` as float64 (missing cells NaN), values checked;
+    and where its first missing cell is (``file, line N, column 'x'``), or None."""
     numbers = pd.DataFrame({name: table.numbers(name) for name in names})
     for name in positive:
         values = numbers[name].to_numpy()
@@ -207,14 +257,120 @@ def read_numeric(
             )
     blank = numbers.isna().to_numpy()
     if not blank.any():
-        return numbers, 0
+        return numbers, None
     row, col = (int(i) for i in np.argwhere(blank)[0])
-    incomplete = blank.any(axis=1)
-    if not drop_missing:
-        count = int(incomplete.sum())
-        where = table.where(row, names[col])
-        raise PipelineError(f"{where}: missing value ({count} rows have one){missing_hint}")
-    return numbers[~incomplete].reset_index(drop=True), int(incomplete.sum())
+    return numbers, table.where(row, names[col])
+
+
+#: Bytes of a CSV file read at a time by :func:`read_blocks` (each block ends where a row does).
+BLOCK_BYTES = 8 << 20
+#: A row (a quoted cell, say) longer than this many blocks is refused: memory stays bounded.
+LONGEST_ROW_BLOCKS = 16
+
+
+def _row_end(buffer: bytes) -> int:
+    """Index just past the last line end in ``buffer`` outside quotes (0 if none).
+
+    ``buffer`` starts at the start of a row, so quotes before a line end pair up
+    (CSV escapes a quote inside a quoted cell by doubling it) exactly when it is a row's end.
+    """
+    if b'"' not in buffer:  # the common case
+        return buffer.rfind(b"\n") + 1
+    raw = np.frombuffer(buffer, dtype=np.uint8)
+    inside = np.bitwise_xor.accumulate((raw == 34).view(np.uint8))  # 1 inside quotes
+    outside = np.flatnonzero((raw == 10) & (inside == 0))
+    return int(outside[-1]) + 1 if outside.size else 0
+
+
+def read_blocks(
+    path: Path,
+    *,
+    setting: str,
+    delimiter: str | None = None,
+    keep: Sequence[str] | None = None,
+    block_bytes: int = BLOCK_BYTES,
+) -> Iterator[TextTable]:
+    """Read a CSV file as :class:`TextTable` blocks of whole rows, in bounded memory.
+
+    Every rule of :func:`read_csv` holds, with the same messages: each block is parsed
+    by :func:`parse_csv` with the file's header line, and its rows keep their lines in
+    the file (blank lines and quoted line breaks counted), so a bad row a hundred million
+    lines down is named as one on line 3 is. ``keep`` as in :func:`parse_csv`.
+    """
+    _checked_head(path, setting)
+    source = str(path)
+    with path.open("rb") as handle:
+        buffer = handle.read(block_bytes)
+        if not buffer:
+            parse_csv(buffer, source=source)  # says the file is empty
+        first = True
+        header_line = b""
+        lines_before = 0  # line ends in the file before the block
+        while buffer:
+            more = handle.read(block_bytes)
+            end = len(buffer) if not more else _row_end(buffer)
+            while more and not end:  # a row longer than the buffer: read on
+                if len(buffer) > LONGEST_ROW_BLOCKS * block_bytes:
+                    raise PipelineError(
+                        f"{source}, line {lines_before + 1}: a row runs over {len(buffer) >> 20} MiB; "
+                        'a quote (") that never closes?'
+                    )
+                buffer += more
+                more = handle.read(block_bytes)
+                end = len(buffer) if not more else _row_end(buffer)
+            block, buffer = buffer[:end], buffer[end:] + more
+            if first:
+                table = parse_csv(block, source=source, delimiter=delimiter, keep=keep)
+                delimiter, first = table.delimiter, False
+                header_line = _header_line(block)
+            else:
+                # The header line, then the block, whose first row is line lines_before + 1.
+                offset = lines_before - header_line.count(b"\n")
+                table = parse_csv(
+                    header_line + block, source=source, delimiter=delimiter, line_offset=offset, keep=keep
+                )
+            lines_before += block.count(b"\n")
+            yield table
+
+
+def _checked_head(path: Path, setting: str) -> None:
+    """The first bytes of a CSV file, checked as :func:`read_csv` checks them."""
+    if path.is_dir():
+        raise PipelineError(f"{setting}: {path} is a folder, not a CSV file")
+    if not path.is_file():
+        raise PipelineError(f"{setting}: no such file: {path}")
+    with path.open("rb") as handle:
+        head = handle.read(MAX_HEADER_BYTES + 1)
+    if b"\0" in head[:65536]:
+        raise PipelineError(f"{path}: a binary file, not CSV text")
+    if len(head) > MAX_HEADER_BYTES and b"\n" not in head and b"\r" not in head:
+        raise PipelineError(
+            f"{path}, line 1: the header line is longer than {MAX_HEADER_BYTES >> 20} MiB; not a CSV table"
+        )
+
+
+def _header_line(first_block: bytes) -> bytes:
+    """The header line of a file's first block (its first line with text), BOM removed."""
+    text = first_block.removeprefix(b"\xef\xbb\xbf")
+    start = 0
+    while True:
+        end = _row_end_from(text, start)
+        if text[start:end].strip():
+            line = text[start:end]
+            return line if line.endswith(b"\n") else line + b"\n"
+        start = end
+
+
+def _row_end_from(text: bytes, start: int) -> int:
+    """Index just past the first line end at or after ``start`` outside quotes (or the end)."""
+    quoted = False
+    for index in range(start, len(text)):
+        byte = text[index]
+        if byte == 34:
+            quoted = not quoted
+        elif byte == 10 and not quoted:
+            return index + 1
+    return len(text)
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -240,27 +396,26 @@ def read_csv(path: Path, *, setting: str, delimiter: str | None = None) -> TextT
     """
     if str(path) == STDIN:
         return parse_csv(sys.stdin.buffer.read(), source="standard input", delimiter=delimiter)
-    if path.is_dir():
-        raise PipelineError(f"{setting}: {path} is a folder, not a CSV file")
-    if not path.is_file():
-        raise PipelineError(f"{setting}: no such file: {path}")
-    with path.open("rb") as handle:
-        head = handle.read(MAX_HEADER_BYTES + 1)
-    if b"\0" in head[:65536]:
-        raise PipelineError(f"{path}: a binary file, not CSV text")
-    if len(head) > MAX_HEADER_BYTES and b"\n" not in head and b"\r" not in head:
-        raise PipelineError(
-            f"{path}, line 1: the header line is longer than {MAX_HEADER_BYTES >> 20} MiB; not a CSV table"
-        )
+    _checked_head(path, setting)
     return parse_csv(path.read_bytes(), source=str(path), delimiter=delimiter)
 
 
-def parse_csv(data: bytes, *, source: str, delimiter: str | None = None) -> TextTable:
+def parse_csv(
+    data: bytes,
+    *,
+    source: str,
+    delimiter: str | None = None,
+    line_offset: int = 0,
+    keep: Sequence[str] | None = None,
+) -> TextTable:
     """Parse CSV bytes into a :class:`TextTable` (see :func:`read_csv`).
 
     A UTF-8 byte-order mark, Windows line endings and quoted cells are accepted; blank
     lines are skipped (and counted in line numbers); a data row with more or fewer
-    fields than the header is refused, naming its line.
+    fields than the header is refused, naming its line. ``line_offset`` is added to
+    every line number after the first (``data`` is a header line and a block of rows
+    further down the file: :func:`read_blocks`); ``keep`` names the only columns whose
+    cells are kept (all by default; every row's field count is checked all the same).
     """
     if b"\0" in data[:65536]:
         raise PipelineError(f"{source}: a binary file, not CSV text")
@@ -268,6 +423,7 @@ def parse_csv(data: bytes, *, source: str, delimiter: str | None = None) -> Text
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
+        line += line_offset if line > 1 else 0
         raise PipelineError(
             f"{source}, line {line}: not UTF-8 text (byte 0x{data[error.start]:02x}); save it as UTF-8"
         ) from None
@@ -280,9 +436,10 @@ def parse_csv(data: bytes, *, source: str, delimiter: str | None = None) -> Text
     rows: list[list[str]] = []
     lines: list[int] = []
     line = 1
+    kept: list[int] | None = None
     try:
         for fields in reader:
-            start, line = line, reader.line_num + 1
+            start, line = line, reader.line_num + 1 + line_offset
             if not fields:  # a blank line
                 continue
             if header is None:
@@ -292,16 +449,21 @@ def parse_csv(data: bytes, *, source: str, delimiter: str | None = None) -> Text
                     raise PipelineError(
                         f"{source}: duplicate column name(s) {', '.join(map(repr, repeated))} in the header"
                     )
+                if keep is not None:
+                    kept = [index for index, name in enumerate(header) if name in keep]
                 continue
             if len(fields) != len(header):
                 raise PipelineError(
                     f"{source}, line {start}: {len(fields)} fields where the header has {len(header)} "
                     f"({', '.join(map(repr, header))}); a stray {delimiter!r} or an unnamed column?"
                 )
-            rows.append(fields)
+            rows.append(fields if kept is None else [fields[index] for index in kept])
             lines.append(start)
     except csv.Error as error:
         raise PipelineError(f"{source}, line {line}: not a readable CSV row ({error})") from None
     assert header is not None  # the text is not blank, so some line has fields
-    cells = pd.DataFrame(rows, columns=header, dtype=str) if rows else pd.DataFrame(columns=header, dtype=str)
-    return TextTable(source, cells, np.asarray(lines, dtype=np.int64), delimiter)
+    columns = header if kept is None else [header[index] for index in kept]
+    cells = (
+        pd.DataFrame(rows, columns=columns, dtype=str) if rows else pd.DataFrame(columns=columns, dtype=str)
+    )
+    return TextTable(source, cells, np.asarray(lines, dtype=np.int64), delimiter, header=tuple(header))

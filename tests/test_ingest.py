@@ -147,3 +147,58 @@ def test_relative_paths_are_taken_where_the_command_started_also_with_chdir(tmp_
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "data" / "ingested.parquet").is_file()
+
+
+BAD_AND_AWKWARD = sorted(path.name for path in BAD_DIR.glob("*.csv"))
+
+
+@pytest.mark.parametrize("file", BAD_AND_AWKWARD)
+def test_read_in_tiny_blocks_every_file_gives_the_same_table_or_message(
+    compose_cfg: ComposeFn, file: str
+) -> None:
+    """Blocks of a few bytes (each row a block of its own, or several blocks a row) must
+    change nothing: the same table, or the same one-line message naming the same line."""
+
+    def outcome(block_bytes: int | None) -> tuple[str, object]:
+        cfg = compose_cfg(*seed_like(file))
+        try:
+            path = ingest.run(cfg) if block_bytes is None else ingest.run(cfg, block_bytes=block_bytes)
+        except PipelineError as error:
+            return "refused", str(error)
+        return "read", pd.read_parquet(path).to_dict("list")
+
+    whole = outcome(None)
+    for block_bytes in (3, 17, 64):
+        assert outcome(block_bytes) == whole, block_bytes
+
+
+def test_a_bad_row_far_down_a_file_is_named_by_its_line(compose_cfg: ComposeFn, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    sizes, prices = rng.integers(500, 5000, 30_000), rng.integers(1, 9, 30_000) * 100_000
+    rows = [f"{size},{price},x" for size, price in zip(sizes, prices, strict=True)]
+    rows[1_000] = '1200,"$250,000","a note\nover two lines"'  # one row, two lines
+    rows[2_000] = "\n\n" + rows[2_000]  # two blank lines
+    rows[25_000] = "1300,about 290k,x"
+    text = "\ufeffsqft,price,note\r\n" + "\r\n".join(rows) + "\r\n"
+    path = tmp_path / "big.csv"
+    path.write_bytes(text.encode())
+    physical = text[: text.index("1300,about 290k")].count("\n") + 1  # counted independently
+    assert physical == 25_005  # the header, 25,000 rows before it, a line break in a cell, two blank lines
+    for block_bytes in (4096, 1 << 20):
+        with pytest.raises(PipelineError) as raised:
+            ingest.run(compose_cfg("data=seed_example", f"data.path={path}"), block_bytes=block_bytes)
+        assert (
+            str(raised.value)
+            == f"{path}, line {physical}, column 'price': cannot read 'about 290k' as a number"
+        )
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_quoted_line_break_across_blocks_is_one_row(compose_cfg: ComposeFn, tmp_path: Path) -> None:
+    path = tmp_path / "quoted.csv"
+    path.write_text('sqft,price,note\n1000,150000,"a\nlong, note"\n1500,"$210,000",x\n2000,290000,"""q"""\n')
+    for block_bytes in (5, 23, 4096):
+        table = pd.read_parquet(
+            ingest.run(compose_cfg("data=seed_example", f"data.path={path}"), block_bytes=block_bytes)
+        )
+        assert table["price"].tolist() == [150_000.0, 210_000.0, 290_000.0], block_bytes
