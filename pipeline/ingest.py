@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.files import atomic_path, resolve, write_json
 from pipeline.settings import check_overrides, read_choice, read_names
-from pipeline.tables import BLOCK_BYTES, BadCellError, TextTable, count_bad_cells, numeric_block, read_blocks
+from pipeline.tables import BLOCK_BYTES, BadCellError, RowBlock, count_bad_cells, numeric_block, read_blocks
 
 log = logging.getLogger("pipeline.ingest")  # not __main__ under `python -m`
 
@@ -70,13 +70,14 @@ def check_rules(rules: IngestRules) -> list[str]:
     return wanted
 
 
-def parse_blocks(blocks: Iterable[TextTable], rules: IngestRules, tally: Tally) -> Iterator[pd.DataFrame]:
+def parse_blocks(blocks: Iterable[RowBlock], rules: IngestRules, tally: Tally) -> Iterator[pd.DataFrame]:
     """Select, parse and check the model's columns, block by block.
 
     Parameters
     ----------
-    blocks : iterable of TextTable
-        The CSV as read (:func:`pipeline.tables.read_blocks`), every cell a string.
+    blocks : iterable of RowBlock
+        The CSV as read (:func:`pipeline.tables.read_blocks`): plain numbers go the
+        quick way, the rest through every rule of the reader.
     rules : IngestRules
         Columns to keep, positive columns, and what to do with missing cells.
     tally : Tally
@@ -90,18 +91,23 @@ def parse_blocks(blocks: Iterable[TextTable], rules: IngestRules, tally: Tally) 
     """
     wanted = check_rules(rules)
     blocks = iter(blocks)
-    for raw in blocks:
-        raw.require(wanted)
-        if not len(raw):
-            continue
-        try:
-            numbers, first_missing = numeric_block(raw, wanted, rules.positive)
-        except BadCellError as bad:  # say how many such cells the column has in the whole file
-            rest = sum(
-                count_bad_cells(more.cells[bad.column], dot_thousands=more.delimiter == ";")
-                for more in blocks
-            )
-            raise bad.counting(rest) from None
+    for block in blocks:
+        plain = None if block.parsed is not None else block.plain_numbers(wanted, rules.positive)
+        if plain is not None:
+            numbers, first_missing = plain, None
+        else:
+            raw = block.table()
+            raw.require(wanted)
+            if not len(raw):
+                continue
+            try:
+                numbers, first_missing = numeric_block(raw, wanted, rules.positive)
+            except BadCellError as bad:  # say how many such cells the column has in the whole file
+                rest = sum(
+                    count_bad_cells(more.table().cells[bad.column], dot_thousands=more.delimiter == ";")
+                    for more in blocks
+                )
+                raise bad.counting(rest) from None
         tally.rows_read += len(numbers)
         if first_missing is not None:
             incomplete = numbers.isna().to_numpy().any(axis=1)

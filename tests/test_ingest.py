@@ -202,3 +202,19 @@ def test_a_quoted_line_break_across_blocks_is_one_row(compose_cfg: ComposeFn, tm
             ingest.run(compose_cfg("data=seed_example", f"data.path={path}"), block_bytes=block_bytes)
         )
         assert table["price"].tolist() == [150_000.0, 210_000.0, 290_000.0], block_bytes
+
+
+def test_plain_numbers_read_the_quick_way_equal_the_rules_way_to_the_bit(
+    compose_cfg: ComposeFn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import generate
+    from pipeline.tables import RowBlock
+
+    path = tmp_path / "sales.csv"
+    generate.generate(path, 30_000, seed=3)
+    cfg = compose_cfg("data=generated", f"data.path={path}")
+    quick = pd.read_parquet(ingest.run(cfg, block_bytes=1 << 16))
+    monkeypatch.setattr(RowBlock, "plain_numbers", lambda *_: None)  # every block by the rules
+    ruled = pd.read_parquet(ingest.run(cfg, block_bytes=1 << 16))
+    assert len(quick) == 30_000
+    np.testing.assert_array_equal(quick.to_numpy().view(np.int64), ruled.to_numpy().view(np.int64))
