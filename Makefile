@@ -75,6 +75,7 @@ bench: $(STAMP) postgres  ## speed figures, each against a baseline measured in 
 	python bench/optimizer_speed.py
 	python bench/sweep_speed.py
 	python bench/server_load.py
+	python bench/data_scale.py
 
 ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000, one worker (a small machine)
 	@python -c "from pipeline.tracking import ui_links, tracking_uri; print(*ui_links(tracking_uri(None), 'downhill'), sep='\n')"

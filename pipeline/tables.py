@@ -262,8 +262,10 @@ def numeric_block(
     return numbers, table.where(row, names[col])
 
 
-#: Bytes of a CSV file read at a time by :func:`read_blocks` (each block ends where a row does).
+#: Bytes of a CSV file read at a time by :func:`read_blocks` (each block ends where a row does) ...
 BLOCK_BYTES = 8 << 20
+#: ... but the first, which is always parsed by the rules (header, delimiter): kept small.
+FIRST_BLOCK_BYTES = 256 << 10
 #: A row (a quoted cell, say) longer than this many blocks is refused: memory stays bounded.
 LONGEST_ROW_BLOCKS = 16
 
@@ -324,8 +326,10 @@ class RowBlock:
             self.text.decode("utf-8")
             block = pacsv.read_csv(
                 pa.py_buffer(self.text),
-                read_options=pacsv.ReadOptions(block_size=len(self.text) + 1),
-                parse_options=pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
+                # Pieces of 1 MiB, parsed on every core; quoted line breaks looked for where
+                # there are quotes at all (looking costs time).
+                read_options=pacsv.ReadOptions(block_size=1 << 20),
+                parse_options=pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=b'"' in self.text),
                 convert_options=pacsv.ConvertOptions(
                     include_columns=list(names),
                     column_types=dict.fromkeys(names, pa.float64()),
@@ -364,7 +368,7 @@ def read_blocks(
     _checked_head(path, setting)
     source = str(path)
     with path.open("rb") as handle:
-        buffer = handle.read(block_bytes)
+        buffer = handle.read(min(block_bytes, FIRST_BLOCK_BYTES))
         if not buffer:
             parse_csv(buffer, source=source)  # says the file is empty
         first = True
