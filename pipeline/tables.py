@@ -329,7 +329,9 @@ class RowBlock:
                 # Pieces of 1 MiB, parsed on every core; quoted line breaks looked for where
                 # there are quotes at all (looking costs time).
                 read_options=pacsv.ReadOptions(block_size=1 << 20),
-                parse_options=pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=b'"' in self.text),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=self.delimiter, newlines_in_values=b'"' in self.text
+                ),
                 convert_options=pacsv.ConvertOptions(
                     include_columns=list(names),
                     column_types=dict.fromkeys(names, pa.float64()),

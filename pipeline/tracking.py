@@ -333,7 +333,7 @@ def quick_check(database: Path) -> None:
     import sqlite3
 
     try:
-        with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as connection:
+        with _read_only(database) as connection:
             verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
     except sqlite3.DatabaseError as error:  # so damaged that the check cannot even start
         verdict = first_line(error)
@@ -384,10 +384,27 @@ def artifact_root(database: Path) -> str:
 
 def _read(database: Path, query: str) -> list[tuple[Any, ...]]:
     """Rows of a read-only query (a store on a read-only disk can still be read)."""
+    with _read_only(database) as connection:
+        return list(connection.execute(query).fetchall())
+
+
+@contextlib.contextmanager
+def _read_only(database: Path) -> Iterator[Any]:
+    """A read-only connection to a SQLite store.
+
+    A process killed in the middle of a write (``kill -9``) leaves a hot journal beside
+    the file, which only a connection that may write can roll back (read-only, SQLite
+    says "attempt to write a readonly database"): where there is one, and the folder
+    is writable, it is rolled back first, by opening the file to read and write.
+    """
     import sqlite3
 
+    journal = database.with_name(database.name + "-journal")
+    if journal.is_file() and journal.stat().st_size and os.access(database.parent, os.W_OK):
+        with contextlib.closing(sqlite3.connect(database, timeout=30)) as writable:
+            writable.execute("SELECT count(*) FROM sqlite_master").fetchall()  # rolls the journal back
     with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as connection:
-        return connection.execute(query).fetchall()
+        yield connection
 
 
 def _tables(database: Path) -> set[str]:

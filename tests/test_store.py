@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -245,3 +246,41 @@ def test_a_read_only_project_predicts_and_a_moved_one_says_what_to_do(
         assert "run `python -m pipeline.store` where the project is writable" in err
     finally:
         subprocess.run(["chattr", "-R", "-i", str(tmp_path)], check=True)
+
+
+def test_a_store_left_mid_write_by_kill_9_is_read_after_rolling_back(tmp_path: Path) -> None:
+    """kill -9 in the middle of a write leaves a hot journal; the store stage's read-only
+    check once failed on it ("attempt to write a readonly database")."""
+    import signal
+
+    from pipeline.tracking import quick_check
+
+    database = tmp_path / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        connection.execute("CREATE TABLE t (x INTEGER)")
+        connection.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(20_000)])
+        connection.commit()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HALF_WRITTEN, str(database)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    journal = database.with_name("mlflow.db-journal")
+    assert journal.is_file() and journal.stat().st_size > 0  # a hot journal, as kill -9 leaves it
+    quick_check(database)  # no error: rolled back, then checked
+    with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as connection:
+        assert connection.execute("SELECT count(*) FROM t").fetchone()[0] == 20_000  # the write undone
+
+
+#: A process that changes every row of table t, with a tiny page cache (so the file
+#: itself is written before the commit), says so and waits to be killed.
+HALF_WRITTEN = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("PRAGMA cache_size=1")
+connection.execute("BEGIN")
+connection.execute("UPDATE t SET x = x + 1")
+print("writing", flush=True)
+time.sleep(60)
+"""
