@@ -51,7 +51,7 @@ def train_runs(client: MlflowClient) -> list[Run]:
         (
             "train",
             "data=kc_hous",
-            "data=kc_hous: no such data config; the choices are: kc_house, seed_example",
+            "data=kc_hous: no such data config; the choices are: generated, kc_house, seed_example",
         ),
         ("config", "data.featurs=[sqft]", "unknown setting 'data.featurs'; did you mean 'data.features'?"),
         (
