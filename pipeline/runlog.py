@@ -160,12 +160,7 @@ class ModelStamps:
                     model_config=config,
                     signature=signature,
                     input_example=example,
-                    # Inferring requirements costs over a second; these are all it imports.
-                    pip_requirements=[
-                        f"mlflow=={mlflow.__version__}",
-                        f"numpy=={np.__version__}",
-                        f"pandas=={pd.__version__}",
-                    ],
+                    pip_requirements=pip_requirements(),
                 )
             for cache in path.rglob("__pycache__"):  # save_model loads the code once
                 shutil.rmtree(cache, ignore_errors=True)
@@ -221,6 +216,15 @@ class ModelStamps:
 
 
 MODEL_STAMPS = ModelStamps()
+
+
+def pip_requirements() -> list[str]:
+    """What a logged model needs: all it imports, pinned (inferring them costs over a second)."""
+    import mlflow
+
+    return [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
+
+
 #: libyaml's safe loader and dumper where PyYAML has them (several times faster).
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

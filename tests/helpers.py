@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -336,3 +337,16 @@ def page_drawn_by_a_fork(folder: Path) -> None:
         pictures._forked = fork
     assert [copy.exitcode for copy in copies] == [1]
     assert page.read_text() == pictures.sweep_page(config, runs)
+
+
+def run_command(
+    main: Callable[[list[str]], object], capsys: pytest.CaptureFixture[str], *argv: str
+) -> tuple[int, str, str]:
+    """A command's ``main(argv)`` run in this process: its exit status, stdout and stderr."""
+    try:
+        main(list(argv))
+        status = 0
+    except SystemExit as stop:
+        status = int(stop.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err

@@ -8,7 +8,7 @@ import matplotlib.image
 import pytest
 
 from pipeline import compare
-from tests.helpers import run_stage
+from tests.helpers import run_command, run_stage
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +24,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_compare(capsys: pytest.CaptureFixture[str], folder: Path, *argv: str) -> tuple[int, str, str]:
-    try:
-        compare.main([*argv, "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"])
-        status = 0
-    except SystemExit as stop:
-        status = int(stop.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
+    return run_command(compare.main, capsys, *argv, "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}")
 
 
 @pytest.mark.e2e

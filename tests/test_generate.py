@@ -9,17 +9,11 @@ import pandas as pd
 import pytest
 
 from pipeline import generate
-from tests.helpers import assert_one_line_error, isolating_overrides
+from tests.helpers import assert_one_line_error, isolating_overrides, run_command
 
 
 def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        generate.main(list(argv))
-        status = 0
-    except SystemExit as stop:
-        status = int(stop.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
+    return run_command(generate.main, capsys, *argv)
 
 
 def test_the_same_seed_writes_the_same_bytes_in_the_king_county_layout(

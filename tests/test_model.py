@@ -148,7 +148,7 @@ def test_a_stamped_model_is_what_mlflow_logs(tmp_path: Path, spec: ModelSpec, th
     import mlflow
     import yaml
 
-    from pipeline.runlog import model_parts
+    from pipeline.runlog import model_parts, pip_requirements
 
     rng = np.random.default_rng(7)
     inputs = rng.uniform(500.0, 4000.0, size=(20, len(spec.features)))
@@ -163,11 +163,7 @@ def test_a_stamped_model_is_what_mlflow_logs(tmp_path: Path, spec: ModelSpec, th
             model_config=config,
             signature=signature,
             input_example=example,
-            pip_requirements=[
-                f"mlflow=={mlflow.__version__}",
-                f"numpy=={np.__version__}",
-                f"pandas=={pd.__version__}",
-            ],
+            pip_requirements=pip_requirements(),
         ).model_uri
     folders = [Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / name)))
                for name, uri in (("stamped", stamped_uri), ("reference", reference_uri))]  # fmt: skip

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipeline import predict
-from tests.helpers import BAD_DIR, REPO_ROOT, trained
+from tests.helpers import BAD_DIR, REPO_ROOT, run_command, trained
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +23,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[float]
 
 
 def run_predict(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        predict.main(list(argv))
-        status = 0
-    except SystemExit as stop:
-        status = int(stop.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
+    return run_command(predict.main, capsys, *argv)
 
 
 def test_values_are_predicted_and_extrapolation_is_warned(

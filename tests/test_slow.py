@@ -32,6 +32,20 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow
 
 
+def wait_for_answer(server: subprocess.Popen[str], url: str, seconds: float) -> None:
+    """Wait until ``url`` answers 200, failing if ``server`` exits or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, server.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{url} did not answer in time"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.5)
+
+
 def test_mlflow_serves_the_champion_on_loopback(prepared: Path, compose_cfg: ComposeFn) -> None:
     result = run_stage(
         "train", prepared, "optimizer.lr=0.1", "model.init.theta0=0", "model.init.theta1=100", multirun=True
@@ -45,16 +59,7 @@ def test_mlflow_serves_the_champion_on_loopback(prepared: Path, compose_cfg: Com
     command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, server.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the server did not answer /ping in time"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)
+        wait_for_answer(server, f"http://127.0.0.1:{port}/ping", 180)
         body = json.dumps({"dataframe_split": {"columns": ["sqft_living"], "data": [[1500.0], [2500.0]]}})
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",
@@ -243,16 +248,7 @@ def test_the_sweeps_link_opens_its_runs_in_mlflows_ui(prepared: Path) -> None:
         command, env=user_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the MLflow UI did not answer in time"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)
+        wait_for_answer(server, f"http://127.0.0.1:{port}/health", 120)
         here = link.replace("127.0.0.1:5000", f"127.0.0.1:{port}")
         profile = f"--user-data-dir={prepared / 'chromium-profile'}"
         # Wide, so that the grid draws every column (it draws only those in view).
