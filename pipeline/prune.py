@@ -3,6 +3,7 @@
     python -m pipeline.prune                 # keep the 3 newest sweeps
     python -m pipeline.prune --keep 10       # keep the 10 newest
     python -m pipeline.prune --dry-run       # say what would go, change nothing
+    python -m pipeline.prune --versions      # also the model versions nothing refers to
 
 Every sweep adds a model per run and pictures and a page per sweep: stores grow. This
 deletes the sweeps (parent runs and their children) older than the ``--keep`` newest,
@@ -15,6 +16,11 @@ sweep ``reports/sweep.json`` records. It works on the SQLite store and on a team
 (``python -m pipeline.server``); for another server it deletes through the server and
 prints the ``mlflow gc`` command its administrator runs. Extra ``key=value`` arguments
 are Hydra overrides of ``conf/config.yaml`` (``mlflow.experiment=...``).
+
+``--versions`` also deletes the versions of the project's registered model
+(``data.model_name``) that nothing refers to: no alias, not ``reports/best_run.json``
+in the workspace, nor that file as committed on any branch, tag or DVC experiment
+(``refs/exps``) of the project's git repository. Their runs stay.
 """
 
 from __future__ import annotations
@@ -108,6 +114,63 @@ def plan_prune(
     return plan
 
 
+def referenced_versions(root: Path, best_run: Path) -> set[tuple[str, str]]:
+    """(model name, version) that ``best_run.json`` names, in the workspace and as committed
+    on every branch, tag and DVC experiment of the git repository at ``root``."""
+    texts = [best_run.read_text()] if best_run.is_file() else []
+    listed = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(root),
+            "for-each-ref",
+            "--format=%(objectname)",
+            "refs/heads",
+            "refs/tags",
+            "refs/exps",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    relative = (
+        best_run.resolve().relative_to(root.resolve())
+        if best_run.resolve().is_relative_to(root.resolve())
+        else None
+    )
+    for commit in listed.stdout.split() if listed.returncode == 0 and relative else []:
+        shown = subprocess.run(
+            ["git", "-C", str(root), "show", f"{commit}:{relative}"], capture_output=True, text=True
+        )
+        if shown.returncode == 0:
+            texts.append(shown.stdout)
+    found = set()
+    for text in texts:
+        with contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):
+            chosen = json.loads(text)
+            name = str(chosen["model"]).removeprefix("models:/").split("@")[0]
+            found.add((name, str(chosen["model_version"])))
+    return found
+
+
+def unreferenced_versions(client: MlflowClient, name: str, referenced: set[tuple[str, str]]) -> list[str]:
+    """Versions of the registered model ``name`` that no alias and nothing in ``referenced`` names."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliased = {str(number) for number in (client.get_registered_model(name).aliases or {}).values()}
+    except MlflowException:  # no such model yet
+        return []
+    versions = client.search_model_versions(f"name = '{name}'")
+    return sorted(
+        (
+            str(version.version)
+            for version in versions
+            if str(version.version) not in aliased and (name, str(version.version)) not in referenced
+        ),
+        key=int,
+    )
+
+
 def gc_command(uri: str, server_folder: Path) -> tuple[list[str], dict[str, str]] | None:
     """``mlflow gc`` of every deleted run and model in the store, where this machine can run
     it: on a SQLite store, or on the team server started from ``server_folder``."""
@@ -132,8 +195,12 @@ def prune(
     best_run: Path,
     dry_run: bool,
     server_folder: Path,
+    model_name: str | None = None,
+    root: Path = Path("."),
 ) -> Plan:
-    """Delete and purge what :func:`plan_prune` chooses; return the plan."""
+    """Delete and purge what :func:`plan_prune` chooses; return the plan. With
+    ``model_name``, also that model's versions nothing refers to (``--versions``), the
+    git repository at ``root`` looked in for committed ``best_run`` files."""
     from pipeline.record import read_sweep_record
     from pipeline.tracking import open_store, sqlite_file, store_lock
 
@@ -146,6 +213,14 @@ def prune(
     workspace_sweep = read_sweep_record(sweep_record)[0] if sweep_record.is_file() else None
     workspace_run = json.loads(best_run.read_text()).get("run_id") if best_run.is_file() else None
     plan = plan_prune(client, experiment_id, keep, workspace_sweep, workspace_run)
+    if model_name is not None:
+        referenced = referenced_versions(root, best_run)
+        doomed = set(plan.versions)
+        plan.versions += [
+            (model_name, number)
+            for number in unreferenced_versions(client, model_name, referenced)
+            if (model_name, number) not in doomed
+        ]
     if dry_run:
         return plan
     for name, version in plan.versions:
@@ -177,6 +252,7 @@ def prune(
 def main(argv: list[str] | None = None) -> None:
     from hydra import compose, initialize_config_dir
 
+    from pipeline.settings import read_model_name
     from pipeline.team import default_place
     from pipeline.tracking import tracking_uri
 
@@ -189,6 +265,11 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         default=default_place().folder,
         help="the team server's folder, to purge its database (default: .server/)",
+    )
+    parser.add_argument(
+        "--versions",
+        action="store_true",
+        help="also delete the model's versions that no alias, workspace or committed best_run.json names",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml")
     options = parser.parse_args(argv)
@@ -203,6 +284,8 @@ def main(argv: list[str] | None = None) -> None:
         resolve(cfg, cfg.paths.best_run),
         options.dry_run,
         options.server_folder,
+        read_model_name(cfg) if options.versions else None,
+        resolve(cfg, "."),
     )
     verb = "would delete" if options.dry_run else "deleted"
     print(

@@ -86,3 +86,49 @@ def test_prune_keeps_what_is_relied_on_and_purges_the_rest(tmp_path: Path) -> No
 
     refused = command("prune", project, "--keep=0", f"paths.root={project}")
     assert refused.returncode == 2 and refused.stderr.startswith("error: --keep"), refused.stderr
+
+
+@pytest.mark.e2e  # mlflow gc runs as a subprocess
+def test_prune_versions_keeps_what_an_alias_the_workspace_or_a_commit_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import mlflow
+
+    from pipeline import prune
+    from pipeline.settings import read_model_name
+    from tests.helpers import project_cfg, run_command, trained
+
+    trained(tmp_path)  # version 1, the champion
+    cfg = project_cfg(tmp_path)
+    uri, name = str(cfg.mlflow.tracking_uri), read_model_name(cfg)
+    client = MlflowClient(tracking_uri=uri)
+    best = tmp_path / "reports" / "best_run.json"
+    source = client.get_model_version(name, "1").source
+    mlflow.set_tracking_uri(uri)
+    for _ in range(4):  # versions 2 to 5 of the same model, as older evaluations made them
+        mlflow.register_model(source, name)
+    chosen = json.loads(best.read_text())
+    # A commit on a branch names version 3; the workspace's file names version 4.
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    best.write_text(json.dumps(chosen | {"model_version": "3"}))
+    subprocess.run([*git, "add", "-f", str(best)], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "an experiment's choice"], check=True)
+    best.write_text(json.dumps(chosen | {"model_version": "4"}))
+    argv = ["--tracking-uri", uri, f"paths.root={tmp_path}"]
+    status, out, err = run_command(prune.main, capsys, "--versions", "--dry-run", *argv)
+    assert status == 0, err
+    assert "2 model versions" in out
+    assert sorted(str(v.version) for v in client.search_model_versions(f"name = '{name}'")) == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+    ]
+    status, out, err = run_command(prune.main, capsys, "--versions", *argv)
+    assert status == 0, err
+    assert sorted(str(v.version) for v in client.search_model_versions(f"name = '{name}'")) == ["1", "3", "4"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
