@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError, exit_on_error
-from pipeline.files import atomic_path, output_file
+from pipeline.files import output_file, write_atomic
 
 #: Rows made and written at a time: memory is bounded by a block, whatever N.
 BLOCK_ROWS = 250_000
@@ -113,13 +113,14 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
     """Write ``rows`` made-up sales to ``path`` (CSV with a header), atomically."""
     if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
         raise PipelineError(f"--rows: expected a whole number >= 1, got {rows!r}")
-    try:
-        with atomic_path(path) as partial, partial.open("wb") as out:
+
+    def write_csv(partial: Path) -> None:
+        with partial.open("wb") as out:
             out.write((",".join(COLUMNS) + "\n").encode())
             for block in blocks(rows, seed):
                 out.write(_csv_block(block))
-    except OSError as error:  # a full disk, say: nothing is left half-written
-        raise PipelineError(f"{path}: cannot write it ({error.strerror or error})") from None
+
+    write_atomic(path, write_csv)  # a full disk, say: one line, nothing left half-written
 
 
 def default_path() -> Path:

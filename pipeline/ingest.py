@@ -24,7 +24,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError, exit_on_error
-from pipeline.files import atomic_path, resolve, write_json
+from pipeline.files import resolve, write_atomic, write_json
 from pipeline.settings import check_overrides, read_choice, read_names
 from pipeline.tables import BLOCK_BYTES, BadCellError, RowBlock, count_bad_cells, numeric_block, read_blocks
 
@@ -164,25 +164,26 @@ def write_blocks(target: Path, tables: Iterable[pd.DataFrame], check: Callable[[
     first = next(remaining, None)  # a file refused at its first block: nothing is made
     if first is None:
         check()
+
+    def write_row_groups(partial: Path) -> None:
+        writer: pq.ParquetWriter | None = None
+        try:
+            for table in itertools.chain([first] if first is not None else [], remaining):
+                arrow = pa.Table.from_pandas(table, preserve_index=False)
+                writer = writer or pq.ParquetWriter(partial, arrow.schema)
+                writer.write_table(arrow)
+        finally:
+            if writer is not None:
+                writer.close()
+        check()
+
     missing = [folder for folder in target.parents if not folder.exists()]  # made for the file
     try:
-        with atomic_path(target) as partial:
-            writer: pq.ParquetWriter | None = None
-            try:
-                for table in itertools.chain([first] if first is not None else [], remaining):
-                    arrow = pa.Table.from_pandas(table, preserve_index=False)
-                    writer = writer or pq.ParquetWriter(partial, arrow.schema)
-                    writer.write_table(arrow)
-            finally:
-                if writer is not None:
-                    writer.close()
-            check()
-    except BaseException as error:
+        write_atomic(target, write_row_groups)
+    except BaseException:
         for folder in missing:  # refused further down: no folder left behind either
             with contextlib.suppress(OSError):
                 folder.rmdir()
-        if isinstance(error, OSError):
-            raise PipelineError(f"{target}: cannot write it ({error.strerror or error})") from None
         raise
 
 
