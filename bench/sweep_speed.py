@@ -209,7 +209,9 @@ def breakdown(folder: Path) -> dict[str, float]:
         marks.append(time.perf_counter())
         RunRecord(files={"loss_curve.csv": whole, "outcome.json": "{}"}).send(client, run.info.run_id)
         marks.append(time.perf_counter())
-        inputs = dataset_input(split, "data/split/train.parquet", "train", "price", "md5", "training")
+        inputs = dataset_input(
+            split, len(split["price"]), "data/split/train.parquet", "train", "price", "md5", "training"
+        )
         log_dataset_input(client, run.info.run_id, inputs)
         marks.append(time.perf_counter())
         mlflow.end_run()

@@ -22,11 +22,13 @@ as for the MSE (below 1 is stable for one standardized feature) and ``lr=auto`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.passes import Stream, median
 from pipeline.rules import LOSS_SCALE
 
 FloatArray = NDArray[np.float64]
@@ -154,16 +156,27 @@ class Cost:
         return y_scale**2 * self.unit
 
 
-def auto_scale(name: str, residuals: FloatArray) -> float:
+def auto_scale(name: str, residuals: FloatArray | Stream, count: int | None = None) -> float:
     """``loss_scale=auto``: :data:`AUTO_TUNING` × 1.4826 × median absolute deviation.
 
-    ``residuals`` (n,) are those of the least-squares fit, in the target's units.
+    ``residuals`` are those of the least-squares fit, in the target's units: an array
+    (n,), or a stream of ``count`` of them block by block (:mod:`pipeline.passes`), whose
+    medians are then found exactly by passes, in bounded memory.
     """
-    r = np.asarray(residuals, dtype=np.float64)
-    spread = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+    if callable(residuals):
+        stream, n = residuals, int(count or 0)
+    else:
+        array = np.asarray(residuals, dtype=np.float64)
+        stream, n = (lambda: [array]), array.size
+    center = median(stream, n)
+
+    def deviations() -> Iterator[FloatArray]:
+        return (np.abs(r - center) for r in stream())
+
+    spread = 1.4826 * median(deviations, n)
     if not spread > 0:
         # An exact fit for most rows: fall back to the mean absolute residual.
-        spread = float(np.mean(np.abs(r)))
+        spread = math.fsum(float(np.abs(r).sum()) for r in stream()) / n
     if not spread > 0:
         raise ValueError(
             "loss_scale=auto: the least-squares residuals are all zero; give loss_scale a number"

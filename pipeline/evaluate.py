@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -24,14 +25,14 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from pipeline.columns import SplitFile
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.files import file_md5, resolve, write_atomic, write_json
 from pipeline.model import ModelSpec
-from pipeline.objective import one_blas_thread
 from pipeline.outcome import RunSummary, best_run, relative_gap, status_counts
+from pipeline.passes import median, one_blas_thread
 from pipeline.record import read_sweep_record
 from pipeline.settings import check_overrides, read_choice, read_model_name, read_names
-from pipeline.tables import require_columns
 from pipeline.tracking import (
     CHAMPION,
     CURVE,
@@ -82,17 +83,53 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         ``test_mae`` and ``test_median_ae``: the last two judge a robust fit, which
         gives up a little MSE to ignore outliers.
     """
-    residual = y_true - y_pred
+    return streamed_metrics(lambda: [(y_true, y_pred)])
+
+
+#: Something that yields (y_true, y_pred) blocks, shape (m,) each, again at every call.
+Pairs = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+
+
+def streamed_metrics(pairs: Pairs) -> dict[str, float]:
+    """:func:`regression_metrics` of predictions that come block by block (a split larger
+    than memory): two passes for the sums, a few more for the exact median. Each block's
+    sums are numpy's and the blocks' are added exactly (``fsum``), so one block gives the
+    figures of whole arrays to the bit."""
+    count, squares, absolute, sum_y = 0, [], [], []
     with one_blas_thread():  # the same figures whatever the thread count
-        mse = float(residual @ residual / residual.size)
-    spread = float(((y_true - y_true.mean()) ** 2).mean())
+        for y_true, y_pred in pairs():
+            residual = y_true - y_pred
+            count += residual.size
+            squares.append(float(residual @ residual))
+            absolute.append(float(np.sum(np.abs(residual))))
+            sum_y.append(float(np.sum(y_true)))
+    if not count:
+        raise ValueError("no rows to score")
+    mean_y = math.fsum(sum_y) / count
+    spread = math.fsum(float(np.sum((y_true - mean_y) ** 2)) for y_true, _ in pairs()) / count
+    mse = math.fsum(squares) / count
+
+    def errors() -> Iterator[np.ndarray]:
+        return (np.abs(y_true - y_pred) for y_true, y_pred in pairs())
+
     return {
         "test_mse": mse,
         "test_rmse": math.sqrt(mse),
         "test_r2": 1.0 - mse / spread if spread > 0 else math.nan,
-        "test_mae": float(np.mean(np.abs(residual))),
-        "test_median_ae": float(np.median(np.abs(residual))),
+        "test_mae": math.fsum(absolute) / count,
+        "test_median_ae": median(errors, count) if math.isfinite(mse) else math.nan,
     }
+
+
+def predictions(test: SplitFile, model: ModelSpec, theta: Sequence[float], target: str) -> Pairs:
+    """The test split's (y, model's prediction) pairs, a batch of rows at a time."""
+    names = [*model.features, target]
+
+    def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for block in test.blocks(names):
+            yield block[:, -1], model.predict(theta, block[:, :-1])
+
+    return pairs
 
 
 def champion_decision(policy: str, in_workspace: bool, new: float, current: float | None, metric: str) -> str:
@@ -120,7 +157,7 @@ def in_dvc_experiment() -> bool:
 
 
 def champion_score(
-    client: MlflowClient, name: str, test: pd.DataFrame, target: str, metric: str
+    client: MlflowClient, name: str, test: SplitFile, target: str, metric: str
 ) -> tuple[str | None, float | None]:
     """The current champion's version and its ``metric`` re-scored on this test split."""
     from mlflow.exceptions import MlflowException
@@ -133,11 +170,10 @@ def champion_score(
         outcome = read_outcome(client, client.get_run(version.run_id)) if version.run_id else None
     except MlflowException:  # the champion's run was deleted
         outcome = None
-    if outcome is None or outcome.theta is None or not set(outcome.features) <= set(test.columns):
+    if outcome is None or outcome.theta is None or not set(outcome.features) <= set(test.names):
         return str(version.version), None  # made before outcomes were logged: not comparable
     model = ModelSpec(tuple(outcome.features), outcome.degree, outcome.fit_intercept)
-    y_pred = model.predict(outcome.theta, test[list(model.features)].to_numpy(np.float64))
-    return str(version.version), regression_metrics(test[target].to_numpy(np.float64), y_pred)[metric]
+    return str(version.version), streamed_metrics(predictions(test, model, outcome.theta, target))[metric]
 
 
 def register_model(
@@ -208,7 +244,7 @@ def best_loss_curve(client: MlflowClient, run_id: str, loss: str, optimum: float
 class Scores:
     """The best run's model on the test split: its columns, predictions' metrics."""
 
-    test: pd.DataFrame  # the test split as read
+    test: SplitFile  # the test split, read a batch at a time
     target: str
     model: ModelSpec
     metrics: dict[str, float]  # test_mse, test_rmse, test_r2, test_mae, test_median_ae
@@ -216,12 +252,12 @@ class Scores:
 
 def score(cfg: DictConfig, best: RunSummary) -> Scores:
     """The best run's θ scored on ``paths.test``."""
-    test = pd.read_parquet(resolve(cfg, cfg.paths.test))
     target = str(best.target or read_names(cfg, "data.target")[0])
-    require_columns(test.columns, [*best.features, target], source=f"{cfg.paths.test} (run `dvc repro`)")
+    test = SplitFile.open(
+        resolve(cfg, cfg.paths.test), [*best.features, target], source=f"{cfg.paths.test} (run `dvc repro`)"
+    )
     model = ModelSpec(tuple(best.features), best.degree, best.fit_intercept)
-    y_pred = model.predict(best.theta or [], test[list(model.features)].to_numpy(np.float64))
-    return Scores(test, target, model, regression_metrics(test[target].to_numpy(np.float64), y_pred))
+    return Scores(test, target, model, streamed_metrics(predictions(test, model, best.theta or [], target)))
 
 
 def record_scores(
@@ -240,11 +276,13 @@ def record_scores(
     run_id = found.info.run_id
     model_uri = found.data.tags.get(MODEL_URI_TAG, "")
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else None
-    columns = {
-        name: scores.test[name].to_numpy(np.float64) for name in [*scores.model.features, scores.target]
-    }
+    names = [*scores.model.features, scores.target]
+    head = next(scores.test.blocks(names))
+    columns = {name: head[:, j] for j, name in enumerate(names)}
     test_md5 = file_md5(resolve(cfg, cfg.paths.test))
-    test_input = dataset_input(columns, str(cfg.paths.test), "test", scores.target, test_md5, "testing")
+    test_input = dataset_input(
+        columns, scores.test.n_rows, str(cfg.paths.test), "test", scores.target, test_md5, "testing"
+    )
     log_dataset_input(client, run_id, test_input)
     dataset = test_input.dataset
     for metric_name, value in scores.metrics.items():

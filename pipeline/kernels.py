@@ -1,4 +1,4 @@
-"""Compiled passes over the rows: the MSE without statistics, and the robust costs.
+"""Compiled passes over the rows: every cost, for one run or many runs at once.
 
 numba fuses the standardized residual, its cost, the cost's derivative and its
 products with the columns into one loop, split over the cores: one read of X and y
@@ -25,6 +25,8 @@ FloatArray = NDArray[np.float64]
 #: added in the same order on any machine and with any number of threads, so θ does
 #: not depend on how many cores a launcher gives a job.
 CHUNKS = 64
+#: Rows per tile (32 KiB of x and y): every fused run sums a tile while it is in cache.
+TILE_ROWS = 2048
 
 
 def chunk_count() -> int:
@@ -32,14 +34,50 @@ def chunk_count() -> int:
     return CHUNKS
 
 
-def residual_sums(
-    X: FloatArray, ys: FloatArray, slopes: FloatArray, constant: float, chunks: int
+def cost_sums(
+    X: FloatArray,
+    ys: FloatArray,
+    y_inv: float,
+    slopes: FloatArray,
+    constants: FloatArray,
+    c: float,
+    kind: int,
+    chunks: int,
 ) -> FloatArray:
-    """For ``r = X @ slopes + constant − ys``: ``[Σr, Σr², Σr·X[:, 0], …]``, shape (d + 2,)."""
-    if X.shape[1] == 1:  # the common case, every sum in a register
-        partial = _one_column_sums(X[:, 0], ys, float(slopes[0]), constant, chunks)
+    """Every run's sums in one pass over the rows: the fused kernel.
+
+    For run ``k`` the standardized residual is ``r = X @ slopes[k] + constants[k] −
+    ys·y_inv``; its sums are ``[Σρ(r), Σρ'(r), Σρ'(r)·X[:, 0], …]`` with ``ρ`` the scaled
+    cost of ``kind`` (:data:`pipeline.costs.KERNEL_CODE`) at scale ``c``.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, d)
+        The model's columns, C-contiguous (a memory-mapped copy is read as it is).
+    ys : ndarray, shape (n,)
+        The target in its own units; ``y_inv`` scales it (1/σ_y).
+    slopes : ndarray, shape (K, d)
+    constants : ndarray, shape (K,)
+        One row per run: K runs advance on one read of the rows.
+
+    Returns
+    -------
+    ndarray, shape (K, d + 2)
+
+    The rows are cut into :data:`CHUNKS` chunks and each chunk into tiles of
+    :data:`TILE_ROWS` rows; every run sums a tile while it is in cache, and its tile
+    sums are added in row order. A run's sums therefore take the same operations in the
+    same order whatever K, the other runs and the number of threads: its θ is the same
+    to the bit alone (K = 1) or fused.
+    """
+    slopes = np.ascontiguousarray(slopes, dtype=np.float64).reshape(-1, X.shape[1])
+    constants = np.ascontiguousarray(constants, dtype=np.float64).reshape(-1)
+    if X.shape[1] == 1:  # the common case: one vectorized loop per cost
+        partial = _fused_one_column(
+            X.reshape(-1), ys, float(y_inv), slopes[:, 0].copy(), constants, float(c), int(kind), chunks
+        )
     else:
-        partial = _many_column_sums(X, ys, slopes, constant, chunks)
+        partial = _fused_many_columns(X, ys, float(y_inv), slopes, constants, float(c), int(kind), chunks)
     # Summed here, in numpy's fixed order: inside a parallel function numba would turn
     # this sum into a parallel reduction whose order follows the thread count.
     return np.asarray(np.sum(partial, axis=0), dtype=np.float64)
@@ -53,67 +91,6 @@ def combination_squares(X: FloatArray, slopes: FloatArray, constant: float, chun
 # Each chunk is summed by a plain compiled loop over its slice of rows (which numba
 # vectorizes), the chunks run in parallel, and the partial sums come back to be added
 # in numpy's fixed order.
-
-
-@njit(cache=True, fastmath=True)
-def _slice_one_column(x: FloatArray, ys: FloatArray, slope: float, constant: float) -> Any:
-    total = 0.0
-    squares = 0.0
-    cross = 0.0
-    for i in range(x.shape[0]):
-        r = x[i] * slope + constant - ys[i]
-        total += r
-        squares += r * r
-        cross += r * x[i]
-    return total, squares, cross
-
-
-@njit(parallel=True, cache=True)
-def _one_column_sums(x: FloatArray, ys: FloatArray, slope: float, constant: float, chunks: int) -> Any:
-    n = x.shape[0]
-    partial = np.zeros((chunks, 3))
-    size = (n + chunks - 1) // chunks
-    for chunk in prange(chunks):
-        low = min(n, chunk * size)
-        high = min(n, low + size)
-        total, squares, cross = _slice_one_column(x[low:high], ys[low:high], slope, constant)
-        partial[chunk, 0] = total
-        partial[chunk, 1] = squares
-        partial[chunk, 2] = cross
-    return partial
-
-
-@njit(cache=True, fastmath=True)
-def _slice_many_columns(
-    X: FloatArray, ys: FloatArray, slopes: FloatArray, constant: float, out: FloatArray
-) -> None:
-    d = X.shape[1]
-    total = 0.0
-    squares = 0.0
-    cross = np.zeros(d)
-    for i in range(X.shape[0]):
-        r = constant - ys[i]
-        for j in range(d):
-            r += X[i, j] * slopes[j]
-        total += r
-        squares += r * r
-        for j in range(d):
-            cross[j] += r * X[i, j]
-    out[0] = total
-    out[1] = squares
-    out[2:] = cross
-
-
-@njit(parallel=True, cache=True)
-def _many_column_sums(X: FloatArray, ys: FloatArray, slopes: FloatArray, constant: float, chunks: int) -> Any:
-    n, d = X.shape
-    partial = np.zeros((chunks, d + 2))
-    size = (n + chunks - 1) // chunks
-    for chunk in prange(chunks):
-        low = min(n, chunk * size)
-        high = min(n, low + size)
-        _slice_many_columns(X[low:high], ys[low:high], slopes, constant, partial[chunk])
-    return partial
 
 
 @njit(cache=True, fastmath=True)
@@ -161,83 +138,135 @@ def _cost_and_slope(r: float, c: float, kind: int) -> Any:
 
 
 @njit(cache=True, fastmath=True)
-def _slice_cost(
-    X: FloatArray, ys: FloatArray, slopes: FloatArray, constant: float, c: float, kind: int, out: FloatArray
-) -> None:
-    d = X.shape[1]
-    total = 0.0
-    slope_sum = 0.0
-    cross = np.zeros(d)
-    for i in range(X.shape[0]):
-        r = constant - ys[i]
-        for j in range(d):
-            r += X[i, j] * slopes[j]
-        value, slope = _cost_and_slope(r, c, kind)
-        total += value
-        slope_sum += slope
-        for j in range(d):
-            cross[j] += slope * X[i, j]
-    out[0] = total
-    out[1] = slope_sum
-    out[2:] = cross
-
-
-@njit(parallel=True, cache=True)
-def _cost_sums(
-    X: FloatArray, ys: FloatArray, slopes: FloatArray, constant: float, c: float, kind: int, chunks: int
+def _tile_one_column(
+    x: FloatArray, ys: FloatArray, y_inv: float, a: float, b: float, c: float, kind: int
 ) -> Any:
-    n, d = X.shape
-    partial = np.zeros((chunks, d + 2))
-    size = (n + chunks - 1) // chunks
-    for chunk in prange(chunks):
-        low = min(n, chunk * size)
-        high = min(n, low + size)
-        _slice_cost(X[low:high], ys[low:high], slopes, constant, c, kind, partial[chunk])
-    return partial
-
-
-@njit(cache=True, fastmath=True)
-def _slice_huber(x: FloatArray, ys: FloatArray, slope: float, constant: float, c: float) -> Any:
-    # Branch-free, so that the loop runs on vector registers: with a = min(|r|, c),
-    # a·(2|r| − a) is r² within c and 2c|r| − c² beyond; ρ' = 2·clip(r, −c, c).
+    """``Σρ, Σρ', Σρ'·x`` over one tile for the line ``a·x + b``: one loop per cost, each
+    branch-free so that it runs on vector registers."""
     total = 0.0
     slope_sum = 0.0
     cross = 0.0
-    for i in range(x.shape[0]):
-        r = x[i] * slope + constant - ys[i]
-        size = abs(r)
-        a = min(size, c)
-        total += a * (2.0 * size - a)
-        derivative = 2.0 * min(max(r, -c), c)
-        slope_sum += derivative
-        cross += derivative * x[i]
+    if kind == 0:
+        for i in range(x.shape[0]):
+            r = x[i] * a + b - ys[i] * y_inv
+            total += r * r
+            slope_sum += 2.0 * r
+            cross += 2.0 * r * x[i]
+    elif kind == 1:
+        # With s = min(|r|, c), s·(2|r| − s) is r² within c and 2c|r| − c² beyond;
+        # ρ' = 2·clip(r, −c, c).
+        for i in range(x.shape[0]):
+            r = x[i] * a + b - ys[i] * y_inv
+            size = abs(r)
+            s = min(size, c)
+            total += s * (2.0 * size - s)
+            derivative = 2.0 * min(max(r, -c), c)
+            slope_sum += derivative
+            cross += derivative * x[i]
+    elif kind == 2:
+        c2 = c * c
+        for i in range(x.shape[0]):
+            r = x[i] * a + b - ys[i] * y_inv
+            u2 = r * r / c2
+            total += c2 * np.log1p(u2)
+            derivative = 2.0 * r / (1.0 + u2)
+            slope_sum += derivative
+            cross += derivative * x[i]
+    else:
+        c2 = c * c
+        for i in range(x.shape[0]):
+            r = x[i] * a + b - ys[i] * y_inv
+            fade = np.exp(-(r * r / c2))
+            total += c2 * (1.0 - fade)
+            derivative = 2.0 * r * fade
+            slope_sum += derivative
+            cross += derivative * x[i]
     return total, slope_sum, cross
 
 
 @njit(parallel=True, cache=True)
-def _huber_sums(x: FloatArray, ys: FloatArray, slope: float, constant: float, c: float, chunks: int) -> Any:
+def _fused_one_column(
+    x: FloatArray,
+    ys: FloatArray,
+    y_inv: float,
+    a: FloatArray,
+    b: FloatArray,
+    c: float,
+    kind: int,
+    chunks: int,
+) -> Any:
     n = x.shape[0]
-    partial = np.zeros((chunks, 3))
+    runs = a.shape[0]
+    partial = np.zeros((chunks, runs, 3))
     size = (n + chunks - 1) // chunks
     for chunk in prange(chunks):
         low = min(n, chunk * size)
         high = min(n, low + size)
-        total, slope_sum, cross = _slice_huber(x[low:high], ys[low:high], slope, constant, c)
-        partial[chunk, 0] = total
-        partial[chunk, 1] = slope_sum
-        partial[chunk, 2] = cross
+        for start in range(low, high, TILE_ROWS):
+            stop = min(high, start + TILE_ROWS)
+            for k in range(runs):
+                total, slope_sum, cross = _tile_one_column(
+                    x[start:stop], ys[start:stop], y_inv, a[k], b[k], c, kind
+                )
+                partial[chunk, k, 0] += total
+                partial[chunk, k, 1] += slope_sum
+                partial[chunk, k, 2] += cross
     return partial
 
 
-def cost_sums(
-    X: FloatArray, ys: FloatArray, slopes: FloatArray, constant: float, c: float, kind: int, chunks: int
-) -> FloatArray:
-    """For ``r = X @ slopes + constant − ys``: ``[Σρ(r), Σρ'(r), Σρ'(r)·X[:, 0], …]``, shape (d + 2,)."""
-    if kind == 1 and X.shape[1] == 1:  # Huber on one column: the vectorized loop
-        partial = _huber_sums(X[:, 0], ys, float(slopes[0]), constant, c, chunks)
-    else:
-        partial = _cost_sums(X, ys, slopes, constant, c, kind, chunks)
-    return np.asarray(np.sum(partial, axis=0), dtype=np.float64)
+@njit(cache=True, fastmath=True)
+def _tile_many_columns(
+    X: FloatArray,
+    ys: FloatArray,
+    y_inv: float,
+    slopes: FloatArray,
+    b: float,
+    c: float,
+    kind: int,
+    out: FloatArray,
+) -> None:
+    """Adds one tile's ``Σρ, Σρ', Σρ'·X[:, j]`` to ``out`` (shape (d + 2,))."""
+    d = X.shape[1]
+    total = 0.0
+    slope_sum = 0.0
+    for i in range(X.shape[0]):
+        r = b - ys[i] * y_inv
+        for j in range(d):
+            r += X[i, j] * slopes[j]
+        value, derivative = _cost_and_slope(r, c, kind)
+        total += value
+        slope_sum += derivative
+        for j in range(d):
+            out[2 + j] += derivative * X[i, j]
+    out[0] += total
+    out[1] += slope_sum
+
+
+@njit(parallel=True, cache=True)
+def _fused_many_columns(
+    X: FloatArray,
+    ys: FloatArray,
+    y_inv: float,
+    slopes: FloatArray,
+    b: FloatArray,
+    c: float,
+    kind: int,
+    chunks: int,
+) -> Any:
+    n, d = X.shape
+    runs = slopes.shape[0]
+    partial = np.zeros((chunks, runs, d + 2))
+    size = (n + chunks - 1) // chunks
+    for chunk in prange(chunks):
+        low = min(n, chunk * size)
+        high = min(n, low + size)
+        for start in range(low, high, TILE_ROWS):
+            stop = min(high, start + TILE_ROWS)
+            for k in range(runs):
+                _tile_many_columns(
+                    X[start:stop], ys[start:stop], y_inv, slopes[k], b[k], c, kind, partial[chunk, k]
+                )
+    return partial
 
 
 @njit(parallel=True, cache=True, fastmath=True)

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from pipeline.costs import Cost
 from pipeline.outcome import Minimum, RunSummary, status_counts
+from pipeline.passes import row_blocks
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -54,15 +55,12 @@ class Plane:
     @classmethod
     def from_data(cls, X: FloatArray, y: FloatArray, optimum: FloatArray) -> Plane:
         """``X`` (n, d), ``y`` (n,), ``optimum`` (d+1,): the least-squares θ."""
-        x = X[:, 0]
-        a = y - X[:, 1:] @ optimum[2:]
-        return cls(
-            float(a.mean()),
-            float(x.mean()),
-            float(a @ a / a.size),
-            float(a @ x / a.size),
-            float(x @ x / x.size),
-        )
+        sums = np.zeros(5)  # Σa, Σx, Σa², Σax, Σx², a block of rows at a time
+        for rows in row_blocks(len(y)):
+            x = X[rows, 0]
+            a = y[rows] - X[rows, 1:] @ optimum[2:]
+            sums += [a.sum(), x.sum(), a @ a, a @ x, x @ x]
+        return cls(*(float(value) / len(y) for value in sums))
 
     def mse(self, theta0: FloatArray, theta1: FloatArray) -> FloatArray:
         """MSE at each (θ0, θ1) pair; arrays of any matching shape."""
@@ -102,6 +100,8 @@ class RobustPlane:
     @classmethod
     def from_data(cls, X: FloatArray, y: FloatArray, held: FloatArray, loss: Cost) -> RobustPlane:
         """``X`` (n, d), ``y`` (n,), ``held`` (d+1,): the θ whose further coefficients stay fixed."""
+        if X.shape[1] == 1:  # the rows as they are: a memory-mapped split stays on disk
+            return cls(np.ascontiguousarray(X[:, 0]), np.ascontiguousarray(y), loss)
         return cls(np.ascontiguousarray(X[:, 0]), np.ascontiguousarray(y - X[:, 1:] @ held[2:]), loss)
 
     def cost(self, theta0: FloatArray, theta1: FloatArray) -> FloatArray:

@@ -12,19 +12,18 @@ reference and certificates.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from threadpoolctl import ThreadpoolController
 
 from pipeline.costs import KERNEL_CODE, Cost
 from pipeline.model import linear_prediction
+from pipeline.passes import BLOCK_ROWS, one_blas_thread, row_blocks
 
 FloatArray = NDArray[np.float64]
-#: Rows per block when the statistics are accumulated: a few MB, cache-friendly.
-BLOCK_ROWS = 1 << 16
 #: Backtracking's smallest trial step: below it the search gives up shrinking.
 MIN_TRIAL = 1e-30
 
@@ -115,53 +114,96 @@ class Quadratic:
         return _exact_armijo(self.curvature_along(gradient), gradient, trial, shrink, decrease)
 
 
-class DataPass:
-    """The same loss, gradient and curvature as :class:`Quadratic`, each from a pass over the rows.
+class RowCost:
+    """A cost (:mod:`pipeline.costs`) in standardized units, from a pass over the rows.
 
-    For ``statistics=False``: every evaluation reads X and y once and never builds the
-    standardized design: ``r = X @ (w/σ) + k − y/σ_y`` is the standardized residual,
-    with the centring folded into the constant ``k``. The pass is one loop compiled by
-    numba over all cores (:mod:`pipeline.kernels`), summed in a fixed number of chunks
-    so that the result does not depend on the number of threads. Slower than the
-    statistics by a pass per iteration, but each loss comes from the residuals.
+    ``J_s(w) = mean(ρ̃_s(r))`` with ``r = X @ (w/σ) + k − y/σ_y`` the standardized
+    residual (the centring folded into the constant ``k``, so the standardized design
+    is never built) and ``ρ̃_s`` the cost's scaled form at scale ``c/σ_y``; its second
+    derivative is at most 2, as the MSE's, so the quadratic's curvature bounds it.
+    Each evaluation is one compiled pass over the rows on all cores (:mod:`pipeline.kernels`),
+    summed in a fixed number of chunks so that the result does not depend on the number
+    of threads; :meth:`passes` advances many runs on one read of the rows. ``X`` and
+    ``y`` are read where they are (a memory-mapped copy stays on disk).
     """
 
-    def __init__(self, X: FloatArray, y: FloatArray, scaler: Standardizer) -> None:
+    def __init__(self, X: FloatArray, y: FloatArray, scaler: Standardizer, cost: Cost) -> None:
         from pipeline import kernels  # numba compiles (or loads) the loops: only when asked for
 
-        self.X, self.scaler = np.ascontiguousarray(X), scaler
-        self.y_scaled = y / scaler.y_scale  # one copy, so that a pass does one less operation
+        self.X, self.y, self.scaler = np.ascontiguousarray(X), np.ascontiguousarray(y), scaler
         self.rows = X.shape[0]
         self.kernels, self.chunks = kernels, kernels.chunk_count()
+        self.cost = cost.standardized(scaler.y_scale)
+        self.kind = KERNEL_CODE[cost.name]
+        self.scale = self.cost.scale if not cost.is_mse else 1.0
 
-    def _split(self, w: FloatArray) -> tuple[FloatArray, float]:
-        """Slopes on the raw columns and the constant of the standardized residual."""
+    def _split(self, W: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Slopes on the raw columns (K, d) and constants (K,) of the standardized residual
+        for parameters ``W`` of shape (K, p)."""
         scaler = self.scaler
-        weights = w[1:] if scaler.fit_intercept else w
+        weights = W[:, 1:] if scaler.fit_intercept else W
         slopes = weights / scaler.x_scale
-        constant = (
-            float(w[0] - slopes @ scaler.x_mean + scaler.y_mean / scaler.y_scale)
-            if scaler.fit_intercept
-            else 0.0
+        if not scaler.fit_intercept:
+            return slopes, np.zeros(W.shape[0])
+        return slopes, W[:, 0] - slopes @ scaler.x_mean + scaler.y_mean / scaler.y_scale
+
+    def passes(self, W: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The loss (K,) and gradient (K, p) of K runs at once, one read of the rows:
+        each run's figures are those :meth:`loss_and_gradient` gives it alone, to the bit."""
+        slopes, constants = self._split(np.atleast_2d(W))
+        sums = self.kernels.cost_sums(
+            self.X, self.y, 1.0 / self.scaler.y_scale, slopes, constants, self.scale, self.kind, self.chunks
         )
-        return slopes, constant
+        total, slope_sum, cross = sums[:, 0], sums[:, 1], sums[:, 2:]
+        scaler, n = self.scaler, self.rows
+        weights_gradient = (cross / n - np.outer(slope_sum / n, scaler.x_mean)) / scaler.x_scale
+        if scaler.fit_intercept:
+            return total / n, np.column_stack([slope_sum / n, weights_gradient])
+        return total / n, weights_gradient
 
     def loss_and_gradient(self, w: FloatArray) -> tuple[float, FloatArray]:
-        slopes, constant = self._split(w)
-        sums = self.kernels.residual_sums(self.X, self.y_scaled, slopes, constant, self.chunks)
-        total, squares, cross = float(sums[0]), float(sums[1]), np.asarray(sums[2:], dtype=np.float64)
-        scaler, n = self.scaler, self.rows
-        weights_gradient = 2.0 * (cross / n - scaler.x_mean * (total / n)) / scaler.x_scale
-        if scaler.fit_intercept:
-            return squares / n, np.concatenate(([2.0 * total / n], weights_gradient))
-        return squares / n, weights_gradient
+        losses, gradients = self.passes(w[np.newaxis])
+        return float(losses[0]), np.asarray(gradients[0], dtype=np.float64)
 
     def gradient(self, w: FloatArray) -> FloatArray:
         return self.loss_and_gradient(w)[1]
 
+    def loss(self, w: FloatArray) -> float:
+        return self.loss_and_gradient(w)[0]
+
+    def armijo(
+        self, w: FloatArray, gradient: FloatArray, trial: float, shrink: float = 0.5, decrease: float = 1e-4
+    ) -> float:
+        """The first of ``trial, shrink·trial, …`` that lowers J by ``decrease`` × t‖g‖² (evaluated)."""
+        squared = float(gradient @ gradient)
+        start = self.loss(w)
+        while self.loss(w - trial * gradient) > start - decrease * trial * squared and trial > MIN_TRIAL:
+            trial *= shrink
+        return trial
+
+    def hessian(self, w: FloatArray) -> FloatArray:
+        """The Hessian of ``J_s`` at ``w``, shape (p, p), from the standardized design, a block at a time."""
+        total = np.zeros((len(w), len(w)))
+        for rows in row_blocks(self.rows):
+            design, target = self.scaler.design(self.X[rows], self.y[rows])
+            curvature = self.cost.scaled_curvature(design @ w - target)
+            total += (design * curvature[:, np.newaxis]).T @ design
+        return np.asarray(total / self.rows, dtype=np.float64)
+
+
+class DataPass(RowCost):
+    """The MSE as :class:`Quadratic` gives it (loss, gradient, curvature), each from a pass
+    over the rows: slower than the statistics by a pass per iteration, but each loss
+    comes from the residuals."""
+
+    def __init__(self, X: FloatArray, y: FloatArray, scaler: Standardizer) -> None:
+        super().__init__(X, y, scaler, Cost())
+
     def curvature_along(self, g: FloatArray) -> float:
-        slopes, constant = self._split(g)
-        constant -= self.scaler.y_mean / self.scaler.y_scale if self.scaler.fit_intercept else 0.0
+        """``gᵀQg``: the squares of the standardized design's combination ``g``, no target."""
+        scaler = self.scaler
+        slopes = (g[1:] if scaler.fit_intercept else g) / scaler.x_scale
+        constant = float(g[0] - slopes @ scaler.x_mean) if scaler.fit_intercept else 0.0
         return float(self.kernels.combination_squares(self.X, slopes, constant, self.chunks) / self.rows)
 
     def armijo(
@@ -181,52 +223,6 @@ def _exact_armijo(
     return trial
 
 
-class RowCost(DataPass):
-    """A robust cost (:mod:`pipeline.costs`) in standardized units, from a pass over the rows.
-
-    ``J_s(w) = mean(ρ̃_s(r))`` with ``r`` the standardized residual (as in
-    :class:`DataPass`) and ``ρ̃_s`` the cost's scaled form at scale ``c/σ_y``; its
-    second derivative is at most 2, as the MSE's, so the quadratic's curvature bounds it.
-    Each evaluation is one compiled pass over the rows on all cores.
-    """
-
-    def __init__(self, X: FloatArray, y: FloatArray, scaler: Standardizer, cost: Cost) -> None:
-        super().__init__(X, y, scaler)
-        self.cost = cost.standardized(scaler.y_scale)
-        self.kind = KERNEL_CODE[cost.name]
-
-    def loss_and_gradient(self, w: FloatArray) -> tuple[float, FloatArray]:
-        slopes, constant = self._split(w)
-        sums = self.kernels.cost_sums(
-            self.X, self.y_scaled, slopes, constant, self.cost.scale, self.kind, self.chunks
-        )
-        total, slope_sum, cross = float(sums[0]), float(sums[1]), np.asarray(sums[2:], dtype=np.float64)
-        scaler, n = self.scaler, self.rows
-        weights_gradient = (cross / n - scaler.x_mean * (slope_sum / n)) / scaler.x_scale
-        if scaler.fit_intercept:
-            return total / n, np.concatenate(([slope_sum / n], weights_gradient))
-        return total / n, weights_gradient
-
-    def loss(self, w: FloatArray) -> float:
-        return self.loss_and_gradient(w)[0]
-
-    def armijo(
-        self, w: FloatArray, gradient: FloatArray, trial: float, shrink: float = 0.5, decrease: float = 1e-4
-    ) -> float:
-        """The first of ``trial, shrink·trial, …`` that lowers J by ``decrease`` × t‖g‖² (evaluated)."""
-        squared = float(gradient @ gradient)
-        start = self.loss(w)
-        while self.loss(w - trial * gradient) > start - decrease * trial * squared and trial > MIN_TRIAL:
-            trial *= shrink
-        return trial
-
-    def hessian(self, w: FloatArray, X: FloatArray, y: FloatArray) -> FloatArray:
-        """The Hessian of ``J_s`` at ``w``, shape (p, p), from the standardized design (one pass)."""
-        design, target = self.scaler.design(X, y)
-        curvature = self.cost.scaled_curvature(design @ w - target)
-        return np.asarray((design * curvature[:, np.newaxis]).T @ design / self.rows, dtype=np.float64)
-
-
 class Objective(Protocol):
     """The standardized cost as a method sees it: :class:`Quadratic`, :class:`DataPass`, :class:`RowCost`."""
 
@@ -237,22 +233,6 @@ class Objective(Protocol):
     def armijo(
         self, w: FloatArray, gradient: FloatArray, trial: float, shrink: float = 0.5, decrease: float = 1e-4
     ) -> float: ...
-
-
-def one_blas_thread() -> Any:
-    """BLAS on one thread: a multi-threaded BLAS adds partial sums in an order that depends
-    on its thread count (joblib's workers get one thread, the main process all cores), and
-    θ must not depend on the launcher. The matrices here are narrow: one thread is as fast.
-
-    The libraries are looked up once per process (a lookup costs about a millisecond).
-    """
-    global _blas_controller
-    if _blas_controller is None:
-        _blas_controller = ThreadpoolController()
-    return _blas_controller.limit(limits=1, user_api="blas")
-
-
-_blas_controller: ThreadpoolController | None = None
 
 
 def standardize(X: FloatArray, y: FloatArray, fit_intercept: bool = True) -> tuple[Standardizer, Quadratic]:
@@ -273,9 +253,9 @@ def standardize(X: FloatArray, y: FloatArray, fit_intercept: bool = True) -> tup
     cross_y = np.zeros(n_features)
     yy = 0.0
     with np.errstate(over="ignore", invalid="ignore"), one_blas_thread():
-        for start in range(0, n_rows, BLOCK_ROWS):
-            block = X[start : start + BLOCK_ROWS] - x_shift
-            target = y[start : start + BLOCK_ROWS] - y_shift
+        for rows in row_blocks(n_rows):
+            block = X[rows] - x_shift
+            target = y[rows] - y_shift
             sums += block.sum(axis=0)
             sum_y += float(target.sum())
             cross += block.T @ block
@@ -315,7 +295,10 @@ def standardize(X: FloatArray, y: FloatArray, fit_intercept: bool = True) -> tup
 
 
 def as_design(X: ArrayLike, y: ArrayLike, *, check_finite: bool = True) -> tuple[FloatArray, FloatArray]:
-    """``X`` as a float64 matrix (n, d) (a vector is one column) and ``y`` (n,), checked."""
+    """``X`` as a float64 matrix (n, d) (a vector is one column) and ``y`` (n,), checked.
+
+    Arrays already of float64 (a memory-mapped split, say) are used where they are,
+    and checked a block at a time."""
     X_arr = np.asarray(X, dtype=np.float64)
     if X_arr.ndim == 1:
         X_arr = X_arr[:, np.newaxis]
@@ -324,9 +307,17 @@ def as_design(X: ArrayLike, y: ArrayLike, *, check_finite: bool = True) -> tuple
         raise ValueError(f"X must have shape (n, d) and y shape (n,); got {X_arr.shape} and {y_arr.shape}")
     if X_arr.shape[0] < 2:
         raise ValueError(f"need at least 2 rows to fit, got {X_arr.shape[0]}")
-    if check_finite and not (np.isfinite(X_arr).all() and np.isfinite(y_arr).all()):
+    if check_finite and not all(
+        np.isfinite(X_arr[rows]).all() and np.isfinite(y_arr[rows]).all() for rows in row_blocks(len(y_arr))
+    ):
         raise ValueError("X and y must be finite (no NaN or infinity)")
     return X_arr, y_arr
+
+
+def residual_blocks(X: FloatArray, y: FloatArray, theta: FloatArray) -> Iterator[FloatArray]:
+    """``θ0 + X @ θ[1:] − y`` a block of rows at a time, shape (≤ BLOCK_ROWS,) each."""
+    for rows in row_blocks(len(y)):
+        yield linear_prediction(theta, X[rows]) - y[rows]
 
 
 def mean_squared_error(X: ArrayLike, y: ArrayLike, theta: ArrayLike) -> float:
@@ -339,17 +330,62 @@ def mean_squared_error(X: ArrayLike, y: ArrayLike, theta: ArrayLike) -> float:
     theta : array_like, shape (d + 1,)
         Intercept first, original units.
     """
-    X_arr, y_arr = as_design(X, y)
+    X_arr, y_arr = as_design(X, y, check_finite=False)  # a non-finite value shows in the sum
+    theta_arr = np.asarray(theta, dtype=np.float64)
     with one_blas_thread():
-        residual = linear_prediction(theta, X_arr) - y_arr
-        return float(residual @ residual / residual.size)
+        total = math.fsum(float(r @ r) for r in residual_blocks(X_arr, y_arr, theta_arr))
+    return total / len(y_arr)
+
+
+def newton_refine(
+    w: FloatArray, quadratic: Quadratic, scaler: Standardizer, X: FloatArray, y: FloatArray, steps: int
+) -> tuple[FloatArray, float, float]:
+    """Iterative refinement of ``w``: ``steps`` times ``w ← w − Q⁻¹·Dᵀ(Dw − t)/N``.
+
+    On an ill-conditioned problem, ``J = wᵀQw − 2bᵀw + c`` cancels most of its digits
+    near the minimum (with an exact fit, all of them), so the statistics cannot see the
+    last digits of ``w``. Residuals computed over the rows can: each Newton step with
+    them gains about ``1/(cond(Q)·ε)``, so a few reach what ``lstsq`` reaches. Each
+    step is one pass over the rows a block at a time (the standardized design ``D`` and
+    target ``t`` are built per block); the blocks' sums are added exactly (``fsum``).
+    Returns the refined ``w``, its loss and gradient norm, both from the residuals.
+    """
+    n = len(y)
+    with one_blas_thread():
+        for _ in range(steps):
+            half_gradient, _ = _design_pass(w, scaler, X, y)
+            w = w - np.linalg.solve(quadratic.Q, half_gradient / n)
+        half_gradient, squares = _design_pass(w, scaler, X, y)
+        gradient = 2.0 * half_gradient / n
+        return w, squares / n, float(np.sqrt(gradient @ gradient))
+
+
+def _design_pass(
+    w: FloatArray, scaler: Standardizer, X: FloatArray, y: FloatArray
+) -> tuple[FloatArray, float]:
+    """``Dᵀ(Dw − t)`` and ``‖Dw − t‖²`` over the rows, each block's sum added exactly."""
+    parts, squares = [], []
+    for rows in row_blocks(len(y)):
+        design, target = scaler.design(X[rows], y[rows])
+        residual = design @ w - target
+        parts.append(design.T @ residual)
+        squares.append(float(residual @ residual))
+    cross = np.array([math.fsum(column) for column in zip(*parts, strict=True)], dtype=np.float64)
+    return cross, math.fsum(squares)
+
+
+#: Newton steps on the residuals that finish :func:`least_squares` (see :func:`newton_refine`).
+LEAST_SQUARES_STEPS = 3
 
 
 def least_squares(X: ArrayLike, y: ArrayLike, *, fit_intercept: bool = True) -> FloatArray:
     """The exact minimizer of the MSE, for reference and certificates.
 
-    Solved by SVD (``numpy.linalg.lstsq``) on the standardized columns, which is
-    numerically stable where the normal equations would square the condition number.
+    The standardized normal equations from one pass over the rows (:func:`standardize`),
+    solved, then :data:`LEAST_SQUARES_STEPS` Newton steps whose gradients come from the
+    residuals (:func:`newton_refine`): as accurate as an SVD of the whole design
+    (``numpy.linalg.lstsq``) up to condition numbers about 1e10, where it reaches more
+    digits (``tests/test_strd.py``), and in memory that does not grow with the rows.
 
     Parameters
     ----------
@@ -364,8 +400,9 @@ def least_squares(X: ArrayLike, y: ArrayLike, *, fit_intercept: bool = True) -> 
         Intercept first, original units.
     """
     X_arr, y_arr = as_design(X, y)
-    scaler, _ = standardize(X_arr, y_arr, fit_intercept)
-    design, target = scaler.design(X_arr, y_arr)
+    scaler, quadratic = standardize(X_arr, y_arr, fit_intercept)
     with one_blas_thread():
-        free = np.asarray(np.linalg.lstsq(design, target, rcond=None)[0], dtype=np.float64)
+        free = np.asarray(np.linalg.lstsq(quadratic.Q, quadratic.b, rcond=None)[0], dtype=np.float64)
+    if np.linalg.cond(quadratic.Q) < 1.0 / np.finfo(np.float64).eps:
+        free = newton_refine(free, quadratic, scaler, X_arr, y_arr, LEAST_SQUARES_STEPS)[0]
     return np.asarray(scaler.to_original(free), dtype=np.float64)

@@ -41,7 +41,6 @@ from numpy.typing import ArrayLike, NDArray
 from pipeline.costs import Cost
 from pipeline.methods import METHODS, Method, Problem, sgd_epochs
 from pipeline.objective import (
-    BLOCK_ROWS,
     DataPass,
     FloatArray,
     Objective,
@@ -51,9 +50,10 @@ from pipeline.objective import (
     as_design,
     least_squares,
     mean_squared_error,
-    one_blas_thread,
+    newton_refine,
     standardize,
 )
+from pipeline.passes import BLOCK_ROWS, one_blas_thread
 from pipeline.rules import DIVERGENCE_RATIO, MAX_ITER, TOLERANCE
 
 # The objective's names and SGD's update lived here before they got homes of their own
@@ -158,28 +158,6 @@ class FitResult:
         if self.oscillating:
             return "oscillating"
         return "max_iter"
-
-
-def _refine(
-    w: FloatArray, quadratic: Quadratic, scaler: Standardizer, X: FloatArray, y: FloatArray
-) -> tuple[FloatArray, float, float]:
-    """Iterative refinement of a converged ``w``: ``w ← w − Q⁻¹·Dᵀ(Dw − t)/N``.
-
-    On an ill-conditioned problem, ``J = wᵀQw − 2bᵀw + c`` cancels most of its digits
-    near the minimum (with an exact fit, all of them), so the statistics cannot see the
-    last digits of ``w``. Residuals computed over the rows can: each Newton step with
-    them gains about ``1/(cond(Q)·ε)``, so a few reach what ``lstsq`` reaches.
-    Returns the refined ``w``, its loss and gradient norm, both from the residuals.
-    """
-    design, target = scaler.design(X, y)
-    n = design.shape[0]
-    with one_blas_thread():
-        for _ in range(REFINEMENT_STEPS):
-            half_gradient = design.T @ (design @ w - target) / n
-            w = w - np.linalg.solve(quadratic.Q, half_gradient)
-        residual = design @ w - target
-        gradient = 2.0 * design.T @ residual / n
-        return w, float(residual @ residual / n), float(np.sqrt(gradient @ gradient))
 
 
 class _History:
@@ -387,8 +365,8 @@ def _result(
     problem: _Problem, history: _History, w: FloatArray, iteration: int, stop: _Stop, grad_norm: float
 ) -> FitResult:
     objective, scaler = problem.objective, problem.scaler
-    if isinstance(objective, RowCost):
-        hessian = objective.hessian(w, problem.X, problem.y)
+    if isinstance(objective, RowCost) and not problem.cost.is_mse:
+        hessian = objective.hessian(w)
     else:
         hessian = 2.0 * problem.quadratic.Q
     with one_blas_thread():
@@ -503,7 +481,9 @@ def fit(
         warnings.warn(stop.message, ConvergenceWarning, stacklevel=2)
     grad_norm = rules.grad_norm
     if stop.kind == "converged" and objective is problem.quadratic and problem.condition > REFINE_CONDITION:
-        w, last_loss, grad_norm = _refine(w, problem.quadratic, problem.scaler, problem.X, problem.y)
+        w, last_loss, grad_norm = newton_refine(
+            w, problem.quadratic, problem.scaler, problem.X, problem.y, REFINEMENT_STEPS
+        )
         iteration += REFINEMENT_STEPS
         message = f"{stop.message}; then {REFINEMENT_STEPS} Newton steps on the rows' residuals"
         stop = _Stop(stop.kind, message + f" (condition number {problem.condition:.1e})")

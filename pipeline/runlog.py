@@ -29,10 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.costs import Cost
 from pipeline.minima import GlobalMinimum, certify_global_minimum, end_point
-from pipeline.model import ModelSpec, linear_prediction
-from pipeline.objective import least_squares, mean_squared_error
+from pipeline.model import ModelSpec
+from pipeline.objective import least_squares, mean_squared_error, residual_blocks, standardize
 from pipeline.optimize import FitResult
 from pipeline.outcome import RunSummary, relative_gap
+from pipeline.passes import row_blocks
 from pipeline.tracking import CURVE, MODEL_URI_TAG
 
 if TYPE_CHECKING:
@@ -61,6 +62,20 @@ def reference_optimum(
         theta = least_squares(X, y, fit_intercept=fit_intercept)
         _optimum_cache[key] = (theta, mean_squared_error(X, y, theta))
     return _optimum_cache[key]
+
+
+def theta_unit(X: np.ndarray, y: np.ndarray, key: str) -> np.ndarray:
+    """How much a unit of each θ component is: σ_y, then σ_y/σ_j per column (shape (p,)),
+    from one pass over the rows, once per training set and model (``key``)."""
+    if key not in _unit_cache:
+        scaler, _ = standardize(X, y)
+        x_scale = np.where(scaler.x_scale > 0, scaler.x_scale, 1.0)
+        y_scale = scaler.y_scale or 1.0
+        _unit_cache[key] = np.concatenate(([y_scale], y_scale / x_scale))
+    return _unit_cache[key]
+
+
+_unit_cache: dict[str, np.ndarray] = {}
 
 
 def global_reference(
@@ -256,8 +271,7 @@ def model_parts(
     # is not (a run stranded on a plateau answers none: it gets a signature, no example).
     rows = inputs[:3]
     if model.target_positive:
-        answered = np.flatnonzero(model.predict(theta, inputs) > 0)
-        rows = inputs[answered[:3]]
+        rows = _first_answered(model, theta, inputs, 3)
     example = pd.DataFrame(rows if len(rows) else inputs[:3], columns=list(model.features))
     prediction = model.predict(theta, example.to_numpy(np.float64))
     config = {
@@ -272,6 +286,17 @@ def model_parts(
         },
     }
     return config, example if len(rows) else None, infer_signature(example, prediction)
+
+
+def _first_answered(model: ModelSpec, theta: np.ndarray, inputs: np.ndarray, count: int) -> np.ndarray:
+    """The first ``count`` rows (or fewer) where the model predicts a target > 0, a block at a time."""
+    found: list[np.ndarray] = []
+    for rows in row_blocks(len(inputs)):
+        block = np.asarray(inputs[rows])
+        found.append(block[model.predict(theta, block) > 0][: count - sum(map(len, found))])
+        if sum(map(len, found)) >= count:
+            break
+    return np.concatenate(found) if found else inputs[:0]
 
 
 def log_model(model: ModelSpec, theta: np.ndarray, inputs: np.ndarray, place: RunPlace) -> str:
@@ -353,6 +378,7 @@ class FittedRun:
     cost: Cost
     reference: GlobalMinimum
     least_squares_mse: float
+    theta_unit: np.ndarray  # (p,): θ's unit per component (theta_unit())
 
     @cached_property
     def train_mse(self) -> float:
@@ -363,7 +389,8 @@ class FittedRun:
         """The cost minimized at the final θ, recomputed from the residuals."""
         if self.cost.is_mse:
             return self.train_mse
-        return self.cost.value(linear_prediction(self.result.theta, self.X) - self.y)
+        blocks = residual_blocks(self.X, self.y, self.result.theta)
+        return math.fsum(float(self.cost.rho(r).sum()) for r in blocks) / len(self.y)
 
     @property
     def shown(self) -> np.ndarray:
@@ -385,9 +412,7 @@ def summarize(fitted: FittedRun, job: str, name: str) -> RunSummary:
                 initial=0.0,
             )
         )
-    y_scale = float(np.std(fitted.y)) or 1.0
-    x_scale = np.std(fitted.X, axis=0)
-    theta_unit = [y_scale, *(y_scale / np.where(x_scale > 0, x_scale, 1.0))]
+    theta_unit = fitted.theta_unit
     shown = fitted.shown
     return RunSummary(
         job_key=job,

@@ -597,28 +597,38 @@ def lease(client: MlflowClient, run_id: str, every: float = LEASE_SECONDS) -> It
 
 
 def dataset_input(
-    columns: dict[str, Any], source: str, name: str, target: str, digest: str, context: str
+    columns: dict[str, Any], n_rows: int, source: str, name: str, target: str, digest: str, context: str
 ) -> DatasetInput:
     """A split as an MLflow dataset input (the runs table's Dataset column and tab).
 
-    ``columns`` maps each column name to its values (n,); ``digest`` is the file's md5.
-    The schema and profile are worked out once per process and split: every run of a
-    sweep logs the same entity.
+    ``columns`` maps each column name to its first values (at least one; memory-mapped
+    or not), of ``n_rows`` in all; ``digest`` is the file's md5. The schema comes from
+    the first rows and the profile (rows, cells) from ``n_rows``: no column is read whole. Worked out once per
+    process and split: every run of a sweep logs the same entity.
     """
-    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag
 
     key = (digest, name, tuple(columns))
     if key not in _datasets:
+        import numpy as np
         import pandas as pd
         from mlflow.data.pandas_dataset import from_pandas
 
+        head = pd.DataFrame({column: np.asarray(values[:SCHEMA_ROWS]) for column, values in columns.items()})
         with warnings.catch_warnings():  # "the source can be interpreted in multiple ways"
             warnings.simplefilter("ignore", UserWarning)
-            dataset = from_pandas(
-                pd.DataFrame(columns), source=source, targets=target, name=name, digest=digest
-            )
-            _datasets[key] = dataset._to_mlflow_entity()
+            entity = from_pandas(
+                head, source=source, targets=target, name=name, digest=digest
+            )._to_mlflow_entity()
+        profile = json.dumps({"num_rows": n_rows, "num_elements": n_rows * len(columns)})
+        _datasets[key] = Dataset(
+            entity.name, entity.digest, entity.source_type, entity.source, entity.schema, profile
+        )
     return DatasetInput(_datasets[key], tags=[InputTag("mlflow.data.context", context)])
+
+
+#: Rows a dataset's schema is read from.
+SCHEMA_ROWS = 100
 
 
 _datasets: dict[tuple[str, str, tuple[str, ...]], Any] = {}

@@ -10,31 +10,32 @@ the least-squares reference, and the fitted line as an MLflow pyfunc model.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import logging
 import warnings
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
 import numpy as np
-import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.columns import open_columns
 from pipeline.costs import LOSSES, Cost, auto_scale
 from pipeline.errors import PipelineError, Terminated, exit_on_error, first_line
 from pipeline.files import file_md5, resolve
 from pipeline.keys import in_result, job_key
 from pipeline.landscape import PADDING
 from pipeline.methods import METHODS, Method
-from pipeline.model import ModelSpec, linear_prediction
-from pipeline.objective import one_blas_thread
+from pipeline.model import ModelSpec
+from pipeline.objective import residual_blocks
 from pipeline.optimize import ConvergenceWarning, FitResult, fit
 from pipeline.outcome import RunSummary
+from pipeline.passes import one_blas_thread
 from pipeline.progress import ProgressLine, record_best
 from pipeline.rules import DIVERGENCE_RATIO, LOSS_SCALE, MAX_ITER, TOLERANCE
 from pipeline.runlog import (
@@ -47,6 +48,7 @@ from pipeline.runlog import (
     log_result,
     reference_optimum,
     summarize,
+    theta_unit,
 )
 from pipeline.settings import (
     CONF_DIR,
@@ -57,7 +59,6 @@ from pipeline.settings import (
     read_names,
     read_number,
 )
-from pipeline.tables import require_columns
 from pipeline.tracking import (
     JOB_KEY_TAG,
     JOB_OVERRIDES_TAG,
@@ -84,15 +85,6 @@ log = logging.getLogger("pipeline.train")  # not __main__ under `python -m`
 RUN_NAME_TAG = "mlflow.runName"
 #: What a job on another machine needs, said where it is missing.
 SHARED_FOLDER = "a sweep's jobs on other machines read the project from a filesystem shared at the same path"
-
-
-def load_training_data(path: Path, features: list[str], target: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read the training split: X of shape (n, len(features)) and y of shape (n,)."""
-    if not path.is_file():
-        raise PipelineError(f"{path}: no training split; run `dvc repro split` first")
-    table = pd.read_parquet(path)
-    require_columns(table.columns, [*features, target], source=f"{path} (made by ingest; run `dvc repro`)")
-    return table[features].to_numpy(np.float64), table[target].to_numpy(np.float64)
 
 
 @dataclass(frozen=True)
@@ -192,7 +184,8 @@ def resolve_cost(settings: TrainSettings, X: np.ndarray, y: np.ndarray, key: str
         return Cost(settings.loss, float(settings.loss_scale))
     theta, _ = reference_optimum(X, y, key, settings.model.fit_intercept)
     try:
-        return Cost(settings.loss, auto_scale(settings.loss, linear_prediction(theta, X) - y))
+        residuals = functools.partial(residual_blocks, X, y, theta)
+        return Cost(settings.loss, auto_scale(settings.loss, residuals, len(y)))
     except ValueError as error:
         raise PipelineError(f"model.{error}") from None
 
@@ -284,8 +277,8 @@ class TrainingJob:
     target: str  # data.target
     source: str  # paths.train as configured (the dataset's source in MLflow)
     train_md5: str
-    inputs: np.ndarray  # (n, len(features)): the feature columns
-    y: np.ndarray  # (n,): the target
+    inputs: np.ndarray  # (n, len(features)): the feature columns, memory-mapped (pipeline.columns)
+    y: np.ndarray  # (n,): the target, memory-mapped
 
 
 def read_job(cfg: DictConfig) -> TrainingJob:
@@ -296,8 +289,10 @@ def read_job(cfg: DictConfig) -> TrainingJob:
     planned = OmegaConf.select(cfg, SPLIT_KEY, default=None)
     if planned and not train_path.is_file():
         raise PipelineError(f"{train_path}: no training split here; {SHARED_FOLDER}")
-    inputs, y = load_training_data(train_path, features, target)
+    if not train_path.is_file():
+        raise PipelineError(f"{train_path}: no training split; run `dvc repro split` first")
     train_md5 = file_md5(train_path)
+    columns = open_columns(train_path, train_md5, features, target, resolve(cfg, cfg.paths.columns))
     if planned and planned != train_md5:
         raise PipelineError(
             f"{train_path}: not the training split the sweep was planned with (MD5 {train_md5}, "
@@ -311,8 +306,8 @@ def read_job(cfg: DictConfig) -> TrainingJob:
         target,
         str(cfg.paths.train),
         train_md5,
-        inputs,
-        y,
+        columns.X,
+        columns.y,
     )
 
 
@@ -334,7 +329,7 @@ def run_tags(cfg: DictConfig, job: TrainingJob) -> dict[str, str]:
 def log_training_split(client: MlflowClient, run_id: str, job: TrainingJob) -> None:
     """The training split as the run's dataset input (context ``training``)."""
     columns = {name: job.inputs[:, j] for j, name in enumerate(job.features)} | {job.target: job.y}
-    split = dataset_input(columns, job.source, "train", job.target, job.train_md5, "training")
+    split = dataset_input(columns, len(job.y), job.source, "train", job.target, job.train_md5, "training")
     log_dataset_input(client, run_id, split)
 
 
@@ -372,6 +367,7 @@ def train_and_record(
         cost,
         reference,
         reference_optimum(X, job.y, model_key, settings.model.fit_intercept)[1],
+        theta_unit(X, job.y, model_key),
     )
     summary = summarize(fitted, job.key, job.name)
     log_result(record, fitted, summary, job.inputs, place)

@@ -82,23 +82,44 @@ def test_the_row_pass_agrees_with_numpy(
 ) -> None:
     x, y = outliers
     X = np.column_stack([x, np.sqrt(x)])[:, :columns]
-    slopes, constant = np.array([0.4, -0.2])[:columns], 0.3
+    slopes, constant, y_inv = np.array([0.4, -0.2])[:columns], 0.3, 0.5
     scale = cost.scale if math.isfinite(cost.scale) else 1.0
-    sums = kernels.cost_sums(X, y, slopes, constant, scale, KERNEL_CODE[cost.name], kernels.CHUNKS)
-    r = X @ slopes + constant - y
+    sums = kernels.cost_sums(
+        X, y, y_inv, slopes, np.array([constant]), scale, KERNEL_CODE[cost.name], kernels.CHUNKS
+    )
+    r = X @ slopes + constant - y * y_inv
     psi = cost.scaled_psi(r)
-    np.testing.assert_allclose(sums, [cost.scaled_rho(r).sum(), psi.sum(), *(psi @ X)], rtol=1e-11)
+    np.testing.assert_allclose(sums[0], [cost.scaled_rho(r).sum(), psi.sum(), *(psi @ X)], rtol=1e-11)
 
 
-def test_the_row_pass_of_the_mse_agrees_with_the_statistics_pass(
-    outliers: tuple[np.ndarray, np.ndarray],
-) -> None:
-    x, y = outliers
-    X = x[:, np.newaxis]
-    slopes, constant = np.array([0.4]), 0.3
-    robust = kernels.cost_sums(X, y, slopes, constant, 1.0, 0, kernels.CHUNKS)
-    plain = kernels.residual_sums(X, y, slopes, constant, kernels.CHUNKS)
-    np.testing.assert_allclose(robust, [plain[1], 2 * plain[0], 2 * plain[2]], rtol=1e-12)
+@pytest.mark.parametrize("cost", COSTS, ids=IDS)
+@pytest.mark.parametrize("columns", [1, 2])
+def test_a_run_fused_with_fifteen_others_gets_the_bits_it_gets_alone(cost: Cost, columns: int) -> None:
+    """The fused kernel with K = 1 (a run alone) and K = 16, with 1 and 2 threads: the
+    same sums to the bit, so a fused sweep's θ is each run's own."""
+    import numba
+
+    rng = np.random.default_rng(5)
+    n = 3 * kernels.CHUNKS * kernels.TILE_ROWS + 17  # several tiles per chunk, a ragged end
+    X = rng.lognormal(0, 1, (n, columns))
+    y = X @ rng.uniform(1, 2, columns) + rng.standard_t(2, n)
+    slopes, constants = rng.normal(0, 1, (16, columns)), rng.normal(0, 1, 16)
+    scale, kind = (cost.scale if math.isfinite(cost.scale) else 1.0), KERNEL_CODE[cost.name]
+    found = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):  # type: ignore[attr-defined]
+        numba.set_num_threads(threads)
+        try:
+            fused = kernels.cost_sums(X, y, 0.7, slopes, constants, scale, kind, kernels.CHUNKS)
+            alone = [
+                kernels.cost_sums(X, y, 0.7, slopes[k], constants[k : k + 1], scale, kind, kernels.CHUNKS)[0]
+                for k in range(16)
+            ]
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        assert fused.shape == (16, columns + 2)
+        assert fused.tobytes() == np.array(alone).tobytes()
+        found.append(fused.tobytes())
+    assert found[0] == found[1]
 
 
 @pytest.mark.parametrize("cost", COSTS[1:], ids=IDS[1:])
@@ -115,7 +136,7 @@ def test_the_objective_gradient_matches_finite_differences(
     numeric = [(objective.loss(w + h * step) - objective.loss(w - h * step)) / (2 * h) for step in np.eye(3)]
     np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-9)
     # And the Hessian, from the design, against differences of the gradient.
-    hessian = objective.hessian(w, X, y)
+    hessian = objective.hessian(w)
     columns = [
         (objective.gradient(w + h * step) - objective.gradient(w - h * step)) / (2 * h) for step in np.eye(3)
     ]

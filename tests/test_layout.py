@@ -31,13 +31,25 @@ LAYERS = (
     ("optimize", "methods", "objective", "minima"),  # the optimizer, its methods and objectives; minima
     (
         "record",
+        "columns",
         "tracking",
         "keys",
         "compose",
         "launchers",
         "team",
     ),  # the sweep record, the store, job keys, configs
-    ("costs", "kernels", "model", "outcome", "settings", "tables", "files", "rules", "errors"),  # foundations
+    (
+        "costs",
+        "kernels",
+        "passes",
+        "model",
+        "outcome",
+        "settings",
+        "tables",
+        "files",
+        "rules",
+        "errors",
+    ),  # foundations
     ("pyfunc_model",),  # apart: MLflow copies it into each model, it imports nothing of ours
 )
 STAGES = ("ingest", "split", "store", "train", "evaluate")
