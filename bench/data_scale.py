@@ -1,16 +1,24 @@
-"""How the data stages grow with the rows: generate and ingest at 10⁶ and 10⁷ rows (10⁸ with --huge).
+"""How every stage grows with the rows: 10⁶ and 10⁷ generated rows (10⁸ with --huge).
 
 Run with ``make bench`` (or ``.venv/bin/python bench/data_scale.py [--huge]``). Each
 figure is a command run as a user runs it, in a process of its own, timed from outside
-(wall seconds) with its peak resident memory (``/usr/bin/time``'s maximum RSS), beside
-the baseline measured in the same run on the same file:
+(wall seconds) with the peak memory of its process tree, sampled every 50 ms: resident
+memory (RSS), and anonymous memory (``RssAnon`` + ``RssShmem``), the figure the goal
+(≤ 1 GB) holds to, since the memory-mapped split counts in RSS as pages the kernel can
+drop at any time. Beside each, the baseline measured in the same run on the same file:
 
 * generate: ``python -m pipeline.generate`` (the made-up King County file);
 * ingest: ``python -m pipeline.ingest data=generated`` (CSV → checked float64 Parquet),
   against pyarrow's streaming CSV reader writing the same two columns as Parquet row
   groups (no checks, no rules), the fastest plain way;
 * rows per second of each, the ratio ingest / baseline (goal ≥ 0.8), and memory at
-  10× the rows against memory at 1× (bounded: about 1).
+  10× the rows against memory at 1× (bounded: about 1);
+* split, then the default sweep (``python -m pipeline.train --multirun data=generated``,
+  16 runs, every run in MLflow, the pictures) and ``evaluate``;
+* the passes inside train, timed in one process on the memory-mapped copy: making
+  the copy; the MSE statistics (one pass) against a pyarrow scan of the two columns
+  with a dot product (goal ≤ 1.5×); a Huber pass for 1 run and 16 runs fused, in
+  row·runs per second (goal ≥ 10⁹ with 16), against ``np.dot`` over the same columns.
 
 Python's start and imports are in every figure (about 1.5 s): the rows/s at 10⁶ rows
 understate the rate; compare the rows at 10⁷.
@@ -19,9 +27,12 @@ understate the rate; compare the rows at 10⁷.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,24 +54,98 @@ writer.close()
 """
 
 
-def measured(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak resident MB of ``command``, run as a user runs it."""
-    done = subprocess.run(
-        ["/usr/bin/time", "-f", "%e %M", *command],
-        cwd=REPO_ROOT,
-        env=user_env(),
-        capture_output=True,
-        text=True,
+PASSES = """
+import json, sys, time
+from pathlib import Path
+import numpy as np, pyarrow.parquet as pq
+from pipeline import kernels
+from pipeline.columns import open_columns
+from pipeline.files import file_md5
+from pipeline.objective import standardize
+
+split, folder = Path(sys.argv[1]), Path(sys.argv[2])
+figures = {}
+start = time.perf_counter()
+columns = open_columns(split, file_md5(split), ["sqft_living"], "price", folder)
+figures["copy"] = time.perf_counter() - start
+start = time.perf_counter()
+table = pq.read_table(split, columns=["sqft_living", "price"])
+x, y = (table.column(name).to_numpy() for name in ("sqft_living", "price"))
+float(np.dot(x, y)), float(np.dot(x, x)), float(np.dot(y, y))
+figures["scan"] = time.perf_counter() - start
+del table, x, y
+start = time.perf_counter()
+standardize(columns.X, columns.y)
+figures["statistics"] = time.perf_counter() - start
+start = time.perf_counter()
+float(np.dot(columns.X[:, 0], columns.y))
+figures["dot"] = time.perf_counter() - start
+for runs in (1, 16):
+    slopes, constants = np.linspace(0.5, 1.5, runs)[:, None] * 1e-3, np.zeros(runs)
+    kernels.cost_sums(columns.X, columns.y, 1e-5, slopes, constants, 1.0, 1, kernels.CHUNKS)  # compiled, warm
+    start = time.perf_counter()
+    kernels.cost_sums(columns.X, columns.y, 1e-5, slopes, constants, 1.0, 1, kernels.CHUNKS)
+    figures[f"huber{runs}"] = time.perf_counter() - start
+print(json.dumps(figures))
+"""
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with contextlib.suppress(OSError):  # the task ended meanwhile
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def memory_of(pids: list[int]) -> tuple[float, float]:
+    """Resident and anonymous (RssAnon + RssShmem) MB of ``pids``, summed."""
+    resident = anonymous = 0.0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        fields = {
+            line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.startswith("Rss")
+        }
+        resident += (
+            float(fields.get("RssAnon", 0))
+            + float(fields.get("RssFile", 0))
+            + float(fields.get("RssShmem", 0))
+        )
+        anonymous += float(fields.get("RssAnon", 0)) + float(fields.get("RssShmem", 0))
+    return resident / 1024, anonymous / 1024
+
+
+def measured(command: list[str]) -> tuple[float, float, float, str]:
+    """Wall seconds, peak resident MB, peak anonymous MB and standard output of
+    ``command`` (its process tree), run as a user runs it."""
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    if done.returncode != 0:
-        sys.exit(f"bench: {' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    seconds, kilobytes = done.stderr.strip().splitlines()[-1].split()
-    return float(seconds), float(kilobytes) / 1024
+    peak_resident = peak_anonymous = 0.0
+    while process.poll() is None:
+        resident, anonymous = memory_of(tree(process.pid))
+        peak_resident, peak_anonymous = max(peak_resident, resident), max(peak_anonymous, anonymous)
+        time.sleep(0.05)
+    seconds = time.perf_counter() - start
+    out, err = process.communicate()
+    if process.returncode != 0:
+        sys.exit(f"bench: {' '.join(command)} failed:\n{err[-2000:]}")
+    return seconds, peak_resident, peak_anonymous, out
 
 
-def row(label: str, seconds: float, megabytes: float, rows: int, note: str = "") -> None:
+def row(label: str, seconds: float, resident: float, anonymous: float, rows: int, note: str = "") -> None:
     print(
-        f"{label:<44}{seconds:9.2f} s {megabytes:8.0f} MB {rows / seconds:12,.0f} rows/s  {note}", flush=True
+        f"{label:<44}{seconds:9.2f} s {resident:8.0f} MB {anonymous:8.0f} MB "
+        f"{rows / seconds:14,.0f} rows/s  {note}",
+        flush=True,
     )
 
 
@@ -69,7 +154,7 @@ def main() -> None:
     parser.add_argument("--huge", action="store_true", help="also 10^8 rows (about 8 GB of CSV on disk)")
     sizes = [10**6, 10**7] + ([10**8] if parser.parse_args().huge else [])
     python = sys.executable
-    print(f"{'measure':<44}{'wall':>11} {'peak RSS':>11} {'rate':>19}")
+    print(f"{'measure':<44}{'wall':>11} {'peak RSS':>11} {'anon.':>11} {'rate':>21}")
     memory: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -77,21 +162,79 @@ def main() -> None:
         raw.mkdir()
         csv = raw / "generated.csv"
         for rows in sizes:
-            seconds, peak = measured(
+            seconds, resident, anonymous, _ = measured(
                 [python, "-m", "pipeline.generate", "--rows", str(rows), "--out", str(csv)]
             )
-            row(f"generate {rows:,} rows", seconds, peak, rows, f"{csv.stat().st_size / 1e9:.2f} GB of CSV")
-            base_seconds, base_peak = measured(
-                [python, "-c", BASELINE, str(csv), str(root / "baseline.parquet")]
+            row(
+                f"generate {rows:,} rows",
+                seconds,
+                resident,
+                anonymous,
+                rows,
+                f"{csv.stat().st_size / 1e9:.2f} GB of CSV",
             )
-            row("  baseline: pyarrow streaming read + Parquet", base_seconds, base_peak, rows)
-            overrides = [f"paths.root={root}", f"paths.raw_dir={raw}", f"hydra.run.dir={root / 'logs'}"]
-            seconds, peak = measured([python, "-m", "pipeline.ingest", "data=generated", *overrides])
-            note = f"{base_seconds / seconds:.2f} of the baseline's rows/s (goal >= 0.8)"
-            if "ingest" in memory:
-                note += f"; memory {peak / memory['ingest']:.2f} x that at {sizes[0]:,} rows"
-            memory.setdefault("ingest", peak)
-            row("  ingest (every rule checked)", seconds, peak, rows, note)
+            base = measured([python, "-c", BASELINE, str(csv), str(root / "baseline.parquet")])
+            row("  baseline: pyarrow streaming read + Parquet", base[0], base[1], base[2], rows)
+            overrides = [
+                f"paths.root={root}",
+                f"paths.raw_dir={raw}",
+                f"hydra.run.dir={root / 'logs'}",
+                f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+                "data=generated",
+            ]
+            stage = measured([python, "-m", "pipeline.ingest", *overrides])
+            note = f"{base[0] / stage[0]:.2f} of the baseline's rows/s (goal >= 0.8)"
+            note += growth(memory, "ingest", stage[2], sizes[0])
+            row("  ingest (every rule checked)", *stage[:3], rows, note)
+            stage = measured([python, "-m", "pipeline.split", *overrides])
+            row(
+                "  split (keyed permutation, streamed)",
+                *stage[:3],
+                rows,
+                growth(memory, "split", stage[2], sizes[0]),
+            )
+            figures = json.loads(
+                measured([python, "-c", PASSES, str(root / "data/split/train.parquet"), str(root / "cols")])[
+                    3
+                ]
+            )
+            train_rows = round(rows * 0.8)
+            print(f"    column copy of the training split {figures['copy']:.2f} s", flush=True)
+            print(
+                f"    MSE statistics pass {figures['statistics']:.3f} s; baseline pyarrow scan + dot "
+                f"{figures['scan']:.3f} s: {figures['statistics'] / figures['scan']:.2f} x (goal <= 1.5)",
+                flush=True,
+            )
+            for runs in (1, 16):
+                rate = train_rows * runs / figures[f"huber{runs}"]
+                print(
+                    f"    Huber pass, {runs:2} run(s): {figures[f'huber{runs}']:.3f} s, "
+                    f"{rate / 1e9:.2f}e9 row·runs/s "
+                    f"({figures[f'huber{runs}'] / figures['dot']:.1f} x np.dot over the mapped columns)"
+                    + (" (goal >= 1e9)" if runs == 16 else ""),
+                    flush=True,
+                )
+            stage = measured([python, "-m", "pipeline.train", "--multirun", *overrides])
+            row(
+                "  train: the default sweep, 16 runs",
+                *stage[:3],
+                rows,
+                growth(memory, "train", stage[2], sizes[0]),
+            )
+            stage = measured([python, "-m", "pipeline.evaluate", *overrides])
+            row(
+                "  evaluate (test split streamed)",
+                *stage[:3],
+                rows,
+                growth(memory, "evaluate", stage[2], sizes[0]),
+            )
+
+
+def growth(memory: dict[str, float], stage: str, anonymous: float, first: int) -> str:
+    """Anonymous memory against the same stage's at the first size (bounded: about 1)."""
+    note = f"anon. memory {anonymous / memory[stage]:.2f} x that at {first:,} rows" if stage in memory else ""
+    memory.setdefault(stage, anonymous)
+    return note
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,7 +68,9 @@ __all__ = [
     "Quadratic",
     "RowCost",
     "Standardizer",
+    "Start",
     "fit",
+    "fit_many",
     "least_squares",
     "mean_squared_error",
     "one_blas_thread",
@@ -327,38 +329,136 @@ class _Problem:
         return self.cost.standard_factor(self.scaler.y_scale)
 
 
+@dataclass(frozen=True)
+class Start:
+    """One run of :func:`fit_many`: where it starts and how it steps.
+
+    Attributes
+    ----------
+    theta_init : array_like, shape (d + 1,)
+        Starting parameters in original units, intercept first.
+    method : Method
+        How the run steps, with its learning rate.
+    """
+
+    theta_init: ArrayLike
+    method: Method
+
+
 def _set_up(
     X: ArrayLike,
     y: ArrayLike,
-    theta_init: ArrayLike,
-    method: Method,
+    starts: Sequence[Start],
     *,
     fit_intercept: bool,
     statistics: bool,
     cost: Cost | None,
-) -> _Problem:
+) -> list[_Problem]:
+    """Each run's problem; the rows' statistics and objectives are made once and shared."""
     X_arr, y_arr = as_design(X, y, check_finite=False)  # standardize() checks, in its pass
     n_features = X_arr.shape[1]
-    start = np.asarray(theta_init, dtype=np.float64).reshape(-1)
-    if start.shape != (n_features + 1,):
-        raise ValueError(f"theta_init must have {n_features + 1} values (intercept first), got {start.size}")
-    if not np.isfinite(start).all():
-        raise ValueError("theta_init must be finite")
+    points = [np.asarray(start.theta_init, dtype=np.float64).reshape(-1) for start in starts]
+    for point in points:
+        if point.shape != (n_features + 1,):
+            raise ValueError(
+                f"theta_init must have {n_features + 1} values (intercept first), got {point.size}"
+            )
+        if not np.isfinite(point).all():
+            raise ValueError("theta_init must be finite")
     scaler, quadratic = standardize(X_arr, y_arr, fit_intercept)
     mu, L = quadratic.curvatures()
-    method = method.settled(mu, L)  # lr="auto" from the curvature
     cost = cost if cost is not None else Cost()
-    objective: Objective
-    if not cost.is_mse:
-        objective = RowCost(X_arr, y_arr, scaler, cost)
-    elif statistics or method.iterates_epochs:
-        objective = quadratic
-    else:
-        objective = DataPass(X_arr, y_arr, scaler)
     condition = L / mu if mu > 0 else math.inf
-    return _Problem(
-        X_arr, y_arr, scaler, quadratic, condition, method, cost, objective, scaler.to_standard(start)
-    )
+    shared: dict[str, Objective] = {}  # one objective (one pass a round) for every run that uses it
+
+    def objective_of(method: Method) -> Objective:
+        if not cost.is_mse:
+            kind = "rows"
+        elif statistics or method.iterates_epochs:
+            return quadratic
+        else:
+            kind = "mse rows"
+        if kind not in shared:
+            shared[kind] = (
+                RowCost(X_arr, y_arr, scaler, cost) if kind == "rows" else DataPass(X_arr, y_arr, scaler)
+            )
+        return shared[kind]
+
+    problems = []
+    for start, point in zip(starts, points, strict=True):
+        method = start.method.settled(mu, L)  # lr="auto" from the curvature
+        problems.append(
+            _Problem(
+                X_arr,
+                y_arr,
+                scaler,
+                quadratic,
+                condition,
+                method,
+                cost,
+                objective_of(method),
+                scaler.to_standard(point),
+            )
+        )
+    return problems
+
+
+class _Walk:
+    """One run of the loop: its iterate, stopping rules, update and history."""
+
+    def __init__(
+        self,
+        problem: _Problem,
+        rules: _StoppingRules,
+        history_limit: int,
+        callback: Callable[[int, float], None] | None,
+    ) -> None:
+        self.problem, self.rules, self.callback = problem, rules, callback
+        self.update = problem.method.init(
+            Problem(problem.objective, problem.scaler, problem.X, problem.y, problem.cost)
+        )
+        self.history = _History(history_limit)
+        self.w = self.previous = problem.start
+        self.iteration, self.last_loss = 0, math.nan
+        self.stop: _Stop | None = None
+
+    def advance(self, loss: float, gradient: FloatArray) -> None:
+        """Take the loss and gradient at the iterate: stop, or step to the next one."""
+        if not math.isfinite(loss):
+            self.stop = self.rules.non_finite(self.iteration)
+            self.w, self.iteration = (
+                self.previous,
+                self.iteration - 1,
+            )  # the last iterate whose loss was finite
+            return
+        self.last_loss = loss
+        self.history.record(self.iteration, loss, self.w)
+        if self.callback is not None:
+            self.callback(self.iteration, loss * self.problem.to_mse)
+        self.stop = self.rules.check(self.iteration, loss, gradient)
+        if self.stop is None:
+            self.previous, self.w = self.w, self.update(self.iteration, self.w, gradient)
+            self.rules.stepped(self.previous, self.w)
+            self.iteration += 1
+
+    def finish(self) -> FitResult:
+        """Refine a converged run where the statistics cannot see the last digits; the result."""
+        problem, stop = self.problem, self.stop
+        assert stop is not None
+        w, iteration, last_loss, grad_norm = self.w, self.iteration, self.last_loss, self.rules.grad_norm
+        if (
+            stop.kind == "converged"
+            and problem.objective is problem.quadratic
+            and problem.condition > REFINE_CONDITION
+        ):
+            w, last_loss, grad_norm = newton_refine(
+                w, problem.quadratic, problem.scaler, problem.X, problem.y, REFINEMENT_STEPS
+            )
+            iteration += REFINEMENT_STEPS
+            message = f"{stop.message}; then {REFINEMENT_STEPS} Newton steps on the rows' residuals"
+            stop = _Stop(stop.kind, message + f" (condition number {problem.condition:.1e})")
+        self.history.finish(iteration, last_loss, w)
+        return _result(problem, self.history, w, iteration, stop, grad_norm)
 
 
 def _result(
@@ -451,41 +551,88 @@ def fit(
     FitResult
         θ in original units, the loss and θ along the way, and how the loop ended.
     """
-    _check_settings(method, max_iter, tol, divergence_ratio)
-    problem = _set_up(X, y, theta_init, method, fit_intercept=fit_intercept, statistics=statistics, cost=cost)
-    objective, to_mse = problem.objective, problem.to_mse
-    rules = _StoppingRules(max_iter, tol, divergence_ratio, problem.condition, problem.method)
-    update = problem.method.init(Problem(objective, problem.scaler, problem.X, problem.y, problem.cost))
-    history = _History(history_limit)
-    w = previous = problem.start
-    iteration, last_loss = 0, math.nan
-    with np.errstate(over="ignore", invalid="ignore"):
-        while True:
-            loss, gradient = objective.loss_and_gradient(w)
-            if not math.isfinite(loss):
-                stop = rules.non_finite(iteration)
-                w, iteration = previous, iteration - 1  # the last iterate whose loss was finite
-                break
-            last_loss = loss
-            history.record(iteration, loss, w)
-            if callback is not None:
-                callback(iteration, loss * to_mse)
-            found = rules.check(iteration, loss, gradient)
-            if found is not None:
-                stop = found
-                break
-            previous, w = w, update(iteration, w, gradient)
-            rules.stepped(previous, w)
-            iteration += 1
-    if stop.warns:
-        warnings.warn(stop.message, ConvergenceWarning, stacklevel=2)
-    grad_norm = rules.grad_norm
-    if stop.kind == "converged" and objective is problem.quadratic and problem.condition > REFINE_CONDITION:
-        w, last_loss, grad_norm = newton_refine(
-            w, problem.quadratic, problem.scaler, problem.X, problem.y, REFINEMENT_STEPS
+    return fit_many(
+        X,
+        y,
+        [Start(theta_init, method)],
+        max_iter=max_iter,
+        tol=tol,
+        fit_intercept=fit_intercept,
+        divergence_ratio=divergence_ratio,
+        history_limit=history_limit,
+        callback=callback,
+        statistics=statistics,
+        cost=cost,
+        stacklevel=3,
+    )[0]
+
+
+def fit_many(
+    X: ArrayLike,
+    y: ArrayLike,
+    starts: Sequence[Start],
+    *,
+    max_iter: int = 1000,
+    tol: float = 1e-9,
+    fit_intercept: bool = True,
+    divergence_ratio: float = 1e6,
+    history_limit: int = 100_000,
+    callback: Callable[[int, float], None] | None = None,
+    statistics: bool = True,
+    cost: Cost | None = None,
+    stacklevel: int = 2,
+) -> list[FitResult]:
+    """Several runs of :func:`fit` on the same rows and cost, advanced together.
+
+    Each round, every run still going gets its loss and gradient from one pass over the
+    rows for all of them (:meth:`RowCost.passes`, the fused kernel), then steps as
+    :func:`fit` steps it, with its own method and stopping rules. A run's figures do not
+    depend on the others: each result is, to the bit, :func:`fit` of that run alone
+    (which is this function with one start). The statistics are made once for all.
+
+    Parameters
+    ----------
+    starts : sequence of Start, length K
+        Each run's θ_init (original units) and method.
+    X, y, max_iter, tol, fit_intercept, divergence_ratio, history_limit, statistics, cost
+        As for :func:`fit`, shared by every run.
+    callback : callable, optional
+        ``callback(iteration, loss)`` at every iterate of every run.
+
+    Returns
+    -------
+    list of FitResult, length K
+        In the order of ``starts``; a run that stops early issues its own warning.
+    """
+    for start in starts:
+        _check_settings(start.method, max_iter, tol, divergence_ratio)
+    problems = _set_up(X, y, starts, fit_intercept=fit_intercept, statistics=statistics, cost=cost)
+    walks = [
+        _Walk(
+            problem,
+            _StoppingRules(max_iter, tol, divergence_ratio, problem.condition, problem.method),
+            history_limit,
+            callback,
         )
-        iteration += REFINEMENT_STEPS
-        message = f"{stop.message}; then {REFINEMENT_STEPS} Newton steps on the rows' residuals"
-        stop = _Stop(stop.kind, message + f" (condition number {problem.condition:.1e})")
-    history.finish(iteration, last_loss, w)
-    return _result(problem, history, w, iteration, stop, grad_norm)
+        for problem in problems
+    ]
+    with np.errstate(over="ignore", invalid="ignore"):
+        going = walks
+        while going:
+            for objective in {id(walk.problem.objective): walk.problem.objective for walk in going}.values():
+                together = [walk for walk in going if walk.problem.objective is objective]
+                if isinstance(objective, RowCost) and len(together) > 1:
+                    losses, gradients = objective.passes(np.array([walk.w for walk in together]))
+                    for walk, loss, gradient in zip(together, losses, gradients, strict=True):
+                        walk.advance(float(loss), np.asarray(gradient, dtype=np.float64))
+                else:
+                    for walk in together:
+                        walk.advance(*objective.loss_and_gradient(walk.w))
+            going = [walk for walk in going if walk.stop is None]
+    results = []
+    for walk in walks:
+        assert walk.stop is not None
+        if walk.stop.warns:
+            warnings.warn(walk.stop.message, ConvergenceWarning, stacklevel=stacklevel)
+        results.append(walk.finish())
+    return results
