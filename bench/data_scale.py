@@ -184,7 +184,8 @@ def main() -> None:
             ]
             stage = measured([python, "-m", "pipeline.ingest", *overrides])
             note = f"{base[0] / stage[0]:.2f} of the baseline's rows/s (goal >= 0.8)"
-            note += growth(memory, "ingest", stage[2], sizes[0])
+            note += "; " + growth(memory, "ingest", stage[2], sizes[0]) if "ingest" in memory else ""
+            memory.setdefault("ingest", stage[2])
             row("  ingest (every rule checked)", *stage[:3], rows, note)
             stage = measured([python, "-m", "pipeline.split", *overrides])
             row(

@@ -30,8 +30,8 @@ from pipeline.tables import require_columns
 
 FloatArray = NDArray[np.float64]
 
-#: Rows decoded from Parquet at a time while the copy is made.
-COPY_BATCH_ROWS = 16 * BLOCK_ROWS
+#: Rows decoded from Parquet at a time (making the copy, reading a split): about 2 MB a column.
+COPY_BATCH_ROWS = 4 * BLOCK_ROWS
 
 
 @dataclass(frozen=True)

@@ -92,9 +92,21 @@ def write_parquet(target: Path, table: pd.DataFrame) -> None:
 
 
 def file_md5(path: Path) -> str:
-    """MD5 of a file's bytes (the hash DVC uses, so the two can be compared)."""
-    digest = hashlib.md5()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """MD5 of a file's bytes (the hash DVC uses, so the two can be compared).
+
+    Remembered in the process for a file whose inode, size and modification time are
+    unchanged (as DVC's own state does): a sweep's jobs in one process read a split of
+    gigabytes once, not once per job.
+    """
+    stat = path.stat()
+    stamp = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if stamp not in _md5_cache:
+        digest = hashlib.md5()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _md5_cache[stamp] = digest.hexdigest()
+    return _md5_cache[stamp]
+
+
+_md5_cache: dict[tuple[str, int, int, int], str] = {}

@@ -38,6 +38,7 @@ class Launcher:
 #: Every launcher the project knows, by the class Hydra instantiates (``hydra.launcher._target_``).
 LAUNCHERS = {
     "hydra._internal.core_plugins.basic_launcher.BasicLauncher": Launcher("basic", in_process=True),
+    "hydra_plugins.downhill_sweeper.FusedLauncher": Launcher("fused", in_process=True),
     "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher": Launcher("joblib", warm_up=True),
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher": Launcher("submitit_local"),
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher": Launcher(

@@ -14,9 +14,11 @@ import functools
 import inspect
 import json
 import logging
+import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import hydra
 import numpy as np
@@ -33,7 +35,7 @@ from pipeline.landscape import PADDING
 from pipeline.methods import METHODS, Method
 from pipeline.model import ModelSpec
 from pipeline.objective import residual_blocks
-from pipeline.optimize import ConvergenceWarning, FitResult, fit
+from pipeline.optimize import ConvergenceWarning, FitResult, Start, fit, fit_many
 from pipeline.outcome import RunSummary
 from pipeline.passes import one_blas_thread
 from pipeline.progress import ProgressLine, record_best
@@ -182,12 +184,17 @@ def resolve_cost(settings: TrainSettings, X: np.ndarray, y: np.ndarray, key: str
         return Cost()
     if settings.loss_scale != "auto":
         return Cost(settings.loss, float(settings.loss_scale))
-    theta, _ = reference_optimum(X, y, key, settings.model.fit_intercept)
-    try:
-        residuals = functools.partial(residual_blocks, X, y, theta)
-        return Cost(settings.loss, auto_scale(settings.loss, residuals, len(y)))
-    except ValueError as error:
-        raise PipelineError(f"model.{error}") from None
+    if (key, settings.loss) not in _auto_scales:  # passes over the rows: once per process
+        theta, _ = reference_optimum(X, y, key, settings.model.fit_intercept)
+        try:
+            residuals = functools.partial(residual_blocks, X, y, theta)
+            _auto_scales[key, settings.loss] = auto_scale(settings.loss, residuals, len(y))
+        except ValueError as error:
+            raise PipelineError(f"model.{error}") from None
+    return Cost(settings.loss, _auto_scales[key, settings.loss])
+
+
+_auto_scales: dict[tuple[str, str], float] = {}
 
 
 def certificate_frame(
@@ -228,6 +235,72 @@ def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings, cos
         raise PipelineError(f"train: {error}") from None
     finally:
         progress.close()
+
+
+#: Fits made ahead by :func:`prefit` (the fused launcher), by job key: each taken by its job.
+_prefitted: dict[str, FitResult] = {}
+
+
+def prefit(configs: Sequence[DictConfig]) -> None:
+    """Fit a sweep's jobs ahead, in groups that share the rows, the model, the cost and
+    the budget: a group advances together (:func:`pipeline.optimize.fit_many`: one pass
+    over the rows per round serves all its runs), each run's θ the one it gets alone.
+    The jobs then run as usual, each taking its fit from here and recording it through
+    the one logging path. A job whose settings or data are wrong is left out: it fails
+    on its own, with its own message. ``hydra/launcher=fused`` calls this."""
+    started = time.perf_counter()
+    groups: dict[tuple[Any, ...], list[tuple[str, TrainSettings]]] = {}
+    problems: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
+    for cfg in configs:
+        try:
+            features, target = read_names(cfg, "data.features"), read_names(cfg, "data.target")[0]
+            train_path = resolve(cfg, cfg.paths.train)
+            train_md5 = file_md5(train_path)
+            columns = open_columns(train_path, train_md5, features, target, resolve(cfg, cfg.paths.columns))
+            settings = read_settings(cfg)
+            X = settings.model.design(columns.X)
+            model_key = f"{train_md5}:{settings.model.degree}:{settings.model.fit_intercept}"
+            with one_blas_thread():
+                cost = resolve_cost(settings, X, columns.y, model_key)
+        except (PipelineError, OSError):
+            continue
+        budget = (settings.max_iter, settings.tol, settings.divergence_ratio, settings.statistics)
+        group = (model_key, tuple(features), target, settings.model, cost, *budget)
+        groups.setdefault(group, []).append((job_key(cfg, train_md5), settings))
+        problems[group] = (X, columns.y)
+    for group, members in groups.items():
+        X, y = problems[group]
+        first = members[0][1]
+        try:
+            with warnings.catch_warnings(), one_blas_thread():
+                warnings.simplefilter("ignore", ConvergenceWarning)  # each job reports its own stop
+                results = fit_many(
+                    X,
+                    y,
+                    [Start(settings.theta_init, settings.method) for _, settings in members],
+                    max_iter=first.max_iter,
+                    tol=first.tol,
+                    fit_intercept=first.model.fit_intercept,
+                    divergence_ratio=first.divergence_ratio,
+                    statistics=first.statistics,
+                    cost=group[4],
+                )
+        except ValueError:
+            continue  # each job meets the problem on its own, with its own message
+        _prefitted.update((key, result) for (key, _), result in zip(members, results, strict=True))
+    count = sum(len(members) for members in groups.values())
+    log.info(
+        "fused: %d of %d runs fitted together in %d group(s) in %.2f s; now recording each",
+        *(count, len(configs), len(groups), time.perf_counter() - started),
+    )
+
+
+def unclaimed_prefits() -> int:
+    """How many fits :func:`prefit` made that no job took (forgotten now): 0 when every job
+    found its own, as it should."""
+    count = len(_prefitted)
+    _prefitted.clear()
+    return count
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -344,7 +417,9 @@ def train_and_record(
         model_key = f"{job.train_md5}:{settings.model.degree}:{settings.model.fit_intercept}"
         with one_blas_thread():  # θ must not depend on how many cores the launcher gave
             cost = resolve_cost(settings, X, job.y, model_key)
-            result = fit_with_settings(X, job.y, settings, cost)
+            result = _prefitted.pop(job.key, None)  # fitted ahead by the fused launcher
+            if result is None:
+                result = fit_with_settings(X, job.y, settings, cost)
             reference = global_reference(
                 X, job.y, settings.model, cost, model_key, lambda optimum: certificate_frame(cfg, optimum)
             )

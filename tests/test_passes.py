@@ -91,3 +91,40 @@ def test_test_metrics_by_blocks_are_those_of_whole_arrays() -> None:
     with passes.one_blas_thread():
         assert whole["test_mse"] == float(residual @ residual / residual.size)  # one block: numpy's figure
     assert math.isclose(whole["test_r2"], 1 - whole["test_mse"] / np.var(y_true), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("loss", "statistics"), [("mse", True), ("mse", False), ("huber", False), ("welsch", False)]
+)
+def test_runs_advanced_together_are_each_the_run_alone(loss: str, statistics: bool) -> None:
+    """fit_many with 16 starts and three learning rates: each result equals fit of that
+    run alone to the bit (θ, path, losses, status), with 1 and 2 threads."""
+    import numba
+
+    from pipeline.costs import Cost
+    from pipeline.methods import momentum
+    from pipeline.optimize import Start, fit_many
+
+    rng = np.random.default_rng(21)
+    x = rng.lognormal(7.5, 0.4, 40_000)
+    y = 50_000 + 250 * x + rng.standard_t(2, x.size) * 1e5
+    cost = Cost() if loss == "mse" else Cost(loss, 150_000.0)
+    starts = [
+        Start([float(rng.uniform(-4e5, 4e5)), float(rng.uniform(-100, 600))], (gd if k % 2 else momentum)(lr))
+        for k, lr in enumerate([0.05, 0.3, 0.9] * 5 + [0.5])
+    ]
+    settings = dict(max_iter=150, statistics=statistics, cost=cost)
+    with pytest.warns(Warning):  # some runs stop at the budget
+        alone = [fit(x, y, theta_init=start.theta_init, method=start.method, **settings) for start in starts]  # type: ignore[arg-type]
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):  # type: ignore[attr-defined]
+        numba.set_num_threads(threads)
+        try:
+            with pytest.warns(Warning):
+                together = fit_many(x, y, starts, **settings)  # type: ignore[arg-type]
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        for one, many in zip(alone, together, strict=True):
+            assert (many.status, many.n_iter, many.message) == (one.status, one.n_iter, one.message)
+            assert many.theta.tobytes() == one.theta.tobytes()
+            assert many.theta_history.tobytes() == one.theta_history.tobytes()
+            assert many.loss_history.tobytes() == one.loss_history.tobytes()

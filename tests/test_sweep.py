@@ -214,21 +214,48 @@ def test_a_single_run_is_recorded_in_mlflow_and_leaves_the_sweeps_outputs_alone(
 
 
 @pytest.mark.e2e
-def test_basic_and_joblib_launchers_give_the_same_sweep_bit_for_bit(tmp_path: Path) -> None:
-    """The default sweep, in this process and in two joblib workers: same record, θ, best run."""
+def test_basic_joblib_and_fused_launchers_give_the_same_sweep_bit_for_bit(tmp_path: Path) -> None:
+    """The default sweep, in this process, in two joblib workers, and fitted together
+    (the fused launcher): the same record, θ and best run."""
     from tests.helpers import prepare_data
 
     records = []
-    for name, launcher in (("basic", []), ("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])):
+    launchers: tuple[tuple[str, list[str]], ...] = (
+        ("basic", []),
+        ("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]),
+        ("fused", ["hydra/launcher=fused"]),
+    )
+    for name, launcher in launchers:
         folder = prepare_data(tmp_path / name)
         result = run_stage("train", folder, *launcher, multirun=True)
         assert result.returncode == 0, result.stderr
+        if name == "fused":  # fitted ahead, and every fit taken by its job
+            assert "fused: 16 of 16 runs fitted together in 1 group(s)" in result.stdout
+            assert "were not taken" not in result.stdout + result.stderr
         records.append((folder / "reports" / "sweep.json").read_text())
         client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
         parent = parent_of(client, json.loads(records[-1]))
         assert parent.info.status == "FINISHED" and len(children_of(client, parent.info.run_id)) == 16
-    assert records[0] == records[1]  # every θ, loss and path identical, to the last bit
+    assert records[0] == records[1] == records[2]  # every θ, loss and path identical, to the last bit
     assert len(json.loads(records[0])["runs"]) == 16
+
+
+@pytest.mark.e2e
+def test_a_fused_robust_sweep_is_the_basic_launchers_sweep(tmp_path: Path) -> None:
+    """Huber runs advanced together (one pass over the rows per round for all eight):
+    the same record, to the last bit, as the runs made one at a time."""
+    from tests.helpers import prepare_data
+
+    grid = ["model.loss=huber", "model.loss_scale=150000", "model.init.theta1=0,600", "optimizer.lr=0.1,0.9"]
+    records = []
+    for name, launcher in (("basic", []), ("fused", ["hydra/launcher=fused"])):
+        folder = prepare_data(tmp_path / name)
+        result = run_stage("train", folder, *grid, "optimizer.max_iter=300", *launcher, multirun=True)
+        assert result.returncode == 0, result.stderr
+        records.append((folder / "reports" / "sweep.json").read_text())
+    assert "fused: 8 of 8 runs fitted together in 1 group(s)" in result.stdout
+    assert records[0] == records[1]
+    assert {run["loss"] for run in json.loads(records[0])["runs"]} == {"huber"}
 
 
 def test_joblibs_workers_start_while_the_sweep_is_planned_and_run_its_jobs() -> None:

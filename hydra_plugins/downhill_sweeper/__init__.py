@@ -1,7 +1,8 @@
 """The project's Hydra sweeper: Hydra's basic grid, recorded and resumed in MLflow.
 
 Hydra finds sweepers only in the ``hydra_plugins`` namespace package, so the class
-lives here; what it does is in :func:`pipeline.sweep.run_sweep`. ``conf/train.yaml``
+lives here; what it does is in :func:`pipeline.sweep.run_sweep`. The fused launcher
+(``hydra/launcher=fused``) lives here for the same reason. ``conf/train.yaml``
 selects it with ``hydra.sweeper._target_``. The grid syntax, the launchers and every
 command-line form are Hydra's own. The launcher it sets up composes each job's config
 with :class:`pipeline.compose.QuickComposer`: the configs Hydra composes, in a fraction
@@ -10,9 +11,14 @@ of the time.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
 
 
 class DownhillSweeper(BasicSweeper):
@@ -32,3 +38,36 @@ class DownhillSweeper(BasicSweeper):
         from pipeline.sweep import run_sweep
 
         return run_sweep(self, arguments)
+
+
+class FusedLauncher(BasicLauncher):
+    """Hydra's basic launcher whose jobs are fitted ahead, together, in groups that share
+    the rows and the cost (:func:`pipeline.train.prefit`): one pass over the rows per
+    round serves every run of a group. Then each job runs in this process as the basic
+    launcher runs it, taking its fit and recording its own MLflow run. Chosen with
+    ``hydra/launcher=fused``."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from pipeline.train import prefit, unclaimed_prefits
+
+        assert self.hydra_context is not None and self.config is not None  # set up by Hydra
+        loader = self.hydra_context.config_loader
+        prefit([loader.load_sweep_config(self.config, list(overrides)) for overrides in job_overrides])
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        finally:
+            unclaimed = unclaimed_prefits()
+            if unclaimed:  # a job key computed here differs from the job's own: a bug, not the user's
+                logging.getLogger("pipeline.train").warning(
+                    "fused: %d fits made ahead were not taken by their jobs, which fitted alone", unclaimed
+                )
+
+
+# A plain node, not a dataclass: Hydra's plugin scan runs this module before it is in
+# sys.modules, where a dataclass cannot resolve its annotations.
+ConfigStore.instance().store(
+    group="hydra/launcher",
+    name="fused",
+    node={"_target_": "hydra_plugins.downhill_sweeper.FusedLauncher"},
+    provider="downhill",
+)
