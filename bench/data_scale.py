@@ -2,10 +2,11 @@
 
 Run with ``make bench`` (or ``.venv/bin/python bench/data_scale.py [--huge]``). Each
 figure is a command run as a user runs it, in a process of its own, timed from outside
-(wall seconds) with the peak memory of its process tree, sampled every 50 ms: resident
-memory (RSS), and anonymous memory (``RssAnon`` + ``RssShmem``), the figure the goal
-(≤ 1 GB) holds to, since the memory-mapped split counts in RSS as pages the kernel can
-drop at any time. Beside each, the baseline measured in the same run on the same file:
+(wall seconds) with the peak memory of its process tree, sampled every 50 ms and
+counted proportionally (PSS: a page a forked child shares counts once): resident
+memory, and anonymous memory (``Pss_Anon`` + ``Pss_Shmem``), the figure the goal
+(≤ 1 GB) holds to, since the memory-mapped split counts as resident pages the kernel
+can drop at any time. Beside each, the baseline measured in the same run on the same file:
 
 * generate: ``python -m pipeline.generate`` (the made-up King County file);
 * ingest: ``python -m pipeline.ingest data=generated`` (CSV → checked float64 Parquet),
@@ -103,22 +104,18 @@ def tree(pid: int) -> list[int]:
 
 
 def memory_of(pids: list[int]) -> tuple[float, float]:
-    """Resident and anonymous (RssAnon + RssShmem) MB of ``pids``, summed."""
+    """Resident and anonymous MB of ``pids``, summed proportionally (PSS: a page shared
+    with a forked child or another process counts once in all); anonymous is
+    ``Pss_Anon`` + ``Pss_Shmem``: not the mapped files the kernel can drop."""
     resident = anonymous = 0.0
     for pid in pids:
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
         except OSError:
             continue
-        fields = {
-            line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.startswith("Rss")
-        }
-        resident += (
-            float(fields.get("RssAnon", 0))
-            + float(fields.get("RssFile", 0))
-            + float(fields.get("RssShmem", 0))
-        )
-        anonymous += float(fields.get("RssAnon", 0)) + float(fields.get("RssShmem", 0))
+        fields = {line.split(":")[0]: float(line.split()[1]) for line in rollup.splitlines()[1:]}
+        resident += fields.get("Pss", 0.0)
+        anonymous += fields.get("Pss_Anon", 0.0) + fields.get("Pss_Shmem", 0.0)
     return resident / 1024, anonymous / 1024
 
 
@@ -154,7 +151,7 @@ def main() -> None:
     parser.add_argument("--huge", action="store_true", help="also 10^8 rows (about 8 GB of CSV on disk)")
     sizes = [10**6, 10**7] + ([10**8] if parser.parse_args().huge else [])
     python = sys.executable
-    print(f"{'measure':<44}{'wall':>11} {'peak RSS':>11} {'anon.':>11} {'rate':>21}")
+    print(f"{'measure':<44}{'wall':>11} {'peak PSS':>11} {'anon.':>11} {'rate':>21}")
     memory: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
