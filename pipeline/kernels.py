@@ -2,7 +2,8 @@
 
 numba fuses the standardized residual, its cost, the cost's derivative and its
 products with the columns into one loop, split over the cores: one read of X and y
-per pass, where numpy needs six operations per block. Imported only when such a pass
+per pass (for every run of a fused sweep at once), where numpy needs six operations
+per block. Every sum is added in an order fixed by the source (see SAFE_FLAGS). Imported only when such a pass
 is asked for (numba compiles, or loads from its cache, on first use).
 
 The robust costs use the scaled form of :mod:`pipeline.costs` with scale ``c``:
@@ -25,6 +26,11 @@ FloatArray = NDArray[np.float64]
 #: added in the same order on any machine and with any number of threads, so θ does
 #: not depend on how many cores a launcher gives a job.
 CHUNKS = 64
+#: The fast-math flags that cannot change a finite result: no NaN, no infinity, a zero's
+#: sign ignored. Not reassociation, contraction or approximate functions, which let the
+#: compiler choose the order of a sum, and its choice differed between a loop compiled
+#: now and the same loop loaded from numba's cache.
+SAFE_FLAGS = {"nnan", "ninf", "nsz"}
 #: Rows per tile (32 KiB of x and y): every fused run sums a tile while it is in cache.
 TILE_ROWS = 2048
 
@@ -70,17 +76,45 @@ def cost_sums(
     same order whatever K, the other runs and the number of threads: its θ is the same
     to the bit alone (K = 1) or fused.
     """
-    slopes = np.ascontiguousarray(slopes, dtype=np.float64).reshape(-1, X.shape[1])
-    constants = np.ascontiguousarray(constants, dtype=np.float64).reshape(-1)
-    if X.shape[1] == 1:  # the common case: one vectorized loop per cost
-        partial = _fused_one_column(
-            X.reshape(-1), ys, float(y_inv), slopes[:, 0].copy(), constants, float(c), int(kind), chunks
-        )
-    else:
-        partial = _fused_many_columns(X, ys, float(y_inv), slopes, constants, float(c), int(kind), chunks)
+    partial = chunk_partials(X, ys, y_inv, slopes, constants, c, kind, chunk_bounds(X.shape[0], chunks))
     # Summed here, in numpy's fixed order: inside a parallel function numba would turn
     # this sum into a parallel reduction whose order follows the thread count.
     return np.asarray(np.sum(partial, axis=0), dtype=np.float64)
+
+
+def chunk_bounds(n_rows: int, chunks: int = CHUNKS) -> NDArray[np.int64]:
+    """Where each of the ``chunks`` chunks of ``n_rows`` rows starts, and the end: shape (chunks + 1,)."""
+    size = (n_rows + chunks - 1) // chunks
+    return np.minimum(np.arange(chunks + 1, dtype=np.int64) * size, n_rows)
+
+
+def chunk_partials(
+    X: FloatArray,
+    ys: FloatArray,
+    y_inv: float,
+    slopes: FloatArray,
+    constants: FloatArray,
+    c: float,
+    kind: int,
+    bounds: NDArray[np.int64],
+) -> FloatArray:
+    """Each chunk's sums of :func:`cost_sums`, shape (len(bounds) − 1, K, d + 2): the chunk
+    ``k`` is rows ``bounds[k]:bounds[k + 1]`` of ``X`` and ``ys``. A machine holding some
+    of the chunks (:mod:`pipeline.ray_rows`) computes their sums exactly as here."""
+    slopes = np.ascontiguousarray(slopes, dtype=np.float64).reshape(-1, X.shape[1])
+    constants = np.ascontiguousarray(constants, dtype=np.float64).reshape(-1)
+    bounds = np.ascontiguousarray(bounds, dtype=np.int64)
+    if X.shape[1] == 1:  # the common case: one vectorized loop per cost
+        return np.asarray(
+            _fused_one_column(
+                X.reshape(-1), ys, float(y_inv), slopes[:, 0].copy(), constants, float(c), int(kind), bounds
+            ),
+            dtype=np.float64,
+        )
+    return np.asarray(
+        _fused_many_columns(X, ys, float(y_inv), slopes, constants, float(c), int(kind), bounds),
+        dtype=np.float64,
+    )
 
 
 def combination_squares(X: FloatArray, slopes: FloatArray, constant: float, chunks: int) -> float:
@@ -93,7 +127,7 @@ def combination_squares(X: FloatArray, slopes: FloatArray, constant: float, chun
 # in numpy's fixed order.
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=SAFE_FLAGS)
 def _slice_squares(X: FloatArray, slopes: FloatArray, constant: float) -> float:
     squares = 0.0
     for i in range(X.shape[0]):
@@ -119,17 +153,18 @@ def _combination_squares(X: FloatArray, slopes: FloatArray, constant: float, chu
 # The robust costs. ``kind`` is ``costs.KERNEL_CODE``; ``c`` the scale in the residual's units.
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, inline="always")
 def _cost_and_slope(r: float, c: float, kind: int) -> Any:
-    """ρ(r) in the scaled form and dρ/dr."""
+    """ρ(r) in the scaled form and dρ/dr; Huber's without branches (see below)."""
     if kind == 0:
         return r * r, 2.0 * r
     if kind == 1:
-        if abs(r) <= c:
-            return r * r, 2.0 * r
-        if r > 0:
-            return 2.0 * c * r - c * c, 2.0 * c
-        return -2.0 * c * r - c * c, -2.0 * c
+        # With s = min(|r|, c), s·(2|r| − s) is r² within c and 2c|r| − c² beyond;
+        # ρ' = 2·clip(r, −c, c). Selects, not branches: the lanes stay on vector registers.
+        size = abs(r)
+        s = size if size < c else c
+        clipped = r if r > -c else -c
+        return s * (2.0 * size - s), 2.0 * (clipped if clipped < c else c)
     u2 = r * r / (c * c)
     if kind == 2:
         return c * c * np.log1p(u2), 2.0 * r / (1.0 + u2)
@@ -137,51 +172,219 @@ def _cost_and_slope(r: float, c: float, kind: int) -> Any:
     return c * c * (1.0 - fade), 2.0 * r * fade
 
 
-@njit(cache=True, fastmath=True)
+# The sums below are written in four lanes, added in a fixed order at the end, and
+# compiled with SAFE_FLAGS only: the compiler may not reorder a sum or fuse a
+# multiply-add, so every sum is what the source says, on any machine and whether numba
+# compiled the loop now or loaded it from its cache (with full fast-math the two
+# differed in the last bits).
+
+
+@njit(cache=True, inline="always", fastmath=SAFE_FLAGS)
+def _lanes_mse(x: FloatArray, ys: FloatArray, y_inv: float, a: float, b: float, c: float) -> Any:
+    t0 = t1 = t2 = t3 = 0.0
+    s0 = s1 = s2 = s3 = 0.0
+    x0 = x1 = x2 = x3 = 0.0
+    m = x.shape[0]
+    whole = m - m % 4
+    for i in range(0, whole, 4):
+        r0 = x[i + 0] * a + b - ys[i + 0] * y_inv
+        v0 = r0 * r0
+        d0 = 2.0 * r0
+        r1 = x[i + 1] * a + b - ys[i + 1] * y_inv
+        v1 = r1 * r1
+        d1 = 2.0 * r1
+        r2 = x[i + 2] * a + b - ys[i + 2] * y_inv
+        v2 = r2 * r2
+        d2 = 2.0 * r2
+        r3 = x[i + 3] * a + b - ys[i + 3] * y_inv
+        v3 = r3 * r3
+        d3 = 2.0 * r3
+        t0 += v0
+        s0 += d0
+        x0 += d0 * x[i + 0]
+        t1 += v1
+        s1 += d1
+        x1 += d1 * x[i + 1]
+        t2 += v2
+        s2 += d2
+        x2 += d2 * x[i + 2]
+        t3 += v3
+        s3 += d3
+        x3 += d3 * x[i + 3]
+    for i in range(whole, m):  # the tile's last rows, in lane 0
+        r0 = x[i] * a + b - ys[i] * y_inv
+        v0 = r0 * r0
+        d0 = 2.0 * r0
+        t0 += v0
+        s0 += d0
+        x0 += d0 * x[i]
+    return (t0 + t1) + (t2 + t3), (s0 + s1) + (s2 + s3), (x0 + x1) + (x2 + x3)
+
+
+@njit(cache=True, inline="always", fastmath=SAFE_FLAGS)
+def _lanes_huber(x: FloatArray, ys: FloatArray, y_inv: float, a: float, b: float, c: float) -> Any:
+    t0 = t1 = t2 = t3 = 0.0
+    s0 = s1 = s2 = s3 = 0.0
+    x0 = x1 = x2 = x3 = 0.0
+    m = x.shape[0]
+    whole = m - m % 4
+    for i in range(0, whole, 4):
+        r0 = x[i + 0] * a + b - ys[i + 0] * y_inv
+        z0 = abs(r0)
+        w0 = z0 if z0 < c else c
+        v0 = w0 * (2.0 * z0 - w0)
+        q0 = r0 if r0 > -c else -c
+        d0 = 2.0 * (q0 if q0 < c else c)
+        r1 = x[i + 1] * a + b - ys[i + 1] * y_inv
+        z1 = abs(r1)
+        w1 = z1 if z1 < c else c
+        v1 = w1 * (2.0 * z1 - w1)
+        q1 = r1 if r1 > -c else -c
+        d1 = 2.0 * (q1 if q1 < c else c)
+        r2 = x[i + 2] * a + b - ys[i + 2] * y_inv
+        z2 = abs(r2)
+        w2 = z2 if z2 < c else c
+        v2 = w2 * (2.0 * z2 - w2)
+        q2 = r2 if r2 > -c else -c
+        d2 = 2.0 * (q2 if q2 < c else c)
+        r3 = x[i + 3] * a + b - ys[i + 3] * y_inv
+        z3 = abs(r3)
+        w3 = z3 if z3 < c else c
+        v3 = w3 * (2.0 * z3 - w3)
+        q3 = r3 if r3 > -c else -c
+        d3 = 2.0 * (q3 if q3 < c else c)
+        t0 += v0
+        s0 += d0
+        x0 += d0 * x[i + 0]
+        t1 += v1
+        s1 += d1
+        x1 += d1 * x[i + 1]
+        t2 += v2
+        s2 += d2
+        x2 += d2 * x[i + 2]
+        t3 += v3
+        s3 += d3
+        x3 += d3 * x[i + 3]
+    for i in range(whole, m):  # the tile's last rows, in lane 0
+        r0 = x[i] * a + b - ys[i] * y_inv
+        z0 = abs(r0)
+        w0 = z0 if z0 < c else c
+        v0 = w0 * (2.0 * z0 - w0)
+        q0 = r0 if r0 > -c else -c
+        d0 = 2.0 * (q0 if q0 < c else c)
+        t0 += v0
+        s0 += d0
+        x0 += d0 * x[i]
+    return (t0 + t1) + (t2 + t3), (s0 + s1) + (s2 + s3), (x0 + x1) + (x2 + x3)
+
+
+@njit(cache=True, inline="always", fastmath=SAFE_FLAGS)
+def _lanes_cauchy(x: FloatArray, ys: FloatArray, y_inv: float, a: float, b: float, c: float) -> Any:
+    t0 = t1 = t2 = t3 = 0.0
+    s0 = s1 = s2 = s3 = 0.0
+    x0 = x1 = x2 = x3 = 0.0
+    m = x.shape[0]
+    whole = m - m % 4
+    for i in range(0, whole, 4):
+        r0 = x[i + 0] * a + b - ys[i + 0] * y_inv
+        u0 = r0 * r0 / (c * c)
+        v0 = c * c * np.log1p(u0)
+        d0 = 2.0 * r0 / (1.0 + u0)
+        r1 = x[i + 1] * a + b - ys[i + 1] * y_inv
+        u1 = r1 * r1 / (c * c)
+        v1 = c * c * np.log1p(u1)
+        d1 = 2.0 * r1 / (1.0 + u1)
+        r2 = x[i + 2] * a + b - ys[i + 2] * y_inv
+        u2 = r2 * r2 / (c * c)
+        v2 = c * c * np.log1p(u2)
+        d2 = 2.0 * r2 / (1.0 + u2)
+        r3 = x[i + 3] * a + b - ys[i + 3] * y_inv
+        u3 = r3 * r3 / (c * c)
+        v3 = c * c * np.log1p(u3)
+        d3 = 2.0 * r3 / (1.0 + u3)
+        t0 += v0
+        s0 += d0
+        x0 += d0 * x[i + 0]
+        t1 += v1
+        s1 += d1
+        x1 += d1 * x[i + 1]
+        t2 += v2
+        s2 += d2
+        x2 += d2 * x[i + 2]
+        t3 += v3
+        s3 += d3
+        x3 += d3 * x[i + 3]
+    for i in range(whole, m):  # the tile's last rows, in lane 0
+        r0 = x[i] * a + b - ys[i] * y_inv
+        u0 = r0 * r0 / (c * c)
+        v0 = c * c * np.log1p(u0)
+        d0 = 2.0 * r0 / (1.0 + u0)
+        t0 += v0
+        s0 += d0
+        x0 += d0 * x[i]
+    return (t0 + t1) + (t2 + t3), (s0 + s1) + (s2 + s3), (x0 + x1) + (x2 + x3)
+
+
+@njit(cache=True, inline="always", fastmath=SAFE_FLAGS)
+def _lanes_welsch(x: FloatArray, ys: FloatArray, y_inv: float, a: float, b: float, c: float) -> Any:
+    t0 = t1 = t2 = t3 = 0.0
+    s0 = s1 = s2 = s3 = 0.0
+    x0 = x1 = x2 = x3 = 0.0
+    m = x.shape[0]
+    whole = m - m % 4
+    for i in range(0, whole, 4):
+        r0 = x[i + 0] * a + b - ys[i + 0] * y_inv
+        f0 = np.exp(-(r0 * r0 / (c * c)))
+        v0 = c * c * (1.0 - f0)
+        d0 = 2.0 * r0 * f0
+        r1 = x[i + 1] * a + b - ys[i + 1] * y_inv
+        f1 = np.exp(-(r1 * r1 / (c * c)))
+        v1 = c * c * (1.0 - f1)
+        d1 = 2.0 * r1 * f1
+        r2 = x[i + 2] * a + b - ys[i + 2] * y_inv
+        f2 = np.exp(-(r2 * r2 / (c * c)))
+        v2 = c * c * (1.0 - f2)
+        d2 = 2.0 * r2 * f2
+        r3 = x[i + 3] * a + b - ys[i + 3] * y_inv
+        f3 = np.exp(-(r3 * r3 / (c * c)))
+        v3 = c * c * (1.0 - f3)
+        d3 = 2.0 * r3 * f3
+        t0 += v0
+        s0 += d0
+        x0 += d0 * x[i + 0]
+        t1 += v1
+        s1 += d1
+        x1 += d1 * x[i + 1]
+        t2 += v2
+        s2 += d2
+        x2 += d2 * x[i + 2]
+        t3 += v3
+        s3 += d3
+        x3 += d3 * x[i + 3]
+    for i in range(whole, m):  # the tile's last rows, in lane 0
+        r0 = x[i] * a + b - ys[i] * y_inv
+        f0 = np.exp(-(r0 * r0 / (c * c)))
+        v0 = c * c * (1.0 - f0)
+        d0 = 2.0 * r0 * f0
+        t0 += v0
+        s0 += d0
+        x0 += d0 * x[i]
+    return (t0 + t1) + (t2 + t3), (s0 + s1) + (s2 + s3), (x0 + x1) + (x2 + x3)
+
+
+@njit(cache=True)
 def _tile_one_column(
     x: FloatArray, ys: FloatArray, y_inv: float, a: float, b: float, c: float, kind: int
 ) -> Any:
-    """``Σρ, Σρ', Σρ'·x`` over one tile for the line ``a·x + b``: one loop per cost, each
-    branch-free so that it runs on vector registers."""
-    total = 0.0
-    slope_sum = 0.0
-    cross = 0.0
+    """``Σρ, Σρ', Σρ'·x`` over one tile for the line ``a·x + b``: four lanes, one loop per cost
+    (the branch taken once per tile, so each loop is straight-line code)."""
     if kind == 0:
-        for i in range(x.shape[0]):
-            r = x[i] * a + b - ys[i] * y_inv
-            total += r * r
-            slope_sum += 2.0 * r
-            cross += 2.0 * r * x[i]
-    elif kind == 1:
-        # With s = min(|r|, c), s·(2|r| − s) is r² within c and 2c|r| − c² beyond;
-        # ρ' = 2·clip(r, −c, c).
-        for i in range(x.shape[0]):
-            r = x[i] * a + b - ys[i] * y_inv
-            size = abs(r)
-            s = min(size, c)
-            total += s * (2.0 * size - s)
-            derivative = 2.0 * min(max(r, -c), c)
-            slope_sum += derivative
-            cross += derivative * x[i]
-    elif kind == 2:
-        c2 = c * c
-        for i in range(x.shape[0]):
-            r = x[i] * a + b - ys[i] * y_inv
-            u2 = r * r / c2
-            total += c2 * np.log1p(u2)
-            derivative = 2.0 * r / (1.0 + u2)
-            slope_sum += derivative
-            cross += derivative * x[i]
-    else:
-        c2 = c * c
-        for i in range(x.shape[0]):
-            r = x[i] * a + b - ys[i] * y_inv
-            fade = np.exp(-(r * r / c2))
-            total += c2 * (1.0 - fade)
-            derivative = 2.0 * r * fade
-            slope_sum += derivative
-            cross += derivative * x[i]
-    return total, slope_sum, cross
+        return _lanes_mse(x, ys, y_inv, a, b, c)
+    if kind == 1:
+        return _lanes_huber(x, ys, y_inv, a, b, c)
+    if kind == 2:
+        return _lanes_cauchy(x, ys, y_inv, a, b, c)
+    return _lanes_welsch(x, ys, y_inv, a, b, c)
 
 
 @njit(parallel=True, cache=True)
@@ -193,15 +396,14 @@ def _fused_one_column(
     b: FloatArray,
     c: float,
     kind: int,
-    chunks: int,
+    bounds: NDArray[np.int64],
 ) -> Any:
-    n = x.shape[0]
     runs = a.shape[0]
+    chunks = bounds.shape[0] - 1
     partial = np.zeros((chunks, runs, 3))
-    size = (n + chunks - 1) // chunks
     for chunk in prange(chunks):
-        low = min(n, chunk * size)
-        high = min(n, low + size)
+        low = bounds[chunk]
+        high = bounds[chunk + 1]
         for start in range(low, high, TILE_ROWS):
             stop = min(high, start + TILE_ROWS)
             for k in range(runs):
@@ -214,7 +416,7 @@ def _fused_one_column(
     return partial
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True)
 def _tile_many_columns(
     X: FloatArray,
     ys: FloatArray,
@@ -251,15 +453,15 @@ def _fused_many_columns(
     b: FloatArray,
     c: float,
     kind: int,
-    chunks: int,
+    bounds: NDArray[np.int64],
 ) -> Any:
-    n, d = X.shape
+    d = X.shape[1]
     runs = slopes.shape[0]
+    chunks = bounds.shape[0] - 1
     partial = np.zeros((chunks, runs, d + 2))
-    size = (n + chunks - 1) // chunks
     for chunk in prange(chunks):
-        low = min(n, chunk * size)
-        high = min(n, low + size)
+        low = bounds[chunk]
+        high = bounds[chunk + 1]
         for start in range(low, high, TILE_ROWS):
             stop = min(high, start + TILE_ROWS)
             for k in range(runs):
@@ -269,7 +471,7 @@ def _fused_many_columns(
     return partial
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=SAFE_FLAGS)
 def _line_costs(
     x: FloatArray, y: FloatArray, intercepts: FloatArray, slopes: FloatArray, c: float, kind: int
 ) -> Any:

@@ -4,7 +4,10 @@ the optimizer's objective, and the limits the certificate relies on."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,8 @@ from pipeline.costs import KERNEL_CODE, LOSSES, NEGATIVE_CURVATURE, Cost, auto_s
 from pipeline.methods import backtracking, gd, sgd
 from pipeline.minima import line_cost
 from pipeline.optimize import ConvergenceWarning, RowCost, fit, least_squares, standardize
+from tests.helpers import REPO_ROOT
+from tools.workspace import user_env
 
 COSTS = [Cost()] + [Cost(name, 1.5) for name in LOSSES if name != "mse"]
 IDS = [cost.name for cost in COSTS]
@@ -218,3 +223,23 @@ def test_choosing_the_mse_changes_nothing_to_the_bit(outliers: tuple[np.ndarray,
     np.testing.assert_allclose(
         plain.theta, np.linalg.lstsq(np.column_stack([np.ones_like(x), x]), y)[0], rtol=1e-9
     )
+
+
+def test_a_pass_compiled_now_gives_the_bits_of_the_pass_loaded_from_numbas_cache(tmp_path: Path) -> None:
+    """The first process compiles the fused kernel and saves it to numba's cache, the second
+    loads it: every cost's sums the same to the bit (with full fast-math they were not)."""
+    script = (
+        "import numpy as np; from pipeline import kernels\n"
+        "rng = np.random.default_rng(2); X = rng.lognormal(0, 1, (50_000, 1)); y = rng.normal(0, 3, 50_000)\n"
+        "sums = [kernels.cost_sums(X, y, 0.7, [[0.4], [1.1]], [0.2, -0.3], 0.8, k, 64) for k in range(4)]\n"
+        "print([s.tobytes().hex() for s in sums])\n"
+    )
+    env = user_env() | {"NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    printed = [
+        subprocess.run(
+            [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    ]
+    assert any((tmp_path / "numba").rglob("*.nbi"))  # the second process loaded what the first saved
+    assert printed[0] == printed[1]
