@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.errors import PipelineError
+from pipeline.files import parquet_batches
 from pipeline.passes import BLOCK_ROWS
 from pipeline.tables import require_columns
 
@@ -80,9 +81,8 @@ class SplitFile:
 
     def blocks(self, names: Sequence[str]) -> Iterator[FloatArray]:
         """The ``names`` columns as float64 blocks of shape (rows, len(names)), in row order."""
-        import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=COPY_BATCH_ROWS, columns=list(names)):
+        for batch in parquet_batches(self.path).iter_batches(batch_size=COPY_BATCH_ROWS, columns=list(names)):
             yield np.column_stack(
                 [batch.column(name).to_numpy(zero_copy_only=False) for name in names]
             ).astype(np.float64, copy=False)
@@ -110,9 +110,8 @@ def open_columns(split: Path, md5: str, features: Sequence[str], target: str, fo
 
 
 def _make_copy(split: Path, features: Sequence[str], target: str, home: Path) -> None:
-    import pyarrow.parquet as pq
 
-    source = pq.ParquetFile(split)
+    source = parquet_batches(split)
     require_columns(
         source.schema_arrow.names, [*features, target], source=f"{split} (made by ingest; run `dvc repro`)"
     )

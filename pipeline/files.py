@@ -91,6 +91,15 @@ def write_parquet(target: Path, table: pd.DataFrame) -> None:
     write_atomic(target, lambda tmp: table.to_parquet(tmp, index=False))
 
 
+def parquet_batches(path: Path) -> Any:
+    """``path`` opened as a ``pyarrow.parquet.ParquetFile`` to read in batches, in memory
+    that does not grow with the file: without ``pre_buffer=False``, pyarrow keeps every
+    row group it has read until the file is closed (2 GB after 10⁸ rows; apache/arrow#39808)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path, pre_buffer=False)
+
+
 def file_md5(path: Path) -> str:
     """MD5 of a file's bytes (the hash DVC uses, so the two can be compared).
 

@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError, exit_on_error
-from pipeline.files import atomic_path, resolve
+from pipeline.files import atomic_path, parquet_batches, resolve
 from pipeline.rules import TEST_FRACTION
 from pipeline.settings import check_overrides, read_number
 
@@ -120,7 +120,7 @@ def run(cfg: DictConfig) -> None:
 
     test_fraction = read_number(cfg, "split.test_fraction", TEST_FRACTION)
     seed = int(read_number(cfg, "split.seed", at_least=0, integer=True))
-    source = pq.ParquetFile(resolve(cfg, cfg.paths.ingested))
+    source = parquet_batches(resolve(cfg, cfg.paths.ingested))
     n_rows = source.metadata.num_rows
     try:
         n_test = count_test_rows(n_rows, test_fraction)
