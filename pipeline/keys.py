@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.files import file_md5
 
 CODE_ROOT = Path(__file__).resolve().parents[1]
-#: Settings that say where things go, not what is computed.
-NOT_IN_KEY = ("paths", "mlflow", "hydra", "registry")
+#: Settings that say where things go or run, not what is computed.
+NOT_IN_KEY = ("paths", "mlflow", "hydra", "registry", "rows")
 NOT_IN_KEY_DATA = ("path",)
 
 

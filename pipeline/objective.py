@@ -114,6 +114,16 @@ class Quadratic:
         return _exact_armijo(self.curvature_along(gradient), gradient, trial, shrink, decrease)
 
 
+class RowSource(Protocol):
+    """Where a pass over the rows runs, when not here (:mod:`pipeline.ray_rows`): the sums
+    of each chunk of the one-machine pass, shape (CHUNKS, K, d + 2), in chunk order, each
+    computed as :func:`pipeline.kernels.chunk_partials` computes it."""
+
+    def partials(
+        self, y_inv: float, slopes: FloatArray, constants: FloatArray, c: float, kind: int
+    ) -> FloatArray: ...
+
+
 class RowCost:
     """A cost (:mod:`pipeline.costs`) in standardized units, from a pass over the rows.
 
@@ -124,10 +134,14 @@ class RowCost:
     Each evaluation is one compiled pass over the rows on all cores (:mod:`pipeline.kernels`),
     summed in a fixed number of chunks so that the result does not depend on the number
     of threads; :meth:`passes` advances many runs on one read of the rows. ``X`` and
-    ``y`` are read where they are (a memory-mapped copy stays on disk).
+    ``y`` are read where they are (a memory-mapped copy stays on disk), or the passes
+    run where ``rows`` holds them (other machines): the same chunks' sums, added here
+    in the same order, so the same bits.
     """
 
-    def __init__(self, X: FloatArray, y: FloatArray, scaler: Standardizer, cost: Cost) -> None:
+    def __init__(
+        self, X: FloatArray, y: FloatArray, scaler: Standardizer, cost: Cost, rows: RowSource | None = None
+    ) -> None:
         from pipeline import kernels  # numba compiles (or loads) the loops: only when asked for
 
         self.X, self.y, self.scaler = np.ascontiguousarray(X), np.ascontiguousarray(y), scaler
@@ -136,6 +150,7 @@ class RowCost:
         self.cost = cost.standardized(scaler.y_scale)
         self.kind = KERNEL_CODE[cost.name]
         self.scale = self.cost.scale if not cost.is_mse else 1.0
+        self.source = rows  # None: the passes run here, on X and y
 
     def _split(self, W: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Slopes on the raw columns (K, d) and constants (K,) of the standardized residual
@@ -151,9 +166,13 @@ class RowCost:
         """The loss (K,) and gradient (K, p) of K runs at once, one read of the rows:
         each run's figures are those :meth:`loss_and_gradient` gives it alone, to the bit."""
         slopes, constants = self._split(np.atleast_2d(W))
-        sums = self.kernels.cost_sums(
-            self.X, self.y, 1.0 / self.scaler.y_scale, slopes, constants, self.scale, self.kind, self.chunks
-        )
+        y_inv = 1.0 / self.scaler.y_scale
+        if self.source is None:
+            sums = self.kernels.cost_sums(
+                self.X, self.y, y_inv, slopes, constants, self.scale, self.kind, self.chunks
+            )
+        else:  # the chunks' sums from where the rows are, added as cost_sums adds them
+            sums = np.sum(self.source.partials(y_inv, slopes, constants, self.scale, self.kind), axis=0)
         total, slope_sum, cross = sums[:, 0], sums[:, 1], sums[:, 2:]
         scaler, n = self.scaler, self.rows
         weights_gradient = (cross / n - np.outer(slope_sum / n, scaler.x_mean)) / scaler.x_scale
@@ -196,8 +215,10 @@ class DataPass(RowCost):
     over the rows: slower than the statistics by a pass per iteration, but each loss
     comes from the residuals."""
 
-    def __init__(self, X: FloatArray, y: FloatArray, scaler: Standardizer) -> None:
-        super().__init__(X, y, scaler, Cost())
+    def __init__(
+        self, X: FloatArray, y: FloatArray, scaler: Standardizer, rows: RowSource | None = None
+    ) -> None:
+        super().__init__(X, y, scaler, Cost(), rows)
 
     def curvature_along(self, g: FloatArray) -> float:
         """``gᵀQg``: the squares of the standardized design's combination ``g``, no target."""

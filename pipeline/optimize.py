@@ -46,6 +46,7 @@ from pipeline.objective import (
     Objective,
     Quadratic,
     RowCost,
+    RowSource,
     Standardizer,
     as_design,
     least_squares,
@@ -67,6 +68,7 @@ __all__ = [
     "Objective",
     "Quadratic",
     "RowCost",
+    "RowSource",
     "Standardizer",
     "Start",
     "fit",
@@ -353,6 +355,7 @@ def _set_up(
     fit_intercept: bool,
     statistics: bool,
     cost: Cost | None,
+    rows: RowSource | None = None,
 ) -> list[_Problem]:
     """Each run's problem; the rows' statistics and objectives are made once and shared."""
     X_arr, y_arr = as_design(X, y, check_finite=False)  # standardize() checks, in its pass
@@ -505,6 +508,7 @@ def fit(
     callback: Callable[[int, float], None] | None = None,
     statistics: bool = True,
     cost: Cost | None = None,
+    rows: RowSource | None = None,
 ) -> FitResult:
     """Fit ``y ≈ θ0 + X @ θ[1:]`` by gradient descent on the MSE (or another cost).
 
@@ -545,6 +549,9 @@ def fit(
     cost : Cost, optional
         The cost minimized (:mod:`pipeline.costs`), the MSE by default. A robust cost
         passes over the rows every iteration (:class:`RowCost`).
+    rows : RowSource, optional
+        Where those passes run when not here: the rows spread over other machines
+        (:mod:`pipeline.ray_rows`); the same θ to the bit.
 
     Returns
     -------
@@ -563,6 +570,7 @@ def fit(
         callback=callback,
         statistics=statistics,
         cost=cost,
+        rows=rows,
         stacklevel=3,
     )[0]
 
@@ -580,6 +588,7 @@ def fit_many(
     callback: Callable[[int, float], None] | None = None,
     statistics: bool = True,
     cost: Cost | None = None,
+    rows: RowSource | None = None,
     stacklevel: int = 2,
 ) -> list[FitResult]:
     """Several runs of :func:`fit` on the same rows and cost, advanced together.
@@ -594,7 +603,7 @@ def fit_many(
     ----------
     starts : sequence of Start, length K
         Each run's θ_init (original units) and method.
-    X, y, max_iter, tol, fit_intercept, divergence_ratio, history_limit, statistics, cost
+    X, y, max_iter, tol, fit_intercept, divergence_ratio, history_limit, statistics, cost, rows
         As for :func:`fit`, shared by every run.
     callback : callable, optional
         ``callback(iteration, loss)`` at every iterate of every run.
@@ -606,7 +615,7 @@ def fit_many(
     """
     for start in starts:
         _check_settings(start.method, max_iter, tol, divergence_ratio)
-    problems = _set_up(X, y, starts, fit_intercept=fit_intercept, statistics=statistics, cost=cost)
+    problems = _set_up(X, y, starts, fit_intercept=fit_intercept, statistics=statistics, cost=cost, rows=rows)
     walks = [
         _Walk(
             problem,

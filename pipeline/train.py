@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.columns import open_columns
+from pipeline.columns import copy_folder, open_columns
 from pipeline.costs import LOSSES, Cost, auto_scale
 from pipeline.errors import PipelineError, Terminated, exit_on_error, first_line
 from pipeline.files import file_md5, resolve
@@ -35,7 +35,7 @@ from pipeline.landscape import PADDING
 from pipeline.methods import METHODS, Method
 from pipeline.model import ModelSpec
 from pipeline.objective import residual_blocks
-from pipeline.optimize import ConvergenceWarning, FitResult, Start, fit, fit_many
+from pipeline.optimize import ConvergenceWarning, FitResult, RowSource, Start, fit, fit_many
 from pipeline.outcome import RunSummary
 from pipeline.passes import one_blas_thread
 from pipeline.progress import ProgressLine, record_best
@@ -211,7 +211,33 @@ def certificate_frame(
     return limits[0], limits[1]
 
 
-def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings, cost: Cost) -> FitResult:
+def rows_elsewhere(cfg: DictConfig, settings: TrainSettings, cost: Cost) -> RowSource | None:
+    """Where the fit's passes over the rows run: here (None), or spread over the Ray
+    cluster at ``rows.ray_address`` (one :class:`~pipeline.ray_rows.RayRows` per process
+    and split). Only fits that pass over the rows use it."""
+    address = OmegaConf.select(cfg, "rows.ray_address", default=None)
+    if not address or (cost.is_mse and settings.statistics):
+        return None
+    if settings.model.degree != 1:
+        raise PipelineError("rows.ray_address: the rows are spread as they are; model.degree must be 1")
+    features, target = read_names(cfg, "data.features"), read_names(cfg, "data.target")[0]
+    split = resolve(cfg, cfg.paths.train)
+    folder = copy_folder(resolve(cfg, cfg.paths.columns), split, file_md5(split), features, target)
+    actors = int(read_number(cfg, "rows.actors", at_least=1, integer=True))
+    key = (str(address), str(folder), actors)
+    if key not in _spread_rows:
+        from pipeline.ray_rows import RayRows
+
+        _spread_rows[key] = RayRows.connect(str(address), folder, actors)
+    return _spread_rows[key]
+
+
+_spread_rows: dict[tuple[str, str, int], RowSource] = {}
+
+
+def fit_with_settings(
+    X: np.ndarray, y: np.ndarray, settings: TrainSettings, cost: Cost, rows: RowSource | None = None
+) -> FitResult:
     """Run :func:`fit`; what the data make impossible becomes a :class:`PipelineError`."""
     progress = ProgressLine(settings.max_iter, what="train MSE" if cost.is_mse else f"train {cost.name} cost")
     try:
@@ -230,6 +256,7 @@ def fit_with_settings(X: np.ndarray, y: np.ndarray, settings: TrainSettings, cos
                 statistics=settings.statistics,
                 callback=progress,
                 cost=cost,
+                rows=rows,
             )
     except ValueError as error:
         raise PipelineError(f"train: {error}") from None
@@ -250,7 +277,7 @@ def prefit(configs: Sequence[DictConfig]) -> None:
     on its own, with its own message. ``hydra/launcher=fused`` calls this."""
     started = time.perf_counter()
     groups: dict[tuple[Any, ...], list[tuple[str, TrainSettings]]] = {}
-    problems: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
+    problems: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, DictConfig]] = {}
     for cfg in configs:
         try:
             features, target = read_names(cfg, "data.features"), read_names(cfg, "data.target")[0]
@@ -267,9 +294,9 @@ def prefit(configs: Sequence[DictConfig]) -> None:
         budget = (settings.max_iter, settings.tol, settings.divergence_ratio, settings.statistics)
         group = (model_key, tuple(features), target, settings.model, cost, *budget)
         groups.setdefault(group, []).append((job_key(cfg, train_md5), settings))
-        problems[group] = (X, columns.y)
+        problems[group] = (X, columns.y, cfg)
     for group, members in groups.items():
-        X, y = problems[group]
+        X, y, cfg = problems[group]
         first = members[0][1]
         try:
             with warnings.catch_warnings(), one_blas_thread():
@@ -284,8 +311,9 @@ def prefit(configs: Sequence[DictConfig]) -> None:
                     divergence_ratio=first.divergence_ratio,
                     statistics=first.statistics,
                     cost=group[4],
+                    rows=rows_elsewhere(cfg, first, group[4]),
                 )
-        except ValueError:
+        except (ValueError, PipelineError):
             continue  # each job meets the problem on its own, with its own message
         _prefitted.update((key, result) for (key, _), result in zip(members, results, strict=True))
     count = sum(len(members) for members in groups.values())
@@ -419,7 +447,7 @@ def train_and_record(
             cost = resolve_cost(settings, X, job.y, model_key)
             result = _prefitted.pop(job.key, None)  # fitted ahead by the fused launcher
             if result is None:
-                result = fit_with_settings(X, job.y, settings, cost)
+                result = fit_with_settings(X, job.y, settings, cost, rows_elsewhere(cfg, settings, cost))
             reference = global_reference(
                 X, job.y, settings.model, cost, model_key, lambda optimum: certificate_frame(cfg, optimum)
             )

@@ -32,6 +32,7 @@ LAYERS = (
     (
         "record",
         "columns",
+        "ray_rows",
         "tracking",
         "keys",
         "compose",

@@ -128,3 +128,37 @@ def test_runs_advanced_together_are_each_the_run_alone(loss: str, statistics: bo
             assert many.theta.tobytes() == one.theta.tobytes()
             assert many.theta_history.tobytes() == one.theta_history.tobytes()
             assert many.loss_history.tobytes() == one.loss_history.tobytes()
+
+
+class HeldRows:
+    """The chunks shared by three holders as Ray's actors share them, called in this process."""
+
+    def __init__(self, folder: Path, n_rows: int, actors: int) -> None:
+        from pipeline.ray_rows import RowHolder, shares
+
+        self.holders = [RowHolder(str(folder), *share) for share in shares(n_rows, actors)]
+
+    def partials(
+        self, y_inv: float, slopes: np.ndarray, constants: np.ndarray, c: float, kind: int
+    ) -> np.ndarray:
+        return np.concatenate([holder.partials(y_inv, slopes, constants, c, kind) for holder in self.holders])
+
+
+@pytest.mark.parametrize("actors", [1, 3, 64])
+def test_rows_shared_by_holders_give_the_one_machine_fit_to_the_bit(tmp_path: Path, actors: int) -> None:
+    from pipeline.costs import Cost
+    from pipeline.methods import nesterov
+
+    rng = np.random.default_rng(actors)
+    n = 100_003
+    X = rng.lognormal(7.5, 0.4, (n, 1))
+    y = 50_000 + 250 * X[:, 0] + rng.standard_t(2, n) * 1e5
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    held = HeldRows(tmp_path, n, actors)
+    for cost in (Cost("welsch", 75_000.0), Cost("huber", 150_000.0)):
+        settings = dict(theta_init=[1e5, 50.0], method=nesterov(0.2), max_iter=80, cost=cost)
+        with pytest.warns(Warning):
+            here, spread = fit(X, y, **settings), fit(X, y, rows=held, **settings)  # type: ignore[arg-type]
+        assert spread.theta.tobytes() == here.theta.tobytes()
+        assert spread.loss_history.tobytes() == here.loss_history.tobytes()
