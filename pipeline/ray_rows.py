@@ -37,6 +37,30 @@ def shares(n_rows: int, actors: int) -> list[tuple[int, int, list[int]]]:
     return found
 
 
+#: Seconds to wait for one free CPU on as many nodes as there are actors.
+PLACEMENT_WAIT = 60
+
+
+def _placements(actors: int) -> tuple[list[Any], Any]:
+    """Where each actor goes: one per node (a ``STRICT_SPREAD`` placement group) when the
+    cluster has that many nodes with a CPU free; else as spread as Ray can (``SPREAD``).
+    Returns each actor's strategy and the placement group (None without one)."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if actors <= alive:
+        group = placement_group([{"CPU": 1}] * actors, strategy="STRICT_SPREAD")
+        if group.wait(timeout_seconds=PLACEMENT_WAIT):
+            bundles = [
+                PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i) for i in range(actors)
+            ]
+            return bundles, group
+        remove_placement_group(group)
+    return ["SPREAD"] * actors, None
+
+
 class RowHolder:
     """One actor's rows: ``X`` and ``y`` rows ``low:high`` of the copy in ``folder``, and
     where its chunks start and end within them."""
@@ -61,7 +85,7 @@ class RowHolder:
 
 class RayRows:
     """The rows of a column copy spread over ``actors`` Ray actors, one share of whole
-    chunks each, placed on as many nodes as Ray can (``SPREAD``). Implements
+    chunks each, one actor per node where the cluster has enough. Implements
     :class:`pipeline.objective.RowSource`.
 
     Parameters
@@ -83,15 +107,12 @@ class RayRows:
             raise PipelineError(
                 f"rows.actors: expected a whole number from 1 to {kernels.CHUNKS}, got {actors}"
             )
-        bounds = kernels.chunk_bounds(n_rows)
-        holder = ray.remote(RowHolder)
         self.actors: list[Any] = []
-        for share in np.array_split(np.arange(kernels.CHUNKS), actors):
-            low, high = int(bounds[share[0]]), int(bounds[share[-1] + 1])
-            local = (bounds[share[0] : share[-1] + 2] - low).tolist()
-            self.actors.append(
-                holder.options(scheduling_strategy="SPREAD").remote(str(folder), low, high, local)
-            )
+        strategies, self.group = _placements(actors)
+        for share, strategy in zip(shares(n_rows, actors), strategies, strict=True):
+            # One CPU held while the actor lives (an actor holds none by default once placed).
+            holder = ray.remote(RowHolder).options(scheduling_strategy=strategy, num_cpus=1)
+            self.actors.append(holder.remote(str(folder), *share))
 
     @classmethod
     def connect(cls, address: str, folder: Path, actors: int) -> RayRows:
@@ -119,6 +140,19 @@ class RayRows:
 
         shares = ray.get([actor.partials.remote(y_inv, slopes, constants, c, kind) for actor in self.actors])
         return np.concatenate(shares, axis=0)
+
+    def close(self) -> None:
+        """End the actors, freeing their nodes' memory and CPUs."""
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        if self.group is not None:  # its bundles hold a CPU on each node until removed
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(self.group)
+            self.group = None
 
     def nodes(self) -> list[str]:
         """The node of each actor, in order."""
