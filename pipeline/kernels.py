@@ -179,212 +179,28 @@ def _cost_and_slope(r: float, c: float, kind: int) -> Any:
 # differed in the last bits).
 
 
-@njit(cache=True, inline="always", fastmath=SAFE_FLAGS)
-def _lanes_mse(x: FloatArray, ys: FloatArray, y_inv: float, a: float, b: float, c: float) -> Any:
-    t0 = t1 = t2 = t3 = 0.0
-    s0 = s1 = s2 = s3 = 0.0
-    x0 = x1 = x2 = x3 = 0.0
-    m = x.shape[0]
-    whole = m - m % 4
-    for i in range(0, whole, 4):
-        r0 = x[i + 0] * a + b - ys[i + 0] * y_inv
-        v0 = r0 * r0
-        d0 = 2.0 * r0
-        r1 = x[i + 1] * a + b - ys[i + 1] * y_inv
-        v1 = r1 * r1
-        d1 = 2.0 * r1
-        r2 = x[i + 2] * a + b - ys[i + 2] * y_inv
-        v2 = r2 * r2
-        d2 = 2.0 * r2
-        r3 = x[i + 3] * a + b - ys[i + 3] * y_inv
-        v3 = r3 * r3
-        d3 = 2.0 * r3
-        t0 += v0
-        s0 += d0
-        x0 += d0 * x[i + 0]
-        t1 += v1
-        s1 += d1
-        x1 += d1 * x[i + 1]
-        t2 += v2
-        s2 += d2
-        x2 += d2 * x[i + 2]
-        t3 += v3
-        s3 += d3
-        x3 += d3 * x[i + 3]
-    for i in range(whole, m):  # the tile's last rows, in lane 0
-        r0 = x[i] * a + b - ys[i] * y_inv
-        v0 = r0 * r0
-        d0 = 2.0 * r0
-        t0 += v0
-        s0 += d0
-        x0 += d0 * x[i]
-    return (t0 + t1) + (t2 + t3), (s0 + s1) + (s2 + s3), (x0 + x1) + (x2 + x3)
-
-
-@njit(cache=True, inline="always", fastmath=SAFE_FLAGS)
-def _lanes_huber(x: FloatArray, ys: FloatArray, y_inv: float, a: float, b: float, c: float) -> Any:
-    t0 = t1 = t2 = t3 = 0.0
-    s0 = s1 = s2 = s3 = 0.0
-    x0 = x1 = x2 = x3 = 0.0
-    m = x.shape[0]
-    whole = m - m % 4
-    for i in range(0, whole, 4):
-        r0 = x[i + 0] * a + b - ys[i + 0] * y_inv
-        z0 = abs(r0)
-        w0 = z0 if z0 < c else c
-        v0 = w0 * (2.0 * z0 - w0)
-        q0 = r0 if r0 > -c else -c
-        d0 = 2.0 * (q0 if q0 < c else c)
-        r1 = x[i + 1] * a + b - ys[i + 1] * y_inv
-        z1 = abs(r1)
-        w1 = z1 if z1 < c else c
-        v1 = w1 * (2.0 * z1 - w1)
-        q1 = r1 if r1 > -c else -c
-        d1 = 2.0 * (q1 if q1 < c else c)
-        r2 = x[i + 2] * a + b - ys[i + 2] * y_inv
-        z2 = abs(r2)
-        w2 = z2 if z2 < c else c
-        v2 = w2 * (2.0 * z2 - w2)
-        q2 = r2 if r2 > -c else -c
-        d2 = 2.0 * (q2 if q2 < c else c)
-        r3 = x[i + 3] * a + b - ys[i + 3] * y_inv
-        z3 = abs(r3)
-        w3 = z3 if z3 < c else c
-        v3 = w3 * (2.0 * z3 - w3)
-        q3 = r3 if r3 > -c else -c
-        d3 = 2.0 * (q3 if q3 < c else c)
-        t0 += v0
-        s0 += d0
-        x0 += d0 * x[i + 0]
-        t1 += v1
-        s1 += d1
-        x1 += d1 * x[i + 1]
-        t2 += v2
-        s2 += d2
-        x2 += d2 * x[i + 2]
-        t3 += v3
-        s3 += d3
-        x3 += d3 * x[i + 3]
-    for i in range(whole, m):  # the tile's last rows, in lane 0
-        r0 = x[i] * a + b - ys[i] * y_inv
-        z0 = abs(r0)
-        w0 = z0 if z0 < c else c
-        v0 = w0 * (2.0 * z0 - w0)
-        q0 = r0 if r0 > -c else -c
-        d0 = 2.0 * (q0 if q0 < c else c)
-        t0 += v0
-        s0 += d0
-        x0 += d0 * x[i]
-    return (t0 + t1) + (t2 + t3), (s0 + s1) + (s2 + s3), (x0 + x1) + (x2 + x3)
-
-
-@njit(cache=True, inline="always", fastmath=SAFE_FLAGS)
-def _lanes_cauchy(x: FloatArray, ys: FloatArray, y_inv: float, a: float, b: float, c: float) -> Any:
-    t0 = t1 = t2 = t3 = 0.0
-    s0 = s1 = s2 = s3 = 0.0
-    x0 = x1 = x2 = x3 = 0.0
-    m = x.shape[0]
-    whole = m - m % 4
-    for i in range(0, whole, 4):
-        r0 = x[i + 0] * a + b - ys[i + 0] * y_inv
-        u0 = r0 * r0 / (c * c)
-        v0 = c * c * np.log1p(u0)
-        d0 = 2.0 * r0 / (1.0 + u0)
-        r1 = x[i + 1] * a + b - ys[i + 1] * y_inv
-        u1 = r1 * r1 / (c * c)
-        v1 = c * c * np.log1p(u1)
-        d1 = 2.0 * r1 / (1.0 + u1)
-        r2 = x[i + 2] * a + b - ys[i + 2] * y_inv
-        u2 = r2 * r2 / (c * c)
-        v2 = c * c * np.log1p(u2)
-        d2 = 2.0 * r2 / (1.0 + u2)
-        r3 = x[i + 3] * a + b - ys[i + 3] * y_inv
-        u3 = r3 * r3 / (c * c)
-        v3 = c * c * np.log1p(u3)
-        d3 = 2.0 * r3 / (1.0 + u3)
-        t0 += v0
-        s0 += d0
-        x0 += d0 * x[i + 0]
-        t1 += v1
-        s1 += d1
-        x1 += d1 * x[i + 1]
-        t2 += v2
-        s2 += d2
-        x2 += d2 * x[i + 2]
-        t3 += v3
-        s3 += d3
-        x3 += d3 * x[i + 3]
-    for i in range(whole, m):  # the tile's last rows, in lane 0
-        r0 = x[i] * a + b - ys[i] * y_inv
-        u0 = r0 * r0 / (c * c)
-        v0 = c * c * np.log1p(u0)
-        d0 = 2.0 * r0 / (1.0 + u0)
-        t0 += v0
-        s0 += d0
-        x0 += d0 * x[i]
-    return (t0 + t1) + (t2 + t3), (s0 + s1) + (s2 + s3), (x0 + x1) + (x2 + x3)
-
-
-@njit(cache=True, inline="always", fastmath=SAFE_FLAGS)
-def _lanes_welsch(x: FloatArray, ys: FloatArray, y_inv: float, a: float, b: float, c: float) -> Any:
-    t0 = t1 = t2 = t3 = 0.0
-    s0 = s1 = s2 = s3 = 0.0
-    x0 = x1 = x2 = x3 = 0.0
-    m = x.shape[0]
-    whole = m - m % 4
-    for i in range(0, whole, 4):
-        r0 = x[i + 0] * a + b - ys[i + 0] * y_inv
-        f0 = np.exp(-(r0 * r0 / (c * c)))
-        v0 = c * c * (1.0 - f0)
-        d0 = 2.0 * r0 * f0
-        r1 = x[i + 1] * a + b - ys[i + 1] * y_inv
-        f1 = np.exp(-(r1 * r1 / (c * c)))
-        v1 = c * c * (1.0 - f1)
-        d1 = 2.0 * r1 * f1
-        r2 = x[i + 2] * a + b - ys[i + 2] * y_inv
-        f2 = np.exp(-(r2 * r2 / (c * c)))
-        v2 = c * c * (1.0 - f2)
-        d2 = 2.0 * r2 * f2
-        r3 = x[i + 3] * a + b - ys[i + 3] * y_inv
-        f3 = np.exp(-(r3 * r3 / (c * c)))
-        v3 = c * c * (1.0 - f3)
-        d3 = 2.0 * r3 * f3
-        t0 += v0
-        s0 += d0
-        x0 += d0 * x[i + 0]
-        t1 += v1
-        s1 += d1
-        x1 += d1 * x[i + 1]
-        t2 += v2
-        s2 += d2
-        x2 += d2 * x[i + 2]
-        t3 += v3
-        s3 += d3
-        x3 += d3 * x[i + 3]
-    for i in range(whole, m):  # the tile's last rows, in lane 0
-        r0 = x[i] * a + b - ys[i] * y_inv
-        f0 = np.exp(-(r0 * r0 / (c * c)))
-        v0 = c * c * (1.0 - f0)
-        d0 = 2.0 * r0 * f0
-        t0 += v0
-        s0 += d0
-        x0 += d0 * x[i]
-    return (t0 + t1) + (t2 + t3), (s0 + s1) + (s2 + s3), (x0 + x1) + (x2 + x3)
-
-
-@njit(cache=True)
+@njit(cache=True, fastmath=SAFE_FLAGS)
 def _tile_one_column(
     x: FloatArray, ys: FloatArray, y_inv: float, a: float, b: float, c: float, kind: int
 ) -> Any:
-    """``Σρ, Σρ', Σρ'·x`` over one tile for the line ``a·x + b``: four lanes, one loop per cost
-    (the branch taken once per tile, so each loop is straight-line code)."""
-    if kind == 0:
-        return _lanes_mse(x, ys, y_inv, a, b, c)
-    if kind == 1:
-        return _lanes_huber(x, ys, y_inv, a, b, c)
-    if kind == 2:
-        return _lanes_cauchy(x, ys, y_inv, a, b, c)
-    return _lanes_welsch(x, ys, y_inv, a, b, c)
+    """``Σρ, Σρ', Σρ'·x`` over one tile for the line ``a·x + b``, in four lanes."""
+    t0 = t1 = t2 = t3 = 0.0
+    s0 = s1 = s2 = s3 = 0.0
+    x0 = x1 = x2 = x3 = 0.0
+    m = x.shape[0]
+    whole = m - m % 4
+    for i in range(0, whole, 4):
+        v0, d0 = _cost_and_slope(x[i] * a + b - ys[i] * y_inv, c, kind)
+        v1, d1 = _cost_and_slope(x[i + 1] * a + b - ys[i + 1] * y_inv, c, kind)
+        v2, d2 = _cost_and_slope(x[i + 2] * a + b - ys[i + 2] * y_inv, c, kind)
+        v3, d3 = _cost_and_slope(x[i + 3] * a + b - ys[i + 3] * y_inv, c, kind)
+        t0, t1, t2, t3 = t0 + v0, t1 + v1, t2 + v2, t3 + v3
+        s0, s1, s2, s3 = s0 + d0, s1 + d1, s2 + d2, s3 + d3
+        x0, x1, x2, x3 = x0 + d0 * x[i], x1 + d1 * x[i + 1], x2 + d2 * x[i + 2], x3 + d3 * x[i + 3]
+    for i in range(whole, m):  # the tile's last rows, in lane 0
+        v0, d0 = _cost_and_slope(x[i] * a + b - ys[i] * y_inv, c, kind)
+        t0, s0, x0 = t0 + v0, s0 + d0, x0 + d0 * x[i]
+    return (t0 + t1) + (t2 + t3), (s0 + s1) + (s2 + s3), (x0 + x1) + (x2 + x3)
 
 
 @njit(parallel=True, cache=True)
