@@ -18,6 +18,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
@@ -26,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.columns import copy_folder, open_columns
+from pipeline.columns import Columns, copy_folder, open_columns
 from pipeline.costs import LOSSES, Cost, auto_scale
 from pipeline.errors import PipelineError, Terminated, exit_on_error, first_line
 from pipeline.files import file_md5, resolve
@@ -211,24 +212,21 @@ def certificate_frame(
     return limits[0], limits[1]
 
 
-def rows_elsewhere(cfg: DictConfig, settings: TrainSettings, cost: Cost) -> RowSource | None:
+def rows_elsewhere(cfg: DictConfig, settings: TrainSettings, cost: Cost, copy: Path) -> RowSource | None:
     """Where the fit's passes over the rows run: here (None), or spread over the Ray
     cluster at ``rows.ray_address`` (one :class:`~pipeline.ray_rows.RayRows` per process
-    and split). Only fits that pass over the rows use it."""
+    and column copy ``copy``). Only fits that pass over the rows use it."""
     address = OmegaConf.select(cfg, "rows.ray_address", default=None)
     if not address or (cost.is_mse and settings.statistics):
         return None
     if settings.model.degree != 1:
         raise PipelineError("rows.ray_address: the rows are spread as they are; model.degree must be 1")
-    features, target = read_names(cfg, "data.features"), read_names(cfg, "data.target")[0]
-    split = resolve(cfg, cfg.paths.train)
-    folder = copy_folder(resolve(cfg, cfg.paths.columns), split, file_md5(split), features, target)
     actors = int(read_number(cfg, "rows.actors", at_least=1, integer=True))
-    key = (str(address), str(folder), actors)
+    key = (str(address), str(copy), actors)
     if key not in _spread_rows:
         from pipeline.ray_rows import RayRows
 
-        _spread_rows[key] = RayRows.connect(str(address), folder, actors)
+        _spread_rows[key] = RayRows.connect(str(address), copy, actors)
     return _spread_rows[key]
 
 
@@ -277,26 +275,23 @@ def prefit(configs: Sequence[DictConfig]) -> None:
     on its own, with its own message. ``hydra/launcher=fused`` calls this."""
     started = time.perf_counter()
     groups: dict[tuple[Any, ...], list[tuple[str, TrainSettings]]] = {}
-    problems: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, DictConfig]] = {}
+    problems: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, DictConfig, Path]] = {}
     for cfg in configs:
         try:
-            features, target = read_names(cfg, "data.features"), read_names(cfg, "data.target")[0]
-            train_path = resolve(cfg, cfg.paths.train)
-            train_md5 = file_md5(train_path)
-            columns = open_columns(train_path, train_md5, features, target, resolve(cfg, cfg.paths.columns))
+            split = training_split(cfg)
             settings = read_settings(cfg)
-            X = settings.model.design(columns.X)
-            model_key = f"{train_md5}:{settings.model.degree}:{settings.model.fit_intercept}"
+            X = settings.model.design(split.columns.X)
+            model_key = f"{split.md5}:{settings.model.degree}:{settings.model.fit_intercept}"
             with one_blas_thread():
-                cost = resolve_cost(settings, X, columns.y, model_key)
+                cost = resolve_cost(settings, X, split.columns.y, model_key)
         except (PipelineError, OSError):
             continue
         budget = (settings.max_iter, settings.tol, settings.divergence_ratio, settings.statistics)
-        group = (model_key, tuple(features), target, settings.model, cost, *budget)
-        groups.setdefault(group, []).append((job_key(cfg, train_md5), settings))
-        problems[group] = (X, columns.y, cfg)
+        group = (model_key, tuple(split.features), split.target, settings.model, cost, *budget)
+        groups.setdefault(group, []).append((job_key(cfg, split.md5), settings))
+        problems[group] = (X, split.columns.y, cfg, split.copy)
     for group, members in groups.items():
-        X, y, cfg = problems[group]
+        X, y, cfg, copy = problems[group]
         first = members[0][1]
         try:
             with warnings.catch_warnings(), one_blas_thread():
@@ -311,7 +306,7 @@ def prefit(configs: Sequence[DictConfig]) -> None:
                     divergence_ratio=first.divergence_ratio,
                     statistics=first.statistics,
                     cost=group[4],
-                    rows=rows_elsewhere(cfg, first, group[4]),
+                    rows=rows_elsewhere(cfg, first, group[4], copy),
                 )
         except (ValueError, PipelineError):
             continue  # each job meets the problem on its own, with its own message
@@ -378,37 +373,60 @@ class TrainingJob:
     target: str  # data.target
     source: str  # paths.train as configured (the dataset's source in MLflow)
     train_md5: str
+    copy: Path  # the split's column copy (pipeline.columns)
     inputs: np.ndarray  # (n, len(features)): the feature columns, memory-mapped (pipeline.columns)
     y: np.ndarray  # (n,): the target, memory-mapped
 
 
+@dataclass(frozen=True)
+class TrainingSplit:
+    """The training split a job reads: its columns (memory-mapped) and where they come from."""
+
+    features: list[str]  # data.features
+    target: str  # data.target
+    path: Path  # paths.train, resolved
+    md5: str
+    copy: Path  # the column copy's folder (pipeline.columns)
+    columns: Columns
+
+
+def training_split(cfg: DictConfig) -> TrainingSplit:
+    """``paths.train``'s columns for ``data.features`` and ``data.target``, mapped from
+    their copy (made first if missing)."""
+    features, target = read_names(cfg, "data.features"), read_names(cfg, "data.target")[0]
+    path = resolve(cfg, cfg.paths.train)
+    if not path.is_file():
+        raise PipelineError(f"{path}: no training split; run `dvc repro split` first")
+    md5, folder = file_md5(path), resolve(cfg, cfg.paths.columns)
+    columns = open_columns(path, md5, features, target, folder)
+    return TrainingSplit(
+        features, target, path, md5, copy_folder(folder, path, md5, features, target), columns
+    )
+
+
 def read_job(cfg: DictConfig) -> TrainingJob:
     """The training split this job reads, checked against the one its sweep planned."""
-    features = read_names(cfg, "data.features")
-    target = read_names(cfg, "data.target")[0]
     train_path = resolve(cfg, cfg.paths.train)
     planned = OmegaConf.select(cfg, SPLIT_KEY, default=None)
     if planned and not train_path.is_file():
         raise PipelineError(f"{train_path}: no training split here; {SHARED_FOLDER}")
-    if not train_path.is_file():
-        raise PipelineError(f"{train_path}: no training split; run `dvc repro split` first")
-    train_md5 = file_md5(train_path)
-    columns = open_columns(train_path, train_md5, features, target, resolve(cfg, cfg.paths.columns))
-    if planned and planned != train_md5:
+    split = training_split(cfg)
+    if planned and planned != split.md5:
         raise PipelineError(
-            f"{train_path}: not the training split the sweep was planned with (MD5 {train_md5}, "
+            f"{train_path}: not the training split the sweep was planned with (MD5 {split.md5}, "
             f"expected {planned}); {SHARED_FOLDER}"
         )
     return TrainingJob(
         run_name(cfg),
-        job_key(cfg, train_md5),
+        job_key(cfg, split.md5),
         job_overrides(),
-        features,
-        target,
+        split.features,
+        split.target,
         str(cfg.paths.train),
-        train_md5,
-        columns.X,
-        columns.y,
+        split.md5,
+        split.copy,
+        split.columns.X,
+        split.columns.y,
     )
 
 
@@ -447,7 +465,9 @@ def train_and_record(
             cost = resolve_cost(settings, X, job.y, model_key)
             result = _prefitted.pop(job.key, None)  # fitted ahead by the fused launcher
             if result is None:
-                result = fit_with_settings(X, job.y, settings, cost, rows_elsewhere(cfg, settings, cost))
+                result = fit_with_settings(
+                    X, job.y, settings, cost, rows_elsewhere(cfg, settings, cost, job.copy)
+                )
             reference = global_reference(
                 X, job.y, settings.model, cost, model_key, lambda optimum: certificate_frame(cfg, optimum)
             )
