@@ -240,7 +240,7 @@ def test_basic_joblib_and_fused_launchers_give_the_same_sweep_bit_for_bit(tmp_pa
     assert len(json.loads(records[0])["runs"]) == 16
 
 
-@pytest.mark.e2e
+@pytest.mark.slow  # robust fits are checked bit for bit in the default tier (tests/test_passes.py)
 def test_a_fused_robust_sweep_is_the_basic_launchers_sweep(tmp_path: Path) -> None:
     """Huber runs advanced together (one pass over the rows per round for all eight):
     the same record, to the last bit, as the runs made one at a time."""
