@@ -28,17 +28,14 @@ understate the rate; compare the rows at 10⁷.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from tools.workspace import user_env  # noqa: E402
+from tools.measure import measured  # noqa: E402
 
 BASELINE = """
 import sys
@@ -89,53 +86,6 @@ for runs in (1, 16):
     figures[f"huber{runs}"] = time.perf_counter() - start
 print(json.dumps(figures))
 """
-
-
-def tree(pid: int) -> list[int]:
-    """``pid`` and every process below it."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            with contextlib.suppress(OSError):  # the task ended meanwhile
-                todo.extend(int(child) for child in (task / "children").read_text().split())
-    return found
-
-
-def memory_of(pids: list[int]) -> tuple[float, float]:
-    """Resident and anonymous MB of ``pids``, summed proportionally (PSS: a page shared
-    with a forked child or another process counts once in all); anonymous is
-    ``Pss_Anon`` + ``Pss_Shmem``: not the mapped files the kernel can drop."""
-    resident = anonymous = 0.0
-    for pid in pids:
-        try:
-            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        fields = {line.split(":")[0]: float(line.split()[1]) for line in rollup.splitlines()[1:]}
-        resident += fields.get("Pss", 0.0)
-        anonymous += fields.get("Pss_Anon", 0.0) + fields.get("Pss_Shmem", 0.0)
-    return resident / 1024, anonymous / 1024
-
-
-def measured(command: list[str]) -> tuple[float, float, float, str]:
-    """Wall seconds, peak resident MB, peak anonymous MB and standard output of
-    ``command`` (its process tree), run as a user runs it."""
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    peak_resident = peak_anonymous = 0.0
-    while process.poll() is None:
-        resident, anonymous = memory_of(tree(process.pid))
-        peak_resident, peak_anonymous = max(peak_resident, resident), max(peak_anonymous, anonymous)
-        time.sleep(0.05)
-    seconds = time.perf_counter() - start
-    out, err = process.communicate()
-    if process.returncode != 0:
-        sys.exit(f"bench: {' '.join(command)} failed:\n{err[-2000:]}")
-    return seconds, peak_resident, peak_anonymous, out
 
 
 def row(label: str, seconds: float, resident: float, anonymous: float, rows: int, note: str = "") -> None:

@@ -10,7 +10,11 @@ store in a temporary folder, with the King County training split, it times:
   logging its curve, logging its model, and the sweep's pictures;
 * the baseline: logging each curve with one ``log_metric`` call per step. Timed on 5
   runs and scaled to 100 (it costs milliseconds a call on SQLite), then put in place
-  of the batched curve logging to give the baseline sweep's time.
+  of the batched curve logging to give the baseline sweep's time;
+* growth in runs: the same grid shape at 100 and 1,000 runs (10,000 with ``--huge``),
+  a 200-iteration budget, joblib ``n_jobs=2``: seconds per run against the 100-run
+  sweep's (goal within 1.3 ×), and the peak anonymous memory of the launching process
+  (goal ≤ 1 GB) and of the whole process tree (PSS, ``tools/measure.py``).
 """
 
 from __future__ import annotations
@@ -75,6 +79,38 @@ def sweep_seconds(folder: Path, launcher: list[str]) -> float:
     if done.returncode != 0:
         sys.exit(f"bench: the sweep failed:\n{done.stderr[-3000:]}")
     return elapsed
+
+
+def scale_grid(runs: int) -> list[str]:
+    """A grid of ``runs`` jobs (100, 1,000 or 10,000): starts × rates, a short budget."""
+    starts = {100: (5, 5), 1000: (10, 10), 10000: (10, 100)}[runs]
+    rates = "0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.5,1.05" if runs > 100 else "0.001,0.01,0.1,1.05"
+    return [
+        f"model.init.theta0=range(-500000,500000,{1_000_000 // starts[0]})",
+        f"model.init.theta1=range(0,600,{600 // starts[1]})",
+        f"optimizer.lr={rates}",
+        "optimizer.max_iter=200",
+    ]
+
+
+def scale_rows(root: Path, sizes: list[int]) -> None:
+    """Seconds per run and peak memory as the sweep grows, each size on a fresh store."""
+    from tools.measure import measured_run
+
+    first = None
+    for runs in sizes:
+        folder = prepared(root / f"scale{runs}")
+        launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+        command = [sys.executable, "-m", "pipeline.train", "--multirun", *scale_grid(runs), *launcher]
+        done = measured_run([*command, *overrides(folder)])
+        per_run = done.seconds / runs
+        first = first or per_run
+        row(
+            f"sweep of {runs:,} runs (200 iterations, joblib), per run",
+            per_run,
+            f"{per_run / first:.2f} x the 100-run sweep's (goal <= 1.3); launching process "
+            f"{done.own_anonymous:.0f} MB (goal <= 1 GB), tree {done.anonymous:.0f} MB anon.",
+        )
 
 
 def mean_seconds(action: Callable[[], object], repeats: int) -> float:
@@ -256,7 +292,13 @@ def breakdown(folder: Path) -> dict[str, float]:
 
 
 def main() -> None:
+    import argparse
+
     import pipeline  # noqa: F401  (the offline defaults of offline.env)
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--huge", action="store_true", help="also a 10,000-run sweep (about 20 minutes)")
+    huge = parser.parse_args().huge
 
     print(f"{'measure':<58}{'seconds':>9}  ratio")
     with tempfile.TemporaryDirectory() as folder:
@@ -279,6 +321,8 @@ def main() -> None:
             joblib,
             f"{joblib / TARGET_SECONDS:.2f} of the 12 s goal",
         )
+        fused = sweep_seconds(prepared(root / "fused"), ["hydra/launcher=fused"])
+        row(f"sweep of {RUNS} runs, fused launcher", fused, f"{fused / TARGET_SECONDS:.2f} of the 12 s goal")
         batched = parts[next(k for k in parts if "in one batch" in k)]
         per_step = parts[next(k for k in parts if "per step" in k)]
         baseline = basic + RUNS * (per_step - batched)
@@ -287,6 +331,7 @@ def main() -> None:
             baseline,
             f"{baseline / basic:.1f} x the basic sweep, {baseline / joblib:.1f} x joblib (goal >= 30)",
         )
+        scale_rows(root, [100, 1000, *([10000] if huge else [])])
 
 
 if __name__ == "__main__":
