@@ -23,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError
-from pipeline.files import parquet_batches
+from pipeline.files import file_md5, parquet_batches, resolve
 from pipeline.passes import BLOCK_ROWS
+from pipeline.settings import read_names
 from pipeline.tables import require_columns
 
 FloatArray = NDArray[np.float64]
@@ -86,6 +88,32 @@ class SplitFile:
             yield np.column_stack(
                 [batch.column(name).to_numpy(zero_copy_only=False) for name in names]
             ).astype(np.float64, copy=False)
+
+
+@dataclass(frozen=True)
+class TrainingSplit:
+    """The training split a run reads: its columns (memory-mapped) and where they come from."""
+
+    features: list[str]  # data.features
+    target: str  # data.target
+    path: Path  # paths.train, resolved
+    md5: str
+    copy: Path  # the column copy's folder
+    columns: Columns
+
+
+def training_split(cfg: DictConfig) -> TrainingSplit:
+    """``paths.train``'s columns for ``data.features`` and ``data.target``, mapped from
+    their copy (made first if missing)."""
+    features, target = read_names(cfg, "data.features"), read_names(cfg, "data.target")[0]
+    path = resolve(cfg, cfg.paths.train)
+    if not path.is_file():
+        raise PipelineError(f"{path}: no training split; run `dvc repro split` first")
+    md5, folder = file_md5(path), resolve(cfg, cfg.paths.columns)
+    columns = open_columns(path, md5, features, target, folder)
+    return TrainingSplit(
+        features, target, path, md5, copy_folder(folder, path, md5, features, target), columns
+    )
 
 
 def copy_folder(folder: Path, split: Path, md5: str, features: Sequence[str], target: str) -> Path:

@@ -22,7 +22,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.costs import Cost
-from pipeline.files import file_md5, resolve, write_atomic
+from pipeline.files import resolve, write_atomic
 from pipeline.outcome import Minimum, RunSummary, status_counts
 from pipeline.record import group_minima, minima_line, write_sweep_record
 
@@ -52,15 +52,13 @@ def _drawing_inputs(
 ) -> tuple[list[RunSummary], np.ndarray, np.ndarray, np.ndarray | None, Cost, list[Minimum]] | None:
     """What the pictures and the page draw: the runs that ran, the training columns, the
     global minimum (if known), the cost and the minima found; None when no run ran."""
-    from pipeline.columns import open_columns
+    from pipeline.columns import training_split
     from pipeline.model import polynomial_columns
 
     drawn = [run for run in runs if run.status != "failed"]
     if not drawn:
         return None
-    split = resolve(config, config.paths.train)
-    features, target = list(config.data.features), str(config.data.target)
-    columns = open_columns(split, file_md5(split), features, target, resolve(config, config.paths.columns))
+    columns = training_split(config).columns
     X, y = polynomial_columns(columns.X, drawn[0].degree), columns.y
     first = drawn[0]
     optimum = None if first.optimum_theta is None else np.asarray(first.optimum_theta)

@@ -27,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.columns import Columns, copy_folder, open_columns
+from pipeline.columns import training_split
 from pipeline.costs import LOSSES, Cost, auto_scale
 from pipeline.errors import PipelineError, Terminated, exit_on_error, first_line
 from pipeline.files import file_md5, resolve
@@ -179,6 +179,12 @@ def read_settings(cfg: DictConfig) -> TrainSettings:
     )
 
 
+def fit_key(train_md5: str, model: ModelSpec) -> str:
+    """What a training set's least-squares reference, θ unit and auto loss scale are
+    remembered by in a process: the split's MD5 and the model's degree and intercept."""
+    return f"{train_md5}:{model.degree}:{model.fit_intercept}"
+
+
 def resolve_cost(settings: TrainSettings, X: np.ndarray, y: np.ndarray, key: str) -> Cost:
     """The cost of ``model.loss``, its ``auto`` scale taken from the least-squares residuals."""
     if settings.loss == "mse":
@@ -281,7 +287,7 @@ def prefit(configs: Sequence[DictConfig]) -> None:
             split = training_split(cfg)
             settings = read_settings(cfg)
             X = settings.model.design(split.columns.X)
-            model_key = f"{split.md5}:{settings.model.degree}:{settings.model.fit_intercept}"
+            model_key = fit_key(split.md5, settings.model)
             with one_blas_thread():
                 cost = resolve_cost(settings, X, split.columns.y, model_key)
         except (PipelineError, OSError):
@@ -378,32 +384,6 @@ class TrainingJob:
     y: np.ndarray  # (n,): the target, memory-mapped
 
 
-@dataclass(frozen=True)
-class TrainingSplit:
-    """The training split a job reads: its columns (memory-mapped) and where they come from."""
-
-    features: list[str]  # data.features
-    target: str  # data.target
-    path: Path  # paths.train, resolved
-    md5: str
-    copy: Path  # the column copy's folder (pipeline.columns)
-    columns: Columns
-
-
-def training_split(cfg: DictConfig) -> TrainingSplit:
-    """``paths.train``'s columns for ``data.features`` and ``data.target``, mapped from
-    their copy (made first if missing)."""
-    features, target = read_names(cfg, "data.features"), read_names(cfg, "data.target")[0]
-    path = resolve(cfg, cfg.paths.train)
-    if not path.is_file():
-        raise PipelineError(f"{path}: no training split; run `dvc repro split` first")
-    md5, folder = file_md5(path), resolve(cfg, cfg.paths.columns)
-    columns = open_columns(path, md5, features, target, folder)
-    return TrainingSplit(
-        features, target, path, md5, copy_folder(folder, path, md5, features, target), columns
-    )
-
-
 def read_job(cfg: DictConfig) -> TrainingJob:
     """The training split this job reads, checked against the one its sweep planned."""
     train_path = resolve(cfg, cfg.paths.train)
@@ -460,7 +440,7 @@ def train_and_record(
     try:
         settings = read_settings(cfg)
         X = settings.model.design(job.inputs)
-        model_key = f"{job.train_md5}:{settings.model.degree}:{settings.model.fit_intercept}"
+        model_key = fit_key(job.train_md5, settings.model)
         with one_blas_thread():  # θ must not depend on how many cores the launcher gave
             cost = resolve_cost(settings, X, job.y, model_key)
             result = _prefitted.pop(job.key, None)  # fitted ahead by the fused launcher
