@@ -43,6 +43,8 @@ AUTO_TUNING = {"huber": 1.345, "cauchy": 2.3849, "welsch": 2.9846}
 #: welsch: ρ_s'' = 2(1 − 2u²)exp(−u²), least −4e^{−3/2} at u² = 3/2 (u in units of c);
 #: cauchy: ρ_s'' = 2(1 − u²)/(1 + u²)², least −1/4 at u² = 3.
 NEGATIVE_CURVATURE = {"mse": 0.0, "huber": 0.0, "cauchy": 0.25, "welsch": 4.0 * math.exp(-1.5)}
+#: ``sup |ρ_s''|`` of every cost: each bends like ``u²`` at zero and never more sharply.
+CURVATURE_BOUND = 2.0
 #: Code of each cost in the compiled kernels (:mod:`pipeline.kernels`).
 KERNEL_CODE = {"mse": 0, "huber": 1, "cauchy": 2, "welsch": 3}
 

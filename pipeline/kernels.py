@@ -289,9 +289,16 @@ def _fused_many_columns(
 
 @njit(parallel=True, cache=True, fastmath=SAFE_FLAGS)
 def _line_costs(
-    x: FloatArray, y: FloatArray, intercepts: FloatArray, slopes: FloatArray, c: float, kind: int
+    x: FloatArray,
+    y: FloatArray,
+    w: FloatArray,
+    intercepts: FloatArray,
+    slopes: FloatArray,
+    c: float,
+    kind: int,
 ) -> Any:
     k = intercepts.shape[0]
+    weighted = w.shape[0] > 0
     out = np.zeros((k, 3))
     for point in prange(k):
         a = intercepts[point]
@@ -301,6 +308,9 @@ def _line_costs(
         cross = 0.0
         for i in range(x.shape[0]):
             value, slope = _cost_and_slope(a + b * x[i] - y[i], c, kind)
+            if weighted:
+                value *= w[i]
+                slope *= w[i]
             total += value
             slope_sum += slope
             cross += slope * x[i]
@@ -311,17 +321,27 @@ def _line_costs(
 
 
 def line_costs(
-    x: FloatArray, y: FloatArray, intercepts: FloatArray, slopes: FloatArray, c: float, kind: int
+    x: FloatArray,
+    y: FloatArray,
+    intercepts: FloatArray,
+    slopes: FloatArray,
+    c: float,
+    kind: int,
+    weights: FloatArray | None = None,
 ) -> FloatArray:
     """For each line ``a + b·x`` (``intercepts``, ``slopes``: shape (k,)): ``[Σρ, Σρ', Σρ'·x]``, shape (k, 3).
 
-    One point per thread at a time, each summed over the rows in order: the result does
-    not depend on the number of threads. For landscapes and the global-minimum search.
+    Each point ``x[i], y[i]`` counts ``weights[i]`` times when given (the bins of a
+    :class:`pipeline.summary.RowSummary`), once otherwise. One line per thread at a
+    time, each summed over the points in order: the result does not depend on the
+    number of threads. For landscapes and the global-minimum search.
     """
+    w = np.empty(0) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
     return np.asarray(
         _line_costs(
             np.ascontiguousarray(x, dtype=np.float64),
             np.ascontiguousarray(y, dtype=np.float64),
+            w,
             np.ascontiguousarray(intercepts, dtype=np.float64),
             np.ascontiguousarray(slopes, dtype=np.float64),
             float(c),

@@ -24,6 +24,8 @@ from pipeline.passes import row_blocks
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from pipeline.summary import RowSummary
+
 FloatArray = NDArray[np.float64]
 GRID_POINTS = 241
 #: A robust cost is summed over every row at every grid point: a coarser grid.
@@ -85,17 +87,26 @@ class Plane:
     def cost(self, theta0: FloatArray, theta1: FloatArray) -> FloatArray:
         return self.mse(theta0, theta1)
 
+    @property
+    def note(self) -> str:
+        """Nothing to say: the moments are exact."""
+        return ""
+
 
 @dataclass(frozen=True)
 class RobustPlane:
     """A robust cost as a function of (θ0, θ1), every other coefficient held fixed.
 
-    No moments summarize it: each point is a compiled pass over the rows.
+    No moments summarize it: each point is a compiled pass over the rows, or over the
+    bins of a :class:`~pipeline.summary.RowSummary` (``weight`` the rows in each) where
+    the rows are too many; ``note`` then says so, with the error bound, for the titles.
     """
 
     x: FloatArray
     a: FloatArray
     loss: Cost
+    weight: FloatArray | None = None
+    note: str = ""
 
     @classmethod
     def from_data(cls, X: FloatArray, y: FloatArray, held: FloatArray, loss: Cost) -> RobustPlane:
@@ -104,13 +115,18 @@ class RobustPlane:
             return cls(np.ascontiguousarray(X[:, 0]), np.ascontiguousarray(y), loss)
         return cls(np.ascontiguousarray(X[:, 0]), np.ascontiguousarray(y - X[:, 1:] @ held[2:]), loss)
 
+    @classmethod
+    def from_summary(cls, summary: RowSummary, loss: Cost, slopes: tuple[float, float]) -> RobustPlane:
+        """The cost over a line's bins (one feature), its error bound taken over ``slopes``."""
+        return cls(summary.x, summary.y, loss, summary.weight, summary.describe(loss, slopes))
+
     def cost(self, theta0: FloatArray, theta1: FloatArray) -> FloatArray:
         """The cost at each (θ0, θ1) pair; arrays of any matching shape."""
         from pipeline.minima import line_cost
 
         theta0, theta1 = np.broadcast_arrays(np.asarray(theta0, float), np.asarray(theta1, float))
         points = np.column_stack([theta0.ravel(), theta1.ravel()])
-        return line_cost(self.x, self.a, self.loss, points)[0].reshape(theta0.shape)
+        return line_cost(self.x, self.a, self.loss, points, self.weight)[0].reshape(theta0.shape)
 
     def valley_floor(
         self, theta1: FloatArray, theta0_range: tuple[float, float]
@@ -330,12 +346,18 @@ def _surface_and_frame(
     optimum: FloatArray | None,
     loss: Cost,
     minima: list[Minimum],
+    summary: RowSummary | None = None,
 ) -> tuple[Plane | RobustPlane, tuple[tuple[float, float], tuple[float, float]]]:
     """The cost over (θ0, θ1), further coefficients held (see :func:`_held`), and the frame
-    that holds every start, path and minimum: what the landscape and the valley share."""
+    that holds every start, path and minimum: what the landscape and the valley share.
+    A robust cost is summed over ``summary``'s bins where one is given (one feature)."""
     held = _held(runs, optimum)
-    surface = Plane.from_data(X, y, held) if loss.is_mse else RobustPlane.from_data(X, y, held, loss)
-    return surface, _frame(runs, [held] + [np.asarray(minimum.theta) for minimum in minima])
+    frame = _frame(runs, [held] + [np.asarray(minimum.theta) for minimum in minima])
+    if loss.is_mse:
+        return Plane.from_data(X, y, held), frame
+    if summary is not None and X.shape[1] == 1:
+        return RobustPlane.from_summary(summary, loss, frame[1]), frame
+    return RobustPlane.from_data(X, y, held, loss), frame
 
 
 def _held(runs: list[RunSummary], optimum: FloatArray | None) -> FloatArray:
@@ -388,10 +410,12 @@ def landscape_grid(
     loss: Cost,
     minima: list[Minimum],
     points: int | None = None,
+    summary: RowSummary | None = None,
 ) -> LandscapeGrid:
-    """The cost over the frame of ``runs`` (failed runs left out), ``points`` per side."""
+    """The cost over the frame of ``runs`` (failed runs left out), ``points`` per side;
+    a robust cost over ``summary``'s bins where one is given."""
     runs = [run for run in runs if run.status != "failed"]
-    surface, limits = _surface_and_frame(runs, X, y, optimum, loss, minima)
+    surface, limits = _surface_and_frame(runs, X, y, optimum, loss, minima, summary)
     points = points or (GRID_POINTS if loss.is_mse else ROBUST_GRID_POINTS)
     theta0, theta1 = np.meshgrid(np.linspace(*limits[0], points), np.linspace(*limits[1], points))
     costs = surface.cost(theta0, theta1)
@@ -408,6 +432,7 @@ def landscape_figure(
     labels: tuple[str, str],
     loss: Cost | None = None,
     minima: list[Minimum] | None = None,
+    summary: RowSummary | None = None,
 ) -> Figure:
     """Contour maps of the training cost over (θ0, θ1), one small panel per learning rate,
     with each run's path downhill.
@@ -432,6 +457,9 @@ def landscape_figure(
         The cost minimized (the MSE by default).
     minima : list of Minimum
         The minima the runs reached, each marked (and labelled with its cost and runs).
+    summary : RowSummary, optional
+        A robust cost is summed over its bins instead of the rows (one feature); the
+        title says so, with the error bound.
     """
     from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
@@ -439,7 +467,7 @@ def landscape_figure(
     loss = loss or Cost()
     minima = minima or []
     runs = [run for run in runs if run.status != "failed"]
-    land = landscape_grid(runs, X, y, optimum, loss, minima)
+    land = landscape_grid(runs, X, y, optimum, loss, minima, summary=summary)
     surface, limits, marks, lowest = land.surface, land.limits, land.marks, land.lowest
     theta0, theta1, excess = land.theta0, land.theta1, land.excess
     levels = np.geomspace(excess.max() * 1e-5, excess.max(), 26)
@@ -502,7 +530,8 @@ def landscape_figure(
         others = (
             " (other coefficients at their optimum)" if optimum is not None else " (others at the best run's)"
         )
-    figure.suptitle(f"Cost landscape: {loss.label} over θ0 and θ1{others}, with each run's path")
+    summarized = f"\n(the cost {land.surface.note})" if land.surface.note else ""
+    figure.suptitle(f"Cost landscape: {loss.label} over θ0 and θ1{others}, with each run's path{summarized}")
     figure.legend(handles=_legend_handles(colouring), loc="outside lower center", ncols=5, fontsize=9)
     return figure
 
@@ -628,6 +657,7 @@ def valley_figure(
     labels: tuple[str, str],
     loss: Cost | None = None,
     minima: list[Minimum] | None = None,
+    summary: RowSummary | None = None,
 ) -> Figure:
     """The cost along θ1 with θ0 at its best for each θ1, and every run's iterates on it.
 
@@ -639,7 +669,7 @@ def valley_figure(
     loss = loss or Cost()
     minima = minima or []
     runs = [run for run in runs if run.status != "failed"]
-    surface, limits = _surface_and_frame(runs, X, y, optimum, loss, minima)
+    surface, limits = _surface_and_frame(runs, X, y, optimum, loss, minima, summary)
     theta1 = np.linspace(*limits[1], 400 if loss.is_mse else 200)
     _, floor = surface.valley_floor(theta1, limits[0])
     figure = Figure(figsize=(10, 7), layout="constrained")
@@ -671,7 +701,8 @@ def valley_figure(
     axes.set_xlim(*limits[1])
     axes.set_xlabel(labels[1])
     axes.set_ylabel(loss.label)
-    axes.set_title("Walking downhill: each run's iterates (dots) above the valley floor")
+    summarized = f"\n(the floor {surface.note})" if surface.note else ""
+    axes.set_title(f"Walking downhill: each run's iterates (dots) above the valley floor{summarized}")
     handles = [*_legend_handles(colouring), axes.get_lines()[0]]
     figure.legend(handles=handles, loc="outside lower center", ncols=5, fontsize=9)
     return figure

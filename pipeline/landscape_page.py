@@ -90,7 +90,8 @@ def landscape_plot(
         _add_mark(figure, mark)
     steps = _add_slider_points(figure, runs, colouring)
     figure.update_layout(
-        title=f"Cost landscape: {loss.label}, {len(runs)} runs",
+        title=f"Cost landscape: {loss.label}, {len(runs)} runs"
+        + (f" (the cost {land.surface.note})" if land.surface.note else ""),
         height=760,
         margin={"l": 40, "r": 40, "t": 80, "b": 40},
         legend={"orientation": "h", "x": 0.55, "y": 1.08},

@@ -18,6 +18,8 @@ from numpy.typing import NDArray
 
 from pipeline.costs import KERNEL_CODE, NEGATIVE_CURVATURE, Cost
 from pipeline.outcome import SAME_COST, EndPoint
+from pipeline.passes import row_blocks
+from pipeline.summary import RowSummary
 
 FloatArray = NDArray[np.float64]
 #: Target of the certificate: the global minimum's cost is known within this much.
@@ -52,6 +54,8 @@ class Certificate:
         Cells whose cost and gradient were evaluated.
     seconds : float
         Time taken.
+    summary_shortfall : float
+        What the rows' summary may hide, part of ``cost − lower_bound`` (0: searched on the rows).
     """
 
     theta: FloatArray
@@ -61,6 +65,7 @@ class Certificate:
     frame: tuple[tuple[float, float], tuple[float, float]]
     cells: int
     seconds: float
+    summary_shortfall: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -84,27 +89,53 @@ class GlobalMinimum:
     how: str
 
 
-def line_cost(x: FloatArray, y: FloatArray, cost: Cost, theta: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """``J`` and its gradient for lines ``θ0 + θ1·x``; ``theta`` shape (k, 2) → shapes (k,), (k, 2)."""
+def line_cost(
+    x: FloatArray, y: FloatArray, cost: Cost, theta: FloatArray, weight: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray]:
+    """``J`` and its gradient for lines ``θ0 + θ1·x``; ``theta`` shape (k, 2) → shapes (k,), (k, 2).
+
+    ``x``, ``y`` (n,) are the rows, or with ``weight`` (n,) a summary's bins, each
+    standing for ``weight`` rows at its centroid (:class:`pipeline.summary.RowSummary`).
+    """
     from pipeline import kernels
 
     theta = np.atleast_2d(np.asarray(theta, dtype=np.float64))
     scale = cost.scale if math.isfinite(cost.scale) else 1.0
-    sums = kernels.line_costs(x, y, theta[:, 0], theta[:, 1], scale, KERNEL_CODE[cost.name])
-    factor = cost.unit / x.size
+    sums = kernels.line_costs(x, y, theta[:, 0], theta[:, 1], scale, KERNEL_CODE[cost.name], weight)
+    rows = x.size if weight is None else float(weight.sum())
+    factor = cost.unit / rows
     return sums[:, 0] * factor, sums[:, 1:] * factor
 
 
-def _polish(x: FloatArray, y: FloatArray, cost: Cost, theta: FloatArray, steps: int = 50) -> FloatArray:
+def _hessian(
+    x: FloatArray, y: FloatArray, cost: Cost, theta: FloatArray, weight: FloatArray | None
+) -> FloatArray:
+    """``∇²J`` (2, 2) at ``theta``, a block of rows at a time."""
+    total = np.zeros((2, 2))
+    for rows in row_blocks(len(x)):
+        xs = np.asarray(x[rows], dtype=np.float64)
+        curvature = cost.scaled_curvature(theta[0] + theta[1] * xs - np.asarray(y[rows], dtype=np.float64))
+        if weight is not None:
+            curvature = curvature * weight[rows]
+        total += [[curvature.sum(), curvature @ xs], [curvature @ xs, curvature @ (xs * xs)]]
+    rows_count = len(x) if weight is None else float(weight.sum())
+    return total * cost.unit / rows_count
+
+
+def _polish(
+    x: FloatArray,
+    y: FloatArray,
+    cost: Cost,
+    theta: FloatArray,
+    steps: int = 50,
+    weight: FloatArray | None = None,
+) -> FloatArray:
     """A few damped Newton steps downhill from ``theta`` (2,): a better upper bound, never worse."""
-    design = np.column_stack([np.ones_like(x), x])
     best = np.asarray(theta, dtype=np.float64)
-    value, gradient = (v[0] for v in line_cost(x, y, cost, best))
+    value, gradient = (v[0] for v in line_cost(x, y, cost, best, weight))
     for _ in range(steps):
-        curvature = cost.unit * cost.scaled_curvature(design @ best - y)
-        hessian = (design * curvature[:, np.newaxis]).T @ design / x.size
         try:
-            direction = -np.linalg.solve(hessian, gradient)
+            direction = -np.linalg.solve(_hessian(x, y, cost, best, weight), gradient)
         except np.linalg.LinAlgError:
             break
         if not float(direction @ gradient) < 0:  # not a descent direction: not near a minimum
@@ -112,7 +143,7 @@ def _polish(x: FloatArray, y: FloatArray, cost: Cost, theta: FloatArray, steps: 
         t = 1.0
         while t > 1e-12:
             trial = best + t * direction
-            trial_value, trial_gradient = (v[0] for v in line_cost(x, y, cost, trial))
+            trial_value, trial_gradient = (v[0] for v in line_cost(x, y, cost, trial, weight))
             if trial_value < value:
                 break
             t *= 0.5
@@ -129,6 +160,7 @@ def certify_global_minimum(
     frame: tuple[tuple[float, float], tuple[float, float]],
     epsilon: float = CERTIFICATE_EPSILON,
     max_seconds: float = MAX_SECONDS,
+    summary: RowSummary | None = None,
 ) -> Certificate:
     """The lowest cost of the line ``θ0 + θ1·x`` over ``frame``, proven within ``epsilon``.
 
@@ -144,22 +176,42 @@ def certify_global_minimum(
     found less ``epsilon`` cannot hold the global minimum and is dropped; the others are
     split in four, until none is left.
 
+    With a ``summary`` of the rows, the search runs on its bins, whose cost ``J_s``
+    lies above ``J`` by at most :meth:`~pipeline.summary.RowSummary.shortfall` anywhere
+    in the frame: the search's tolerance is ``epsilon`` less that, the proven lower
+    bound is the bins' less that, and the best point is polished and costed on the rows.
+
     Parameters
     ----------
     x, y : ndarray, shape (n,)
-        The feature and the target.
+        The feature and the target (memory-mapped columns do: they are read in blocks
+        where a summary stands for them).
     cost : Cost
     frame : ((θ0 low, θ0 high), (θ1 low, θ1 high))
     epsilon : float
-        The certificate's tolerance on ``J``.
+        The certificate's tolerance on ``J``, the summary's share included.
     max_seconds : float
         Budget; past it (or past :data:`MAX_CELLS` in a round) the answer is uncertified.
+    summary : RowSummary, optional
+        Bins that stand for the rows in the search.
     """
     began = time.perf_counter()
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    y = np.ascontiguousarray(y, dtype=np.float64)
+    shortfall = 0.0 if summary is None else summary.shortfall(cost, frame[1])
+    if summary is None:
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        px, py, weight = x, y, None
+        search_epsilon = epsilon
+    else:
+        px, py, weight = summary.x, summary.y, summary.weight
+        # The bins' cost may lie below the rows' by the shortfall anywhere, and above
+        # them near the minimum by about as much: the search keeps the rest of epsilon,
+        # a tenth of it at least (the certificate then fails where the bins are too coarse).
+        search_epsilon = max(epsilon - 2.0 * shortfall, 0.1 * epsilon)
+    points = (px, py, cost)
+    share = np.ones_like(px) / px.size if weight is None else weight / weight.sum()
     bend = 0.5 * NEGATIVE_CURVATURE[cost.name] * cost.unit
-    mean_x, mean_xx = abs(float(x.mean())), float(x @ x / x.size)
+    mean_x, mean_xx = abs(float(share @ px)), float(share @ (px * px))
     (a0, a1), (b0, b1) = frame
     half = np.array([(a1 - a0) / (2 * FIRST_GRID), (b1 - b0) / (2 * FIRST_GRID)])
     steps = np.arange(FIRST_GRID) * 2 + 1
@@ -169,19 +221,19 @@ def certify_global_minimum(
     evaluated = 0
     lowest_open = proven = math.inf
     while centres.size:
-        values, gradients = line_cost(x, y, cost, centres)
+        values, gradients = line_cost(*points, centres, weight)
         evaluated += len(centres)
         lowest = int(np.argmin(values))
         if values[lowest] < best:
             best_theta, best = centres[lowest], float(values[lowest])
-            polished = _polish(x, y, cost, best_theta)
+            polished = _polish(*points, best_theta, weight=weight)
             if a0 <= polished[0] <= a1 and b0 <= polished[1] <= b1:
-                polished_value = float(line_cost(x, y, cost, polished)[0][0])
+                polished_value = float(line_cost(*points, polished, weight)[0][0])
                 if polished_value < best:
                     best_theta, best = polished, polished_value
         reach = half[0] ** 2 + 2 * half[0] * half[1] * mean_x + half[1] ** 2 * mean_xx
         bounds = values - np.abs(gradients) @ half - bend * reach
-        open_cells = bounds < best - epsilon
+        open_cells = bounds < best - search_epsilon
         if (~open_cells).any():  # what the dropped cells prove
             proven = min(proven, float(bounds[~open_cells].min()))
         lowest_open = float(bounds[open_cells].min()) if open_cells.any() else math.inf
@@ -192,7 +244,12 @@ def certify_global_minimum(
         half = half / 2
         offsets = np.array([[-1, -1], [-1, 1], [1, -1], [1, 1]]) * half
         centres = (kept[:, np.newaxis, :] + offsets[np.newaxis, :, :]).reshape(-1, 2)
-    lower = min(best, proven, lowest_open)
+    lower = min(best, proven, lowest_open) - shortfall
+    if summary is not None:  # the best point, polished and costed on the rows themselves
+        polished = _polish(x, y, cost, best_theta, steps=10)
+        if a0 <= polished[0] <= a1 and b0 <= polished[1] <= b1:
+            best_theta = polished
+        best = float(line_cost(x, y, cost, best_theta)[0][0])
     return Certificate(
         theta=np.asarray(best_theta, dtype=np.float64),
         cost=best,
@@ -201,6 +258,7 @@ def certify_global_minimum(
         frame=frame,
         cells=evaluated,
         seconds=time.perf_counter() - began,
+        summary_shortfall=shortfall,
     )
 
 

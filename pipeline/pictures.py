@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from omegaconf import DictConfig
@@ -25,6 +25,9 @@ from pipeline.costs import Cost
 from pipeline.files import resolve, write_atomic
 from pipeline.outcome import Minimum, RunSummary, status_counts
 from pipeline.record import group_minima, minima_line, write_sweep_record
+from pipeline.rules import EXACT_ROWS
+from pipeline.settings import read_number
+from pipeline.summary import PICTURE_BINS_PER_SCALE, RowSummary, bin_rows
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -47,23 +50,44 @@ def axis_labels(config: DictConfig) -> tuple[str, str]:
     )
 
 
-def _drawing_inputs(
-    config: DictConfig, runs: list[RunSummary]
-) -> tuple[list[RunSummary], np.ndarray, np.ndarray, np.ndarray | None, Cost, list[Minimum]] | None:
+class Drawing(NamedTuple):
     """What the pictures and the page draw: the runs that ran, the training columns, the
-    global minimum (if known), the cost and the minima found; None when no run ran."""
+    global minimum (if known), the cost, the minima found, and the rows' summary where a
+    robust cost has more rows than ``model.exact_rows`` (else None)."""
+
+    runs: list[RunSummary]
+    X: np.ndarray
+    y: np.ndarray
+    optimum: np.ndarray | None
+    loss: Cost
+    minima: list[Minimum]
+    summary: RowSummary | None
+
+
+#: Summaries made in this process, by column copy and cost: the pictures and the page share one.
+_summaries: dict[tuple[str, Cost], RowSummary] = {}
+
+
+def _drawing_inputs(config: DictConfig, runs: list[RunSummary]) -> Drawing | None:
+    """What the pictures and the page draw (see :class:`Drawing`); None when no run ran."""
     from pipeline.columns import training_split
     from pipeline.model import polynomial_columns
 
     drawn = [run for run in runs if run.status != "failed"]
     if not drawn:
         return None
-    columns = training_split(config).columns
-    X, y = polynomial_columns(columns.X, drawn[0].degree), columns.y
+    split = training_split(config)
+    X, y = polynomial_columns(split.columns.X, drawn[0].degree), split.columns.y
     first = drawn[0]
     optimum = None if first.optimum_theta is None else np.asarray(first.optimum_theta)
     loss = Cost(first.loss, first.loss_scale if first.loss_scale is not None else math.inf)
-    return drawn, X, y, optimum, loss, group_minima(runs)
+    summary = None
+    if not loss.is_mse and X.shape[1] == 1 and len(y) > read_number(config, "model.exact_rows", EXACT_ROWS):
+        key = (str(split.copy), loss)
+        if key not in _summaries:
+            _summaries[key] = bin_rows(X[:, 0], y, loss, PICTURE_BINS_PER_SCALE)
+        summary = _summaries[key]
+    return Drawing(drawn, X, y, optimum, loss, group_minima(runs), summary)
 
 
 def sweep_figures(config: DictConfig, runs: list[RunSummary]) -> dict[str, Figure]:
@@ -73,11 +97,11 @@ def sweep_figures(config: DictConfig, runs: list[RunSummary]) -> dict[str, Figur
     inputs = _drawing_inputs(config, runs)
     if inputs is None:
         return {}
-    drawn, X, y, optimum, loss, minima = inputs
+    drawn, X, y, optimum, loss, minima, summary = inputs
     labels = axis_labels(config)
     return {
-        "landscape": landscape_figure(drawn, X, y, optimum, labels, loss, minima),
-        "valley": valley_figure(drawn, X, y, optimum, labels, loss, minima),
+        "landscape": landscape_figure(drawn, X, y, optimum, labels, loss, minima, summary),
+        "valley": valley_figure(drawn, X, y, optimum, labels, loss, minima, summary),
         "loss_curves": loss_curves_figure(drawn, minima),
     }
 
@@ -90,8 +114,8 @@ def sweep_page(config: DictConfig, runs: list[RunSummary]) -> str | None:
     inputs = _drawing_inputs(config, runs)
     if inputs is None:
         return None
-    drawn, X, y, optimum, loss, minima = inputs
-    land = landscape_grid(drawn, X, y, optimum, loss, minima, points=PAGE_GRID_POINTS)
+    drawn, X, y, optimum, loss, minima, summary = inputs
+    land = landscape_grid(drawn, X, y, optimum, loss, minima, points=PAGE_GRID_POINTS, summary=summary)
     return landscape_page(drawn, land, axis_labels(config), loss, Colouring.of(drawn, minima, single=True))
 
 

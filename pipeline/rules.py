@@ -63,5 +63,8 @@ SUFFICIENT_DECREASE = Bound(above=0, below=1)
 #: ``model.loss_scale``, c of a robust cost: the costs divide by c², which must be a
 #: positive finite float64 (1e-300² is 0, 1e200² is inf).
 LOSS_SCALE = Bound(at_least=1e-150, below=1e150)
+#: ``model.exact_rows``: up to this many training rows, a robust cost's certificate and
+#: pictures sum over every row; above, over a summary of them (:mod:`pipeline.summary`).
+EXACT_ROWS = Bound(at_least=0, integer=True)
 #: ``split.test_fraction``: a share of the rows, strictly between none and all.
 TEST_FRACTION = Bound(above=0, below=1)

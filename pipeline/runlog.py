@@ -34,6 +34,7 @@ from pipeline.objective import least_squares, mean_squared_error, residual_block
 from pipeline.optimize import FitResult
 from pipeline.outcome import RunSummary, relative_gap
 from pipeline.passes import row_blocks
+from pipeline.summary import CERTIFICATE_BINS_PER_SCALE, bin_rows
 from pipeline.tracking import CURVE, MODEL_URI_TAG
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ GAP_FLOOR = float(np.finfo(np.float64).eps)
 #: The outcome as a number, for the runs table and parallel coordinates (metric ``outcome``).
 OUTCOME_CODES = {"converged": 0, "max_iter": 1, "oscillating": 2, "diverged": 3}
 _optimum_cache: dict[str, tuple[np.ndarray, float]] = {}
-_global_cache: dict[tuple[str, Cost, Any], GlobalMinimum] = {}
+_global_cache: dict[tuple[str, Cost, Any, bool], GlobalMinimum] = {}
 
 
 def reference_optimum(
@@ -85,19 +86,23 @@ def global_reference(
     cost: Cost,
     key: str,
     frame_of: Callable[[np.ndarray], tuple[tuple[float, float], tuple[float, float]]],
+    exact_rows: int,
 ) -> GlobalMinimum:
     """The global minimum of ``cost``: least squares for the MSE; for a line
     ``θ0 + θ1·x`` and another cost, certified by branch and bound over the frame that
-    ``frame_of(least-squares θ)`` gives; unknown otherwise. Once per process and problem."""
+    ``frame_of(least-squares θ)`` gives, on a summary of the rows above ``exact_rows``
+    of them; unknown otherwise. Once per process and problem."""
     theta, mse = reference_optimum(X, y, key, model.fit_intercept)
     if cost.is_mse:
         return GlobalMinimum(theta, mse, "least squares")
     if X.shape[1] != 1 or not model.fit_intercept:
         return GlobalMinimum(None, None, "unknown")
     frame = frame_of(theta)
-    cache_key = (key, cost, frame)
+    summarized = len(y) > exact_rows
+    cache_key = (key, cost, frame, summarized)
     if cache_key not in _global_cache:
-        certificate = certify_global_minimum(X[:, 0], y, cost, frame)
+        summary = bin_rows(X[:, 0], y, cost, CERTIFICATE_BINS_PER_SCALE) if summarized else None
+        certificate = certify_global_minimum(X[:, 0], y, cost, frame, summary=summary)
         how = "branch and bound" if certificate.certified else "best found"
         _global_cache[cache_key] = GlobalMinimum(certificate.theta, certificate.cost, how)
     return _global_cache[cache_key]

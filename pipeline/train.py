@@ -40,7 +40,7 @@ from pipeline.optimize import ConvergenceWarning, FitResult, RowSource, Start, f
 from pipeline.outcome import RunSummary
 from pipeline.passes import one_blas_thread
 from pipeline.progress import ProgressLine, record_best
-from pipeline.rules import DIVERGENCE_RATIO, LOSS_SCALE, MAX_ITER, TOLERANCE
+from pipeline.rules import DIVERGENCE_RATIO, EXACT_ROWS, LOSS_SCALE, MAX_ITER, TOLERANCE
 from pipeline.runlog import (
     SOURCE_NAME,
     FittedRun,
@@ -103,6 +103,7 @@ class TrainSettings:
     statistics: bool  # optimizer.statistics
     loss: str  # model.loss
     loss_scale: float | str  # model.loss_scale: c in the target's units, or "auto"
+    exact_rows: int  # model.exact_rows: above, a robust certificate runs on a summary of the rows
 
 
 def read_initial_theta(cfg: DictConfig, n_columns: int) -> np.ndarray:
@@ -176,6 +177,7 @@ def read_settings(cfg: DictConfig) -> TrainSettings:
         divergence_ratio=read_number(cfg, "optimizer.divergence_ratio", DIVERGENCE_RATIO),
         model=model,
         statistics=read_flag(cfg, "optimizer.statistics"),
+        exact_rows=int(read_number(cfg, "model.exact_rows", EXACT_ROWS)),
     )
 
 
@@ -449,7 +451,13 @@ def train_and_record(
                     X, job.y, settings, cost, rows_elsewhere(cfg, settings, cost, job.copy)
                 )
             reference = global_reference(
-                X, job.y, settings.model, cost, model_key, lambda optimum: certificate_frame(cfg, optimum)
+                X,
+                job.y,
+                settings.model,
+                cost,
+                model_key,
+                lambda optimum: certificate_frame(cfg, optimum),
+                settings.exact_rows,
             )
     except PipelineError as error:
         record.tags |= failed_tags(job.name, str(error))

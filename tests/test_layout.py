@@ -28,7 +28,13 @@ LAYERS = (
     ),  # entry points
     ("sweep",),  # the sweep's driver
     ("runlog", "pictures", "landscape_page", "landscape", "progress"),  # recording and drawing a run, a sweep
-    ("optimize", "methods", "objective", "minima"),  # the optimizer, its methods and objectives; minima
+    (
+        "optimize",
+        "methods",
+        "objective",
+        "minima",
+        "summary",
+    ),  # the optimizer, its methods, objectives; minima
     (
         "record",
         "columns",

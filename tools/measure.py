@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,19 +62,25 @@ def memory_of(pids: list[int]) -> tuple[float, float]:
 def measured_run(command: list[str]) -> Measured:
     """Run ``command`` as a user runs it (from the project, in the user's environment)
     and measure it; a failing command ends the bench with its error."""
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    peak_resident = peak_anonymous = peak_own = 0.0
-    while process.poll() is None:
-        resident, anonymous = memory_of(tree(process.pid))
-        own = memory_of([process.pid])[1]
-        peak_resident, peak_anonymous = max(peak_resident, resident), max(peak_anonymous, anonymous)
-        peak_own = max(peak_own, own)
-        time.sleep(0.05)
-    seconds = time.perf_counter() - start
-    out, err = process.communicate()
+    # The output goes to files, not pipes: nothing reads a pipe while the loop samples,
+    # and a command that writes more than a pipe holds (64 kB: a 1,000-run sweep's log
+    # lines) would block on its next write and never finish.
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=user_env(), stdout=out_file, stderr=err_file, text=True
+        )
+        peak_resident = peak_anonymous = peak_own = 0.0
+        while process.poll() is None:
+            resident, anonymous = memory_of(tree(process.pid))
+            own = memory_of([process.pid])[1]
+            peak_resident, peak_anonymous = max(peak_resident, resident), max(peak_anonymous, anonymous)
+            peak_own = max(peak_own, own)
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     if process.returncode != 0:
         sys.exit(f"bench: {' '.join(command)} failed:\n{err[-2000:]}")
     return Measured(seconds, peak_resident, peak_anonymous, peak_own, out)
