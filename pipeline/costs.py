@@ -45,6 +45,17 @@ AUTO_TUNING = {"huber": 1.345, "cauchy": 2.3849, "welsch": 2.9846}
 NEGATIVE_CURVATURE = {"mse": 0.0, "huber": 0.0, "cauchy": 0.25, "welsch": 4.0 * math.exp(-1.5)}
 #: ``sup |ρ_s''|`` of every cost: each bends like ``u²`` at zero and never more sharply.
 CURVATURE_BOUND = 2.0
+#: ``c · sup |d³ρ_s/dr³|``: how fast the curvature can change, per residual of size c.
+#: welsch: d³ρ_s/dr³ = e^{−u²}(8u³ − 12u)/c, largest at u² = (3 − √6)/2; cauchy:
+#: 4u(u² − 3)/((1 + u²)³ c), largest at u = √2 − 1; mse: 0; huber: None (its curvature jumps).
+_WELSCH_PEAK = (3.0 - math.sqrt(6.0)) / 2.0
+_CAUCHY_PEAK = math.sqrt(2.0) - 1.0
+CURVATURE_CHANGE: dict[str, float | None] = {
+    "mse": 0.0,
+    "huber": None,
+    "cauchy": 4.0 * _CAUCHY_PEAK * (3.0 - _CAUCHY_PEAK**2) / (1.0 + _CAUCHY_PEAK**2) ** 3,
+    "welsch": math.exp(-_WELSCH_PEAK) * math.sqrt(_WELSCH_PEAK) * (12.0 - 8.0 * _WELSCH_PEAK),
+}
 #: Code of each cost in the compiled kernels (:mod:`pipeline.kernels`).
 KERNEL_CODE = {"mse": 0, "huber": 1, "cauchy": 2, "welsch": 3}
 

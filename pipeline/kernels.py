@@ -172,6 +172,22 @@ def _cost_and_slope(r: float, c: float, kind: int) -> Any:
     return c * c * (1.0 - fade), 2.0 * r * fade
 
 
+@njit(cache=True, inline="always")
+def _cost_and_curvature(r: float, c: float, kind: int) -> Any:
+    """ρ(r) and d²ρ/dr² in the scaled form (``costs.Cost.scaled_curvature``), one exp."""
+    if kind == 0:
+        return r * r, 2.0
+    if kind == 1:
+        size = abs(r)
+        s = size if size < c else c
+        return s * (2.0 * size - s), (2.0 if size <= c else 0.0)
+    u2 = r * r / (c * c)
+    if kind == 2:
+        return c * c * np.log1p(u2), 2.0 * (1.0 - u2) / ((1.0 + u2) * (1.0 + u2))
+    fade = np.exp(-u2)
+    return c * c * (1.0 - fade), 2.0 * (1.0 - 2.0 * u2) * fade
+
+
 # The sums below are written in four lanes, added in a fixed order at the end, and
 # compiled with SAFE_FLAGS only: the compiler may not reorder a sum or fuse a
 # multiply-add, so every sum is what the source says, on any machine and whether numba
@@ -342,6 +358,63 @@ def line_costs(
             np.ascontiguousarray(x, dtype=np.float64),
             np.ascontiguousarray(y, dtype=np.float64),
             w,
+            np.ascontiguousarray(intercepts, dtype=np.float64),
+            np.ascontiguousarray(slopes, dtype=np.float64),
+            float(c),
+            int(kind),
+        ),
+        dtype=np.float64,
+    )
+
+
+@njit(parallel=True, cache=True, fastmath=SAFE_FLAGS)
+def _bin_costs(
+    x: FloatArray,
+    y: FloatArray,
+    w: FloatArray,
+    sxx: FloatArray,
+    sxy: FloatArray,
+    syy: FloatArray,
+    intercepts: FloatArray,
+    slopes: FloatArray,
+    c: float,
+    kind: int,
+) -> Any:
+    k = intercepts.shape[0]
+    out = np.zeros(k)
+    for point in prange(k):
+        a = intercepts[point]
+        b = slopes[point]
+        total = 0.0
+        for i in range(x.shape[0]):
+            value, curvature = _cost_and_curvature(a + b * x[i] - y[i], c, kind)
+            total += w[i] * value + 0.5 * curvature * (syy[i] - 2.0 * b * sxy[i] + b * b * sxx[i])
+        out[point] = total
+    return out
+
+
+def bin_costs(
+    x: FloatArray,
+    y: FloatArray,
+    weights: FloatArray,
+    within: FloatArray,
+    intercepts: FloatArray,
+    slopes: FloatArray,
+    c: float,
+    kind: int,
+) -> FloatArray:
+    """``Σρ`` over a summary's bins for each line ``a + b·x``, to second order: each bin
+    counts ``weights[i]·ρ(r̄) + ½·ρ''(r̄)·V_i``, with ``r̄`` the residual at its centroid
+    ``x[i], y[i]`` and ``V_i`` the square of its rows' residuals about it, from
+    ``within[i] = [S_xx, S_xy, S_yy]`` (shape (m, 3)); shape (k,). For pictures."""
+    return np.asarray(
+        _bin_costs(
+            np.ascontiguousarray(x, dtype=np.float64),
+            np.ascontiguousarray(y, dtype=np.float64),
+            np.ascontiguousarray(weights, dtype=np.float64),
+            np.ascontiguousarray(within[:, 0], dtype=np.float64),
+            np.ascontiguousarray(within[:, 1], dtype=np.float64),
+            np.ascontiguousarray(within[:, 2], dtype=np.float64),
             np.ascontiguousarray(intercepts, dtype=np.float64),
             np.ascontiguousarray(slopes, dtype=np.float64),
             float(c),

@@ -20,11 +20,10 @@ from numpy.typing import NDArray
 from pipeline.costs import Cost
 from pipeline.outcome import Minimum, RunSummary, status_counts
 from pipeline.passes import row_blocks
+from pipeline.summary import RowSummary, bin_cost
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from pipeline.summary import RowSummary
 
 FloatArray = NDArray[np.float64]
 GRID_POINTS = 241
@@ -98,14 +97,14 @@ class RobustPlane:
     """A robust cost as a function of (θ0, θ1), every other coefficient held fixed.
 
     No moments summarize it: each point is a compiled pass over the rows, or over the
-    bins of a :class:`~pipeline.summary.RowSummary` (``weight`` the rows in each) where
-    the rows are too many; ``note`` then says so, with the error bound, for the titles.
+    bins of a :class:`~pipeline.summary.RowSummary` where the rows are too many;
+    ``note`` then says so, with the error bound, for the titles.
     """
 
     x: FloatArray
     a: FloatArray
     loss: Cost
-    weight: FloatArray | None = None
+    summary: RowSummary | None = None
     note: str = ""
 
     @classmethod
@@ -117,8 +116,9 @@ class RobustPlane:
 
     @classmethod
     def from_summary(cls, summary: RowSummary, loss: Cost, slopes: tuple[float, float]) -> RobustPlane:
-        """The cost over a line's bins (one feature), its error bound taken over ``slopes``."""
-        return cls(summary.x, summary.y, loss, summary.weight, summary.describe(loss, slopes))
+        """The cost over a line's bins (one feature), to second order; its error bound
+        taken over ``slopes``."""
+        return cls(summary.x, summary.y, loss, summary, summary.describe(loss, slopes))
 
     def cost(self, theta0: FloatArray, theta1: FloatArray) -> FloatArray:
         """The cost at each (θ0, θ1) pair; arrays of any matching shape."""
@@ -126,7 +126,9 @@ class RobustPlane:
 
         theta0, theta1 = np.broadcast_arrays(np.asarray(theta0, float), np.asarray(theta1, float))
         points = np.column_stack([theta0.ravel(), theta1.ravel()])
-        return line_cost(self.x, self.a, self.loss, points, self.weight)[0].reshape(theta0.shape)
+        if self.summary is None:
+            return line_cost(self.x, self.a, self.loss, points)[0].reshape(theta0.shape)
+        return bin_cost(self.summary, self.loss, points).reshape(theta0.shape)
 
     def valley_floor(
         self, theta1: FloatArray, theta0_range: tuple[float, float]

@@ -14,8 +14,12 @@ first-order terms cancel within the bin. Summed::
     J(θ) − J_s(θ) = (1/n)·Σ ½·ρ''(ξ_i)·(r_i − r̄_b)²,     Σ (r_i − r̄_b)² = V(θ1)
     V(θ1) = S_yy − 2·θ1·S_xy + θ1²·S_xx   (the within-bin second moments, summed)
 
-so ``|J − J_s| <= ½·sup|ρ''|·V/n`` (the pictures' stated error) and, one-sided,
-``J >= J_s − ½·max(−ρ'')·V/n`` (the certificate's: zero for the convex costs).
+so ``|J − J_s| <= ½·sup|ρ''|·V/n`` and, one-sided, ``J >= J_s − ½·max(−ρ'')·V/n``
+(the certificate's: zero for the convex costs). The pictures add each bin's
+second-order term ``½·ρ''(r̄_b)·V_b(θ1)`` (its own moments), which leaves a third-order
+error: ``|J − J_s2| <= (1/6)·sup|ρ‴|·D·V/n``, where no row's residual is further than
+``D = w_y + |θ1|·w_x`` from its bin's, or ``½·(sup ρ'' − inf ρ'')·V/n`` where that is
+less (always for Huber, whose curvature jumps).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.costs import CURVATURE_BOUND, NEGATIVE_CURVATURE, Cost
+from pipeline.costs import CURVATURE_BOUND, CURVATURE_CHANGE, KERNEL_CODE, NEGATIVE_CURVATURE, Cost
 from pipeline.passes import row_blocks
 
 FloatArray = NDArray[np.float64]
@@ -35,8 +39,8 @@ FloatArray = NDArray[np.float64]
 #: what the Welsch cost's summary may hide near 3e-5 (10⁷ King County-like rows: 1.1
 #: million bins)...
 CERTIFICATE_BINS_PER_SCALE = 40
-#: ... and for the pictures, whose error only has to be invisible (±1e-3 or so).
-PICTURE_BINS_PER_SCALE = 8
+#: ... and for the pictures, which add each bin's second-order term (a third-order error).
+PICTURE_BINS_PER_SCALE = 4
 #: Rows binned at a time (the bins found so far are merged with each batch).
 SUMMARY_BATCH = 1 << 21
 #: Bin indices stay within ±2³¹ so that a bin's two indices make one 64-bit key.
@@ -54,6 +58,8 @@ class RowSummary:
         The centroids of the ``m`` non-empty bins.
     weight : ndarray, shape (m,)
         Rows in each bin.
+    within : ndarray, shape (m, 3)
+        Each bin's ``S_xx``, ``S_xy``, ``S_yy`` about its centroid.
     rows : int
         ``n``, the rows summarized.
     within_xx, within_xy, within_yy : float
@@ -65,6 +71,7 @@ class RowSummary:
     x: FloatArray
     y: FloatArray
     weight: FloatArray
+    within: FloatArray
     rows: int
     within_xx: float
     within_xy: float
@@ -90,10 +97,23 @@ class RowSummary:
         within ``slopes``: the certificate's part (0 for convex costs)."""
         return 0.5 * NEGATIVE_CURVATURE[cost.name] * cost.unit * max(self.spread(s) for s in slopes)
 
+    def curved_error(self, cost: Cost, slopes: tuple[float, float]) -> float:
+        """The most ``J`` computed from the summary to second order (:func:`bin_cost`)
+        can differ from ``J`` over the rows, slopes within ``slopes``."""
+        spread = max(self.spread(s) for s in slopes)
+        # Second order leaves ½·(ρ''(ξ) − ρ''(r̄))·d² a row: at most the curvature's range...
+        jump = 0.5 * (CURVATURE_BOUND + NEGATIVE_CURVATURE[cost.name]) * cost.unit * spread
+        change = CURVATURE_CHANGE[cost.name]
+        if change is None:  # ... all Huber's curvature, which jumps, gets
+            return jump
+        # ... or, where the curvature changes smoothly, (1/6)·sup|ρ‴|·|d|³ with |d| <= D.
+        reach = self.widths[1] + max(abs(s) for s in slopes) * self.widths[0]
+        return min(jump, change / cost.scale / 6.0 * cost.unit * reach * spread)
+
     def describe(self, cost: Cost, slopes: tuple[float, float]) -> str:
         """What a picture drawn from the summary says, e.g.
         ``from 10,000,000 rows in 812,345 bins, within ±2.1e-05``."""
-        return f"from {self.rows:,} rows in {self.bins:,} bins, within ±{self.error(cost, slopes):.1e}"
+        return f"from {self.rows:,} rows in {self.bins:,} bins, within ±{self.curved_error(cost, slopes):.1e}"
 
 
 def bin_widths(x_scale: float, y_scale: float, cost: Cost, bins_per_scale: int) -> tuple[float, float]:
@@ -137,13 +157,19 @@ def bin_rows(x: FloatArray, y: FloatArray, cost: Cost, bins_per_scale: int) -> R
     corner_y = ((keys & 0xFFFFFFFF) - _INDEX_LIMIT).astype(np.float64) * widths[1]
     mean_dx, mean_dy = sums[:, 1] / count, sums[:, 2] / count
     # Σ(d − d̄)(e − ē) over a bin's rows = Σd·e − count·d̄·ē, each d within one width.
-    within_xx = math.fsum(np.maximum(sums[:, 3] - count * mean_dx * mean_dx, 0.0))
-    within_xy = math.fsum(sums[:, 4] - count * mean_dx * mean_dy)
-    within_yy = math.fsum(np.maximum(sums[:, 5] - count * mean_dy * mean_dy, 0.0))
+    within = np.column_stack(
+        [
+            np.maximum(sums[:, 3] - count * mean_dx * mean_dx, 0.0),
+            sums[:, 4] - count * mean_dx * mean_dy,
+            np.maximum(sums[:, 5] - count * mean_dy * mean_dy, 0.0),
+        ]
+    )
+    within_xx, within_xy, within_yy = (math.fsum(within[:, column]) for column in range(3))
     return RowSummary(
         x=corner_x + mean_dx,
         y=corner_y + mean_dy,
         weight=count,
+        within=within,
         rows=n,
         within_xx=within_xx,
         within_xy=within_xy,
@@ -180,3 +206,22 @@ def _merged(keys: NDArray[np.int64], sums: FloatArray) -> tuple[NDArray[np.int64
     for index in range(sums.shape[1]):
         merged[:, index] = np.bincount(inverse, sums[:, index], minlength=unique.size)
     return unique, merged
+
+
+def bin_cost(summary: RowSummary, cost: Cost, theta: FloatArray) -> FloatArray:
+    """``J`` to second order over the summary's bins for lines ``θ0 + θ1·x``: ``theta``
+    (k, 2) → (k,), within :meth:`RowSummary.curved_error` of ``J`` over the rows."""
+    from pipeline import kernels
+
+    theta = np.atleast_2d(np.asarray(theta, dtype=np.float64))
+    sums = kernels.bin_costs(
+        summary.x,
+        summary.y,
+        summary.weight,
+        summary.within,
+        theta[:, 0],
+        theta[:, 1],
+        cost.scale,
+        KERNEL_CODE[cost.name],
+    )
+    return sums * cost.unit / summary.rows

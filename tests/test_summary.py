@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.costs import Cost
+from pipeline.costs import CURVATURE_CHANGE, Cost
 from pipeline.generate import sales_block
 from pipeline.minima import CERTIFICATE_EPSILON, certify_global_minimum, line_cost
 from pipeline.model import ModelSpec
 from pipeline.runlog import global_reference
-from pipeline.summary import RowSummary, bin_rows
+from pipeline.summary import RowSummary, bin_cost, bin_rows
 
 ROBUST = [Cost("huber", 60_000.0), Cost("cauchy", 50_000.0), Cost("welsch", 75_000.0)]
 FRAME = ((-650_000.0, 650_000.0), (-90.0, 690.0))
@@ -110,13 +110,42 @@ def test_a_picture_drawn_from_a_summary_says_so_with_its_bound() -> None:
     welsch = ROBUST[2]
     summary = bin_rows(x, y, welsch, 8)
     plane = RobustPlane.from_summary(summary, welsch, FRAME[1])
-    assert (
-        plane.note
-        == f"from 5,000 rows in {summary.bins:,} bins, within ±{summary.error(welsch, FRAME[1]):.1e}"
-    )
+    bound = summary.curved_error(welsch, FRAME[1])
+    assert plane.note == f"from 5,000 rows in {summary.bins:,} bins, within ±{bound:.1e}"
     theta0, theta1 = np.array([[0.0, 104_000.0]]), np.array([[0.0, 131.7]])
     exact = [rows_cost(x, y, welsch, (t0, t1)) for t0, t1 in zip(theta0[0], theta1[0], strict=True)]
-    assert plane.cost(theta0, theta1)[0] == pytest.approx(exact, abs=summary.error(welsch, FRAME[1]))
+    assert plane.cost(theta0, theta1)[0] == pytest.approx(exact, abs=bound)
+
+
+@pytest.mark.parametrize("cost", ROBUST, ids=lambda cost: cost.name)
+@pytest.mark.parametrize("bins_per_scale", [1, 4, 16])
+def test_the_second_order_cost_over_the_bins_is_within_its_bound_and_closer(
+    cost: Cost, bins_per_scale: int
+) -> None:
+    x, y = made_up_sales(40_000)
+    summary = bin_rows(x, y, cost, bins_per_scale)
+    first_errors, second_errors = [], []
+    for theta in THETAS:
+        exact = rows_cost(x, y, cost, theta)
+        second = float(bin_cost(summary, cost, np.array(theta))[0])
+        first = float(line_cost(summary.x, summary.y, cost, np.array(theta), summary.weight)[0][0])
+        assert abs(exact - second) <= summary.curved_error(cost, (theta[1], theta[1])) * (1 + 1e-9) + 1e-15
+        first_errors.append(abs(exact - first))
+        second_errors.append(abs(exact - second))
+    assert sum(second_errors) < sum(first_errors)
+    if cost.name != "huber" and bins_per_scale >= 4:  # third order: below the first-order bound
+        assert summary.curved_error(cost, FRAME[1]) < summary.error(cost, FRAME[1])
+
+
+@pytest.mark.parametrize("name", ["cauchy", "welsch"])
+def test_the_curvatures_rate_of_change_is_bounded_by_its_constant(name: str) -> None:
+    cost = Cost(name, 1.0)
+    r = np.linspace(-30.0, 30.0, 600_001)
+    change = np.abs(np.gradient(cost.scaled_curvature(r), r))
+    bound = CURVATURE_CHANGE[name]
+    assert bound is not None
+    assert change.max() <= bound * (1 + 1e-6)
+    assert change.max() == pytest.approx(bound, rel=1e-6)
 
 
 def test_summary_refuses_what_it_cannot_bin() -> None:
