@@ -93,6 +93,16 @@ def scale_grid(runs: int) -> list[str]:
     ]
 
 
+#: The sweep's outputs and their size goals at 10,000 runs, MB.
+REPORT_GOALS = {
+    "sweep.json": 10.0,
+    "landscape.html": 20.0,
+    "landscape.png": 2.0,
+    "valley.png": 2.0,
+    "loss_curves.png": 2.0,
+}
+
+
 def scale_rows(root: Path, sizes: list[int]) -> None:
     """Seconds per run and peak memory as the sweep grows, each size on a fresh store."""
     from tools.measure import measured_run
@@ -110,6 +120,14 @@ def scale_rows(root: Path, sizes: list[int]) -> None:
             per_run,
             f"{per_run / first:.2f} x the 100-run sweep's (goal <= 1.3); launching process "
             f"{done.own_anonymous:.0f} MB (goal <= 1 GB), tree {done.anonymous:.0f} MB anon.",
+        )
+        megabytes = {name: (folder / "reports" / name).stat().st_size / 1e6 for name in REPORT_GOALS}
+        print(
+            "    outputs: "
+            + ", ".join(
+                f"{name} {size:.1f} MB (goal <= {REPORT_GOALS[name]:g})" for name, size in megabytes.items()
+            ),
+            flush=True,
         )
 
 

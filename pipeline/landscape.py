@@ -32,10 +32,28 @@ ROBUST_GRID_POINTS = 161
 PADDING = 0.15
 #: Line style of a path by how its run ended.
 STATUS_STYLES = {"converged": "-", "max_iter": "--", "oscillating": "-.", "diverged": ":"}
+#: Paths drawn in one panel of the landscape (and curves in the loss curves): beyond,
+#: an evenly spaced sample of the runs, and a dot where every run ended.
+PANEL_PATHS = 50
+LOSS_CURVES = 200
 #: The colour of every path while a sweep found one minimum (the panels show the rates).
 SINGLE_COLOUR = "#e6550d"
 #: Colours of the minima, lowest cost first (then every further one grey).
 MINIMUM_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
+
+
+def sample_runs(runs: list[RunSummary], limit: int) -> list[RunSummary]:
+    """``runs`` as they are, or ``limit`` of them evenly spaced in job order: every
+    start and rate of a grid keeps its share, and the same sweep gives the same sample."""
+    if len(runs) <= limit:
+        return runs
+    return [runs[index] for index in np.linspace(0, len(runs) - 1, limit).round().astype(int)]
+
+
+def sampled_note(drawn: int, runs: int) -> str:
+    """What a picture that draws a sample of the paths says, e.g. ``50 of 1,000 paths
+    (an even sample); dots: every run's end``."""
+    return f"{drawn:,} of {runs:,} paths (an even sample); dots: every run's end"
 
 
 @dataclass(frozen=True)
@@ -494,14 +512,15 @@ def landscape_figure(
     panels = list(grid.ravel())
     colouring = Colouring.of(runs, minima, single=True)
     filled = None
+    panel_runs: list[list[RunSummary]] = []
     for index, (axes, rate) in enumerate(zip(panels, rates, strict=False)):
         filled = axes.contourf(
             theta0, theta1, excess, levels=levels, norm=LogNorm(), cmap="Blues_r", extend="min"
         )
         axes.contour(theta0, theta1, excess, levels=levels[::3], colors="white", linewidths=0.5, alpha=0.6)
         shown = [run for run in runs if run_lr(run) == rate or len(rates) == 1]
-        for run in sorted(shown, key=lambda run: run.status != "diverged"):  # diverged underneath
-            _draw_path(axes, run, limits, colouring(run))
+        panel_runs.append(shown)
+        drawn = _draw_runs(axes, shown, limits, colouring)
         axes.set_xlim(*limits[0])
         axes.set_ylim(*limits[1])
         place = _emptiest_corner(axes, shown)
@@ -509,13 +528,14 @@ def landscape_figure(
         _draw_marks(axes, marks, loss, labels=index == 0, leftward=inset_right)
         if zoom is not None and window is not None:
             inset = beside if beside is not None else axes.inset_axes(place, zorder=8)
-            _draw_zoom(inset, zoom, levels, window, shown, colouring, marks, loss)
+            _draw_zoom(inset, zoom, levels, window, drawn, colouring, marks, loss)
             axes.indicate_inset_zoom(inset, edgecolor="0.3")
         elif beside is not None:
             beside.set_visible(False)
         axes.set_label(f"panel lr={rate:g}")
         if len(rates) > 1 or shown:
-            axes.set_title(f"lr = {rate:g}: {status_counts(shown)}", fontsize=10)
+            sampled = f"\n{sampled_note(len(drawn), len(shown))}" if len(drawn) < len(shown) else ""
+            axes.set_title(f"lr = {rate:g}: {status_counts(shown)}{sampled}", fontsize=10)
         axes.ticklabel_format(style="plain", useOffset=False)
     for axes in panels[len(rates) :]:
         axes.set_visible(False)
@@ -533,7 +553,12 @@ def landscape_figure(
             " (other coefficients at their optimum)" if optimum is not None else " (others at the best run's)"
         )
     summarized = f"\n(the cost {land.surface.note})" if land.surface.note else ""
-    figure.suptitle(f"Cost landscape: {loss.label} over θ0 and θ1{others}, with each run's path{summarized}")
+    paths = (
+        "each run's path"
+        if all(len(shown) <= PANEL_PATHS for shown in panel_runs)
+        else "a sample of the paths"
+    )
+    figure.suptitle(f"Cost landscape: {loss.label} over θ0 and θ1{others}, with {paths}{summarized}")
     figure.legend(handles=_legend_handles(colouring), loc="outside lower center", ncols=5, fontsize=9)
     return figure
 
@@ -651,6 +676,24 @@ def _zoom(
     axes.indicate_inset_zoom(inset, edgecolor="0.4")
 
 
+def _draw_runs(
+    axes: Any,
+    runs: list[RunSummary],
+    limits: tuple[tuple[float, float], tuple[float, float]],
+    colouring: Colouring,
+) -> list[RunSummary]:
+    """Each run's path on a panel, or where lines would be a blot (over :data:`PANEL_PATHS`),
+    a dot where every run ended and an even sample of the paths; the runs drawn."""
+    drawn = sample_runs(runs, PANEL_PATHS)
+    if len(drawn) < len(runs):
+        ends = np.array([run.theta[:2] for run in runs if run.status != "diverged" and run.theta])
+        if ends.size:
+            axes.plot(ends[:, 0], ends[:, 1], ".", color="black", ms=2, alpha=0.35, zorder=3)
+    for run in sorted(drawn, key=lambda run: run.status != "diverged"):  # diverged underneath
+        _draw_path(axes, run, limits, colouring(run))
+    return drawn
+
+
 def valley_figure(
     runs: list[RunSummary],
     X: FloatArray,
@@ -679,7 +722,8 @@ def valley_figure(
     axes.plot(theta1, floor, color="black", lw=2, label="valley floor: best θ0 for each θ1")
     top = float(floor.max())
     colouring = Colouring.of(runs, minima)
-    for run in runs:
+    drawn = sample_runs(runs, LOSS_CURVES)
+    for run in drawn:
         colour = colouring(run)
         path = np.asarray(run.path_theta)
         cost = np.asarray(run.path_loss)
@@ -695,7 +739,7 @@ def valley_figure(
     marks = _marks(minima, optimum, surface.cost)
     _draw_marks(axes, marks, loss, on_floor=True)
     if len(marks) > 1:
-        _zoom(axes, surface, marks, limits[0], runs, colouring, loss)
+        _zoom(axes, surface, marks, limits[0], drawn, colouring, loss)
     minimum = min([float(floor.min()), *(mark.cost for mark in marks)])
     axes.set_ylim(
         minimum - 0.05 * (top - minimum), 1.5 * top - 0.5 * minimum if not loss.is_mse else 1.5 * top
@@ -704,6 +748,8 @@ def valley_figure(
     axes.set_xlabel(labels[1])
     axes.set_ylabel(loss.label)
     summarized = f"\n(the floor {surface.note})" if surface.note else ""
+    if len(drawn) < len(runs):
+        summarized += f"\n{len(drawn):,} of {len(runs):,} runs drawn (an even sample)"
     axes.set_title(f"Walking downhill: each run's iterates (dots) above the valley floor{summarized}")
     handles = [*_legend_handles(colouring), axes.get_lines()[0]]
     figure.legend(handles=handles, loc="outside lower center", ncols=5, fontsize=9)
@@ -724,7 +770,8 @@ def loss_curves_figure(runs: list[RunSummary], minima: list[Minimum] | None = No
     styles = STATUS_STYLES
     # Where the global minimum is unknown, the lowest cost any run reached stands in.
     lowest = min((float(np.min(run.path_loss)) for run in runs if run.path_loss), default=0.0)
-    for run in runs:
+    drawn = sample_runs(runs, LOSS_CURVES)
+    for run in drawn:
         loss = np.asarray(run.path_loss)
         optimum = float(run.optimum_cost if run.optimum_cost is not None else lowest)
         floor = 1e-16 * max(optimum, 1.0)  # rounding can put a loss a hair below
@@ -745,6 +792,11 @@ def loss_curves_figure(runs: list[RunSummary], minima: list[Minimum] | None = No
         else "train cost − global minimum"
     )
     axes.set_ylabel(what)
-    axes.set_title("Loss curves: solid converged, dashed max_iter, dash-dot oscillating, dotted diverged")
+    sampled = (
+        f"\n{len(drawn):,} of {len(runs):,} runs drawn (an even sample)" if len(drawn) < len(runs) else ""
+    )
+    axes.set_title(
+        f"Loss curves: solid converged, dashed max_iter, dash-dot oscillating, dotted diverged{sampled}"
+    )
     axes.legend(handles=colouring.legend(), fontsize=9)
     return figure

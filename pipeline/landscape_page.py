@@ -17,10 +17,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.costs import Cost
-from pipeline.landscape import STATUS_STYLES, Colouring, LandscapeGrid, Mark
+from pipeline.landscape import STATUS_STYLES, Colouring, LandscapeGrid, Mark, sample_runs, sampled_note
 from pipeline.outcome import RunSummary
 
 FloatArray = NDArray[np.float64]
+#: Paths the page draws: beyond, an even sample, and a dot where every run ended (the
+#: page holds each drawn path's points and its slider frames: it grows with them).
+PAGE_PATHS = 300
 #: Positions of the iteration slider: log-spaced, from the start to the longest run's end.
 SLIDER_STEPS = 40
 #: Plotly's dash names for the line style of each status.
@@ -76,22 +79,27 @@ def landscape_plot(
     from plotly.subplots import make_subplots
 
     runs = [run for run in runs if run.status != "failed" and run.path_steps]
+    drawn = sample_runs(runs, PAGE_PATHS)
+    map_title = "the map, with every run's path" if len(drawn) == len(runs) else "the map"
     figure = make_subplots(
         rows=1,
         cols=2,
         specs=[[{"type": "surface"}, {"type": "xy"}]],
         column_widths=[0.5, 0.5],
-        subplot_titles=(f"{loss.label}: the surface", "the map, with every run's path"),
+        subplot_titles=(f"{loss.label}: the surface", map_title),
     )
     _add_surfaces(figure, land)
-    for run in runs:
+    if len(drawn) < len(runs):
+        _add_end_points(figure, runs)
+    for run in drawn:
         _add_path(figure, run, land, loss, colouring)
     for mark in land.marks:
         _add_mark(figure, mark)
-    steps = _add_slider_points(figure, runs, colouring)
+    steps = _add_slider_points(figure, drawn, colouring)
     figure.update_layout(
         title=f"Cost landscape: {loss.label}, {len(runs)} runs"
-        + (f" (the cost {land.surface.note})" if land.surface.note else ""),
+        + (f" (the cost {land.surface.note})" if land.surface.note else "")
+        + (f"<br>{sampled_note(len(drawn), len(runs))}" if len(drawn) < len(runs) else ""),
         height=760,
         margin={"l": 40, "r": 40, "t": 80, "b": 40},
         legend={"orientation": "h", "x": 0.55, "y": 1.08},
@@ -233,6 +241,24 @@ def _add_mark(figure: Any, mark: Mark) -> None:
         ),
         row=1,
         col=1,
+    )
+
+
+def _add_end_points(figure: Any, runs: list[RunSummary]) -> None:
+    """Where every run ended, one small dot each, on the map: the density a sample of
+    paths cannot show."""
+    ends = np.array([run.theta[:2] for run in runs if run.status != "diverged" and run.theta])
+    if not ends.size:
+        return
+    figure.add_scatter(
+        x=ends[:, 0],
+        y=ends[:, 1],
+        mode="markers",
+        marker={"size": 3, "color": "black", "opacity": 0.35},
+        name=f"where the {len(ends):,} runs that did not diverge ended",
+        hoverinfo="skip",
+        row=1,
+        col=2,
     )
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.files import write_json
+from pipeline.files import write_atomic, write_json
 from pipeline.outcome import SAME_COST, SAME_THETA, Minimum, RunSummary
 
 if TYPE_CHECKING:
@@ -43,11 +43,49 @@ def summary_table(runs: list[RunSummary], run_ids: Sequence[str | None]) -> pd.D
     return pd.DataFrame(rows)
 
 
+#: Runs up to which ``sweep.json`` holds every run's path as recorded (a few hundred
+#: iterates each). Beyond, each path is thinned to :data:`THINNED_PATH_POINTS` points at
+#: 7 significant digits and each run takes one line under one list of field names, so
+#: that 10,000 runs stay under 10 MB; the parent run's ``sweep.json`` artifact keeps all.
+FULL_RECORD_RUNS = 1000
+THINNED_PATH_POINTS = 5
+PATH_FIELDS = ("path_steps", "path_theta", "path_loss")
+
+
 def sweep_record(key: str, runs: list[RunSummary]) -> dict[str, Any]:
     """The content of ``paths.sweep``: keys, the minima found and the outcomes; no run ids,
-    times or paths."""
+    times or paths. Beyond :data:`FULL_RECORD_RUNS` runs, thinned paths, a run a row."""
     minima = [asdict(minimum) for minimum in group_minima(runs)]
-    return {"sweep_key": key, "minima": minima, "runs": [run.to_json() for run in runs]}
+    if len(runs) <= FULL_RECORD_RUNS:
+        return {"sweep_key": key, "minima": minima, "runs": [run.to_json() for run in runs]}
+    outcomes = [_thinned(run.to_json()) for run in runs]
+    fields = list(outcomes[0])
+    return {
+        "sweep_key": key,
+        "minima": minima,
+        "paths": f"thinned to {THINNED_PATH_POINTS} points a run, 7 significant digits, beyond "
+        f"{FULL_RECORD_RUNS:,} runs: every point is in the sweep's parent run, artifact sweep.json",
+        "fields": fields,
+        "runs": [[outcome[field] for field in fields] for outcome in outcomes],
+    }
+
+
+def _thinned(outcome: dict[str, Any]) -> dict[str, Any]:
+    """A run's outcome with its path cut to :data:`THINNED_PATH_POINTS` evenly spaced
+    points (first and last kept), each number at 7 significant digits."""
+    count = len(outcome["path_steps"])
+    if not count:
+        return outcome
+    kept = sorted({round(index) for index in np.linspace(0, count - 1, min(count, THINNED_PATH_POINTS))})
+
+    def short(value: float) -> float:
+        return float(f"{value:.7g}")
+
+    return outcome | {
+        "path_steps": [outcome["path_steps"][index] for index in kept],
+        "path_theta": [[short(v) for v in outcome["path_theta"][index]] for index in kept],
+        "path_loss": [short(outcome["path_loss"][index]) for index in kept],
+    }
 
 
 def read_sweep_record(path: Path) -> tuple[str, list[RunSummary]]:
@@ -56,7 +94,10 @@ def read_sweep_record(path: Path) -> tuple[str, list[RunSummary]]:
         raise PipelineError(f"{path}: no sweep record; run `dvc repro train` first")
     try:
         record = json.loads(path.read_text())
-        return str(record["sweep_key"]), [RunSummary.from_json(run) for run in record["runs"]]
+        outcomes = record["runs"]
+        if "fields" in record:  # a run a row
+            outcomes = [dict(zip(record["fields"], row, strict=True)) for row in outcomes]
+        return str(record["sweep_key"]), [RunSummary.from_json(run) for run in outcomes]
     except (ValueError, KeyError, TypeError) as error:
         raise PipelineError(
             f"{path}: not a sweep record of this version ({error}); run `dvc repro`"
@@ -64,8 +105,16 @@ def read_sweep_record(path: Path) -> tuple[str, list[RunSummary]]:
 
 
 def write_sweep_record(path: Path, key: str, runs: list[RunSummary]) -> None:
-    """Write the record of :func:`sweep_record` to ``path``, atomically."""
-    write_json(path, sweep_record(key, runs))
+    """Write the record of :func:`sweep_record` to ``path``, atomically: indented, or
+    beyond :data:`FULL_RECORD_RUNS` runs with each run on one line."""
+    record = sweep_record(key, runs)
+    if "fields" not in record:
+        write_json(path, record)
+        return
+    head = json.dumps({name: value for name, value in record.items() if name != "runs"}, indent=2)
+    rows = ",\n".join("    " + json.dumps(row, separators=(",", ":")) for row in record["runs"])
+    text = f'{head[:-2]},\n  "runs": [\n{rows}\n  ]\n}}\n'
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def group_minima(runs: list[RunSummary]) -> list[Minimum]:

@@ -46,7 +46,7 @@ from pipeline.launchers import launcher_of, traits
 from pipeline.outcome import RunSummary, best_run
 from pipeline.pictures import sweep_figures, sweep_page, write_sweep_outputs
 from pipeline.progress import SweepWatch
-from pipeline.record import group_minima, read_sweep_record, summary_table, sweep_record
+from pipeline.record import FULL_RECORD_RUNS, group_minima, read_sweep_record, summary_table, sweep_record
 from pipeline.tracking import (
     BEST_MSE_ENV,
     DVC_EXPERIMENT_ENV,
@@ -368,7 +368,9 @@ def _log_parent(
     summary = summary_table(runs, run_ids)
     client.log_table(parent_id, data=summary, artifact_file="sweep_summary.json")
     with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "sweep.json").write_text(json.dumps([run.to_json() for run in runs], indent=2))
+        # Every run's every recorded point (sweep.json itself thins them beyond 1,000 runs).
+        indent = 2 if len(runs) <= FULL_RECORD_RUNS else None
+        (Path(folder) / "sweep.json").write_text(json.dumps([run.to_json() for run in runs], indent=indent))
         (Path(folder) / "sweep_summary.csv").write_text(summary.to_csv(index=False))
         for path in pictures:
             shutil.copy(path, folder)

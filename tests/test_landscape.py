@@ -162,3 +162,34 @@ def test_the_landscape_page_is_one_offline_file_with_every_run_and_a_slider(
     last = figure.frames[-1].data[1]
     for run, x, y_ in zip(runs, last.x, last.y, strict=True):
         np.testing.assert_allclose([x, y_], run.path_theta[-1][:2])
+
+
+@pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")
+def test_beyond_a_panels_share_of_paths_a_sample_is_drawn_with_every_runs_end(
+    data: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import landscape, landscape_page
+    from pipeline.costs import Cost
+
+    X, y = data
+    optimum = least_squares(X, y)
+    runs = [gd_run(X, y, optimum, lr) for lr in (0.1, 0.2, 0.3, 0.4, 0.5)]
+    runs = [RunSummary.from_json(run.to_json() | {"lr": 0.3}) for run in runs]  # one panel of five
+    monkeypatch.setattr(landscape, "PANEL_PATHS", 2)
+    monkeypatch.setattr(landscape, "LOSS_CURVES", 2)
+    figure = landscape_figure(runs, X, y, optimum, ("θ0", "θ1"))
+    (panel,) = panel_axes(figure)
+    assert panel.get_title().endswith("2 of 5 paths (an even sample); dots: every run's end")
+    assert "with a sample of the paths" in figure.get_suptitle()
+    ends = [line for line in panel.get_lines() if line.get_marker() == "." and len(line.get_xdata()) == 5]
+    assert len(ends) == 1  # every run's end, one dot each
+    np.testing.assert_allclose(ends[0].get_xdata(), np.array([run.theta for run in runs], dtype=float)[:, 0])
+    assert "2 of 5 runs drawn" in loss_curves_figure(runs).axes[0].get_title()
+
+    monkeypatch.setattr(landscape_page, "PAGE_PATHS", 2)
+    land = landscape.landscape_grid(runs, X, y, optimum, Cost(), [], points=20)
+    plot = landscape_page.landscape_plot(runs, land, ("θ0", "θ1"), Cost(), landscape.Colouring.of(runs, []))
+    names = [trace.name for trace in plot.data]
+    assert sum(name == run.run_name for run in runs for name in names) == 2 * 2  # surface and map
+    assert "where the 5 runs that did not diverge ended" in names
+    assert "2 of 5 paths" in plot.layout.title.text
