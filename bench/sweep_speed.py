@@ -108,6 +108,7 @@ def scale_rows(root: Path, sizes: list[int]) -> None:
     from tools.measure import measured_run
 
     first = None
+    per_run_of: dict[int, float] = {}
     for runs in sizes:
         folder = prepared(root / f"scale{runs}")
         launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
@@ -115,6 +116,7 @@ def scale_rows(root: Path, sizes: list[int]) -> None:
         done = measured_run([*command, *overrides(folder)])
         per_run = done.seconds / runs
         first = first or per_run
+        per_run_of[runs] = per_run
         row(
             f"sweep of {runs:,} runs (200 iterations, joblib), per run",
             per_run,
@@ -129,6 +131,44 @@ def scale_rows(root: Path, sizes: list[int]) -> None:
             ),
             flush=True,
         )
+    if 1000 in per_run_of:
+        resume_row(root, 1000, per_run_of[1000])
+
+
+def resume_row(root: Path, runs: int, seconds_per_run: float) -> None:
+    """A ``runs``-run sweep killed with SIGKILL (its whole process group, workers too)
+    halfway, then run again: how many jobs the second run launched, and whether its
+    ``sweep.json`` is the uninterrupted sweep's (``root/scale<runs>``), byte for byte."""
+    import os
+    import re
+    import signal
+
+    from tools.workspace import user_env
+
+    folder = prepared(root / f"resume{runs}")
+    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    command = [sys.executable, "-m", "pipeline.train", "--multirun", *scale_grid(runs), *launcher]
+    command += overrides(folder)
+    with tempfile.TemporaryFile() as output:
+        first = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=user_env(), stdout=output, stderr=output, start_new_session=True
+        )
+        time.sleep(seconds_per_run * runs / 2)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    again = subprocess.run(command, cwd=REPO_ROOT, env=user_env(), capture_output=True, text=True)
+    if again.returncode != 0:
+        sys.exit(f"bench: the resumed sweep failed:\n{again.stderr[-3000:]}")
+    launched = re.search(r"(\d+) jobs to run \(of (\d+)\)", again.stdout + again.stderr)
+    same = (folder / "reports/sweep.json").read_bytes() == (
+        root / f"scale{runs}/reports/sweep.json"
+    ).read_bytes()
+    print(
+        f"    kill -9 after {seconds_per_run * runs / 2:.0f} s, then again: "
+        f"{launched.group(1) if launched else '?'} of {runs:,} jobs ran the second time; "
+        f"sweep.json {'equals' if same else 'DIFFERS FROM'} the uninterrupted sweep's",
+        flush=True,
+    )
 
 
 def mean_seconds(action: Callable[[], object], repeats: int) -> float:

@@ -399,12 +399,21 @@ def _read_only(database: Path) -> Iterator[Any]:
     """
     import sqlite3
 
-    journal = database.with_name(database.name + "-journal")
-    if journal.is_file() and journal.stat().st_size and os.access(database.parent, os.W_OK):
+    if _journal_size(database) and os.access(database.parent, os.W_OK):
         with contextlib.closing(sqlite3.connect(database, timeout=30)) as writable:
             writable.execute("SELECT count(*) FROM sqlite_master").fetchall()  # rolls the journal back
     with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as connection:
         yield connection
+
+
+def _journal_size(database: Path) -> int:
+    """Bytes in the rollback journal beside ``database``; 0 where there is none, also
+    where another process's transaction ends (and deletes it) as it is looked at: a
+    1,000-run sweep's jobs opened the store while others wrote, and two failed on it."""
+    try:
+        return database.with_name(database.name + "-journal").stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _tables(database: Path) -> set[str]:

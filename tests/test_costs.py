@@ -59,6 +59,33 @@ def test_curvature_stays_within_the_bounds_the_optimizer_and_certificate_use(cos
         assert curvature.min() == pytest.approx(-NEGATIVE_CURVATURE[cost.name], rel=1e-4)
 
 
+@pytest.mark.parametrize("cost", COSTS, ids=IDS)
+def test_the_compiled_second_order_bins_agree_with_numpy(
+    cost: Cost, outliers: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, y = outliers
+    rng = np.random.default_rng(5)
+    weights, within = rng.integers(1, 9, x.size).astype(float), rng.uniform(0.0, 2.0, (x.size, 3))
+    theta = np.array([[1.0, 0.7], [-3.0, 2.0]])
+    scale = cost.scale if math.isfinite(cost.scale) else 1.0
+    sums = kernels.bin_costs(x, y, weights, within, theta[:, 0], theta[:, 1], scale, KERNEL_CODE[cost.name])
+    for (a, b), total in zip(theta, sums, strict=True):
+        r = a + b * x - y
+        spread = within[:, 2] - 2 * b * within[:, 1] + b * b * within[:, 0]
+        expected = weights @ cost.scaled_rho(r) + 0.5 * cost.scaled_curvature(r) @ spread
+        assert total == pytest.approx(expected, rel=1e-12)
+
+
+def test_every_cost_is_one_shape_with_its_own_kernel_branch() -> None:
+    from pipeline.costs import SHAPES, Shape
+
+    assert sorted(type(shape).__name__ for shape in SHAPES.values()) == sorted(
+        kind.__name__ for kind in Shape.__subclasses__()
+    )
+    assert sorted(shape.code for shape in SHAPES.values()) == list(range(len(SHAPES)))
+    assert tuple(SHAPES) == LOSSES
+
+
 def test_the_named_costs_are_the_textbook_formulas() -> None:
     r, c = np.array([-300.0, 0.0, 50.0, 1e6]), 100.0
     np.testing.assert_allclose(Cost("welsch", c).rho(r), 1 - np.exp(-((r / c) ** 2)))

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -271,6 +272,35 @@ def test_a_store_left_mid_write_by_kill_9_is_read_after_rolling_back(tmp_path: P
     quick_check(database)  # no error: rolled back, then checked
     with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as connection:
         assert connection.execute("SELECT count(*) FROM t").fetchone()[0] == 20_000  # the write undone
+
+
+def test_a_journal_that_vanishes_as_it_is_looked_at_is_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's transaction ends, deleting its journal, between the look and
+    the read: two jobs of a 1,000-run sweep once failed on that ("No such file or
+    directory: mlflow.db-journal")."""
+    from pipeline.tracking import quick_check
+
+    database = tmp_path / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        connection.execute("CREATE TABLE t (x INTEGER)")
+        connection.commit()
+    journal = database.with_name("mlflow.db-journal")
+    stat, looks = Path.stat, []
+
+    def vanishing(path: Path, **kwargs: Any) -> Any:
+        """The journal is there at the first look (a live transaction's), gone after."""
+        if path != journal:
+            return stat(path, **kwargs)
+        looks.append(path)
+        if len(looks) == 1:
+            return stat(database, **kwargs)
+        raise FileNotFoundError(2, "No such file or directory", str(journal))
+
+    monkeypatch.setattr(Path, "stat", vanishing)
+    quick_check(database)  # no error: whatever the journal was, it is no longer there
+    assert looks  # the journal was looked at
 
 
 #: A process that changes every row of table t, with a tiny page cache (so the file
