@@ -127,7 +127,8 @@ def scale_rows(root: Path, sizes: list[int]) -> None:
         print(
             "    outputs: "
             + ", ".join(
-                f"{name} {size:.1f} MB (goal <= {REPORT_GOALS[name]:g})" for name, size in megabytes.items()
+                f"{name} {size:.1f} MB (goal at 10,000 runs <= {REPORT_GOALS[name]:g})"
+                for name, size in megabytes.items()
             ),
             flush=True,
         )

@@ -116,7 +116,8 @@ def gap_figure(curves: Sequence[tuple[str, Sequence[tuple[int, float]], str]], t
     axes.set_xlabel("iteration")
     axes.set_ylabel("optimality gap (training MSE − minimum) / minimum")
     axes.set_title(title)
-    axes.legend(fontsize=8)
+    # Beside the curves, never over them: at slide size a legend inside hides the ends.
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return figure
 
 

@@ -38,6 +38,11 @@ PANEL_PATHS = 50
 LOSS_CURVES = 200
 #: The colour of every path while a sweep found one minimum (the panels show the rates).
 SINGLE_COLOUR = "#e6550d"
+#: Colours of the learning rates, in order (Tableau's ten, which tell apart on a projector).
+RATE_COLOURS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
 #: Colours of the minima, lowest cost first (then every further one grey).
 MINIMUM_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
 
@@ -193,11 +198,16 @@ def _frame(
 
 
 def _rate_colours(runs: list[RunSummary]) -> dict[float, Any]:
+    """A colour per learning rate, each clearly its own on a projector: up to ten from a
+    qualitative palette (a sequential one made 0.001 and 0.01 two near-identical
+    purples), more along a sequential map."""
     from matplotlib import colormaps
 
     rates = sorted({run_lr(run) for run in runs})
-    palette = colormaps["plasma"]
-    return {rate: palette(0.85 * i / max(len(rates) - 1, 1)) for i, rate in enumerate(rates)}
+    if len(rates) <= len(RATE_COLOURS):
+        return dict(zip(rates, RATE_COLOURS, strict=False))
+    palette = colormaps["viridis"]
+    return {rate: palette(0.9 * i / (len(rates) - 1)) for i, rate in enumerate(rates)}
 
 
 @dataclass(frozen=True)
@@ -597,7 +607,7 @@ def _zoom_window(
 INSET_PLACES = tuple(
     (left, bottom, 0.32, 0.32)
     for left in (0.02, 0.34, 0.66)
-    for bottom in (0.02, 0.34, 0.66)
+    for bottom in (0.02, 0.34, 0.6)  # the top row low enough for the zoom's title under the panel's
     if (left, bottom) != (0.34, 0.34)
 )
 
@@ -798,5 +808,19 @@ def loss_curves_figure(runs: list[RunSummary], minima: list[Minimum] | None = No
     axes.set_title(
         f"Loss curves: solid converged, dashed max_iter, dash-dot oscillating, dotted diverged{sampled}"
     )
-    axes.legend(handles=colouring.legend(), fontsize=9)
+    # Below one unit in the last place of the minimum's cost, a difference is rounding.
+    reference = next((run.optimum_cost for run in runs if run.optimum_cost is not None), lowest)
+    round_off = float(np.finfo(np.float64).eps) * abs(float(reference))
+    handles = colouring.legend()
+    if round_off > 0:
+        handles.append(
+            axes.axhline(
+                round_off,
+                color="0.35",
+                lw=1.0,
+                ls=(0, (1, 2)),
+                label=f"float64's round-off at the minimum: 2.2e-16 × {abs(float(reference)):.3g}",
+            )
+        )
+    axes.legend(handles=handles, fontsize=9)
     return figure

@@ -138,3 +138,20 @@ def test_a_sweep_is_named_by_what_it_is_and_its_link_opens_its_runs(sweep: Path)
     assert view["searchFilter"] == f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     assert "metrics.`train_mse`" in view["selectedColumns"]
     assert newest.rsplit(": ", 1)[1] in parent.data.tags["mlflow.note.content"]  # its description links it
+
+
+def test_the_gap_pictures_legend_stands_beside_the_curves() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from pipeline.compare import gap_figure
+
+    curves = [("gd lr=0.1", [(0, 1.0), (10, 1e-6), (100, 1e-12)], "#1f77b4")]
+    curves.append(("gd lr=0.01", [(0, 1.0), (10, 1e-2), (100, 1e-5)], "#ff7f0e"))
+    figure = gap_figure(curves, "two runs")
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()  # type: ignore[no-untyped-call]
+    renderer = canvas.get_renderer()  # type: ignore[no-untyped-call]
+    axes = figure.axes[0]
+    legend = axes.get_legend()
+    assert legend is not None
+    assert legend.get_window_extent(renderer).x0 >= axes.get_window_extent(renderer).x1

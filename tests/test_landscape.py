@@ -193,3 +193,46 @@ def test_beyond_a_panels_share_of_paths_a_sample_is_drawn_with_every_runs_end(
     assert sum(name == run.run_name for run in runs for name in names) == 2 * 2  # surface and map
     assert "where the 5 runs that did not diverge ended" in names
     assert "2 of 5 paths" in plot.layout.title.text
+
+
+def text_boxes_overlap(figure: Any, first: Any, second: Any) -> bool:
+    """Whether two drawn texts' boxes overlap on the rendered figure."""
+    renderer = figure.canvas.get_renderer()
+    return bool(first.get_window_extent(renderer).overlaps(second.get_window_extent(renderer)))
+
+
+@pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")
+def test_pictures_read_on_a_projector(
+    data: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import to_hex
+
+    from pipeline import landscape as pictures
+    from pipeline.landscape import INSET_PLACES, RATE_COLOURS
+
+    X, y = data
+    optimum = least_squares(X, y)
+    rates = (0.001, 0.01, 0.1, 0.3)
+    runs = [gd_run(X, y, optimum, lr) for lr in rates]
+    # Each learning rate its own colour from the qualitative palette, in order.
+    valley = valley_figure(runs, X, y, optimum, ("θ0", "θ1"))
+    legend = {
+        text.get_text(): to_hex(line.get_color())
+        for line, text in zip(valley.legends[0].get_lines(), valley.legends[0].get_texts(), strict=True)
+    }
+    assert [legend[f"lr = {rate:g}"] for rate in rates] == list(RATE_COLOURS[:4])
+    # Wherever the zoom goes (near the top is where it could), its title does not run into its panel's.
+    for place in [place for place in INSET_PLACES if place[1] > 0.5]:
+        monkeypatch.setattr(pictures, "_emptiest_corner", lambda axes, runs, place=place: place)
+        landscape = landscape_figure(runs, X, y, optimum, ("θ0", "θ1"))
+        FigureCanvasAgg(landscape).draw()  # type: ignore[no-untyped-call]
+        for panel in panel_axes(landscape):
+            (inset,) = panel.child_axes
+            assert not text_boxes_overlap(landscape, panel.title, inset.title), (place, panel.get_label())
+    # The loss curves name float64's floor at the minimum.
+    curves = loss_curves_figure(runs)
+    curves_legend = curves.axes[0].get_legend()
+    assert curves_legend is not None
+    labels = [text.get_text() for text in curves_legend.get_texts()]
+    assert any(label.startswith("float64's round-off at the minimum: 2.2e-16 ×") for label in labels)
