@@ -29,6 +29,10 @@ FloatArray = NDArray[np.float64]
 GRID_POINTS = 241
 #: A robust cost is summed over every row at every grid point: a coarser grid.
 ROBUST_GRID_POINTS = 161
+#: Over a summary of many rows each point costs a pass over its bins: coarser still,
+#: and fewer slopes along the valley floor (the certificate and pictures' one minute).
+SUMMARY_GRID_POINTS = 121
+FLOOR_POINTS = {"mse": 400, "robust": 200, "summary": 120}
 PADDING = 0.15
 #: Line style of a path by how its run ended.
 STATUS_STYLES = {"converged": "-", "max_iter": "--", "oscillating": "-.", "diverged": ":"}
@@ -110,6 +114,10 @@ class Plane:
         return self.mse(theta0, theta1)
 
     @property
+    def summarized(self) -> bool:
+        return False
+
+    @property
     def note(self) -> str:
         """Nothing to say: the moments are exact."""
         return ""
@@ -143,6 +151,11 @@ class RobustPlane:
         taken over ``slopes``."""
         return cls(summary.x, summary.y, loss, summary, summary.describe(loss, slopes))
 
+    @property
+    def summarized(self) -> bool:
+        """Whether the cost comes from a summary of the rows (then each point costs more)."""
+        return self.summary is not None
+
     def cost(self, theta0: FloatArray, theta1: FloatArray) -> FloatArray:
         """The cost at each (θ0, θ1) pair; arrays of any matching shape."""
         from pipeline.minima import line_cost
@@ -162,13 +175,15 @@ class RobustPlane:
         cell either side of it refines it.
         """
         theta1 = np.asarray(theta1, dtype=np.float64)
-        grid = np.linspace(*theta0_range, 121)
+        # Over a summary each point is a pass over its bins: a coarser grid, a wider last step.
+        cells, steps = (81, 20) if self.summarized else (121, 30)
+        grid = np.linspace(*theta0_range, cells)
         spacing = grid[1] - grid[0]
         values = self.cost(grid[np.newaxis, :], theta1[:, np.newaxis])
         centre = grid[np.argmin(values, axis=1)]
         low, high = centre - spacing, centre + spacing
         ratio = (math.sqrt(5) - 1) / 2
-        for _ in range(30):  # the bracket shrinks to 1e-6 of a grid cell
+        for _ in range(steps):  # the bracket shrinks to 1e-6 (7e-5) of a grid cell
             left, right = high - ratio * (high - low), low + ratio * (high - low)
             lower = self.cost(left, theta1) <= self.cost(right, theta1)
             high = np.where(lower, right, high)
@@ -446,7 +461,10 @@ def landscape_grid(
     a robust cost over ``summary``'s bins where one is given."""
     runs = [run for run in runs if run.status != "failed"]
     surface, limits = _surface_and_frame(runs, X, y, optimum, loss, minima, summary)
-    points = points or (GRID_POINTS if loss.is_mse else ROBUST_GRID_POINTS)
+    if not points:
+        points = (
+            GRID_POINTS if loss.is_mse else SUMMARY_GRID_POINTS if surface.summarized else ROBUST_GRID_POINTS
+        )
     theta0, theta1 = np.meshgrid(np.linspace(*limits[0], points), np.linspace(*limits[1], points))
     costs = surface.cost(theta0, theta1)
     marks = _marks(minima, optimum, surface.cost)
@@ -668,7 +686,7 @@ def _zoom(
     lows = [mark.theta1 for mark in marks]
     span = max(lows) - min(lows) or abs(lows[0]) or 1.0
     left, right = min(lows) - 0.6 * span, max(lows) + 0.6 * span
-    theta1 = np.linspace(left, right, 120)
+    theta1 = np.linspace(left, right, 60 if surface.summarized else 120)
     _, floor = surface.valley_floor(theta1, theta0_range)
     bottom = min(mark.cost for mark in marks)
     top = float(floor.max())
@@ -725,7 +743,8 @@ def valley_figure(
     minima = minima or []
     runs = [run for run in runs if run.status != "failed"]
     surface, limits = _surface_and_frame(runs, X, y, optimum, loss, minima, summary)
-    theta1 = np.linspace(*limits[1], 400 if loss.is_mse else 200)
+    kind = "mse" if loss.is_mse else "summary" if surface.summarized else "robust"
+    theta1 = np.linspace(*limits[1], FLOOR_POINTS[kind])
     _, floor = surface.valley_floor(theta1, limits[0])
     figure = Figure(figsize=(10, 7), layout="constrained")
     axes = figure.add_subplot()
