@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -62,8 +63,6 @@ class RowSummary:
         Each bin's ``S_xx``, ``S_xy``, ``S_yy`` about its centroid.
     rows : int
         ``n``, the rows summarized.
-    within_xx, within_xy, within_yy : float
-        ``S_xx``, ``S_xy``, ``S_yy``: ``Σ (x − x̄_b)²`` and the like over every row.
     widths : (float, float)
         The bins' width along x and along y.
     """
@@ -73,19 +72,22 @@ class RowSummary:
     weight: FloatArray
     within: FloatArray
     rows: int
-    within_xx: float
-    within_xy: float
-    within_yy: float
     widths: tuple[float, float]
 
     @property
     def bins(self) -> int:
         return int(self.weight.size)
 
+    @cached_property
+    def moments(self) -> tuple[float, float, float]:
+        """``S_xx``, ``S_xy``, ``S_yy`` over every row: ``Σ (x − x̄_b)²`` and the like."""
+        xx, xy, yy = (math.fsum(self.within[:, column]) for column in range(3))
+        return xx, xy, yy
+
     def spread(self, theta1: float) -> float:
         """``V(θ1)/n``: the mean square of the residuals about their bin's centroid residual."""
-        value = self.within_yy - 2.0 * theta1 * self.within_xy + theta1 * theta1 * self.within_xx
-        return max(value, 0.0) / self.rows
+        xx, xy, yy = self.moments
+        return max(yy - 2.0 * theta1 * xy + theta1 * theta1 * xx, 0.0) / self.rows
 
     def error(self, cost: Cost, slopes: tuple[float, float]) -> float:
         """The most ``J`` computed from the summary can differ from ``J`` over the rows,
@@ -164,16 +166,12 @@ def bin_rows(x: FloatArray, y: FloatArray, cost: Cost, bins_per_scale: int) -> R
             np.maximum(sums[:, 5] - count * mean_dy * mean_dy, 0.0),
         ]
     )
-    within_xx, within_xy, within_yy = (math.fsum(within[:, column]) for column in range(3))
     return RowSummary(
         x=corner_x + mean_dx,
         y=corner_y + mean_dy,
         weight=count,
         within=within,
         rows=n,
-        within_xx=within_xx,
-        within_xy=within_xy,
-        within_yy=within_yy,
         widths=widths,
     )
 

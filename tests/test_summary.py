@@ -48,9 +48,10 @@ def test_the_bins_hold_the_rows_counts_centroids_and_moments_of_a_plain_groupby(
     theirs = np.column_stack([groups["x"].mean(), groups["y"].mean(), groups.size()])
     ours, theirs = (table[np.lexsort((table[:, 1], table[:, 0]))] for table in (ours, theirs))
     np.testing.assert_allclose(ours, theirs, rtol=1e-12)
-    assert summary.within_xx == pytest.approx(dx @ dx, rel=1e-9)
-    assert summary.within_xy == pytest.approx(dx @ dy, rel=1e-9, abs=1e-6 * math.sqrt((dx @ dx) * (dy @ dy)))
-    assert summary.within_yy == pytest.approx(dy @ dy, rel=1e-9)
+    within_xx, within_xy, within_yy = summary.moments
+    assert within_xx == pytest.approx(dx @ dx, rel=1e-9)
+    assert within_xy == pytest.approx(dx @ dy, rel=1e-9, abs=1e-6 * math.sqrt((dx @ dx) * (dy @ dy)))
+    assert within_yy == pytest.approx(dy @ dy, rel=1e-9)
 
 
 @pytest.mark.parametrize("cost", ROBUST, ids=lambda cost: cost.name)
