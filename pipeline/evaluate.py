@@ -167,7 +167,7 @@ def champion_score(
     except MlflowException:
         return None, None
     try:
-        outcome = read_outcome(client, client.get_run(version.run_id)) if version.run_id else None
+        outcome = read_outcome(client, client.get_run(version.run_id).info) if version.run_id else None
     except MlflowException:  # the champion's run was deleted
         outcome = None
     if outcome is None or outcome.theta is None or not set(outcome.features) <= set(test.names):

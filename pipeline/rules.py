@@ -66,5 +66,7 @@ LOSS_SCALE = Bound(at_least=1e-150, below=1e150)
 #: ``model.exact_rows``: up to this many training rows, a robust cost's certificate and
 #: pictures sum over every row; above, over a summary of them (:mod:`pipeline.summary`).
 EXACT_ROWS = Bound(at_least=0, integer=True)
+#: ``hydra.sweeper.max_batch_size``: the jobs of a sweep handed to its launcher at once.
+LAUNCH_BATCH = Bound(at_least=1, integer=True)
 #: ``split.test_fraction``: a share of the rows, strictly between none and all.
 TEST_FRACTION = Bound(above=0, below=1)

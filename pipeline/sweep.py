@@ -47,6 +47,8 @@ from pipeline.outcome import RunSummary, best_run
 from pipeline.pictures import sweep_figures, sweep_page, write_sweep_outputs
 from pipeline.progress import SweepWatch
 from pipeline.record import FULL_RECORD_RUNS, group_minima, read_sweep_record, summary_table, sweep_record
+from pipeline.rules import LAUNCH_BATCH
+from pipeline.settings import read_number
 from pipeline.tracking import (
     BEST_MSE_ENV,
     DVC_EXPERIMENT_ENV,
@@ -59,6 +61,7 @@ from pipeline.tracking import (
     SWEEP_SIZE_ENV,
     children,
     close_orphaned_runs,
+    each_child,
     git_commit,
     lease,
     open_store,
@@ -75,7 +78,7 @@ from pipeline.tracking import (
 if TYPE_CHECKING:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.config_loader import ConfigLoader
-    from mlflow.entities import Run
+    from mlflow.entities import RunInfo
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger("pipeline.sweep")
@@ -194,6 +197,14 @@ class WorkerWarmUp:
             self.thread.join()
 
 
+def launch_batch(config: DictConfig) -> int | None:
+    """``hydra.sweeper.max_batch_size``, Hydra's own setting: the jobs handed to the
+    launcher at once (None: all)."""
+    if OmegaConf.select(config, BATCH_KEY, default=None) is None:
+        return None
+    return int(read_number(config, BATCH_KEY, LAUNCH_BATCH))
+
+
 def plan_jobs(
     config: DictConfig, arguments: list[str], loader: ConfigLoader | None = None
 ) -> list[list[str]]:
@@ -218,10 +229,11 @@ def plan_jobs(
     return [list(job) for batch in batches for job in batch]
 
 
-def job_configs(config: DictConfig, jobs: list[list[str]], loader: ConfigLoader) -> list[DictConfig]:
-    """Each job's composed config, as Hydra composes it (the quick way: :mod:`pipeline.compose`)."""
+def job_configs(config: DictConfig, jobs: list[list[str]], loader: ConfigLoader) -> Iterator[DictConfig]:
+    """Each job's composed config, as Hydra composes it (the quick way: :mod:`pipeline.compose`),
+    one at a time: 10,000 of them held at once are some 1.5 GB."""
     composer = loader if isinstance(loader, QuickComposer) else QuickComposer(loader)
-    return [composer.load_sweep_config(config, job) for job in jobs]
+    return (composer.load_sweep_config(config, job) for job in jobs)
 
 
 def read_back(
@@ -235,32 +247,38 @@ def read_back(
     A child that ended FAILED failed, whatever outcome it logged before it broke off:
     its status, its tags and the sweep record agree.
     """
-    by_key: dict[str, Run] = {}
-    for run in children(client, experiment_id, parent_id):
+    # Of each run only what is needed here (not its params and metrics): 10,000 runs' records
+    # read whole are some 500 MB.
+    by_key: dict[str, tuple[RunInfo, str | None]] = {}
+    for run in each_child(client, experiment_id, parent_id):
         key = run.data.tags.get(JOB_KEY_TAG)
         held = by_key.get(key) if key else None
-        if key and (held is None or (run.info.status == "FINISHED") >= (held.info.status == "FINISHED")):
-            by_key[key] = run
+        if key and (held is None or (run.info.status == "FINISHED") >= (held[0].status == "FINISHED")):
+            by_key[key] = (run.info, run.data.tags.get("error"))
     runs: list[RunSummary] = []
     run_ids: list[str | None] = []
     for job, key in zip(jobs, keys, strict=True):
-        found = by_key.get(key)
+        found, error = by_key.get(key, (None, None))
         outcome = read_outcome(client, found) if found is not None else None
-        if found is not None and found.info.status == "FAILED" and outcome is not None:
+        if found is not None and found.status == "FAILED" and outcome is not None:
             outcome = None  # its record broke off after the outcome was logged: it failed
-        if found is not None and found.info.status == "RUNNING":
+        if found is not None and found.status == "RUNNING":
             ended = "FINISHED" if outcome is not None else "KILLED"
-            log.warning("job %s left its run %s RUNNING: closed %s", key, found.info.run_id, ended)
-            client.set_terminated(found.info.run_id, status=ended)
+            log.warning("job %s left its run %s RUNNING: closed %s", key, found.run_id, ended)
+            client.set_terminated(found.run_id, status=ended)
         if found is None:
             outcome = RunSummary.failed(key, job, "", "the job recorded no run (it did not start)")
         elif outcome is None:
-            error = found.data.tags.get("error") or f"the job ended {found.info.status} without an outcome"
-            outcome = RunSummary.failed(key, job, found.info.run_name or "", error)
+            error = error or f"the job ended {found.status} without an outcome"
+            outcome = RunSummary.failed(key, job, found.run_name or "", error)
         runs.append(replace(outcome, overrides=[item for item in job if in_result(item)]))
-        run_ids.append(found.info.run_id if found is not None else None)
+        run_ids.append(found.run_id if found is not None else None)
     return runs, run_ids
 
+
+#: Where the config says how many jobs a launcher is handed at once (Hydra's basic
+#: sweeper's own setting; ``conf/train.yaml`` sets it).
+BATCH_KEY = "hydra.sweeper.max_batch_size"
 
 #: Seconds between two samples of the machine's CPU and memory on the sweep's parent run.
 SYSTEM_METRICS_SECONDS = 2.0
@@ -407,6 +425,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
         raise PipelineError(
             f"the sweep has no jobs: an empty grid in {' '.join(arguments) or 'conf/train.yaml'}"
         )
+    batch = launch_batch(config) or len(jobs)
     train_path = resolve(config, config.paths.train)
     if not train_path.is_file():
         raise PipelineError(f"{train_path}: no training split; run `dvc repro split` first")
@@ -453,7 +472,10 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
         warm_up.join()
         with watch, lease(client, parent_id), system_metrics(uri, parent_id):  # seen alive while jobs run
             try:
-                launcher.launch(pending, initial_job_idx=0)
+                # A batch at a time: a launcher holds each job's return (with a copy of
+                # Hydra's whole config, some 0.3 MB) until the last job of its call ends.
+                for first in range(0, len(pending), batch):
+                    launcher.launch(pending[first : first + batch], initial_job_idx=first)
             except (KeyboardInterrupt, errors.Terminated):
                 # joblib kills its workers when the launch is cut short: the runs they
                 # had under way cannot end themselves.

@@ -33,7 +33,7 @@ from pipeline.errors import PipelineError, fail, first_line
 from pipeline.outcome import RunSummary
 
 if TYPE_CHECKING:
-    from mlflow.entities import DatasetInput, Run
+    from mlflow.entities import DatasetInput, Run, RunInfo
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -726,11 +726,29 @@ def sweep_parents(client: MlflowClient, experiment_id: str, key: str) -> list[Ru
 
 def children(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
     """The (not deleted) child runs of a parent run."""
-    return list(
-        client.search_runs(
-            [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=50000
+    return list(each_child(client, experiment_id, parent_id))
+
+
+#: Runs fetched from the store at once when going through a sweep's children.
+CHILDREN_PAGE = 1000
+
+
+def each_child(client: MlflowClient, experiment_id: str, parent_id: str, where: str = "") -> Iterator[Run]:
+    """The (not deleted) child runs of a parent run, fetched a page at a time: going
+    through 10,000 runs holds 1,000 of them (with their params, metrics and tags) at once.
+
+    ``where`` adds a condition of MLflow's search syntax (``attributes.status = 'FINISHED'``).
+    """
+    condition = f"tags.mlflow.parentRunId = '{parent_id}'" + (f" and {where}" if where else "")
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string=condition, max_results=CHILDREN_PAGE, page_token=token
         )
-    )
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def finished_run(client: MlflowClient, experiment_id: str, job_key: str) -> Run | None:
@@ -744,7 +762,7 @@ def finished_run(client: MlflowClient, experiment_id: str, job_key: str) -> Run 
     return found[0] if found else None
 
 
-def read_outcome(client: MlflowClient, run: Run) -> RunSummary | None:
+def read_outcome(client: MlflowClient, run: RunInfo) -> RunSummary | None:
     """The outcome a training run logged, or None if it logged none.
 
     Read from the run's artifact location as the run record gives it: the client's
@@ -754,7 +772,7 @@ def read_outcome(client: MlflowClient, run: Run) -> RunSummary | None:
 
     with tempfile.TemporaryDirectory() as folder:
         try:
-            repository = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
+            repository = get_artifact_repository(run.artifact_uri, tracking_uri=client.tracking_uri)
             path = repository.download_artifacts(OUTCOME, folder)  # type: ignore[no-untyped-call]
         except Exception:  # no such artifact: the job died before it could log one
             return None

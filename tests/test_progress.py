@@ -108,8 +108,8 @@ def test_quick_composition_gives_the_configs_hydra_composes(tmp_path: Path) -> N
     composer = QuickComposer(loader)
     composed = [loader.load_sweep_config(config, job) for job in jobs]
     for quick in (
-        job_configs(config, jobs, composer),
-        job_configs(config, jobs, pickle.loads(pickle.dumps(composer))),
+        list(job_configs(config, jobs, composer)),
+        list(job_configs(config, jobs, pickle.loads(pickle.dumps(composer)))),
     ):
         assert [OmegaConf.to_yaml(cfg) for cfg in quick] == [OmegaConf.to_yaml(cfg) for cfg in composed]
         assert all(OmegaConf.is_struct(cfg) and not OmegaConf.is_readonly(cfg.hydra) for cfg in quick)
@@ -117,7 +117,7 @@ def test_quick_composition_gives_the_configs_hydra_composes(tmp_path: Path) -> N
     keys = [job_key(cfg, "md5") for cfg in job_configs(config, jobs, loader)]
     assert len(set(keys)) == len(jobs)
     values_only = plan_jobs(config, ["model.init.theta1=0,600", "optimizer.max_iter=10,20"], loader)
-    quick = job_configs(config, values_only, loader)
+    quick = list(job_configs(config, values_only, loader))
     assert [OmegaConf.to_yaml(cfg) for cfg in quick] == [
         OmegaConf.to_yaml(loader.load_sweep_config(config, job)) for job in values_only
     ]

@@ -215,14 +215,14 @@ def test_a_single_run_is_recorded_in_mlflow_and_leaves_the_sweeps_outputs_alone(
 
 @pytest.mark.e2e
 def test_basic_joblib_and_fused_launchers_give_the_same_sweep_bit_for_bit(tmp_path: Path) -> None:
-    """The default sweep, in this process, in two joblib workers, and fitted together
-    (the fused launcher): the same record, θ and best run."""
+    """The default sweep, in this process, in two joblib workers (handed 5 jobs at a
+    time), and fitted together (the fused launcher): the same record, θ and best run."""
     from tests.helpers import prepare_data
 
     records = []
     launchers: tuple[tuple[str, list[str]], ...] = (
         ("basic", []),
-        ("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]),
+        ("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.max_batch_size=5"]),
         ("fused", ["hydra/launcher=fused"]),
     )
     for name, launcher in launchers:
@@ -232,6 +232,10 @@ def test_basic_joblib_and_fused_launchers_give_the_same_sweep_bit_for_bit(tmp_pa
         if name == "fused":  # fitted ahead, and every fit taken by its job
             assert "fused: 16 of 16 runs fitted together in 1 group(s)" in result.stdout
             assert "were not taken" not in result.stdout + result.stderr
+        if name == "joblib":  # four launches, each job numbered as in one
+            numbered = {path.name for path in (folder / "logs" / "sweep").iterdir() if path.is_dir()}
+            assert numbered == {str(number) for number in range(16)}
+            assert result.stdout.count("is launching 5 jobs") == 3
         records.append((folder / "reports" / "sweep.json").read_text())
         client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
         parent = parent_of(client, json.loads(records[-1]))
@@ -393,8 +397,10 @@ def test_the_launching_process_reads_the_sweeps_progress_from_the_store(
     client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
     parent = parent_of(client, record)
     converged = record["runs"][0]
-    line = progress.sweep_progress(client, parent.info.experiment_id, parent.info.run_id, 3)
+    reading = progress.SweepProgress(client, parent.info.experiment_id, parent.info.run_id, 3)
+    line = reading()
     assert line == f"2 of 3 done, best so far {converged['train_mse']:.6g}"  # the diverged run is not "best"
+    assert reading() == line  # read again: the runs seen before are not counted twice
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
