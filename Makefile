@@ -37,11 +37,13 @@ robust: $(STAMP)  ## the Welsch-cost sweep of conf/experiment/robust.yaml: two m
 	@start=$$(date +%s); dvc repro split && python -m pipeline.train --multirun +experiment=robust \
 		&& echo "make robust took $$(( $$(date +%s) - start )) s; open reports/landscape.html"
 
-test: $(STAMP) postgres  ## the tests CI runs, end-to-end ones included (a few minutes)
-	python -m pytest
+# Two test processes (pytest-xdist): every test keeps to its own tmp_path, so they may
+# run side by side; `python -m pytest tests/test_x.py` runs tests one by one, in-process.
+test: $(STAMP) postgres  ## the tests CI runs, end-to-end ones included (about six minutes)
+	python -m pytest -n 2
 
 test-fast: $(STAMP)  ## the unit tests alone, for the edit-test loop (no subprocess, no server: about a minute)
-	python -m pytest -m "not slow and not e2e"
+	python -m pytest -n 2 -m "not slow and not e2e"
 
 test-slow: $(STAMP) browser postgres cluster  ## the slow-marked tests
 	python -m pytest -m slow

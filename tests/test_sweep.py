@@ -262,6 +262,7 @@ def test_a_fused_robust_sweep_is_the_basic_launchers_sweep(tmp_path: Path) -> No
     assert {run["loss"] for run in json.loads(records[0])["runs"]} == {"huber"}
 
 
+@pytest.mark.e2e  # starts joblib's worker processes
 def test_joblibs_workers_start_while_the_sweep_is_planned_and_run_its_jobs() -> None:
     """The workers warmed up (imports done) are the ones the launcher's own call then uses."""
     import os
@@ -288,6 +289,7 @@ def test_joblibs_workers_start_while_the_sweep_is_planned_and_run_its_jobs() -> 
     WorkerWarmUp(object(), 6).join()  # another launcher: nothing to do
 
 
+@pytest.mark.e2e  # starts joblib's worker processes
 @pytest.mark.parametrize(("n_jobs", "jobs", "workers"), [(16, 4, 4), (2, 4, 2), (-1, 1, 1), (-100, 4, 1)])
 def test_joblib_starts_at_most_a_worker_per_job(n_jobs: int, jobs: int, workers: int) -> None:
     from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
