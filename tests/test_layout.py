@@ -25,9 +25,17 @@ LAYERS = (
         "prune",
         "server",
         "generate",
+        "phase",
     ),  # entry points
     ("sweep",),  # the sweep's driver
-    ("runlog", "pictures", "landscape_page", "landscape", "progress"),  # recording and drawing a run, a sweep
+    (
+        "runlog",
+        "pictures",
+        "landscape_page",
+        "landscape",
+        "phases",
+        "progress",
+    ),  # recording and drawing a run, a sweep
     (
         "optimize",
         "methods",
@@ -60,7 +68,7 @@ LAYERS = (
     ("pyfunc_model",),  # apart: MLflow copies it into each model, it imports nothing of ours
 )
 STAGES = ("ingest", "split", "store", "train", "evaluate")
-ENTRY_POINTS = (*STAGES, "predict", "compare", "server", "prune", "generate")
+ENTRY_POINTS = (*STAGES, "predict", "compare", "server", "prune", "generate", "phase")
 #: Code a stage runs without importing it: MLflow copies the model file and runs it;
 #: the sweep driver is run by the project's Hydra sweeper (``hydra_plugins/``).
 RUN_BY_PATH = {"train": {"pyfunc_model", "sweep"}}
