@@ -2,7 +2,7 @@
 
 A job's key hashes everything that determines its result: the resolved settings less
 those that only say where things go (``paths``, ``mlflow``, ``hydra``, the data file's
-path and the registry), the training split's content, and the content of the code the
+path and the registry) or what is drawn (``pictures``), the training split's content, and the content of the code the
 ``train`` stage runs (its ``pipeline/`` deps in ``dvc.yaml``; not the git commit, so a
 README-only commit keeps every key and an uncommitted edit of ``optimize.py`` changes
 them). A sweep's key hashes its sorted job keys.
@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.files import file_md5
 
 CODE_ROOT = Path(__file__).resolve().parents[1]
-#: Settings that say where things go or run, not what is computed.
-NOT_IN_KEY = ("paths", "mlflow", "hydra", "registry", "rows")
+#: Settings that say where things go or run, or what is drawn, not what is computed.
+NOT_IN_KEY = ("paths", "mlflow", "hydra", "registry", "rows", "pictures")
 NOT_IN_KEY_DATA = ("path",)
 
 

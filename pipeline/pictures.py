@@ -26,7 +26,7 @@ from pipeline.files import resolve, write_atomic
 from pipeline.outcome import Minimum, RunSummary, status_counts
 from pipeline.record import group_minima, minima_line, write_sweep_record
 from pipeline.rules import EXACT_ROWS
-from pipeline.settings import read_number
+from pipeline.settings import read_flag, read_number
 from pipeline.summary import PICTURE_BINS_PER_SCALE, RowSummary, bin_rows
 
 if TYPE_CHECKING:
@@ -119,6 +119,21 @@ def sweep_page(config: DictConfig, runs: list[RunSummary]) -> str | None:
     return landscape_page(drawn, land, axis_labels(config), loss, Colouring.of(drawn, minima, single=True))
 
 
+def sweep_animation(config: DictConfig, runs: list[RunSummary]) -> bytes | None:
+    """The descent of every run as a GIF (:mod:`pipeline.animation`), or None when no run ran."""
+    from pipeline.animation import descent_gif
+    from pipeline.landscape import Colouring, landscape_grid
+
+    inputs = _drawing_inputs(config, runs)
+    if inputs is None:
+        return None
+    drawn, X, y, optimum, loss, minima, summary = inputs
+    land = landscape_grid(drawn, X, y, optimum, loss, minima, points=PAGE_GRID_POINTS, summary=summary)
+    what = "cost" if loss.is_mse else f"{loss.name} cost"
+    title = f"{len(drawn)} runs of gradient descent down the {what}"
+    return descent_gif(drawn, land, axis_labels(config), Colouring.of(drawn, minima), title)
+
+
 def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) -> list[Path]:
     """Write the sweep record, its pictures and its page (atomically); return the
     pictures' and the page's paths."""
@@ -143,6 +158,11 @@ def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) ->
         page_drawer.join()
     if (page_drawer is not None and page_drawer.exitcode == 0) or write_page():
         written.append(page_path)
+    if read_flag(config, "pictures.animation"):
+        gif = sweep_animation(config, runs)
+        if gif is not None:
+            written.append(resolve(config, config.paths.animation))
+            write_atomic(written[-1], lambda tmp: tmp.write_bytes(gif))
     log.info("%d runs: %s", len(runs), status_counts(runs))
     log.info("%s", minima_line(runs, group_minima(runs)))
     return written

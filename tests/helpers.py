@@ -10,7 +10,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -19,6 +19,9 @@ from omegaconf import DictConfig
 
 from pipeline.costs import Cost
 from tools.workspace import REPO_ROOT, VENV_BIN, copy_project, user_env
+
+if TYPE_CHECKING:
+    from pipeline.outcome import RunSummary
 
 CONF_DIR = REPO_ROOT / "conf"
 RAW_DIR = REPO_ROOT / "data" / "raw"
@@ -37,6 +40,7 @@ __all__ = [
     "assert_one_line_error",
     "copy_project",
     "free_port",
+    "gd_run",
     "isolating_overrides",
     "log_split_at_once",
     "page_drawn_by_a_fork",
@@ -350,3 +354,27 @@ def run_command(
         status = int(stop.code or 0)
     out, err = capsys.readouterr()
     return status, out, err
+
+
+def gd_run(X: np.ndarray, y: np.ndarray, optimum: np.ndarray, lr: float) -> RunSummary:
+    """The record of a plain gradient-descent run from θ = 0 at learning rate ``lr``."""
+    from pipeline.methods import gd
+    from pipeline.optimize import fit, mean_squared_error
+    from pipeline.outcome import RunSummary
+
+    result = fit(X, y, theta_init=[0.0, 0.0, 0.0], method=gd(lr), max_iter=300, tol=1e-9)
+    return RunSummary(
+        job_key=f"job{lr}",
+        overrides=[f"optimizer.lr={lr}"],
+        run_name=f"gd lr={lr}",
+        status=result.status,  # type: ignore[arg-type]
+        message=result.message,
+        method="gd",
+        lr=lr,
+        theta_init=[0.0, 0.0, 0.0],
+        theta=result.theta.tolist(),
+        optimum_mse=mean_squared_error(X, y, optimum),
+        path_steps=result.history_steps.tolist(),
+        path_theta=result.theta_history.tolist(),
+        path_loss=result.loss_history.tolist(),
+    )

@@ -11,6 +11,7 @@ from pipeline.landscape import Plane, landscape_figure, loss_curves_figure, vall
 from pipeline.methods import gd
 from pipeline.optimize import fit, least_squares, mean_squared_error
 from pipeline.outcome import RunSummary
+from tests.helpers import gd_run
 
 
 @pytest.fixture
@@ -60,26 +61,6 @@ def test_long_runs_keep_a_thinned_evenly_spaced_history() -> None:
         steps[::25], result.theta_history[::25], result.loss_history[::25], strict=True
     ):
         assert loss == pytest.approx(mean_squared_error(X, y, theta), rel=1e-9), step
-
-
-def gd_run(X: np.ndarray, y: np.ndarray, optimum: np.ndarray, lr: float) -> RunSummary:
-    """The record of a plain gradient-descent run from θ = 0 at learning rate ``lr``."""
-    result = fit(X, y, theta_init=[0.0, 0.0, 0.0], method=gd(lr), max_iter=300, tol=1e-9)
-    return RunSummary(
-        job_key=f"job{lr}",
-        overrides=[f"optimizer.lr={lr}"],
-        run_name=f"gd lr={lr}",
-        status=result.status,  # type: ignore[arg-type]
-        message=result.message,
-        method="gd",
-        lr=lr,
-        theta_init=[0.0, 0.0, 0.0],
-        theta=result.theta.tolist(),
-        optimum_mse=mean_squared_error(X, y, optimum),
-        path_steps=result.history_steps.tolist(),
-        path_theta=result.theta_history.tolist(),
-        path_loss=result.loss_history.tolist(),
-    )
 
 
 def panel_axes(figure: Any) -> list[Any]:

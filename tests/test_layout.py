@@ -33,6 +33,7 @@ LAYERS = (
         "pictures",
         "landscape_page",
         "landscape",
+        "animation",
         "phases",
         "progress",
     ),  # recording and drawing a run, a sweep

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image, ImageSequence
 
 from pipeline.costs import Cost
 from pipeline.minima import CERTIFICATE_EPSILON, certify_global_minimum, end_point
@@ -151,6 +152,11 @@ def test_a_welsch_sweep_finds_both_minima_and_the_plateau(
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.data.metrics["minima_found"] == 2
     assert (prepared / "reports" / "landscape.png").stat().st_size > 0
+    # The experiment draws its animation for slides, and the parent run keeps it.
+    with Image.open(prepared / "reports" / "descent.gif") as animation:
+        assert animation.format == "GIF" and len(list(ImageSequence.Iterator(animation))) > 30
+    assert (prepared / "reports" / "descent.gif").stat().st_size <= 5e6
+    assert "descent.gif" in {item.path for item in client.list_artifacts(parent.info.run_id)}
 
 
 @pytest.mark.e2e
