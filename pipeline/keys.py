@@ -2,10 +2,10 @@
 
 A job's key hashes everything that determines its result: the resolved settings less
 those that only say where things go (``paths``, ``mlflow``, ``hydra``, the data file's
-path and the registry) or what is drawn (``pictures``), the training split's content, and the content of the code the
-``train`` stage runs (its ``pipeline/`` deps in ``dvc.yaml``; not the git commit, so a
-README-only commit keeps every key and an uncommitted edit of ``optimize.py`` changes
-them). A sweep's key hashes its sorted job keys.
+path and the registry) or what is drawn (``pictures``), the training split's content,
+and the content of the code the ``train`` stage runs (its ``pipeline/`` deps in
+``dvc.yaml``; not the git commit, so a README-only commit keeps every key and an
+uncommitted edit of ``optimize.py`` changes them). A sweep's key hashes its sorted job keys.
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ from pipeline.summary import PICTURE_BINS_PER_SCALE, RowSummary, bin_rows
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from pipeline.landscape import LandscapeGrid
+
 log = logging.getLogger("pipeline.sweep")
 
 #: Figures of a sweep, by their key in ``paths``.
@@ -106,32 +108,46 @@ def sweep_figures(config: DictConfig, runs: list[RunSummary]) -> dict[str, Figur
     }
 
 
-def sweep_page(config: DictConfig, runs: list[RunSummary]) -> str | None:
-    """The interactive landscape page of a sweep (HTML), or None when no run ran."""
-    from pipeline.landscape import Colouring, landscape_grid
-    from pipeline.landscape_page import landscape_page
+def _page_grid(config: DictConfig, runs: list[RunSummary]) -> tuple[Drawing, LandscapeGrid] | None:
+    """What the page and the animation draw, and the cost over their (coarser) grid."""
+    from pipeline.landscape import landscape_grid
 
     inputs = _drawing_inputs(config, runs)
     if inputs is None:
         return None
     drawn, X, y, optimum, loss, minima, summary = inputs
-    land = landscape_grid(drawn, X, y, optimum, loss, minima, points=PAGE_GRID_POINTS, summary=summary)
-    return landscape_page(drawn, land, axis_labels(config), loss, Colouring.of(drawn, minima, single=True))
+    return inputs, landscape_grid(
+        drawn, X, y, optimum, loss, minima, points=PAGE_GRID_POINTS, summary=summary
+    )
+
+
+def sweep_page(config: DictConfig, runs: list[RunSummary]) -> str | None:
+    """The interactive landscape page of a sweep (HTML), or None when no run ran."""
+    from pipeline.landscape import Colouring
+    from pipeline.landscape_page import landscape_page
+
+    found = _page_grid(config, runs)
+    if found is None:
+        return None
+    inputs, land = found
+    colouring = Colouring.of(inputs.runs, inputs.minima, single=True)
+    return landscape_page(inputs.runs, land, axis_labels(config), inputs.loss, colouring)
 
 
 def sweep_animation(config: DictConfig, runs: list[RunSummary]) -> bytes | None:
     """The descent of every run as a GIF (:mod:`pipeline.animation`), or None when no run ran."""
     from pipeline.animation import descent_gif
-    from pipeline.landscape import Colouring, landscape_grid
+    from pipeline.landscape import Colouring
 
-    inputs = _drawing_inputs(config, runs)
-    if inputs is None:
+    found = _page_grid(config, runs)
+    if found is None:
         return None
-    drawn, X, y, optimum, loss, minima, summary = inputs
-    land = landscape_grid(drawn, X, y, optimum, loss, minima, points=PAGE_GRID_POINTS, summary=summary)
-    what = "cost" if loss.is_mse else f"{loss.name} cost"
-    title = f"{len(drawn)} runs of gradient descent down the {what}"
-    return descent_gif(drawn, land, axis_labels(config), Colouring.of(drawn, minima), title)
+    inputs, land = found
+    what = "cost" if inputs.loss.is_mse else f"{inputs.loss.name} cost"
+    title = f"{len(inputs.runs)} runs of gradient descent down the {what}"
+    return descent_gif(
+        inputs.runs, land, axis_labels(config), Colouring.of(inputs.runs, inputs.minima), title
+    )
 
 
 def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) -> list[Path]:
