@@ -213,6 +213,8 @@ def breakdown(folder: Path) -> dict[str, float]:
             f"model.init.theta1={t1}",
             f"optimizer.lr={lr}",
             "optimizer.max_iter=1000",
+            *overrides(folder)[:3],  # a job's own overrides, as the sweeper hands them: Hydra's
+            # load_sweep_config applies the job's overrides, not the master config's
         ]
         for t0 in (-500000, 0, 500000)
         for t1 in (0, 600)
