@@ -35,7 +35,7 @@ run: $(STAMP)  ## the whole DVC pipeline with the default sweep
 
 robust: $(STAMP)  ## the Welsch-cost sweep of conf/experiment/robust.yaml: two minima and a plateau
 	@start=$$(date +%s); dvc repro split && python -m pipeline.train --multirun +experiment=robust \
-		&& echo "make robust took $$(( $$(date +%s) - start )) s; open reports/landscape.html"
+		&& echo "make robust took $$(( $$(date +%s) - start )) s; open reports/landscape.html (reports/descent.gif for slides)"
 
 # Two test processes (pytest-xdist): every test keeps to its own tmp_path, so they may
 # run side by side; `python -m pytest tests/test_x.py` runs tests one by one, in-process.

@@ -37,9 +37,10 @@ def tree(pid: int) -> list[int]:
     while todo:
         current = todo.pop()
         found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            with contextlib.suppress(OSError):  # the task ended meanwhile
-                todo.extend(int(child) for child in (task / "children").read_text().split())
+        with contextlib.suppress(OSError):  # the process or one of its tasks ended meanwhile
+            for task in Path(f"/proc/{current}/task").glob("*"):
+                with contextlib.suppress(OSError):
+                    todo.extend(int(child) for child in (task / "children").read_text().split())
     return found
 
 
