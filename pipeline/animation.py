@@ -70,7 +70,7 @@ def descent_gif(
     matplotlib.use("Agg")
     from matplotlib import colormaps
     from matplotlib.animation import FuncAnimation, PillowWriter
-    from matplotlib.colors import ListedColormap
+    from matplotlib.colors import ListedColormap, LogNorm
     from matplotlib.figure import Figure
 
     drawn = [run for run in runs if run.status != "failed" and run.path_steps]
@@ -82,7 +82,8 @@ def descent_gif(
     # Light greys only: white at the bottom of the valley, mid grey on the heights, so
     # the runs' colours stand out on a projector.
     greys = ListedColormap(colormaps["Greys"](np.linspace(0.0, 0.55, len(levels) - 1)))
-    axes.contourf(land.theta0, land.theta1, land.excess, levels=levels, cmap=greys, norm=_log_norm(levels))
+    norm = LogNorm(vmin=float(levels[0]), vmax=float(levels[-1]))
+    axes.contourf(land.theta0, land.theta1, land.excess, levels=levels, cmap=greys, norm=norm)
     axes.contour(land.theta0, land.theta1, land.excess, levels=levels, colors="0.35", linewidths=0.6)
     for mark in land.marks:
         star = "*" if mark.kind == "global minimum" else "X"
@@ -114,9 +115,8 @@ def descent_gif(
     def draw(frame: int) -> list[Any]:
         frame = min(frame, len(iterations) - 1)
         for trail, dot, place in zip(trails, dots, where, strict=True):
-            trail.set_data(
-                place[max(frame - TRAIL, 0) : frame + 1, 0], place[max(frame - TRAIL, 0) : frame + 1, 1]
-            )
+            recent = place[max(frame - TRAIL, 0) : frame + 1]
+            trail.set_data(recent[:, 0], recent[:, 1])
             dot.set_data([place[frame, 0]], [place[frame, 1]])
         clock_text.set_text(f"iteration {int(iterations[frame]):,}")
         return [*trails, *dots, clock_text]
@@ -126,9 +126,3 @@ def descent_gif(
         target = Path(folder) / "descent.gif"
         animation.save(target, writer=PillowWriter(fps=FRAMES_PER_SECOND))
         return target.read_bytes()
-
-
-def _log_norm(levels: FloatArray) -> Any:
-    from matplotlib.colors import LogNorm
-
-    return LogNorm(vmin=float(levels[0]), vmax=float(levels[-1]))
