@@ -42,8 +42,8 @@ robust: $(STAMP)  ## the Welsch-cost sweep of conf/experiment/robust.yaml: two m
 test: $(STAMP) postgres  ## the tests CI runs, end-to-end ones included (about six minutes)
 	python -m pytest -n 2
 
-test-fast: $(STAMP)  ## the unit tests alone, for the edit-test loop (no subprocess, no server: about a minute)
-	python -m pytest -n 2 -m "not slow and not e2e"
+test-fast: $(STAMP)  ## the unit tests alone, for the edit-test loop (no subprocess, no server, no project trained into a store: about a minute)
+	python -m pytest -n 2 -m "not slow and not e2e and not integration"
 
 test-slow: $(STAMP) browser postgres cluster  ## the slow-marked tests
 	python -m pytest -m slow

@@ -9,10 +9,9 @@ for a projector. Pure: run records and the landscape's grid in, GIF bytes out.
 
 from __future__ import annotations
 
+import io
 import math
-import tempfile
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -69,14 +68,16 @@ def descent_gif(
 
     matplotlib.use("Agg")
     from matplotlib import colormaps
-    from matplotlib.animation import FuncAnimation, PillowWriter
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap, LogNorm
     from matplotlib.figure import Figure
+    from PIL import Image
 
     drawn = [run for run in runs if run.status != "failed" and run.path_steps]
     iterations = clock(drawn)
     where = [positions(run, iterations) for run in drawn]
     figure = Figure(figsize=SIZE_INCHES, dpi=DOTS_PER_INCH, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     levels = np.geomspace(float(land.excess.min()), float(land.excess.max()), 14)
     # Light greys only: white at the bottom of the valley, mid grey on the heights, so
@@ -85,11 +86,6 @@ def descent_gif(
     norm = LogNorm(vmin=float(levels[0]), vmax=float(levels[-1]))
     axes.contourf(land.theta0, land.theta1, land.excess, levels=levels, cmap=greys, norm=norm)
     axes.contour(land.theta0, land.theta1, land.excess, levels=levels, colors="0.35", linewidths=0.6)
-    for mark in land.marks:
-        star = "*" if mark.kind == "global minimum" else "X"
-        axes.plot(
-            mark.theta0, mark.theta1, star, markersize=20, color="gold", markeredgecolor="black", zorder=5
-        )
     axes.set_xlim(*land.limits[0])
     axes.set_ylim(*land.limits[1])
     axes.set_xlabel(labels[0], fontsize=14)
@@ -101,6 +97,18 @@ def descent_gif(
         axes.plot([], [], "o", color=colouring(run), markersize=10, markeredgecolor="black")[0]
         for run in drawn
     ]
+    stars = [
+        axes.plot(
+            mark.theta0,
+            mark.theta1,
+            "*" if mark.kind == "global minimum" else "X",
+            markersize=20,
+            color="gold",
+            markeredgecolor="black",
+            zorder=5,
+        )[0]
+        for mark in land.marks
+    ]
     clock_text = axes.text(
         0.02,
         0.97,
@@ -110,19 +118,39 @@ def descent_gif(
         va="top",
         bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"},
     )
-    axes.legend(handles=colouring.legend(), loc="lower right", fontsize=12, framealpha=0.9)
+    legend = axes.legend(handles=colouring.legend(), loc="lower right", fontsize=12, framealpha=0.9)
+    # The contours are drawn once and kept as pixels; each frame draws on a copy of them
+    # only what moves and what lies above it, in the order a whole draw would (drawing
+    # the whole figure per frame took 0.12 s a frame, most of the animation's time).
+    on_top = sorted([*trails, *dots, *stars, clock_text, legend], key=lambda artist: artist.get_zorder())
+    for artist in on_top:
+        artist.set_animated(True)
+    canvas.draw()  # type: ignore[no-untyped-call]
+    figure.set_layout_engine("none")  # the layout found in that draw stays for every frame
+    background = canvas.copy_from_bbox(figure.bbox)  # type: ignore[no-untyped-call]
+    width, height = canvas.get_width_height()
 
-    def draw(frame: int) -> list[Any]:
+    def frame_image(frame: int) -> Image.Image:
         frame = min(frame, len(iterations) - 1)
         for trail, dot, place in zip(trails, dots, where, strict=True):
             recent = place[max(frame - TRAIL, 0) : frame + 1]
             trail.set_data(recent[:, 0], recent[:, 1])
             dot.set_data([place[frame, 0]], [place[frame, 1]])
         clock_text.set_text(f"iteration {int(iterations[frame]):,}")
-        return [*trails, *dots, clock_text]
+        canvas.restore_region(background)  # type: ignore[no-untyped-call]
+        for artist in on_top:
+            axes.draw_artist(artist)
+        pixels = bytes(canvas.buffer_rgba())  # type: ignore[no-untyped-call]
+        return Image.frombuffer("RGBA", (width, height), pixels, "raw", "RGBA", 0, 1)
 
-    animation = FuncAnimation(figure, draw, frames=len(iterations) + HOLD_FRAMES, blit=False)
-    with tempfile.TemporaryDirectory() as folder:
-        target = Path(folder) / "descent.gif"
-        animation.save(target, writer=PillowWriter(fps=FRAMES_PER_SECOND))
-        return target.read_bytes()
+    frames = [frame_image(frame) for frame in range(len(iterations) + HOLD_FRAMES)]
+    gif = io.BytesIO()
+    frames[0].save(
+        gif,
+        format="GIF",
+        save_all=True,
+        append_images=frames[1:],
+        duration=1000 // FRAMES_PER_SECOND,
+        loop=0,
+    )
+    return gif.getvalue()

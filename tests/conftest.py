@@ -13,7 +13,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import pipeline  # noqa: F401  (sets the defaults of offline.env for every test and its subprocesses)
-from tests.helpers import CONF_DIR, ComposeFn, isolating_overrides, prepare_data
+from tests.helpers import CONF_DIR, STORE_TEMPLATE, ComposeFn, isolating_overrides, prepare_data
+
+
+@pytest.fixture(autouse=True, scope="session")
+def store_template(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Where :func:`tests.helpers.seed_store` keeps the empty store it copies (made on first use)."""
+    STORE_TEMPLATE[:] = [tmp_path_factory.mktemp("store-template")]
 
 
 @pytest.fixture(autouse=True)

@@ -49,6 +49,7 @@ __all__ = [
     "project_cfg",
     "run_stage",
     "scipy_minima",
+    "seed_store",
     "sweep_on_a_disk_that_fills",
     "trained",
     "two_sweeps_at_once",
@@ -65,11 +66,51 @@ def isolating_overrides(tmp_path: Path) -> list[str]:
     ]
 
 
-def prepare_data(folder: Path, *overrides: str) -> Path:
-    """``folder`` with the King County data (or as overridden) ingested and split, ready to train."""
+#: Where this test process keeps its empty MLflow store (set by conftest's session fixture).
+STORE_TEMPLATE: list[Path] = []
+
+
+def seed_store(folder: Path) -> Path:
+    """Lay an empty MLflow store at ``folder/mlflow.db``, its ``Default`` experiment under
+    ``folder`` as the project's stores have it; return the database's path.
+
+    MLflow makes a new SQLite store by running its 50-odd schema migrations, about 1.3 s
+    (22 tests of the fast tier made one each, a third of its time). This copies one that
+    MLflow made once in this test process. ``test_a_seeded_store_is_the_store_mlflow_makes``
+    checks the copy against a store made from nothing; the tests of new stores (two
+    sweeps at once, ``dvc repro`` on a fresh clone) still make theirs from nothing.
+    """
+    import shutil
+    import sqlite3
+
+    from pipeline.tracking import artifact_root
+
+    template = STORE_TEMPLATE[0] / "mlflow.db"
+    if not template.is_file():
+        from mlflow.tracking import MlflowClient
+
+        made = template.with_name("making.db")
+        MlflowClient(tracking_uri=f"sqlite:///{made}").search_experiments()
+        made.rename(template)  # whole or not at all: a test stopped midway leaves no half store
+    database = folder / "mlflow.db"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, database)
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (artifact_root(database),)
+        )
+    return database
+
+
+def prepare_data(folder: Path, *overrides: str, store: bool = True) -> Path:
+    """``folder`` with the King County data (or as overridden) ingested and split, ready to
+    train, and (``store``) an empty MLflow store (:func:`seed_store`) where it has none, in a
+    test process (a helper run in a subprocess of its own leaves the store to the stages)."""
     from pipeline import ingest, split
 
     folder.mkdir(parents=True, exist_ok=True)
+    if store and STORE_TEMPLATE and not (folder / "mlflow.db").exists():
+        seed_store(folder)
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose(config_name="config", overrides=[*isolating_overrides(folder), *overrides])
     ingest.run(cfg)

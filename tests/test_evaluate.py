@@ -79,6 +79,7 @@ def test_metrics_match_scikit_learn() -> None:
     assert metrics["test_r2"] == pytest.approx(r2_score(y_true, y_pred), rel=1e-12)
 
 
+@pytest.mark.integration
 def test_evaluating_the_same_sweep_again_registers_nothing_new(tmp_path: Path) -> None:
     from pipeline import evaluate
     from pipeline.settings import read_model_name
@@ -96,6 +97,7 @@ def test_evaluating_the_same_sweep_again_registers_nothing_new(tmp_path: Path) -
     assert versions[0].tags["test_rmse"] == f"{again[-1]['test_rmse']:.8g}"
 
 
+@pytest.mark.integration
 def test_the_test_metrics_are_shown_with_the_logged_model_and_the_test_split(tmp_path: Path) -> None:
     from pipeline.tracking import MODEL_URI_TAG, open_store
 

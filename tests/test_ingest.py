@@ -159,8 +159,9 @@ def test_read_in_tiny_blocks_every_file_gives_the_same_table_or_message(
     """Blocks of a few bytes (each row a block of its own, or several blocks a row) must
     change nothing: the same table, or the same one-line message naming the same line."""
 
+    cfg = compose_cfg(*seed_like(file))
+
     def outcome(block_bytes: int | None) -> tuple[str, object]:
-        cfg = compose_cfg(*seed_like(file))
         try:
             path = ingest.run(cfg) if block_bytes is None else ingest.run(cfg, block_bytes=block_bytes)
         except PipelineError as error:

@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 from pipeline.model import ModelSpec
 from pipeline.pyfunc_model import LinearPriceModel
 from pipeline.runlog import PYFUNC_MODEL_CODE, log_model
+from tests.helpers import seed_store
 
 
 def logged_model(spec: ModelSpec, theta: np.ndarray) -> LinearPriceModel:
@@ -107,7 +108,7 @@ def test_a_models_input_example_is_rows_it_answers(tmp_path: Path, caplog: pytes
 
     spec = ModelSpec(("sqft",), positive=("sqft",), target_positive=True)
     inputs = np.array([[100.0], [120.0], [2000.0], [2500.0], [3000.0], [150.0]])
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{seed_store(tmp_path)}")  # its models under tmp_path
     examples = {}
     for name, theta in {"partly": [-43_000.0, 280.0], "plateau": [-500_000.0, 0.0]}.items():
         with mlflow.start_run() as run:
@@ -152,7 +153,7 @@ def test_a_stamped_model_is_what_mlflow_logs(tmp_path: Path, spec: ModelSpec, th
 
     rng = np.random.default_rng(7)
     inputs = rng.uniform(500.0, 4000.0, size=(20, len(spec.features)))
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{seed_store(tmp_path)}")  # its models under tmp_path
     config, example, signature = model_parts(spec, np.array(theta), inputs)
     with mlflow.start_run() as run:
         stamped_uri = log_model(spec, np.array(theta), inputs, place_of(run))

@@ -13,6 +13,9 @@ import pytest
 from pipeline import predict
 from tests.helpers import BAD_DIR, REPO_ROOT, run_command, trained
 
+#: Each predicts from a project trained into a real MLflow store (test-fast leaves them out).
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[float]]:

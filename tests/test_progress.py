@@ -96,10 +96,13 @@ def test_quick_composition_gives_the_configs_hydra_composes(tmp_path: Path) -> N
         "train", overrides=[f"paths.root={tmp_path}", "hydra/launcher=joblib"], run_mode=RunMode.MULTIRUN
     )
     # Values only (set on a copy), a config group and an added key (composed by Hydra),
-    # a whole list (composed), and the parent's id as the sweeper adds it.
+    # a whole list (composed), and the parent's id as the sweeper adds it. The default
+    # sweep's slopes and rates pinned: four jobs, not 32 (Hydra composes each in 0.2 s).
     arguments = [
         "optimizer=gd,momentum",
         "model.init.theta0=0,1e5",
+        "model.init.theta1=600",
+        "optimizer.lr=0.1",
         "+experiment=robust",
         "data.features=[sqft_living]",
         "mlflow.parent_run_id=abc",
@@ -116,7 +119,9 @@ def test_quick_composition_gives_the_configs_hydra_composes(tmp_path: Path) -> N
     assert quick[1].hydra.job.override_dirname == composed[1].hydra.job.override_dirname != ""
     keys = [job_key(cfg, "md5") for cfg in job_configs(config, jobs, loader)]
     assert len(set(keys)) == len(jobs)
-    values_only = plan_jobs(config, ["model.init.theta1=0,600", "optimizer.max_iter=10,20"], loader)
+    # Again four jobs, the default sweep's starts and rates pinned.
+    pinned = ["model.init.theta0=0", "optimizer.lr=0.1"]
+    values_only = plan_jobs(config, [*pinned, "model.init.theta1=0,600", "optimizer.max_iter=10,20"], loader)
     quick = list(job_configs(config, values_only, loader))
     assert [OmegaConf.to_yaml(cfg) for cfg in quick] == [
         OmegaConf.to_yaml(loader.load_sweep_config(config, job)) for job in values_only

@@ -93,7 +93,7 @@ def test_a_sweep_on_the_team_server_matches_sqlite_and_serves_its_champion(
 
     records = []
     for name, store in (("server", [f"mlflow.tracking_uri={uri}"]), ("sqlite", [])):
-        project = prepare_data(tmp_path / name)
+        project = prepare_data(tmp_path / name, store=name == "sqlite")
         swept = run_stage(
             "train", project, *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *store, multirun=True
         )

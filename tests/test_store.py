@@ -15,7 +15,43 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import store, train
-from tests.helpers import REPO_ROOT, START_ONE_RUN, project_cfg, trained
+from pipeline.tracking import FOLDER_TABLE, open_store
+from tests.helpers import REPO_ROOT, START_ONE_RUN, project_cfg, seed_store, trained
+
+#: Each trains a project into a real MLflow store and reads it back (test-fast leaves them out).
+pytestmark = pytest.mark.integration
+
+
+def store_contents(database: Path) -> dict[str, Any]:
+    """What a store holds apart from times: its schema, schema version, experiments (paths
+    relative to its folder) and the folder it records."""
+    folder = str(database.parent)
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        # MLflow's migrations write a table's constraints in no fixed order (two stores it
+        # makes from nothing differ so), hence each statement's lines as a set.
+        schema = sorted(
+            (kind, name, sorted((sql or "").replace(",", "").splitlines()))
+            for kind, name, sql in connection.execute("SELECT type, name, sql FROM sqlite_master")
+        )
+        version = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+        experiments = connection.execute(
+            "SELECT experiment_id, name, artifact_location, lifecycle_stage FROM experiments"
+        ).fetchall()
+        recorded = connection.execute(f"SELECT value FROM {FOLDER_TABLE} WHERE key = 'folder'").fetchall()
+    places = [(e[0], e[1], e[2].replace(folder, "<folder>"), e[3]) for e in experiments]
+    return {"schema": schema, "version": version, "experiments": places, "folder": recorded == [(folder,)]}
+
+
+def test_a_seeded_store_is_the_store_mlflow_makes(tmp_path: Path) -> None:
+    """The tests' empty store (:func:`tests.helpers.seed_store`), once the project opens it,
+    holds what a store MLflow makes from nothing holds."""
+    seed_store(tmp_path / "seeded")
+    made, seeded = (f"sqlite:///{tmp_path / name / 'mlflow.db'}" for name in ("made", "seeded"))
+    open_store(made, "downhill")
+    open_store(seeded, "downhill")
+    expected = store_contents(tmp_path / "made" / "mlflow.db")
+    assert len(expected["experiments"]) == 2 and expected["folder"]
+    assert store_contents(tmp_path / "seeded" / "mlflow.db") == expected
 
 
 def test_a_deleted_store_is_noticed_by_the_store_stage(tmp_path: Path) -> None:

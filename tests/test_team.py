@@ -48,6 +48,7 @@ def stage(
     )
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("multirun", [False, True])
 def test_a_password_in_the_tracking_uri_is_refused_before_anything_is_written(
     tmp_path: Path, multirun: bool
@@ -104,6 +105,7 @@ def test_a_job_refuses_a_training_split_its_sweep_did_not_plan(
         train.run(compose_cfg(f"mlflow.train_md5={wrong}", config_name="train"))
 
 
+@pytest.mark.integration
 def test_orphaned_runs_are_closed_by_their_process_here_and_by_their_lease_elsewhere(tmp_path: Path) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("orphans")
@@ -143,6 +145,7 @@ def test_orphaned_runs_are_closed_by_their_process_here_and_by_their_lease_elsew
     assert int(client.get_run(kept["alive here"]).data.tags[LAST_SEEN_TAG]) >= int(now)
 
 
+@pytest.mark.integration
 def test_a_run_its_job_left_running_is_closed_when_the_sweep_reads_back(tmp_path: Path) -> None:
     """Once the launcher has returned every job, a child still RUNNING lost its end (a
     worker killed, a failed last call to the store): FINISHED if its outcome is there,
