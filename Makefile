@@ -13,7 +13,7 @@ include offline.env
 export $(shell sed -n 's/^\([A-Z_]*\)=.*/\1/p' offline.env)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run robust serve test test-fast test-slow cluster browser postgres server server-stop server-status lint bench ui lock
+.PHONY: run robust classroom serve test test-fast test-slow cluster browser postgres server server-stop server-status lint bench ui lock
 
 $(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed, found " + sys.version.split()[0] if sys.version_info < (3, 11) else 0)'
@@ -36,6 +36,10 @@ run: $(STAMP)  ## the whole DVC pipeline with the default sweep
 robust: $(STAMP)  ## the Welsch-cost sweep of conf/experiment/robust.yaml: two minima and a plateau
 	@start=$$(date +%s); dvc repro split && python -m pipeline.train --multirun +experiment=robust \
 		&& echo "make robust took $$(( $$(date +%s) - start )) s; open reports/landscape.html (reports/descent.gif for slides)"
+
+classroom: $(STAMP)  ## gradient descent in dollars, conf/experiment/classroom.yaml: zig-zags, a crawl, a divergence
+	@start=$$(date +%s); dvc repro split && python -m pipeline.train --multirun +experiment=classroom \
+		&& echo "make classroom took $$(( $$(date +%s) - start )) s; open reports/descent.gif or reports/landscape.html"
 
 # Two test processes (pytest-xdist): every test keeps to its own tmp_path, so they may
 # run side by side; `python -m pytest tests/test_x.py` runs tests one by one, in-process.

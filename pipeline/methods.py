@@ -9,7 +9,10 @@ for its update rule. The constructors' parameter names are the keys of
 
 Every method walks in the optimizer's standardized coordinates, where ``lr`` means the
 same on any data set; ``lr="auto"`` takes it from the curvatures μ and L of the
-quadratic (see :meth:`Method.settled`).
+quadratic (see :meth:`Method.settled`). With ``coordinates="original"`` it walks on θ
+in the data's own units instead, on the cost in its own units (dollars²): there the
+valley is as narrow as the data make it, and plain gradient descent zig-zags as in
+textbooks; ``lr`` is then in those units (about 10⁻⁷ on King County's sizes).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.objective import InOriginalUnits, OriginalUnits
 from pipeline.rules import (
     BATCH_SIZE,
     DECAY_RATE,
@@ -39,6 +43,8 @@ if TYPE_CHECKING:
     from pipeline.objective import Objective, Standardizer
 
 FloatArray = NDArray[np.float64]
+#: Where a method walks: standardized units (the default), or the data's own.
+COORDINATES = ("standardized", "original")
 #: ``(iteration, w, ∇J(w)) → next w``: one step; holds the method's state (velocity, moments).
 Update = Callable[[int, FloatArray, FloatArray], FloatArray]
 
@@ -85,6 +91,7 @@ class Method:
     build: Callable[[Method, Problem], Update] = field(default=lambda method, problem: _gd_update(method))
     auto: Callable[[Method, float, float], Method] | None = None
     iterates_epochs: bool = False
+    coordinates: str = "standardized"
 
     def settled(self, mu: float, L: float) -> Method:
         """The method with ``lr="auto"`` (and settings that follow it) made numbers, from
@@ -94,8 +101,21 @@ class Method:
         return replace(self, lr=1.0 / L) if self.lr == "auto" else self
 
     def init(self, problem: Problem) -> Update:
-        """The update rule on ``problem`` (after :meth:`settled`)."""
-        return self.build(self, problem)
+        """The update rule on ``problem`` (after :meth:`settled`).
+
+        In original coordinates the method is built on the objective seen in the data's
+        units and steps there; the loop still holds the standardized ``w`` (its stopping
+        rules, and the tolerance on the standardized gradient, compare across coordinates).
+        """
+        if self.coordinates == "standardized":
+            return self.build(self, problem)
+        units = OriginalUnits.of(problem.scaler, problem.cost.standard_factor(problem.scaler.y_scale))
+        inner = self.build(self, replace(problem, objective=InOriginalUnits(problem.objective, units)))
+
+        def update(iteration: int, w: FloatArray, gradient: FloatArray) -> FloatArray:
+            return units.to_standard(inner(iteration, units.to_original(w), units.gradient(gradient)))
+
+        return update
 
     @property
     def step(self) -> float:
@@ -107,6 +127,12 @@ def _check(name: str, value: Any, rule: Bound) -> Any:
     """``value`` if it keeps ``rule`` (as int or float), else ``ValueError("<name> must be …")``."""
     rule.check(name, value)
     return int(value) if rule.integer else float(value)
+
+
+def _check_coordinates(coordinates: str, allowed: tuple[str, ...] = COORDINATES) -> str:
+    if coordinates not in allowed:
+        raise ValueError(f"coordinates must be one of {', '.join(allowed)}, got {coordinates!r}")
+    return coordinates
 
 
 def _check_lr(lr: float | str) -> float | str:
@@ -122,18 +148,25 @@ def _gd_update(method: Method) -> Update:
     return lambda _, w, gradient: w - step * gradient
 
 
-def gd(lr: float | str = 0.1) -> Method:
+def gd(lr: float | str = 0.1, coordinates: str = "standardized") -> Method:
     """The design notes' batch gradient descent: ``w ← w − lr·∇J(w)``.
 
     Parameters
     ----------
     lr : float or "auto"
         Step size, ``> 0``; ``auto``: 1/L.
+    coordinates : {"standardized", "original"}
+        Where it walks (module docstring); ``lr`` and ``auto`` are in those units.
     """
-    return Method("gd", _check_lr(lr))
+    return Method("gd", _check_lr(lr), coordinates=_check_coordinates(coordinates))
 
 
-def momentum(lr: float | str = "auto", beta: float | None = None, nesterov: bool = False) -> Method:
+def momentum(
+    lr: float | str = "auto",
+    beta: float | None = None,
+    nesterov: bool = False,
+    coordinates: str = "standardized",
+) -> Method:
     """Heavy ball, ``v ← β·v − lr·∇J(w)``, ``w ← w + v``; with ``nesterov`` the gradient
     is taken at the look-ahead point ``w + β·v``.
 
@@ -145,6 +178,8 @@ def momentum(lr: float | str = "auto", beta: float | None = None, nesterov: bool
     beta : float, optional
         In [0, 1); None: 0.9, or the optimum that goes with ``lr="auto"``.
     nesterov : bool
+    coordinates : {"standardized", "original"}
+        Where it walks (module docstring).
     """
     settings = {
         "beta": None if beta is None else _check("beta", beta, DECAY_RATE),
@@ -156,12 +191,15 @@ def momentum(lr: float | str = "auto", beta: float | None = None, nesterov: bool
         settings,
         build=_heavy_ball,
         auto=_momentum_auto,
+        coordinates=_check_coordinates(coordinates),
     )
 
 
-def nesterov(lr: float | str = "auto", beta: float | None = None) -> Method:
+def nesterov(
+    lr: float | str = "auto", beta: float | None = None, coordinates: str = "standardized"
+) -> Method:
     """Nesterov's accelerated gradient: :func:`momentum` with ``nesterov=True``."""
-    return momentum(lr, beta, nesterov=True)
+    return momentum(lr, beta, nesterov=True, coordinates=coordinates)
 
 
 def _momentum_auto(method: Method, mu: float, L: float) -> Method:
@@ -191,7 +229,9 @@ def _heavy_ball(method: Method, problem: Problem) -> Update:
     return update
 
 
-def adam(lr: float | str = 0.05, b1: float = 0.9, b2: float = 0.999) -> Method:
+def adam(
+    lr: float | str = 0.05, b1: float = 0.9, b2: float = 0.999, coordinates: str = "standardized"
+) -> Method:
     """Adam on the full batch, with bias-corrected first and second moments.
 
     Parameters
@@ -199,9 +239,11 @@ def adam(lr: float | str = 0.05, b1: float = 0.9, b2: float = 0.999) -> Method:
     lr : float or "auto"
     b1, b2 : float
         Decay rates of the moments, in [0, 1).
+    coordinates : {"standardized", "original"}
+        Where it walks (module docstring).
     """
     settings = {"b1": _check("b1", b1, DECAY_RATE), "b2": _check("b2", b2, DECAY_RATE)}
-    return Method("adam", _check_lr(lr), settings, build=_adam)
+    return Method("adam", _check_lr(lr), settings, build=_adam, coordinates=_check_coordinates(coordinates))
 
 
 def _adam(method: Method, problem: Problem) -> Update:
@@ -223,7 +265,11 @@ def _adam(method: Method, problem: Problem) -> Update:
 
 
 def backtracking(
-    lr: float | str = 1.0, shrink: float = 0.5, grow: float = 2.0, sufficient_decrease: float = 1e-4
+    lr: float | str = 1.0,
+    shrink: float = 0.5,
+    grow: float = 2.0,
+    sufficient_decrease: float = 1e-4,
+    coordinates: str = "standardized",
 ) -> Method:
     """Gradient descent with an Armijo line search.
 
@@ -241,13 +287,17 @@ def backtracking(
         ``>= 1``: lets the step grow back after a cautious stretch.
     sufficient_decrease : float
         Armijo's constant, in (0, 1).
+    coordinates : {"standardized", "original"}
+        Where it walks (module docstring).
     """
     settings = {
         "shrink": _check("shrink", shrink, SHRINK),
         "grow": _check("grow", grow, GROW),
         "sufficient_decrease": _check("sufficient_decrease", sufficient_decrease, SUFFICIENT_DECREASE),
     }
-    return Method("backtracking", _check_lr(lr), settings, build=_armijo)
+    return Method(
+        "backtracking", _check_lr(lr), settings, build=_armijo, coordinates=_check_coordinates(coordinates)
+    )
 
 
 def _armijo(method: Method, problem: Problem) -> Update:
@@ -262,7 +312,13 @@ def _armijo(method: Method, problem: Problem) -> Update:
     return update
 
 
-def sgd(lr: float | str = 0.05, batch_size: int = 32, seed: int = 0, decay: float = 0.0) -> Method:
+def sgd(
+    lr: float | str = 0.05,
+    batch_size: int = 32,
+    seed: int = 0,
+    decay: float = 0.0,
+    coordinates: str = "standardized",
+) -> Method:
     """Mini-batch stochastic gradient descent: one iteration is one epoch over the rows.
 
     The rows are shuffled once (``seed``) into fixed mini-batches of ``batch_size``;
@@ -277,12 +333,18 @@ def sgd(lr: float | str = 0.05, batch_size: int = 32, seed: int = 0, decay: floa
         ``>= 0``.
     decay : float
         ``>= 0``.
+    coordinates : {"standardized"}
+        Its epochs step on the rows' own mini-batch sums, in standardized units only.
     """
     settings = {
         "batch_size": _check("batch_size", batch_size, BATCH_SIZE),
         "seed": _check("seed", seed, SEED),
         "decay": _check("decay", decay, STEP_DECAY),
     }
+    if coordinates != "standardized":  # a mini-batch step is made from standardized sums
+        raise ValueError(
+            f"coordinates must be 'standardized' with sgd (its epochs step in them), got {coordinates!r}"
+        )
     return Method("sgd", _check_lr(lr), settings, build=_sgd, iterates_epochs=True)
 
 

@@ -44,6 +44,7 @@ from pipeline.objective import (
     DataPass,
     FloatArray,
     Objective,
+    OriginalUnits,
     Quadratic,
     RowCost,
     RowSource,
@@ -389,7 +390,12 @@ def _set_up(
 
     problems = []
     for start, point in zip(starts, points, strict=True):
-        method = start.method.settled(mu, L)  # lr="auto" from the curvature
+        method = start.method
+        if method.coordinates == "original":  # lr="auto" from the curvature in the data's own units
+            factor = cost.standard_factor(scaler.y_scale)
+            method = method.settled(*OriginalUnits.of(scaler, factor).curvatures(quadratic))
+        else:
+            method = method.settled(mu, L)  # lr="auto" from the curvature
         problems.append(
             _Problem(
                 X_arr,
