@@ -3,7 +3,9 @@ on θ as its textbook formula says, checked against plain numpy written out here
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,7 @@ from pipeline.errors import PipelineError
 from pipeline.methods import Method, adam, backtracking, gd, momentum, nesterov, sgd
 from pipeline.optimize import ConvergenceWarning, fit
 from pipeline.train import read_method
-from tests.helpers import REPO_ROOT, ComposeFn
+from tests.helpers import REPO_ROOT, ComposeFn, run_stage
 
 #: ``(θ, ∇J(θ), iteration) → next θ``: a method's textbook step, in plain numpy.
 Step = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
@@ -151,3 +153,26 @@ def test_sgd_keeps_to_standardized_coordinates_and_says_so(compose_cfg: ComposeF
         PipelineError, match=r"^optimizer.coordinates: expected one of standardized, original"
     ):
         read_method(compose_cfg("optimizer.coordinates=raw", config_name="train"))
+
+
+@pytest.mark.e2e
+def test_the_classroom_sweep_crawls_zig_zags_and_diverges_within_its_budget(prepared: Path) -> None:
+    """``+experiment=classroom`` as a teacher runs it: five rates from one start, in dollars."""
+    result = run_stage("train", prepared, "+experiment=classroom", multirun=True)
+    assert result.returncode == 0, result.stderr
+    runs = {run["lr"]: run for run in json.loads((prepared / "reports" / "sweep.json").read_text())["runs"]}
+    assert {lr: run["status"] for lr, run in runs.items()} == {
+        1e-8: "max_iter",  # crawls
+        1e-7: "max_iter",  # about 1/L: down to the floor, then stuck on it
+        1.5e-7: "max_iter",  # zig-zags
+        1.85e-7: "max_iter",  # zig-zags hard
+        2e-7: "diverged",  # past 2/L
+    }
+    assert all(run["n_iter"] == 3000 for lr, run in runs.items() if lr != 2e-7)
+    # None arrives: each is still far up the valley (the optimum's MSE is 6.9e10).
+    assert all(run["optimality_gap"] > 1e-3 for run in runs.values())
+    assert runs[1e-8]["train_mse"] > runs[1e-7]["train_mse"]  # the crawl is behind
+    for lr in (1.5e-7, 1.85e-7):  # across the valley: θ1 above, below, above the floor...
+        slopes = np.array(runs[lr]["path_theta"])[:8, 1]
+        assert (np.sign(np.diff(slopes)[1:]) != np.sign(np.diff(slopes)[:-1])).all(), slopes
+    assert (prepared / "reports" / "descent.gif").stat().st_size > 0
