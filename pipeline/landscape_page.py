@@ -95,7 +95,8 @@ def landscape_plot(
         _add_path(figure, run, land, loss, colouring)
     for mark in land.marks:
         _add_mark(figure, mark)
-    steps = _add_slider_points(figure, drawn, colouring)
+    steps = _add_slider_points(figure, drawn, colouring, land.limits)
+    (low0, high0), (low1, high1) = land.limits
     figure.update_layout(
         title=f"Cost landscape: {loss.label}, {len(runs)} runs"
         + (f" (the cost {land.surface.note})" if land.surface.note else "")
@@ -103,7 +104,14 @@ def landscape_plot(
         height=760,
         margin={"l": 40, "r": 40, "t": 80, "b": 40},
         legend={"orientation": "h", "x": 0.55, "y": 1.08},
-        scene={"xaxis_title": "θ0", "yaxis_title": "θ1", "zaxis_title": "cost"},
+        # Axes that stay put while the runs move: a run that leaves the frame is hidden,
+        # never followed (the surface would shrink to a dot behind a diverging run).
+        scene={
+            "xaxis": {"title": "θ0", "range": [low0, high0]},
+            "yaxis": {"title": "θ1", "range": [low1, high1]},
+            "zaxis": {"title": "cost", "range": [float(np.min(land.costs)), float(np.max(land.costs))]},
+        },
+        updatemenus=[_play_buttons()],
         sliders=[
             {
                 "currentvalue": {"prefix": "iteration "},
@@ -122,7 +130,6 @@ def landscape_plot(
             }
         ],
     )
-    (low0, high0), (low1, high1) = land.limits
     figure.update_xaxes(title_text=labels[0], range=[low0, high0], row=1, col=2)
     figure.update_yaxes(title_text=labels[1], range=[low1, high1], row=1, col=2)
     return figure
@@ -262,8 +269,38 @@ def _add_end_points(figure: Any, runs: list[RunSummary]) -> None:
     )
 
 
-def _add_slider_points(figure: Any, runs: list[RunSummary], colouring: Colouring) -> list[int]:
-    """Every run's current point, on both panels, and a frame per slider step; returns the steps."""
+#: Milliseconds a frame stays on screen when played: slow, and fast.
+PLAY_SLOW, PLAY_FAST = 400, 80
+
+
+def _play_buttons() -> dict[str, Any]:
+    """Play (slow or fast) from the slider's position, and pause where it is."""
+
+    def play(label: str, milliseconds: int) -> dict[str, Any]:
+        pace = {"frame": {"duration": milliseconds, "redraw": True}, "transition": {"duration": 0}}
+        return {"label": label, "method": "animate", "args": [None, pace | {"fromcurrent": True}]}
+
+    pause = {"frame": {"duration": 0, "redraw": False}, "mode": "immediate", "transition": {"duration": 0}}
+    return {
+        "type": "buttons",
+        "direction": "left",
+        "x": 0.0,
+        "y": -0.02,
+        "xanchor": "left",
+        "yanchor": "top",
+        "buttons": [
+            play("▶ play", PLAY_SLOW),
+            play("▶▶ fast", PLAY_FAST),
+            {"label": "❚❚ pause", "method": "animate", "args": [[None], pause]},
+        ],
+    }
+
+
+def _add_slider_points(
+    figure: Any, runs: list[RunSummary], colouring: Colouring, limits: tuple[tuple[float, float], ...]
+) -> list[int]:
+    """Every run's current point, on both panels, and a frame per slider step; returns the
+    steps. A point outside the frame ``limits`` is not drawn (NaN)."""
     import plotly.graph_objects as go
     from matplotlib.colors import to_hex
 
@@ -273,8 +310,12 @@ def _add_slider_points(figure: Any, runs: list[RunSummary], colouring: Colouring
     )
     colours = [to_hex(colouring(run)) for run in runs]
 
+    (low0, high0), (low1, high1) = limits
+
     def points(step: int) -> tuple[Any, Any]:
         now = np.array([_current(run, step) for run in runs]).reshape(-1, 3)
+        outside = (now[:, 0] < low0) | (now[:, 0] > high0) | (now[:, 1] < low1) | (now[:, 1] > high1)
+        now[outside] = np.nan
         flat = go.Scatter(
             x=now[:, 0],
             y=now[:, 1],

@@ -104,6 +104,7 @@ def test_each_method_steps_on_theta_in_dollars_as_its_formula_says(name: str) ->
     np.testing.assert_array_less(np.abs(result.theta_history - expected) / scale, 1e-9)
 
 
+@pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")  # one step, on purpose
 def test_lr_auto_is_one_over_the_largest_curvature_in_dollars() -> None:
     result = fit(X, Y, theta_init=[0.0, 0.0], method=gd("auto", coordinates="original"), max_iter=1)
     assert result.lr == pytest.approx(1.0 / largest_curvature(X), rel=1e-9)

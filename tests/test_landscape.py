@@ -140,9 +140,21 @@ def test_the_landscape_page_is_one_offline_file_with_every_run_and_a_slider(
     assert slider.steps[0].label == "0" and int(slider.steps[-1].label) == max(
         run.path_steps[-1] for run in runs
     )
+    (low0, high0), (low1, high1) = land.limits
     last = figure.frames[-1].data[1]
     for run, x, y_ in zip(runs, last.x, last.y, strict=True):
-        np.testing.assert_allclose([x, y_], run.path_theta[-1][:2])
+        end = run.path_theta[-1][:2]
+        if low0 <= end[0] <= high0 and low1 <= end[1] <= high1:
+            np.testing.assert_allclose([x, y_], end)
+        else:  # it left the frame: hidden, so that the axes never follow it
+            assert run.status == "diverged" and np.isnan(x) and np.isnan(y_)
+    assert any(run.status == "diverged" for run in runs)
+    # Play and pause, and axes that stay put while the points move.
+    labels = [button.label for button in figure.layout.updatemenus[0].buttons]
+    assert labels == ["▶ play", "▶▶ fast", "❚❚ pause"]
+    scene = figure.layout.scene
+    assert list(scene.xaxis.range) == [low0, high0] and list(scene.yaxis.range) == [low1, high1]
+    assert list(scene.zaxis.range) == [land.costs.min(), land.costs.max()]
 
 
 @pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")
