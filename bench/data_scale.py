@@ -190,19 +190,8 @@ def main() -> None:
                 rows,
                 growth(memory, "evaluate", stage[2], sizes[0]),
             )
-            if rows > EXACT_ROWS_DEFAULT:
+            if train_rows > EXACT_ROWS_DEFAULT:  # the summary is for the training rows
                 robust_rows(python, overrides, root, train_rows, figures["welsch25"])
-                # The pass again, after the sweeps: the machine's speed may have moved.
-                again = measured(
-                    [python, "-c", PASSES, str(root / "data/split/train.parquet"), str(root / "cols")]
-                )
-                after = json.loads(again[3])["welsch25"]
-                print(
-                    f"    one fused Welsch pass of 25 runs, after the sweeps: "
-                    f"{after / (train_rows * 25) * 1e9:.3f} ns per row·run (before: "
-                    f"{figures['welsch25'] / (train_rows * 25) * 1e9:.3f})",
-                    flush=True,
-                )
 
 
 #: ``model.exact_rows``'s default: above it, a robust cost's certificate and pictures
@@ -248,14 +237,26 @@ def robust_rows(python: str, overrides: list[str], root: Path, train_rows: int, 
         iterations.append(sum(run["n_iter"] for run in runs))
         label = f"  train: robust experiment, {len(runs)} runs x {budget} iterations"
         row(label, *stage[:3], train_rows, "(summary above 10⁶ rows)")
+    # The pass again, after the sweeps, and the faster of the two as the baseline: the
+    # first is timed just after the column copy is written (its pages still going to
+    # disk), and this machine's speed drifts (5.36 ns before, 3.09 after, in one run).
+    again = measured([python, "-c", PASSES, str(root / "data/split/train.parquet"), str(root / "cols")])
+    after = json.loads(again[3])["welsch25"]
+    per_pass = min(fused_pass, after) / (train_rows * 25)
+    print(
+        f"    one fused Welsch pass of 25 runs: {fused_pass / (train_rows * 25) * 1e9:.3f} ns per "
+        f"row·run before the sweeps, {after / (train_rows * 25) * 1e9:.3f} after",
+        flush=True,
+    )
     more = train_rows * (iterations[1] - iterations[0])
-    per_pass = fused_pass / (train_rows * 25)
+    # The fit's own time is the figure that counts: the sweep's also holds the
+    # certificate, which starts from the best run's record and so differs between the two.
     for what, times in (("the sweep's", seconds), ("its fit's", fitting)):
         per_iteration = (times[1] - times[0]) / more
         print(
             f"    {what} time per row·run·iteration {per_iteration * 1e9:.3f} ns "
             f"({iterations[1] - iterations[0]} more iterations in {times[1] - times[0]:.1f} s); "
-            f"one fused Welsch pass of 25 runs {per_pass * 1e9:.3f} ns: "
+            f"the faster fused pass {per_pass * 1e9:.3f} ns: "
             f"{per_iteration / per_pass:.2f} x (goal <= 1.2)",
             flush=True,
         )
