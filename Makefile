@@ -13,7 +13,7 @@ include offline.env
 export $(shell sed -n 's/^\([A-Z_]*\)=.*/\1/p' offline.env)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run robust classroom serve test test-fast test-slow cluster browser postgres server server-stop server-status lint bench ui lock
+.PHONY: run robust classroom race serve test test-fast test-slow cluster browser postgres server server-stop server-status lint bench ui lock
 
 $(STAMP): requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed, found " + sys.version.split()[0] if sys.version_info < (3, 11) else 0)'
@@ -40,6 +40,10 @@ robust: $(STAMP)  ## the Welsch-cost sweep of conf/experiment/robust.yaml: two m
 classroom: $(STAMP)  ## gradient descent in dollars, conf/experiment/classroom.yaml: zig-zags, a crawl, a divergence
 	@start=$$(date +%s); dvc repro split && python -m pipeline.train --multirun +experiment=classroom \
 		&& echo "make classroom took $$(( $$(date +%s) - start )) s; open reports/descent.gif or reports/landscape.html"
+
+race: $(STAMP)  ## gd, momentum, nesterov and adam from one start on the Welsch landscape, conf/experiment/race.yaml
+	@start=$$(date +%s); dvc repro split && python -m pipeline.train --multirun +experiment=race \
+		&& echo "make race took $$(( $$(date +%s) - start )) s; open reports/landscape.html and press play"
 
 # Two test processes (pytest-xdist): every test keeps to its own tmp_path, so they may
 # run side by side; `python -m pytest tests/test_x.py` runs tests one by one, in-process.

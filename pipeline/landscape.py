@@ -11,7 +11,7 @@ the others carry ``lr``, ``status``, ``theta_init``, ``theta`` and the thinned
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -227,14 +227,16 @@ def _rate_colours(runs: list[RunSummary]) -> dict[float, Any]:
 
 @dataclass(frozen=True)
 class Colouring:
-    """How paths are coloured: by learning rate, or by the minimum they reached when
-    a sweep found more than one."""
+    """How paths are coloured: by method where a sweep races several from its starts,
+    else by the minimum they reached when a sweep found more than one, else by learning
+    rate."""
 
     by_rate: dict[float, Any]
     by_job: dict[str, Any]
     minima: list[Minimum]
 
     single: bool = False
+    by_method: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, runs: list[RunSummary], minima: list[Minimum], single: bool = False) -> Colouring:
@@ -246,9 +248,13 @@ class Colouring:
                 colour = MINIMUM_COLOURS[index] if index < len(MINIMUM_COLOURS) else "grey"
                 by_job |= {key: colour for key in minimum.job_keys}
             by_job |= {run.job_key: "black" for run in runs if run.end_point == "plateau"}
-        return cls(_rate_colours(runs), by_job, minima, single)
+        methods = list(dict.fromkeys(str(run.method) for run in runs))  # in the sweep's order
+        by_method = dict(zip(methods, RATE_COLOURS, strict=False)) if len(methods) > 1 else {}
+        return cls(_rate_colours(runs), by_job, minima, single, by_method)
 
     def __call__(self, run: RunSummary) -> Any:
+        if self.by_method:
+            return self.by_method.get(str(run.method), "0.55")
         if self.by_job:
             return self.by_job.get(run.job_key, "0.55")
         return SINGLE_COLOUR if self.single else self.by_rate[run_lr(run)]
@@ -256,6 +262,8 @@ class Colouring:
     def legend(self) -> list[Any]:
         from matplotlib.lines import Line2D
 
+        if self.by_method:
+            return [Line2D([], [], color=c, lw=2, label=method) for method, c in self.by_method.items()]
         if not self.by_job and self.single:
             return [
                 Line2D([], [], color=SINGLE_COLOUR, ls=style, lw=2, label=status)

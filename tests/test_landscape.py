@@ -229,3 +229,27 @@ def test_pictures_read_on_a_projector(
     assert curves_legend is not None
     labels = [text.get_text() for text in curves_legend.get_texts()]
     assert any(label.startswith("float64's round-off at the minimum: 2.2e-16 ×") for label in labels)
+
+
+@pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")
+def test_a_sweep_that_races_methods_colours_its_paths_by_method(data: tuple[np.ndarray, np.ndarray]) -> None:
+    from pipeline.landscape import Colouring
+    from pipeline.outcome import Minimum
+
+    X, y = data
+    optimum = least_squares(X, y)
+    runs = [gd_run(X, y, optimum, 0.3) for _ in range(4)]
+    runs = [
+        RunSummary.from_json(run.to_json() | {"method": method, "job_key": method})
+        for run, method in zip(runs, ["gd", "momentum", "adam", "momentum"], strict=True)
+    ]
+    minima = [
+        Minimum("global minimum", [1.0, 2.0], 0.5, 2, ["gd", "adam"]),
+        Minimum("local minimum", [3.0, 4.0], 0.6, 2, ["momentum"]),
+    ]
+    colouring = Colouring.of(runs, minima)
+    colours = [colouring(run) for run in runs]
+    assert colours[1] == colours[3] and len({colours[0], colours[1], colours[2]}) == 3
+    assert [handle.get_label() for handle in colouring.legend()] == ["gd", "momentum", "adam"]
+    one_method = [RunSummary.from_json(run.to_json() | {"method": "gd"}) for run in runs]
+    assert Colouring.of(one_method, minima).legend()[0].get_label() == "to the global minimum"

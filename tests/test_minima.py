@@ -164,3 +164,20 @@ def test_one_sweep_minimizes_one_cost(prepared: Path) -> None:
     result = run_stage("train", prepared, "model.loss=mse,welsch", multirun=True)
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "model.loss", "one sweep minimizes one cost")
+
+
+@pytest.mark.e2e
+def test_the_race_sends_four_methods_from_one_start_to_different_ends(prepared: Path) -> None:
+    """``+experiment=race``: one start, one step size, four methods, three different ends."""
+    result = run_stage("train", prepared, "+experiment=race", multirun=True)
+    assert result.returncode == 0, result.stderr
+    runs = json.loads((prepared / "reports" / "sweep.json").read_text())["runs"]
+    assert {run["method"]: (run["status"], run["end_point"]) for run in runs} == {
+        "gd": ("max_iter", "none"),  # still on its way
+        "momentum": ("converged", "local minimum"),
+        "nesterov": ("converged", "local minimum"),
+        "adam": ("converged", "global minimum"),
+    }
+    iterations = {run["method"]: run["n_iter"] for run in runs}
+    assert iterations["adam"] < iterations["momentum"] < iterations["gd"] == 3000
+    assert all(run["theta_init"] == [-250_000.0, 600.0] and run["lr"] == 0.1 for run in runs)
