@@ -177,3 +177,23 @@ def test_the_classroom_sweep_crawls_zig_zags_and_diverges_within_its_budget(prep
         slopes = np.array(runs[lr]["path_theta"])[:8, 1]
         assert (np.sign(np.diff(slopes)[1:]) != np.sign(np.diff(slopes)[:-1])).all(), slopes
     assert (prepared / "reports" / "descent.gif").stat().st_size > 0
+
+
+@pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")  # 24 steps, on purpose
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_with_two_features_and_without_an_intercept_gd_in_dollars_is_its_formula(fit_intercept: bool) -> None:
+    rng = np.random.default_rng(4)
+    x = np.column_stack([rng.uniform(500.0, 4000.0, 150), rng.integers(1, 6, 150).astype(float)])
+    y = 20_000.0 + x @ np.array([250.0, 9_000.0]) + rng.normal(0.0, 30_000.0, 150)
+    design = np.column_stack([np.ones(150), x]) if fit_intercept else x
+    theta, path = np.array([5_000.0, 100.0, 2_000.0]), []
+    free = theta if fit_intercept else theta[1:]
+    for _ in range(25):
+        path.append(free.copy())
+        free = free - 5e-8 * (2.0 / 150 * design.T @ (design @ free - y))
+    start = theta if fit_intercept else np.array([0.0, *theta[1:]])
+    method = gd(5e-8, coordinates="original")
+    result = fit(x, y, theta_init=start, method=method, max_iter=24, tol=0.0, fit_intercept=fit_intercept)
+    walked = result.theta_history if fit_intercept else result.theta_history[:, 1:]
+    expected = np.array(path)
+    np.testing.assert_array_less(np.abs(walked - expected) / np.abs(expected).max(axis=0), 1e-9)
