@@ -200,6 +200,7 @@ def test_the_landscape_page_renders_in_headless_chromium(prepared: Path) -> None
     assert 'class="main-svg"' in dom.stdout  # the map was drawn ...
     assert "gl-container" in dom.stdout  # ... and the 3-D view
     assert "slider-container" in dom.stdout
+    assert "updatemenu-container" in dom.stdout and "▶ play" in dom.stdout  # the play buttons
     console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
     errors = [line for line in console if "Uncaught" in line or "Error:" in line]
     assert not errors, errors
