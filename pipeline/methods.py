@@ -109,7 +109,7 @@ class Method:
         """
         if self.coordinates == "standardized":
             return self.build(self, problem)
-        units = OriginalUnits.of(problem.scaler, problem.cost.standard_factor(problem.scaler.y_scale))
+        units = OriginalUnits.of(problem.scaler, problem.cost)
         inner = self.build(self, replace(problem, objective=InOriginalUnits(problem.objective, units)))
 
         def update(iteration: int, w: FloatArray, gradient: FloatArray) -> FloatArray:
@@ -129,9 +129,9 @@ def _check(name: str, value: Any, rule: Bound) -> Any:
     return int(value) if rule.integer else float(value)
 
 
-def _check_coordinates(coordinates: str, allowed: tuple[str, ...] = COORDINATES) -> str:
-    if coordinates not in allowed:
-        raise ValueError(f"coordinates must be one of {', '.join(allowed)}, got {coordinates!r}")
+def _check_coordinates(coordinates: str) -> str:
+    if coordinates not in COORDINATES:
+        raise ValueError(f"coordinates must be one of {', '.join(COORDINATES)}, got {coordinates!r}")
     return coordinates
 
 

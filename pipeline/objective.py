@@ -266,8 +266,10 @@ class OriginalUnits:
     factor: float
 
     @classmethod
-    def of(cls, scaler: Standardizer, factor: float) -> OriginalUnits:
-        """The map :meth:`Standardizer.to_original` makes, as a matrix."""
+    def of(cls, scaler: Standardizer, cost: Cost) -> OriginalUnits:
+        """The map :meth:`Standardizer.to_original` makes, as a matrix, and ``cost``'s
+        factor to its own units."""
+        factor = cost.standard_factor(scaler.y_scale)
         ratio = scaler.y_scale / scaler.x_scale  # a slope's original units per standardized unit
         if not scaler.fit_intercept:
             return cls(np.diag(ratio), np.diag(1.0 / ratio), np.zeros(ratio.size), factor)

@@ -392,8 +392,7 @@ def _set_up(
     for start, point in zip(starts, points, strict=True):
         method = start.method
         if method.coordinates == "original":  # lr="auto" from the curvature in the data's own units
-            factor = cost.standard_factor(scaler.y_scale)
-            method = method.settled(*OriginalUnits.of(scaler, factor).curvatures(quadratic))
+            method = method.settled(*OriginalUnits.of(scaler, cost).curvatures(quadratic))
         else:
             method = method.settled(mu, L)  # lr="auto" from the curvature
         problems.append(
