@@ -11,6 +11,8 @@ outcome, and a slider over iterations that moves every run's current point.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,8 @@ FloatArray = NDArray[np.float64]
 PAGE_PATHS = 300
 #: Positions of the iteration slider: log-spaced, from the start to the longest run's end.
 SLIDER_STEPS = 40
+#: The page's live runs (:mod:`pipeline.live`): their script, inlined into the page.
+LIVE_SCRIPT = Path(__file__).with_name("live.js")
 #: Plotly's dash names for the line style of each status.
 DASHES = {"-": "solid", "--": "dash", "-.": "dashdot", ":": "dot"}
 
@@ -50,12 +54,29 @@ def _current(run: RunSummary, step: int) -> tuple[float, float, float]:
 
 
 def landscape_page(
-    runs: list[RunSummary], land: LandscapeGrid, labels: tuple[str, str], loss: Cost, colouring: Colouring
+    runs: list[RunSummary],
+    land: LandscapeGrid,
+    labels: tuple[str, str],
+    loss: Cost,
+    colouring: Colouring,
+    live: dict[str, Any] | None = None,
 ) -> str:
-    """The page of :func:`landscape_plot`, as one HTML document that works offline."""
+    """The page of :func:`landscape_plot`, as one HTML document that works offline; with
+    ``live`` (:func:`pipeline.live.live_payload`), a click on the map starts a run there."""
     figure = landscape_plot(runs, land, labels, loss, colouring)
     # A fixed div id (Plotly draws a random one): the same sweep gives the same file, byte for byte.
-    return str(figure.to_html(include_plotlyjs=True, full_html=True, auto_play=False, div_id="landscape"))
+    page = str(figure.to_html(include_plotlyjs=True, full_html=True, auto_play=False, div_id="landscape"))
+    if live is None:
+        return page
+    # Python's floats as JSON keep every bit (repr); "</" is escaped so no value ends the script.
+    numbers = json.dumps(live, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
+    script = LIVE_SCRIPT.read_text(encoding="utf-8")
+    extra = (
+        f'<script type="application/json" id="downhill-live-data">{numbers}</script>\n'
+        f"<script>{script}</script>\n"
+    )
+    head, tail = page.rsplit("</body>", 1)
+    return head + extra + "</body>" + tail
 
 
 def landscape_plot(

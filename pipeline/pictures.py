@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from omegaconf import DictConfig
@@ -26,7 +26,7 @@ from pipeline.files import resolve, write_atomic
 from pipeline.outcome import Minimum, RunSummary, status_counts
 from pipeline.record import group_minima, minima_line, write_sweep_record
 from pipeline.rules import EXACT_ROWS
-from pipeline.settings import read_flag, read_number
+from pipeline.settings import optimizer_file, read_flag, read_number
 from pipeline.summary import PICTURE_BINS_PER_SCALE, RowSummary, bin_rows
 
 if TYPE_CHECKING:
@@ -131,7 +131,30 @@ def sweep_page(config: DictConfig, runs: list[RunSummary]) -> str | None:
         return None
     inputs, land = found
     colouring = Colouring.of(inputs.runs, inputs.minima, single=True)
-    return landscape_page(inputs.runs, land, axis_labels(config), inputs.loss, colouring)
+    return landscape_page(
+        inputs.runs, land, axis_labels(config), inputs.loss, colouring, _live_runs(config, inputs, land)
+    )
+
+
+def _live_runs(config: DictConfig, inputs: Drawing, land: LandscapeGrid) -> dict[str, Any] | None:
+    """What the page's live runs need (:mod:`pipeline.live`), or None where its map is not
+    the whole model: more than one feature, or no intercept."""
+    from omegaconf import OmegaConf
+
+    from pipeline.live import LIVE_METHODS, live_payload
+
+    if inputs.X.shape[1] != 1 or not read_flag(config, "model.fit_intercept"):
+        return None
+    chosen = OmegaConf.to_container(config.optimizer, resolve=True)
+    return live_payload(
+        inputs.X[:, 0],
+        inputs.y,
+        inputs.loss,
+        {name: optimizer_file(name) for name in LIVE_METHODS},
+        chosen,  # type: ignore[arg-type]
+        land.limits[1],
+        inputs.summary,
+    )
 
 
 def sweep_animation(config: DictConfig, runs: list[RunSummary]) -> bytes | None:

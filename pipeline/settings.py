@@ -226,3 +226,15 @@ def check_overrides(config_name: str) -> None:
     problem = override_problem(sys.argv[1:], config_name)
     if problem:
         fail(problem)
+
+
+def optimizer_file(name: str) -> dict[str, Any]:
+    """The settings ``conf/optimizer/<name>.yaml`` gives (its ``defaults`` chain merged in),
+    as a plain mapping: what ``optimizer=<name>`` starts from."""
+    own = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "optimizer" / f"{name}.yaml"))
+    assert isinstance(own, dict)
+    merged: dict[str, Any] = {}
+    for parent in own.pop("defaults", []):
+        if parent != "_self_":
+            merged |= optimizer_file(str(parent))
+    return merged | {str(key): value for key, value in own.items()}

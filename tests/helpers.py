@@ -4,6 +4,7 @@ outputs under a test's own folder, one-line errors checked."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -32,6 +33,7 @@ ComposeFn = Callable[..., DictConfig]
 __all__ = [
     "BAD_DIR",
     "CONF_DIR",
+    "LIVE_SCRIPT",
     "RAW_DIR",
     "REPO_ROOT",
     "START_ONE_RUN",
@@ -43,6 +45,8 @@ __all__ = [
     "gd_run",
     "isolating_overrides",
     "log_split_at_once",
+    "node_command",
+    "node_runs",
     "page_drawn_by_a_fork",
     "postgres_folder",
     "prepare_data",
@@ -419,3 +423,43 @@ def gd_run(X: np.ndarray, y: np.ndarray, optimum: np.ndarray, lr: float) -> RunS
         path_theta=result.theta_history.tolist(),
         path_loss=result.loss_history.tolist(),
     )
+
+
+#: The page's live-run script (pipeline/live.js), which Node runs as the page does.
+LIVE_SCRIPT = REPO_ROOT / "pipeline" / "live.js"
+
+
+def _node(program: str, given: dict[str, Any]) -> Any:
+    """Run ``program`` under Node with ``live`` (the script) and ``given`` (JSON on stdin) in
+    scope; what it prints, as JSON. Floats cross both ways exactly (shortest round-trip forms)."""
+    script = (
+        f"const live = require({json.dumps(str(LIVE_SCRIPT))});\n"
+        "const given = JSON.parse(require('fs').readFileSync(0, 'utf8'));\n" + program
+    )
+    done = subprocess.run(
+        ["node", "-e", script],
+        input=json.dumps(given),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def node_runs(data: dict[str, Any], cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each case run by the page's ``downhill.run`` on the page's numbers ``data``."""
+    program = "console.log(JSON.stringify(given.cases.map((c) => live.run(given.data, c))));"
+    return list(_node(program, {"data": data, "cases": cases}))
+
+
+def node_command(data: dict[str, Any], options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The command the page shows beside a live run with ``options``, and the run."""
+    program = (
+        "const settings = live.settle(given.data, given.options);\n"
+        "const run = live.run(given.data, given.options);\n"
+        "console.log(JSON.stringify([live.command(given.data, settings), run]));"
+    )
+    command, run = _node(program, {"data": data, "options": options})
+    return str(command), dict(run)

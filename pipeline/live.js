@@ -1,0 +1,500 @@
+/*
+ * Live runs in the landscape page: gradient descent as pipeline.optimize.fit runs it.
+ *
+ * The page carries Python's numbers (pipeline/live.py, written to round-trip exactly);
+ * this script iterates in standardized coordinates with fit's update rules and stopping
+ * rules, so that a run started here walks where `python -m pipeline.train` would
+ * (tests/test_live.py compares the two). The MSE runs on its quadratic, O(1) an
+ * iteration; a robust cost sums over the rows every iteration, in a Web Worker past the
+ * first iterations, so that the page never freezes.
+ *
+ * window.downhill.run({theta0, theta1, method, lr, beta, b1, b2, max_iter, tol,
+ *   divergence_ratio, coordinates, loss, loss_scale}) -> {path, loss, n_iter, status, message, lr, beta}
+ *
+ * Under Node (the tests) it exports {engine, run}; in a page it also draws.
+ */
+(function () {
+  "use strict";
+
+  // The numerical part: no DOM, so that a Web Worker and Node can run it too.
+  function engine() {
+    const OSCILLATION_WINDOW = 50; // pipeline.optimize.OSCILLATION_WINDOW
+    const TINY = 2.2250738585072014e-308; // np.finfo(float).tiny
+    const METHODS = ["gd", "momentum", "nesterov", "adam"];
+    const STATUSES = ["converged", "diverged", "oscillating", "max_iter"];
+
+    function dot(a, b) {
+      let total = 0;
+      for (let i = 0; i < a.length; i++) total += a[i] * b[i];
+      return total;
+    }
+    function matVec(M, v) {
+      return M.map((row) => dot(row, v));
+    }
+    function transposeVec(M, v) {
+      // Mᵀ v
+      const out = new Array(M[0].length).fill(0);
+      for (let i = 0; i < M.length; i++) for (let j = 0; j < out.length; j++) out[j] += M[i][j] * v[i];
+      return out;
+    }
+
+    // Standardizer.to_standard and to_original, one feature and an intercept.
+    function toStandard(s, theta) {
+      const weight = (theta[1] * s.x_scale) / s.y_scale;
+      const intercept = (theta[0] + theta[1] * s.x_mean - s.y_mean) / s.y_scale;
+      return [intercept, weight];
+    }
+    function toOriginal(s, w) {
+      const slope = (w[1] * s.y_scale) / s.x_scale;
+      return [s.y_mean + s.y_scale * w[0] - slope * s.x_mean, slope];
+    }
+
+    // Quadratic.loss_and_gradient: J(w) = wᵀQw − 2bᵀw + c.
+    function quadratic(q) {
+      return function (w) {
+        const Qw = matVec(q.Q, w);
+        const loss = dot(w, Qw) - 2 * dot(q.b, w) + q.c;
+        return [loss, [2 * (Qw[0] - q.b[0]), 2 * (Qw[1] - q.b[1])]];
+      };
+    }
+
+    // The scaled cost ρ̃ and its slope (pipeline.kernels._cost_and_slope), scale c.
+    function costAndSlope(kind) {
+      if (kind === 1) {
+        return (r, c) => {
+          const size = Math.abs(r);
+          const s = size < c ? size : c;
+          const clipped = r > -c ? r : -c;
+          return [s * (2 * size - s), 2 * (clipped < c ? clipped : c)];
+        };
+      }
+      if (kind === 2) {
+        return (r, c) => {
+          const u2 = (r * r) / (c * c);
+          return [c * c * Math.log1p(u2), (2 * r) / (1 + u2)];
+        };
+      }
+      return (r, c) => {
+        const u2 = (r * r) / (c * c);
+        const fade = Math.exp(-u2);
+        return [c * c * (1 - fade), 2 * r * fade];
+      };
+    }
+
+    // RowCost.loss_and_gradient: a pass over the rows (or their bins, weighted).
+    function rowCost(data) {
+      const s = data.scaler;
+      const rows = data.rows;
+      const x = Float64Array.from(rows.x);
+      const y = Float64Array.from(rows.y);
+      const weight = rows.weight ? Float64Array.from(rows.weight) : null;
+      const n = rows.count;
+      const c = data.cost.standard_scale;
+      const yInv = 1 / s.y_scale;
+      const rho = costAndSlope(data.cost.kind);
+      return function (w) {
+        const slope = w[1] / s.x_scale;
+        const constant = w[0] - slope * s.x_mean + s.y_mean / s.y_scale;
+        let total = 0;
+        let slopeSum = 0;
+        let cross = 0;
+        for (let i = 0; i < x.length; i++) {
+          const [cost, psi] = rho(x[i] * slope + constant - y[i] * yInv, c);
+          const k = weight ? weight[i] : 1;
+          total += k * cost;
+          slopeSum += k * psi;
+          cross += k * psi * x[i];
+        }
+        const mean = slopeSum / n;
+        return [total / n, [mean, (cross / n - mean * s.x_mean) / s.x_scale]];
+      };
+    }
+
+    // OriginalUnits: v = T·w + t, the cost times `factor`; Method.init's wrapper.
+    function originalUnits(u) {
+      return {
+        toOriginal: (w) => matVec(u.T, w).map((value, i) => value + u.t[i]),
+        toStandard: (v) =>
+          matVec(
+            u.T_inv,
+            v.map((value, i) => value - u.t[i])
+          ),
+        gradient: (g) => transposeVec(u.T_inv, g).map((value) => u.factor * value),
+      };
+    }
+
+    // Each method's update, as pipeline.methods builds it: (iteration, p, g) -> next p,
+    // where `gradientAt` is the objective's gradient in the same coordinates.
+    function methodUpdate(settings, gradientAt) {
+      const lr = settings.lr;
+      if (settings.method === "gd") return (_, p, g) => [p[0] - lr * g[0], p[1] - lr * g[1]];
+      if (settings.method === "adam") {
+        const b1 = settings.b1;
+        const b2 = settings.b2;
+        const first = [0, 0];
+        const second = [0, 0];
+        return (iteration, p, g) => {
+          const next = [0, 0];
+          for (let i = 0; i < 2; i++) {
+            first[i] = b1 * first[i] + (1 - b1) * g[i];
+            second[i] = b2 * second[i] + (1 - b2) * g[i] ** 2;
+            const corrected1 = first[i] / (1 - b1 ** (iteration + 1));
+            const corrected2 = second[i] / (1 - b2 ** (iteration + 1));
+            next[i] = p[i] - (lr * corrected1) / (Math.sqrt(corrected2) + 1e-12);
+          }
+          return next;
+        };
+      }
+      const beta = settings.beta;
+      const lookAhead = settings.method === "nesterov";
+      let velocity = [0, 0];
+      return (_, p, g) => {
+        if (lookAhead) g = gradientAt([p[0] + beta * velocity[0], p[1] + beta * velocity[1]]);
+        velocity = [beta * velocity[0] - lr * g[0], beta * velocity[1] - lr * g[1]];
+        return [p[0] + velocity[0], p[1] + velocity[1]];
+      };
+    }
+
+    // A run's settings: the options given, else the page's defaults; lr="auto" settled
+    // with the value Python settled (Method.settled), the momentum likewise.
+    function settle(data, options) {
+      const given = {};
+      for (const [key, value] of Object.entries(options || {})) if (value !== undefined) given[key] = value;
+      const method = given.method || data.defaults.method;
+      // The sweep's own settings for its method; another method's come from its conf/optimizer file.
+      const base = method === data.defaults.method ? data.defaults : data.methods[method] || { method };
+      const chosen = Object.assign({}, base, given);
+      chosen.given = Object.assign({}, chosen); // before "auto" is settled: what a command names
+      if (!METHODS.includes(chosen.method)) {
+        throw new Error(`method must be one of ${METHODS.join(", ")} here; ${data.not_offered}`);
+      }
+      if (!["standardized", "original"].includes(chosen.coordinates)) {
+        throw new Error(`coordinates must be standardized or original, got ${chosen.coordinates}`);
+      }
+      const auto = data.auto[chosen.coordinates][chosen.method];
+      const givenLr = chosen.lr;
+      if (givenLr === "auto") chosen.lr = auto.lr;
+      else if (!(typeof givenLr === "number" && givenLr > 0)) throw new Error(`lr must be a number > 0 or "auto", got ${givenLr}`);
+      if (chosen.method === "momentum" || chosen.method === "nesterov") {
+        if (chosen.beta === null || chosen.beta === undefined) chosen.beta = givenLr === "auto" ? auto.beta : 0.9;
+        if (!(chosen.beta >= 0 && chosen.beta < 1)) throw new Error(`beta must be in [0, 1), got ${chosen.beta}`);
+      }
+      if (!(Number.isInteger(chosen.max_iter) && chosen.max_iter >= 1)) throw new Error(`max_iter must be an integer >= 1, got ${chosen.max_iter}`);
+      if (!(chosen.tol >= 0)) throw new Error(`tol must be >= 0, got ${chosen.tol}`);
+      if (!(chosen.divergence_ratio > 1)) throw new Error(`divergence_ratio must be > 1, got ${chosen.divergence_ratio}`);
+      if (options && options.loss !== undefined && options.loss !== data.cost.name) {
+        throw new Error(`this page carries the ${data.cost.name} cost; draw a sweep with model.loss=${options.loss} for that one`);
+      }
+      if (options && options.loss_scale !== undefined && options.loss_scale !== data.cost.scale) {
+        throw new Error(`this page carries loss_scale=${data.cost.scale}; draw a sweep with model.loss_scale=${options.loss_scale} for that one`);
+      }
+      chosen.theta0 = Number(chosen.theta0 ?? 0);
+      chosen.theta1 = Number(chosen.theta1 ?? 0);
+      if (!Number.isFinite(chosen.theta0) || !Number.isFinite(chosen.theta1)) throw new Error("theta_init must be finite");
+      return chosen;
+    }
+
+    // One run, stepped a few iterations at a time: fit's _Walk and _StoppingRules.
+    function Walk(data, options) {
+      const settings = settle(data, options);
+      const s = data.scaler;
+      const objective = data.rows ? rowCost(data) : quadratic(data.quadratic);
+      let update;
+      if (settings.coordinates === "standardized") {
+        update = methodUpdate(settings, (w) => objective(w)[1]);
+      } else {
+        const units = originalUnits(data.units);
+        const inner = methodUpdate(settings, (v) => units.gradient(objective(units.toStandard(v))[1]));
+        update = (iteration, w, g) => units.toStandard(inner(iteration, units.toOriginal(w), units.gradient(g)));
+      }
+      const toMse = data.cost.factor;
+      const path = [];
+      const losses = [];
+      let w = toStandard(s, [settings.theta0, settings.theta1]);
+      let previous = w;
+      let iteration = 0;
+      let firstLoss = NaN;
+      let gradNorm = NaN;
+      let reversals = 0;
+      let stepBefore = null;
+      let recent = [];
+      let stop = null;
+
+      function check(loss, g) {
+        if (iteration === 0) firstLoss = loss;
+        if (loss > settings.divergence_ratio * Math.max(firstLoss, TINY)) {
+          return ["diverged", `diverged at iteration ${iteration}: the loss grew past ${settings.divergence_ratio} times its initial value; lr=${settings.lr} is too large`];
+        }
+        gradNorm = Math.sqrt(dot(g, g));
+        if (gradNorm <= settings.tol) {
+          return ["converged", `converged after ${iteration} iterations: gradient norm ${gradNorm.toExponential(2)} <= tol ${settings.tol}`];
+        }
+        recent = [...recent.slice(-OSCILLATION_WINDOW), loss];
+        if (reversals >= OSCILLATION_WINDOW) {
+          const rest = recent.slice(1);
+          if (recent[0] * (1 - 1e-13) <= Math.min(...rest) && Math.max(...rest) <= recent[0] * (1 + 1e-13)) {
+            return ["oscillating", `oscillating at iteration ${iteration}: every step reverses the one before and the loss has not fallen in ${OSCILLATION_WINDOW} iterations; lower lr (now ${settings.lr})`];
+          }
+        }
+        if (iteration >= settings.max_iter) {
+          return ["max_iter", `stopped at max_iter=${settings.max_iter}: gradient norm ${gradNorm.toExponential(2)} > tol ${settings.tol}; raise max_iter or lr`];
+        }
+        return null;
+      }
+
+      function stepped() {
+        const moved = [w[0] - previous[0], w[1] - previous[1]];
+        const length = Math.sqrt(dot(moved, moved));
+        const reversed =
+          stepBefore !== null &&
+          length > 1e-6 * Math.max(1, Math.sqrt(dot(w, w))) &&
+          dot(moved, stepBefore) < -0.99 * length * Math.sqrt(dot(stepBefore, stepBefore));
+        reversals = reversed ? reversals + 1 : 0;
+        stepBefore = moved;
+      }
+
+      // Advance up to `count` iterations; true once the run has stopped.
+      this.advance = function (count) {
+        for (let done = 0; done < count && stop === null; done++) {
+          const [loss, g] = objective(w);
+          if (!Number.isFinite(loss)) {
+            if (iteration === 0) throw new Error("theta_init is so far off that the loss overflows float64");
+            stop = ["diverged", `diverged at iteration ${iteration}: the loss became non-finite; lr=${settings.lr} is too large`];
+            w = previous;
+            iteration -= 1;
+            break;
+          }
+          path.push(toOriginal(s, w));
+          losses.push(loss * toMse);
+          stop = check(loss, g);
+          if (stop === null) {
+            previous = w;
+            w = update(iteration, w, g);
+            stepped();
+            iteration += 1;
+          }
+        }
+        return stop !== null;
+      };
+      this.settings = settings;
+      this.result = function () {
+        return {
+          path: path.slice(),
+          loss: losses.slice(),
+          n_iter: iteration,
+          status: stop ? stop[0] : "running",
+          message: stop ? stop[1] : `running: ${iteration} iterations so far`,
+          lr: settings.lr,
+          beta: settings.beta === undefined ? null : settings.beta,
+          grad_norm: gradNorm,
+        };
+      };
+    }
+
+    // The command that records a live run in MLflow: every setting that differs from its defaults.
+    function command(data, settings) {
+      const parts = ["python -m pipeline.train"];
+      const base = data.methods[settings.method] || data.defaults;
+      if (settings.method !== "gd") parts.push(`optimizer=${settings.method}`);
+      parts.push(`model.init.theta0=${settings.theta0}`, `model.init.theta1=${settings.theta1}`);
+      for (const key of ["lr", "beta", "b1", "b2", "max_iter", "tol", "divergence_ratio", "coordinates"]) {
+        const given = settings.given[key];
+        if (given === undefined || given === null) continue;
+        if (given !== base[key]) parts.push(`optimizer.${key}=${given}`);
+      }
+      if (data.cost.name !== "mse") parts.push(`model.loss=${data.cost.name}`, `model.loss_scale=${data.cost.scale}`);
+      return parts.join(" ");
+    }
+
+    function run(data, options) {
+      const walk = new Walk(data, options);
+      walk.advance(Infinity);
+      return walk.result();
+    }
+
+    return { run, Walk, settle, command, METHODS, STATUSES };
+  }
+
+  const api = engine();
+  if (typeof module !== "undefined" && module.exports) {
+    module.exports = { engine, run: api.run, settle: api.settle, command: api.command };
+    return;
+  }
+  if (typeof window === "undefined") return;
+
+  const data = JSON.parse(document.getElementById("downhill-live-data").textContent);
+  const PREVIEW = 200; // a robust run's first iterations, drawn at once; the rest from a Worker
+  window.downhill = {
+    data,
+    run: (options) => api.run(data, options),
+    command: (options) => api.command(data, api.settle(data, options)),
+  };
+
+  function workerSource() {
+    return `const api = (${engine.toString()})();\n(${workerMain.toString()})(api);`;
+  }
+  function workerMain(api) {
+    self.onmessage = (event) => {
+      const { data, options } = event.data;
+      try {
+        const walk = new api.Walk(data, options);
+        let last = Date.now();
+        while (!walk.advance(500)) {
+          if (Date.now() - last > 100) {
+            self.postMessage(walk.result());
+            last = Date.now();
+          }
+        }
+        self.postMessage(walk.result());
+      } catch (error) {
+        self.postMessage({ error: String(error.message || error) });
+      }
+    };
+  }
+
+  window.addEventListener("load", () => setUp());
+
+  function setUp() {
+    const plot = document.getElementById("landscape");
+    if (!plot || !window.Plotly || !plot.data) return setTimeout(setUp, 100);
+    const contour = plot.data.findIndex((trace) => trace.type === "contour");
+    const axisX = (plot.data[contour].xaxis || "x").replace("x", "xaxis");
+    const axisY = (plot.data[contour].yaxis || "y").replace("y", "yaxis");
+    const panel = buildPanel(plot);
+    const frame = plot.layout[axisX].range.concat(plot.layout[axisY].range);
+    Plotly.addTraces(plot, [
+      { type: "scatter", x: [], y: [], mode: "lines+markers", name: "live run", line: { color: "#d62728", width: 3 }, marker: { size: 4 }, xaxis: plot.data[contour].xaxis, yaxis: plot.data[contour].yaxis, hoverinfo: "skip" },
+      { type: "scatter3d", x: [], y: [], z: [], mode: "lines", name: "live run", showlegend: false, line: { color: "#d62728", width: 6 }, scene: "scene", hoverinfo: "skip" },
+    ]);
+    const live2d = plot.data.length - 2;
+    const live3d = plot.data.length - 1;
+    let worker = null;
+
+    function draw(result) {
+      const xs = [], ys = [], zs = [];
+      result.path.forEach(([a, b], i) => {
+        const inside = a >= frame[0] && a <= frame[1] && b >= frame[2] && b <= frame[3];
+        xs.push(inside ? a : NaN);
+        ys.push(inside ? b : NaN);
+        zs.push(inside ? result.loss[i] : NaN);
+      });
+      Plotly.restyle(plot, { x: [xs], y: [ys] }, [live2d]);
+      Plotly.restyle(plot, { x: [xs], y: [ys], z: [zs] }, [live3d]);
+      const end = result.path[result.path.length - 1] || [NaN, NaN];
+      const approximate = data.rows && data.rows.error !== null ? ` (approximate, cost error ≤ ${data.rows.error.toExponential(1)}: summed over ${data.rows.bins} bins of ${data.rows.count} rows)` : "";
+      panel.status.textContent = `${result.status}, ${result.n_iter} iterations: θ = (${end[0].toLocaleString()}, ${end[1].toLocaleString()}), lr ${result.lr}${result.beta !== null ? `, β ${result.beta}` : ""}${approximate}`;
+    }
+
+    function start(theta0, theta1) {
+      const given = panel.settings();
+      const options = Object.assign({ theta0, theta1 }, given);
+      let settings;
+      try {
+        settings = api.settle(data, options);
+      } catch (error) {
+        panel.status.textContent = `error: ${error.message}`;
+        return;
+      }
+      panel.command.textContent = api.command(data, settings);
+      if (worker) worker.terminate();
+      worker = null;
+      if (!data.rows) return draw(api.run(data, options));
+      const preview = new api.Walk(data, options);
+      preview.advance(PREVIEW);
+      draw(preview.result());
+      if (preview.advance(0)) return;
+      worker = new Worker(URL.createObjectURL(new Blob([workerSource()], { type: "text/javascript" })));
+      worker.onmessage = (event) => {
+        if (event.data.error) panel.status.textContent = `error: ${event.data.error}`;
+        else draw(event.data);
+      };
+      worker.postMessage({ data, options });
+    }
+
+    plot.on("plotly_click", (event) => {
+      const point = event.points && event.points[0];
+      if (!point || point.fullData.type === "surface" || point.fullData.type === "scatter3d") return;
+      const xa = plot._fullLayout[axisX];
+      const ya = plot._fullLayout[axisY];
+      let theta0 = point.x;
+      let theta1 = point.y;
+      const mouse = event.event;
+      const drag = plot.querySelector(`.nsewdrag[data-subplot="${plot.data[contour].xaxis || "x"}${plot.data[contour].yaxis || "y"}"]`);
+      if (mouse && drag && xa.p2d) {
+        // Where the mouse is, not the nearest grid cell, rounded to a thousandth of the frame.
+        const box = drag.getBoundingClientRect();
+        theta0 = round(xa.p2d(mouse.clientX - box.left), frame[1] - frame[0]);
+        theta1 = round(ya.p2d(mouse.clientY - box.top), frame[3] - frame[2]);
+      }
+      start(theta0, theta1);
+    });
+  }
+
+  function round(value, span) {
+    const unit = 10 ** Math.floor(Math.log10(span / 1000));
+    return Number((Math.round(value / unit) * unit).toPrecision(12));
+  }
+
+  function buildPanel(plot) {
+    const panel = document.createElement("div");
+    panel.id = "downhill-live";
+    panel.style.cssText = "font:14px sans-serif;margin:6px 40px;line-height:1.8";
+    const defaults = data.defaults;
+    const method = defaults.method in data.methods ? defaults.method : "gd";
+    panel.innerHTML = `
+      <b>Live run:</b> click the map to start gradient descent there.
+      method <select id="live-method">${Object.keys(data.methods).map((name) => `<option${name === method ? " selected" : ""}>${name}</option>`).join("")}</select>
+      coordinates <select id="live-coordinates"><option${defaults.coordinates !== "original" ? " selected" : ""}>standardized</option><option${defaults.coordinates === "original" ? " selected" : ""}>original</option></select>
+      lr <input id="live-lr" type="range" min="-4" max="1" step="0.01" style="width:160px;vertical-align:middle"> <span id="live-lr-value"></span>
+      <label><input id="live-auto" type="checkbox"> auto</label>
+      β <input id="live-beta" type="number" min="0" max="0.999" step="0.01" placeholder="auto" style="width:60px">
+      budget <input id="live-budget" type="number" min="1" step="1" style="width:80px"> iterations
+      <br><span id="live-status">${data.not_offered}.</span>
+      <br>records it in MLflow: <code id="live-command" style="user-select:all"></code>`;
+    plot.parentNode.insertBefore(panel, plot);
+    const element = (id) => panel.querySelector(`#live-${id}`);
+    const slider = element("lr");
+    // The slider spans 10⁻⁴ to 10 times the auto step of the chosen method and coordinates.
+    function autoLr() {
+      return data.auto[element("coordinates").value][element("method").value].lr;
+    }
+    function lrValue() {
+      return Number((autoLr() * 10 ** Number(slider.value)).toPrecision(3));
+    }
+    function showLr() {
+      element("lr-value").textContent = element("auto").checked ? `auto (${autoLr().toPrecision(3)})` : String(lrValue());
+      slider.disabled = element("auto").checked;
+    }
+    function reset() {
+      const own = data.methods[element("method").value];
+      element("auto").checked = own.lr === "auto";
+      slider.value = own.lr === "auto" ? 0 : Math.log10(own.lr / autoLr());
+      element("budget").value = own.max_iter;
+      element("beta").value = own.beta ?? "";
+      element("beta").disabled = !["momentum", "nesterov"].includes(element("method").value);
+      showLr();
+    }
+    ["method", "coordinates"].forEach((id) => element(id).addEventListener("change", reset));
+    slider.addEventListener("input", showLr);
+    element("auto").addEventListener("change", showLr);
+    reset();
+    if (defaults.method === method && defaults.lr !== "auto" && typeof defaults.lr === "number") {
+      element("auto").checked = false;
+      slider.value = Math.log10(defaults.lr / autoLr());
+      element("budget").value = defaults.max_iter;
+      showLr();
+    }
+    return {
+      status: element("status"),
+      command: element("command"),
+      settings() {
+        const chosen = { method: element("method").value, coordinates: element("coordinates").value };
+        chosen.lr = element("auto").checked ? "auto" : lrValue();
+        chosen.max_iter = Number(element("budget").value);
+        const beta = element("beta").value;
+        if (beta !== "" && !element("beta").disabled) chosen.beta = Number(beta);
+        return chosen;
+      },
+    };
+  }
+})();
