@@ -38,75 +38,86 @@
       return out;
     }
 
-    // Standardizer.to_standard and to_original, one feature and an intercept.
+    // Standardizer.to_standard, one feature and an intercept.
     function toStandard(s, theta) {
       const weight = (theta[1] * s.x_scale) / s.y_scale;
       const intercept = (theta[0] + theta[1] * s.x_mean - s.y_mean) / s.y_scale;
       return [intercept, weight];
     }
-    function toOriginal(s, w) {
-      const slope = (w[1] * s.y_scale) / s.x_scale;
-      return [s.y_mean + s.y_scale * w[0] - slope * s.x_mean, slope];
-    }
-
     // Quadratic.loss_and_gradient: J(w) = wᵀQw − 2bᵀw + c.
     function quadratic(q) {
+      const [[q00, q01], [q10, q11]] = q.Q;
+      const [b0, b1] = q.b;
       return function (w) {
-        const Qw = matVec(q.Q, w);
-        const loss = dot(w, Qw) - 2 * dot(q.b, w) + q.c;
-        return [loss, [2 * (Qw[0] - q.b[0]), 2 * (Qw[1] - q.b[1])]];
+        const Qw0 = q00 * w[0] + q01 * w[1];
+        const Qw1 = q10 * w[0] + q11 * w[1];
+        const loss = w[0] * Qw0 + w[1] * Qw1 - 2 * (b0 * w[0] + b1 * w[1]) + q.c;
+        return [loss, [2 * (Qw0 - b0), 2 * (Qw1 - b1)]];
       };
     }
 
-    // The scaled cost ρ̃ and its slope (pipeline.kernels._cost_and_slope), scale c.
-    function costAndSlope(kind) {
-      if (kind === 1) {
-        return (r, c) => {
-          const size = Math.abs(r);
-          const s = size < c ? size : c;
-          const clipped = r > -c ? r : -c;
-          return [s * (2 * size - s), 2 * (clipped < c ? clipped : c)];
-        };
+    // Σρ̃, Σρ̃' and Σρ̃'·x over the rows (or their bins, weighted) for the residual
+    // r = x·slope + constant − y/σ_y, with ρ̃ written out as pipeline.kernels._cost_and_slope
+    // has it: one plain loop per cost, on typed arrays, so that no row allocates.
+    function huberSums(x, target, weight, slope, constant, c, sums) {
+      let total = 0, slopeSum = 0, cross = 0;
+      for (let i = 0; i < x.length; i++) {
+        const r = x[i] * slope + constant - target[i];
+        const size = Math.abs(r);
+        const inner = size < c ? size : c;
+        const psi = 2 * (r > -c ? (r < c ? r : c) : -c);
+        total += weight[i] * (inner * (2 * size - inner));
+        slopeSum += weight[i] * psi;
+        cross += weight[i] * psi * x[i];
       }
-      if (kind === 2) {
-        return (r, c) => {
-          const u2 = (r * r) / (c * c);
-          return [c * c * Math.log1p(u2), (2 * r) / (1 + u2)];
-        };
-      }
-      return (r, c) => {
-        const u2 = (r * r) / (c * c);
-        const fade = Math.exp(-u2);
-        return [c * c * (1 - fade), 2 * r * fade];
-      };
+      sums[0] = total, sums[1] = slopeSum, sums[2] = cross;
     }
+    function cauchySums(x, target, weight, slope, constant, c, sums) {
+      const c2 = c * c;
+      let total = 0, slopeSum = 0, cross = 0;
+      for (let i = 0; i < x.length; i++) {
+        const r = x[i] * slope + constant - target[i];
+        const u2 = (r * r) / c2;
+        const psi = (2 * r) / (1 + u2);
+        total += weight[i] * (c2 * Math.log1p(u2));
+        slopeSum += weight[i] * psi;
+        cross += weight[i] * psi * x[i];
+      }
+      sums[0] = total, sums[1] = slopeSum, sums[2] = cross;
+    }
+    function welschSums(x, target, weight, slope, constant, c, sums) {
+      const c2 = c * c;
+      let total = 0, slopeSum = 0, cross = 0;
+      for (let i = 0; i < x.length; i++) {
+        const r = x[i] * slope + constant - target[i];
+        const u2 = (r * r) / c2;
+        const fade = u2 < 746 ? Math.exp(-u2) : 0; // exp(−746) is 0 in float64: the same sum, sooner
+        const psi = 2 * r * fade;
+        total += weight[i] * (c2 * (1 - fade));
+        slopeSum += weight[i] * psi;
+        cross += weight[i] * psi * x[i];
+      }
+      sums[0] = total, sums[1] = slopeSum, sums[2] = cross;
+    }
+    const ROW_SUMS = { 1: huberSums, 2: cauchySums, 3: welschSums };
 
-    // RowCost.loss_and_gradient: a pass over the rows (or their bins, weighted).
+    // RowCost.loss_and_gradient: J and ∇J at standardized w from one pass over the rows.
     function rowCost(data) {
       const s = data.scaler;
       const rows = data.rows;
+      const yInv = 1 / s.y_scale;
       const x = Float64Array.from(rows.x);
-      const y = Float64Array.from(rows.y);
-      const weight = rows.weight ? Float64Array.from(rows.weight) : null;
+      const target = Float64Array.from(rows.y, (value) => value * yInv); // as the kernel's ys·y_inv
+      const weight = rows.weight ? Float64Array.from(rows.weight) : new Float64Array(x.length).fill(1);
       const n = rows.count;
       const c = data.cost.standard_scale;
-      const yInv = 1 / s.y_scale;
-      const rho = costAndSlope(data.cost.kind);
+      const pass = ROW_SUMS[data.cost.kind];
+      const sums = new Float64Array(3);
       return function (w) {
         const slope = w[1] / s.x_scale;
-        const constant = w[0] - slope * s.x_mean + s.y_mean / s.y_scale;
-        let total = 0;
-        let slopeSum = 0;
-        let cross = 0;
-        for (let i = 0; i < x.length; i++) {
-          const [cost, psi] = rho(x[i] * slope + constant - y[i] * yInv, c);
-          const k = weight ? weight[i] : 1;
-          total += k * cost;
-          slopeSum += k * psi;
-          cross += k * psi * x[i];
-        }
-        const mean = slopeSum / n;
-        return [total / n, [mean, (cross / n - mean * s.x_mean) / s.x_scale]];
+        pass(x, target, weight, slope, w[0] - slope * s.x_mean + s.y_mean / s.y_scale, c, sums);
+        const mean = sums[1] / n;
+        return [sums[0] / n, [mean, (sums[2] / n - mean * s.x_mean) / s.x_scale]];
       };
     }
 
@@ -208,7 +219,8 @@
         update = (iteration, w, g) => units.toStandard(inner(iteration, units.toOriginal(w), units.gradient(g)));
       }
       const toMse = data.cost.factor;
-      const path = [];
+      const theta0s = []; // the path, original units, intercept and slope apart (no pair allocated)
+      const theta1s = [];
       const losses = [];
       let w = toStandard(s, [settings.theta0, settings.theta1]);
       let previous = w;
@@ -217,7 +229,7 @@
       let gradNorm = NaN;
       let reversals = 0;
       let stepBefore = null;
-      let recent = [];
+      const standardLosses = []; // in the optimizer's units, as the stopping rules see them
       let stop = null;
 
       function check(loss, g) {
@@ -229,8 +241,10 @@
         if (gradNorm <= settings.tol) {
           return ["converged", `converged after ${iteration} iterations: gradient norm ${gradNorm.toExponential(2)} <= tol ${settings.tol}`];
         }
-        recent = [...recent.slice(-OSCILLATION_WINDOW), loss];
+        standardLosses.push(loss);
         if (reversals >= OSCILLATION_WINDOW) {
+          // The last OSCILLATION_WINDOW + 1 losses, looked at only when the steps keep reversing.
+          const recent = standardLosses.slice(-(OSCILLATION_WINDOW + 1));
           const rest = recent.slice(1);
           if (recent[0] * (1 - 1e-13) <= Math.min(...rest) && Math.max(...rest) <= recent[0] * (1 + 1e-13)) {
             return ["oscillating", `oscillating at iteration ${iteration}: every step reverses the one before and the loss has not fallen in ${OSCILLATION_WINDOW} iterations; lower lr (now ${settings.lr})`];
@@ -264,7 +278,10 @@
             iteration -= 1;
             break;
           }
-          path.push(toOriginal(s, w));
+          // Standardizer.to_original, written out.
+          const slope = (w[1] * s.y_scale) / s.x_scale;
+          theta0s.push(s.y_mean + s.y_scale * w[0] - slope * s.x_mean);
+          theta1s.push(slope);
           losses.push(loss * toMse);
           stop = check(loss, g);
           if (stop === null) {
@@ -279,7 +296,7 @@
       this.settings = settings;
       this.result = function () {
         return {
-          path: path.slice(),
+          path: theta0s.map((theta0, i) => [theta0, theta1s[i]]),
           loss: losses.slice(),
           n_iter: iteration,
           status: stop ? stop[0] : "running",
@@ -324,6 +341,7 @@
 
   const data = JSON.parse(document.getElementById("downhill-live-data").textContent);
   const PREVIEW = 200; // a robust run's first iterations, drawn at once; the rest from a Worker
+  const LIVE_COLOUR = "#e7298a"; // magenta: apart from the sweep's oranges and the map's blues
   window.downhill = {
     data,
     run: (options) => api.run(data, options),
@@ -362,30 +380,46 @@
     const axisY = (plot.data[contour].yaxis || "y").replace("y", "yaxis");
     const panel = buildPanel(plot);
     const frame = plot.layout[axisX].range.concat(plot.layout[axisY].range);
+    // The 3-D view gets a trace; the map an SVG drawn over it, since restyling a trace
+    // there redraws the contours (about 0.2 s): the path shows at once, the surface after.
     Plotly.addTraces(plot, [
-      { type: "scatter", x: [], y: [], mode: "lines+markers", name: "live run", line: { color: "#d62728", width: 3 }, marker: { size: 4 }, xaxis: plot.data[contour].xaxis, yaxis: plot.data[contour].yaxis, hoverinfo: "skip" },
-      { type: "scatter3d", x: [], y: [], z: [], mode: "lines", name: "live run", showlegend: false, line: { color: "#d62728", width: 6 }, scene: "scene", hoverinfo: "skip" },
+      { type: "scatter3d", x: [], y: [], z: [], mode: "lines", name: "live run", showlegend: false, line: { color: LIVE_COLOUR, width: 6 }, scene: "scene", hoverinfo: "skip" },
     ]);
-    const live2d = plot.data.length - 2;
     const live3d = plot.data.length - 1;
+    const overlay = mapOverlay(plot, axisX, axisY);
     let worker = null;
+    let shown = null; // the result on screen
+    let surfaceDue = null; // the 3-D view's next update, at most one a second
 
-    function draw(result) {
+    function drawSurface() {
+      surfaceDue = null;
       const xs = [], ys = [], zs = [];
-      result.path.forEach(([a, b], i) => {
+      shown.path.forEach(([a, b], i) => {
         const inside = a >= frame[0] && a <= frame[1] && b >= frame[2] && b <= frame[3];
         xs.push(inside ? a : NaN);
         ys.push(inside ? b : NaN);
-        zs.push(inside ? result.loss[i] : NaN);
+        zs.push(inside ? shown.loss[i] : NaN);
       });
-      Plotly.restyle(plot, { x: [xs], y: [ys] }, [live2d]);
       Plotly.restyle(plot, { x: [xs], y: [ys], z: [zs] }, [live3d]);
-      const end = result.path[result.path.length - 1] || [NaN, NaN];
-      const approximate = data.rows && data.rows.error !== null ? ` (approximate, cost error ≤ ${data.rows.error.toExponential(1)}: summed over ${data.rows.bins} bins of ${data.rows.count} rows)` : "";
-      panel.status.textContent = `${result.status}, ${result.n_iter} iterations: θ = (${end[0].toLocaleString()}, ${end[1].toLocaleString()}), lr ${result.lr}${result.beta !== null ? `, β ${result.beta}` : ""}${approximate}`;
     }
 
+    function draw(result) {
+      shown = result;
+      overlay.draw(result.path);
+      if (surfaceDue === null) surfaceDue = setTimeout(drawSurface, result.status === "running" ? 1000 : 0);
+      else if (result.status !== "running") {
+        clearTimeout(surfaceDue);
+        surfaceDue = setTimeout(drawSurface, 0);
+      }
+      const end = result.path[result.path.length - 1] || [NaN, NaN];
+      const approximate = data.rows && data.rows.error !== null ? ` (approximate, cost error ≤ ${data.rows.error.toExponential(1)}: summed over ${data.rows.bins} bins of ${data.rows.count} rows)` : "";
+      const plateau = data.rows && result.status === "converged" && result.n_iter === 0 ? ": a plateau, where every residual is far beyond c, the gradient is 0 and descent cannot start" : "";
+      panel.status.textContent = `${result.status}, ${result.n_iter} iterations${plateau}: θ = (${end[0].toLocaleString()}, ${end[1].toLocaleString()}), lr ${result.lr}${result.beta !== null ? `, β ${result.beta}` : ""}${approximate}`;
+    }
+    plot.on("plotly_afterplot", () => shown && overlay.draw(shown.path)); // zoomed, panned, resized
+
     function start(theta0, theta1) {
+      const clicked = performance.now();
       const given = panel.settings();
       const options = Object.assign({ theta0, theta1 }, given);
       let settings;
@@ -398,19 +432,53 @@
       panel.command.textContent = api.command(data, settings);
       if (worker) worker.terminate();
       worker = null;
-      if (!data.rows) return draw(api.run(data, options));
+      // How long from the click to the path drawn (and, for a robust cost, to the last iterate).
+      const timing = (window.downhill.timing = { clicked, drawn: null, finished: null });
+      if (!data.rows) {
+        draw(api.run(data, options));
+        timing.drawn = timing.finished = performance.now();
+        return;
+      }
       const preview = new api.Walk(data, options);
       preview.advance(PREVIEW);
       draw(preview.result());
-      if (preview.advance(0)) return;
+      timing.drawn = performance.now();
+      if (preview.advance(0)) {
+        timing.finished = timing.drawn;
+        return;
+      }
       worker = new Worker(URL.createObjectURL(new Blob([workerSource()], { type: "text/javascript" })));
+      let latest = null; // the worker's newest result: drawn once per frame, older ones skipped
       worker.onmessage = (event) => {
-        if (event.data.error) panel.status.textContent = `error: ${event.data.error}`;
-        else draw(event.data);
+        if (event.data.error) {
+          panel.status.textContent = `error: ${event.data.error}`;
+          timing.finished = performance.now();
+          return;
+        }
+        if (latest === null) {
+          requestAnimationFrame(() => {
+            draw(latest);
+            if (latest.status !== "running") timing.finished = performance.now();
+            latest = null;
+          });
+        }
+        latest = event.data;
+      };
+      worker.onerror = (event) => {
+        panel.status.textContent = `error: the page's worker stopped: ${event.message}`;
       };
       worker.postMessage({ data, options });
     }
 
+    window.downhill.start = start; // what a click on the map does, at (θ0, θ1)
+    // Where on the screen a share (0 to 1) of the map's width and height is: for tests and benches.
+    window.downhill.screenPoint = (share0, share1) => {
+      const xa = plot._fullLayout[axisX];
+      const ya = plot._fullLayout[axisY];
+      const box = plot.getBoundingClientRect();
+      return [box.left + xa._offset + share0 * xa._length, box.top + ya._offset + (1 - share1) * ya._length];
+    };
+    window.downhill.ready = true;
     plot.on("plotly_click", (event) => {
       const point = event.points && event.points[0];
       if (!point || point.fullData.type === "surface" || point.fullData.type === "scatter3d") return;
@@ -428,6 +496,63 @@
       }
       start(theta0, theta1);
     });
+  }
+
+  // An SVG over the map's plotting area that draws one path in the map's coordinates.
+  function mapOverlay(plot, axisX, axisY) {
+    const SVG = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(SVG, "svg");
+    svg.style.cssText = "position:absolute;pointer-events:none;overflow:hidden";
+    const line = document.createElementNS(SVG, "path");
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", LIVE_COLOUR);
+    line.setAttribute("stroke-width", "3");
+    line.setAttribute("stroke-linejoin", "round");
+    const first = document.createElementNS(SVG, "circle");
+    const last = document.createElementNS(SVG, "circle");
+    [first, last].forEach((dot, i) => {
+      dot.setAttribute("r", i ? "6" : "5");
+      dot.setAttribute("fill", i ? LIVE_COLOUR : "white");
+      dot.setAttribute("stroke", LIVE_COLOUR);
+      dot.setAttribute("stroke-width", "2");
+    });
+    svg.append(line, first, last);
+    plot.style.position = "relative";
+    plot.appendChild(svg);
+    return {
+      draw(path) {
+        const xa = plot._fullLayout[axisX];
+        const ya = plot._fullLayout[axisY];
+        Object.assign(svg.style, { left: `${xa._offset}px`, top: `${ya._offset}px`, width: `${xa._length}px`, height: `${ya._length}px` });
+        svg.setAttribute("viewBox", `0 0 ${xa._length} ${ya._length}`);
+        // Segments between the points inside the frame (a point far outside breaks the line).
+        const [low0, high0] = xa.range;
+        const [low1, high1] = ya.range;
+        let d = "";
+        let drawing = false;
+        const ends = [];
+        for (const [a, b] of path) {
+          if (!(a >= low0 && a <= high0 && b >= low1 && b <= high1)) {
+            drawing = false;
+            continue;
+          }
+          const px = xa.d2p(a).toFixed(1);
+          const py = ya.d2p(b).toFixed(1);
+          d += `${drawing ? "L" : "M"}${px} ${py}`;
+          drawing = true;
+          ends.push([px, py]);
+        }
+        line.setAttribute("d", d);
+        [first, last].forEach((dot, i) => {
+          const at = ends.length ? ends[i ? ends.length - 1 : 0] : null;
+          dot.style.display = at ? "" : "none";
+          if (at) {
+            dot.setAttribute("cx", at[0]);
+            dot.setAttribute("cy", at[1]);
+          }
+        });
+      },
+    };
   }
 
   function round(value, span) {
@@ -458,38 +583,40 @@
     function autoLr() {
       return data.auto[element("coordinates").value][element("method").value].lr;
     }
-    function lrValue() {
-      return Number((autoLr() * 10 ** Number(slider.value)).toPrecision(3));
-    }
+    // The rate a run takes: a setting's own value until the slider moves, then three digits.
+    let lr = null;
     function showLr() {
-      element("lr-value").textContent = element("auto").checked ? `auto (${autoLr().toPrecision(3)})` : String(lrValue());
+      element("lr-value").textContent = element("auto").checked ? `auto (${autoLr().toPrecision(3)})` : String(lr);
       slider.disabled = element("auto").checked;
     }
-    function reset() {
-      const own = data.methods[element("method").value];
-      element("auto").checked = own.lr === "auto";
-      slider.value = own.lr === "auto" ? 0 : Math.log10(own.lr / autoLr());
+    function setTo(own) {
+      element("auto").checked = own.lr === "auto" || own.lr === null;
+      lr = element("auto").checked ? Number(autoLr().toPrecision(3)) : own.lr;
+      slider.value = Math.log10(lr / autoLr());
       element("budget").value = own.max_iter;
       element("beta").value = own.beta ?? "";
       element("beta").disabled = !["momentum", "nesterov"].includes(element("method").value);
       showLr();
     }
+    function reset() {
+      const name = element("method").value;
+      const own = name === defaults.method ? defaults : data.methods[name];
+      // A rate in other coordinates means another thing: start from auto there.
+      setTo(element("coordinates").value === (own.coordinates || "standardized") ? own : Object.assign({}, own, { lr: "auto" }));
+    }
     ["method", "coordinates"].forEach((id) => element(id).addEventListener("change", reset));
-    slider.addEventListener("input", showLr);
+    slider.addEventListener("input", () => {
+      lr = Number((autoLr() * 10 ** Number(slider.value)).toPrecision(3));
+      showLr();
+    });
     element("auto").addEventListener("change", showLr);
     reset();
-    if (defaults.method === method && defaults.lr !== "auto" && typeof defaults.lr === "number") {
-      element("auto").checked = false;
-      slider.value = Math.log10(defaults.lr / autoLr());
-      element("budget").value = defaults.max_iter;
-      showLr();
-    }
     return {
       status: element("status"),
       command: element("command"),
       settings() {
         const chosen = { method: element("method").value, coordinates: element("coordinates").value };
-        chosen.lr = element("auto").checked ? "auto" : lrValue();
+        chosen.lr = element("auto").checked ? "auto" : lr;
         chosen.max_iter = Number(element("budget").value);
         const beta = element("beta").value;
         if (beta !== "" && !element("beta").disabled) chosen.beta = Number(beta);

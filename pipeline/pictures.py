@@ -145,13 +145,20 @@ def _live_runs(config: DictConfig, inputs: Drawing, land: LandscapeGrid) -> dict
 
     if inputs.X.shape[1] != 1 or not read_flag(config, "model.fit_intercept"):
         return None
-    chosen = OmegaConf.to_container(config.optimizer, resolve=True)
+    settings = OmegaConf.to_container(config.optimizer, resolve=True)
+    assert isinstance(settings, dict)
+    chosen = {str(key): value for key, value in settings.items()}
+    # A sweep's own config holds the values before its grid: where every run took one rate
+    # (the robust experiment's 0.5), a live run starts from that one.
+    rates = {(run.method, run.lr) for run in inputs.runs}
+    if len(rates) == 1 and next(iter(rates))[0] == chosen.get("name"):
+        chosen["lr"] = next(iter(rates))[1]
     return live_payload(
         inputs.X[:, 0],
         inputs.y,
         inputs.loss,
         {name: optimizer_file(name) for name in LIVE_METHODS},
-        chosen,  # type: ignore[arg-type]
+        chosen,
         land.limits[1],
         inputs.summary,
     )

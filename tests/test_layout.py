@@ -32,6 +32,7 @@ LAYERS = (
         "runlog",
         "pictures",
         "landscape_page",
+        "live",
         "landscape",
         "animation",
         "phases",
