@@ -503,6 +503,7 @@
     const SVG = "http://www.w3.org/2000/svg";
     const svg = document.createElementNS(SVG, "svg");
     svg.style.cssText = "position:absolute;pointer-events:none;overflow:hidden";
+    svg.id = "downhill-live-map";
     const line = document.createElementNS(SVG, "path");
     line.setAttribute("fill", "none");
     line.setAttribute("stroke", LIVE_COLOUR);

@@ -13,6 +13,7 @@ import math
 import shlex
 import shutil
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -101,15 +102,24 @@ def disagreement(theta: np.ndarray, other: np.ndarray, unit: np.ndarray) -> floa
     return float(np.max(np.abs(theta - other) / np.maximum(np.abs(other), unit)))
 
 
+#: Runs cases on a page's numbers: ``(data, cases) → results``, as ``downhill.run`` returns them.
+PageRunner = Callable[[dict[str, Any], list[dict[str, Any]]], list[dict[str, Any]]]
+
+
 def compare(
-    x: np.ndarray, y: np.ndarray, cost: Cost, cases: list[dict[str, Any]]
+    x: np.ndarray,
+    y: np.ndarray,
+    cost: Cost,
+    cases: list[dict[str, Any]],
+    run_page: PageRunner = node_runs,
+    data: dict[str, Any] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Each case run by the page and by fit: what disagrees, and what is only reported
     (runs no other arithmetic could follow to 1e-9: see :func:`why_apart`)."""
-    data = payload(x, y, cost)
+    data = data or payload(x, y, cost)
     unit = np.array([data["scaler"]["y_scale"], data["scaler"]["y_scale"] / data["scaler"]["x_scale"]])
     problems, reported = [], []
-    for case, page in zip(cases, node_runs(data, cases), strict=True):
+    for case, page in zip(cases, run_page(data, cases), strict=True):
         result = fit_case(x, y, cost, case)
         where = f"{cost.name} {case}"
         path = np.array(page["path"]).reshape(-1, 2)
@@ -278,3 +288,55 @@ def test_live_settings_name_their_defaults() -> None:
     """Each method's conf/optimizer file, its defaults chain merged (the command names what differs)."""
     assert optimizer_file("momentum")["lr"] == "auto" and optimizer_file("momentum")["max_iter"] == 2000
     assert optimizer_file("adam")["max_iter"] == 20000 and math.isclose(optimizer_file("adam")["b2"], 0.999)
+
+
+@pytest.mark.slow
+def test_a_thousand_live_runs_in_chromium_walk_where_fit_walks(prepared: Any) -> None:
+    """Two sweeps' pages (the MSE, the Welsch cost) in headless Chromium: 500 random live
+    runs on each by the page's own ``window.downhill.run``, against fit on the split; a
+    click on the map draws a path and the command, and a robust run ends in the Worker."""
+    from pipeline.columns import training_split
+    from tests.helpers import project_cfg, run_stage
+    from tools.browser import CHROMIUM, Browser
+
+    assert CHROMIUM.is_file(), "no /usr/bin/chromium: `make browser` installs Debian's package"
+    split = training_split(project_cfg(prepared, "train"))
+    x, y = split.columns.X[:, 0], split.columns.y
+    rng = np.random.default_rng(2026)
+    problems: list[str] = []
+    reported: list[str] = []
+    for cost in (Cost(), Cost("welsch", 75_000.0)):
+        robust = [] if cost.is_mse else ["model.loss=welsch", "model.loss_scale=75000", "optimizer.lr=0.5"]
+        done = run_stage(
+            "train", prepared, "model.init.theta0=0", "model.init.theta1=0,600", *robust, multirun=True
+        )
+        assert done.returncode == 0, done.stderr
+        page = prepared / "reports" / "landscape.html"
+        with Browser(prepared / f"chromium-{cost.name}") as browser:
+            browser.open(page.as_uri())
+            browser.wait_for("window.downhill && window.downhill.ready")
+            data = browser.evaluate("window.downhill.data")
+            if not cost.is_mse:  # the page carries the training rows, every bit
+                assert data["rows"]["x"] == x.tolist() and data["rows"]["y"] == y.tolist()
+
+            def in_chromium(_: dict[str, Any], cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                runs = f"JSON.stringify({json.dumps(cases)}.map((c) => window.downhill.run(c)))"
+                return list(json.loads(browser.evaluate(runs, timeout=600)))
+
+            cases = [random_case(rng, data["auto"]) for _ in range(500)]
+            found = compare(x, y, cost, cases, in_chromium, data)
+            problems, reported = problems + found[0], reported + found[1]
+            # A click in the map's middle: a path over the map, the command, and the run's end.
+            browser.click(*browser.evaluate("window.downhill.screenPoint(0.5, 0.5)"))
+            browser.wait_for("window.downhill.timing && window.downhill.timing.finished", 300)
+            assert browser.evaluate(
+                "document.querySelector('#downhill-live-map path').getAttribute('d')"
+            ).startswith("M")
+            command = browser.evaluate("document.getElementById('live-command').textContent")
+            assert command.startswith("python -m pipeline.train model.init.theta0=")
+            assert not browser.evaluate("document.getElementById('live-status').textContent").startswith(
+                "error"
+            )
+    print(f"{len(reported)} of 1000 runs reported:", *reported, sep="\n")
+    assert problems == []
+    assert len(reported) <= 100
