@@ -301,6 +301,7 @@
           n_iter: iteration,
           status: stop ? stop[0] : "running",
           message: stop ? stop[1] : `running: ${iteration} iterations so far`,
+          method: settings.method,
           lr: settings.lr,
           beta: settings.beta === undefined ? null : settings.beta,
           grad_norm: gradNorm,
@@ -323,18 +324,30 @@
       return parts.join(" ");
     }
 
+    // One iteration at a time: the step from iterate k split into the momentum it carries,
+    // β·(θk − θk−1), and the gradient's part, −lr·∇J (at the look-ahead point for
+    // nesterov; Adam's own step for adam), in θ's units: drawn head to tail at θk.
+    function stepParts(result, k) {
+      const path = result.path;
+      const here = path[k];
+      const next = path[k + 1] || here;
+      const carried = (result.method === "momentum" || result.method === "nesterov") && k > 0;
+      const momentum = carried ? [result.beta * (here[0] - path[k - 1][0]), result.beta * (here[1] - path[k - 1][1])] : [0, 0];
+      return { k, here, momentum, gradient: [next[0] - here[0] - momentum[0], next[1] - here[1] - momentum[1]] };
+    }
+
     function run(data, options) {
       const walk = new Walk(data, options);
       walk.advance(Infinity);
       return walk.result();
     }
 
-    return { run, Walk, settle, command, METHODS, STATUSES };
+    return { run, Walk, settle, command, stepParts, METHODS, STATUSES };
   }
 
   const api = engine();
   if (typeof module !== "undefined" && module.exports) {
-    module.exports = { engine, run: api.run, settle: api.settle, command: api.command };
+    module.exports = { engine, run: api.run, settle: api.settle, command: api.command, stepParts: api.stepParts };
     return;
   }
   if (typeof window === "undefined") return;
@@ -403,9 +416,11 @@
       Plotly.restyle(plot, { x: [xs], y: [ys], z: [zs] }, [live3d]);
     }
 
+    let stepAt = null; // step by step: the iterate shown, or null for the whole path
+
     function draw(result) {
       shown = result;
-      overlay.draw(result.path);
+      overlay.draw(result.path, stepAt === null ? null : api.stepParts(result, stepAt));
       if (surfaceDue === null) surfaceDue = setTimeout(drawSurface, result.status === "running" ? 1000 : 0);
       else if (result.status !== "running") {
         clearTimeout(surfaceDue);
@@ -416,7 +431,27 @@
       const plateau = data.rows && result.status === "converged" && result.n_iter === 0 ? ": a plateau, where every residual is far beyond c, the gradient is 0 and descent cannot start" : "";
       panel.status.textContent = `${result.status}, ${result.n_iter} iterations${plateau}: θ = (${end[0].toLocaleString()}, ${end[1].toLocaleString()}), lr ${result.lr}${result.beta !== null ? `, β ${result.beta}` : ""}${approximate}`;
     }
-    plot.on("plotly_afterplot", () => shown && overlay.draw(shown.path)); // zoomed, panned, resized
+    plot.on("plotly_afterplot", () => shown && draw(shown)); // zoomed, panned, resized
+
+    function showStep(move) {
+      if (!shown) return;
+      stepAt = Math.max(0, Math.min((stepAt === null ? -1 : stepAt) + move, shown.path.length - 1));
+      const parts = api.stepParts(shown, stepAt);
+      const gradientName = shown.method === "adam" ? "Adam's step" : shown.method === "nesterov" ? "gradient part −lr·∇J at the look-ahead point" : "gradient part −lr·∇J";
+      const format = ([a, b]) => `(${Number(a.toPrecision(4)).toLocaleString()}, ${Number(b.toPrecision(4)).toLocaleString()})`;
+      panel.step.textContent =
+        `iteration ${stepAt} of ${shown.n_iter}: θ = ${format(parts.here)}, cost ${shown.loss[stepAt].toPrecision(6)}; ` +
+        `step = ${parts.momentum[0] || parts.momentum[1] ? `momentum β·(θk − θk−1) ${format(parts.momentum)} (orange) + ` : ""}` +
+        `${gradientName} ${format(parts.gradient)} (black)`;
+      draw(shown);
+    }
+    panel.forward.addEventListener("click", () => showStep(1));
+    panel.back.addEventListener("click", () => showStep(-1));
+    panel.whole.addEventListener("click", () => {
+      stepAt = null;
+      panel.step.textContent = "";
+      if (shown) draw(shown);
+    });
 
     function start(theta0, theta1) {
       const clicked = performance.now();
@@ -430,6 +465,8 @@
         return;
       }
       panel.command.textContent = api.command(data, settings);
+      stepAt = null;
+      panel.step.textContent = "";
       if (worker) worker.terminate();
       worker = null;
       // How long from the click to the path drawn (and, for a robust cost, to the last iterate).
@@ -517,11 +554,27 @@
       dot.setAttribute("stroke", LIVE_COLOUR);
       dot.setAttribute("stroke-width", "2");
     });
-    svg.append(line, first, last);
+    // Step by step: the momentum carried (orange) and the gradient's part (black), head to tail.
+    const defs = document.createElementNS(SVG, "defs");
+    const arrows = ["#ff7f00", "#111111"].map((colour, i) => {
+      const marker = document.createElementNS(SVG, "marker");
+      Object.entries({ id: `downhill-head-${i}`, viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" }).forEach(([key, value]) => marker.setAttribute(key, value));
+      const head = document.createElementNS(SVG, "path");
+      head.setAttribute("d", "M0 0L10 5L0 10z");
+      head.setAttribute("fill", colour);
+      marker.appendChild(head);
+      defs.appendChild(marker);
+      const arrow = document.createElementNS(SVG, "line");
+      arrow.setAttribute("stroke", colour);
+      arrow.setAttribute("stroke-width", "3");
+      arrow.setAttribute("marker-end", `url(#downhill-head-${i})`);
+      return arrow;
+    });
+    svg.append(defs, line, first, last, ...arrows);
     plot.style.position = "relative";
     plot.appendChild(svg);
     return {
-      draw(path) {
+      draw(path, step) {
         const xa = plot._fullLayout[axisX];
         const ya = plot._fullLayout[axisY];
         Object.assign(svg.style, { left: `${xa._offset}px`, top: `${ya._offset}px`, width: `${xa._length}px`, height: `${ya._length}px` });
@@ -532,7 +585,8 @@
         let d = "";
         let drawing = false;
         const ends = [];
-        for (const [a, b] of path) {
+        const shownPath = step ? path.slice(0, step.k + 1) : path;
+        for (const [a, b] of shownPath) {
           if (!(a >= low0 && a <= high0 && b >= low1 && b <= high1)) {
             drawing = false;
             continue;
@@ -544,6 +598,17 @@
           ends.push([px, py]);
         }
         line.setAttribute("d", d);
+        const pixel = (a, b) => [Math.max(-1e5, Math.min(1e5, xa.d2p(a))), Math.max(-1e5, Math.min(1e5, ya.d2p(b)))];
+        arrows.forEach((arrow, i) => {
+          const visible = step && (i ? step.gradient : step.momentum).some((value) => value !== 0);
+          arrow.style.display = visible ? "" : "none";
+          if (!visible) return;
+          const from = i ? [step.here[0] + step.momentum[0], step.here[1] + step.momentum[1]] : step.here;
+          const part = i ? step.gradient : step.momentum;
+          const [x1, y1] = pixel(from[0], from[1]);
+          const [x2, y2] = pixel(from[0] + part[0], from[1] + part[1]);
+          Object.entries({ x1, y1, x2, y2 }).forEach(([key, value]) => arrow.setAttribute(key, value.toFixed(1)));
+        });
         [first, last].forEach((dot, i) => {
           const at = ends.length ? ends[i ? ends.length - 1 : 0] : null;
           dot.style.display = at ? "" : "none";
@@ -575,6 +640,8 @@
       <label><input id="live-auto" type="checkbox"> auto</label>
       β <input id="live-beta" type="number" min="0" max="0.999" step="0.01" placeholder="auto" style="width:60px">
       budget <input id="live-budget" type="number" min="1" step="1" style="width:80px"> iterations
+      <button id="live-back" title="one iteration back">◀ step</button><button id="live-forward" title="one iteration on: the step's parts as arrows">step ▶</button><button id="live-whole" title="the whole path">whole path</button>
+      <span id="live-step"></span>
       <br><span id="live-status">${data.not_offered}.</span>
       <br>records it in MLflow: <code id="live-command" style="user-select:all"></code>`;
     plot.parentNode.insertBefore(panel, plot);
@@ -614,6 +681,10 @@
     reset();
     return {
       status: element("status"),
+      step: element("step"),
+      forward: element("forward"),
+      back: element("back"),
+      whole: element("whole"),
       command: element("command"),
       settings() {
         const chosen = { method: element("method").value, coordinates: element("coordinates").value };

@@ -47,6 +47,7 @@ __all__ = [
     "log_split_at_once",
     "node_command",
     "node_runs",
+    "node_step_parts",
     "page_drawn_by_a_fork",
     "postgres_folder",
     "prepare_data",
@@ -463,3 +464,12 @@ def node_command(data: dict[str, Any], options: dict[str, Any]) -> tuple[str, di
     )
     command, run = _node(program, {"data": data, "options": options})
     return str(command), dict(run)
+
+
+def node_step_parts(data: dict[str, Any], options: dict[str, Any], steps: list[int]) -> list[dict[str, Any]]:
+    """The page's step-by-step arrows (``stepParts``) at iterates ``steps`` of a live run."""
+    program = (
+        "const run = live.run(given.data, given.options);\n"
+        "console.log(JSON.stringify(given.steps.map((k) => live.stepParts(run, k))));"
+    )
+    return list(_node(program, {"data": data, "options": options, "steps": steps}))

@@ -25,7 +25,7 @@ from pipeline.live import LIVE_METHODS, LIVE_ROWS, live_payload
 from pipeline.methods import METHODS
 from pipeline.optimize import fit
 from pipeline.settings import optimizer_file
-from tests.helpers import RAW_DIR, node_runs
+from tests.helpers import RAW_DIR, node_runs, node_step_parts
 
 needs_node = pytest.mark.skipif(
     shutil.which("node") is None, reason="Node.js is not installed (apt-get install nodejs)"
@@ -210,6 +210,40 @@ def test_a_thousand_live_runs_walk_where_fit_walks(houses: tuple[np.ndarray, np.
     # Chaotic walks are few: most random runs settle, diverge or stop where fit does.
     print(f"{len(reported)} of 1000 runs reported:", *reported, sep="\n")
     assert len(reported) <= 100
+
+
+@needs_node
+@pytest.mark.parametrize("coordinates", ["standardized", "original"])
+def test_step_by_step_arrows_are_the_momentum_and_the_gradient_step(
+    houses: tuple[np.ndarray, np.ndarray], coordinates: str
+) -> None:
+    """At iterate k of a heavy-ball run the page's arrows are β·(θk − θk−1) and −lr·∇J(θk)
+    in θ's units (∇J from the quadratic, mapped by the optimizer's own units)."""
+    from pipeline.objective import OriginalUnits, standardize
+
+    x, y = houses
+    data = payload(x, y, Cost())
+    lr = 0.05 if coordinates == "standardized" else 5e-8
+    options = {"theta0": -250_000, "theta1": 450, "method": "momentum", "lr": lr, "beta": 0.7}
+    options |= {"coordinates": coordinates, "max_iter": 30, "tol": 0}
+    steps = [0, 1, 7, 20]
+    parts = node_step_parts(data, options, steps)
+    scaler, quadratic = standardize(x[:, np.newaxis], y)
+    units = OriginalUnits.of(scaler, Cost())
+    path = [np.array(part["here"]) for part in parts]
+    for k, part, here in zip(steps, parts, path, strict=True):
+        gradient = quadratic.gradient(scaler.to_standard(here))  # standardized ∇J at θk
+        if coordinates == "standardized":
+            expected = units.T @ (-lr * gradient)  # a step in w, seen in θ
+        else:
+            expected = -lr * units.gradient(gradient)  # the step is taken in θ itself
+        scale = np.abs(expected).max()
+        assert np.allclose(part["gradient"], expected, rtol=0, atol=1e-6 * scale), (k, part, expected)
+        assert (np.array(part["momentum"]) == 0).all() == (k == 0)
+    run = node_runs(data, [options])[0]
+    for k, part in zip(steps[1:], parts[1:], strict=True):
+        carried = 0.7 * (np.array(run["path"][k]) - np.array(run["path"][k - 1]))
+        assert np.allclose(part["momentum"], carried, rtol=1e-12, atol=0)
 
 
 def test_the_page_carries_python_numbers_exactly(houses: tuple[np.ndarray, np.ndarray]) -> None:
