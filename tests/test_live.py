@@ -368,9 +368,14 @@ def test_a_thousand_live_runs_in_chromium_walk_where_fit_walks(prepared: Any) ->
             ).startswith("M")
             command = browser.evaluate("document.getElementById('live-command').textContent")
             assert command.startswith("python -m pipeline.train model.init.theta0=")
-            assert not browser.evaluate("document.getElementById('live-status').textContent").startswith(
-                "error"
-            )
+            status = browser.evaluate("document.getElementById('live-status').textContent")
+            assert not status.startswith("error"), status
+            for _ in range(3):  # step by step: iterate 2, its arrows over the map
+                browser.evaluate("document.getElementById('live-forward').click()")
+            step = browser.evaluate("document.getElementById('live-step').textContent")
+            assert step.startswith("iteration 2 of "), step
+            arrows = "[...document.querySelectorAll('#downhill-live-map line')]"
+            assert browser.evaluate(arrows + ".filter((a) => a.style.display !== 'none').length") >= 1
     print(f"{len(reported)} of 1000 runs reported:", *reported, sep="\n")
     assert problems == []
     assert len(reported) <= 100
