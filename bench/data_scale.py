@@ -16,6 +16,7 @@ can drop at any time. Beside each, the baseline measured in the same run on the 
   10× the rows against memory at 1× (bounded: about 1);
 * split, then the default sweep (``python -m pipeline.train --multirun data=generated``,
   16 runs, every run in MLflow, the pictures) and ``evaluate``;
+* one sgd run of one epoch (``optimizer=sgd optimizer.max_iter=1``): its memory;
 * the passes inside train, timed in one process on the memory-mapped copy: making
   the copy; the MSE statistics (one pass) against a pyarrow scan of the two columns
   with a dot product (goal ≤ 1.5×); a Huber pass for 1 run and 16 runs fused, in
@@ -182,6 +183,17 @@ def main() -> None:
                 *stage[:3],
                 rows,
                 growth(memory, "train", stage[2], sizes[0]),
+            )
+            # SGD's set-up sums each mini-batch's statistics in the shuffle's order, a block
+            # of batches at a time: its memory beyond the map is the order, 8 bytes a row.
+            stage = measured(
+                [python, "-m", "pipeline.train", "optimizer=sgd", "optimizer.max_iter=1", *overrides]
+            )
+            row(
+                "  train: one sgd run, an epoch of batches of 64",
+                *stage[:3],
+                rows,
+                growth(memory, "sgd", stage[2], sizes[0]),
             )
             stage = measured([python, "-m", "pipeline.evaluate", *overrides])
             row(

@@ -357,22 +357,22 @@ def sgd_epochs(problem: Problem, step: float, batch_size: int, seed: int, decay:
 
     The rows are shuffled once; every epoch visits the same mini-batches in a new random
     order. A mini-batch step on the MSE, w ← w − (2r/b)·Bᵀ(Bw − g), depends on the batch
-    only through BᵀB and Bᵀg, so these are summed for every batch in one vectorized pass
-    at set-up (while p <= batch_size they take no more memory than the rows); an epoch is
-    then a loop of p×p updates that reads no data at all. A robust cost has no such
-    statistics: its epochs read each batch's rows.
+    only through BᵀB and Bᵀg, so these are summed for every batch at set-up, a block of
+    batches at a time (while p <= batch_size they take no more memory than the rows); an
+    epoch is then a loop of p×p updates that reads no data at all. A robust cost has no
+    such statistics: its epochs read each batch's rows where they are (a memory-mapped
+    split stays on disk). Neither copies the rows whole: only the shuffle's order (8 bytes
+    a row) is held.
     """
-    X, y, scaler, cost = problem.X, problem.y, problem.scaler, problem.cost
+    rows, scaler, cost = problem.X.shape[0], problem.scaler, problem.cost
     rng = np.random.default_rng(seed)
-    order = rng.permutation(X.shape[0])
-    design, target = scaler.design(X[order], y[order])
-    n_rows, width = design.shape
-    size = min(int(batch_size), n_rows)
+    order = rng.permutation(rows)
+    size = min(int(batch_size), rows)
     if not cost.is_mse:
-        return _streaming_epochs(design, target, size, step, decay, rng, cost.standardized(scaler.y_scale))
-    if width > size:  # statistics would outweigh the rows: stream the rows instead
-        return _streaming_epochs(design, target, size, step, decay, rng)
-    return _statistics_epochs(*_batch_statistics(design, target, size), step, decay, rng)
+        return _streaming_epochs(problem, order, size, step, decay, rng, cost.standardized(scaler.y_scale))
+    if problem.width > size:  # statistics would outweigh the rows: stream the rows instead
+        return _streaming_epochs(problem, order, size, step, decay, rng)
+    return _statistics_epochs(*_batch_statistics(problem, order, size), step, decay, rng)
 
 
 def _statistics_epochs(
@@ -399,28 +399,40 @@ def _statistics_epochs(
     return epoch
 
 
+#: Mini-batches whose statistics are summed at a time: their rows, gathered in the
+#: shuffle's order, are the only copy of the rows ever made (a few MB).
+BATCHES_AT_ONCE = 1 << 12
+
+
 def _batch_statistics(
-    design: FloatArray, target: FloatArray, size: int
+    problem: Problem, order: NDArray[np.int64], size: int
 ) -> tuple[FloatArray, FloatArray, NDArray[np.int64]]:
-    """BᵀB (k, p, p), Bᵀg (k, p) and row counts (k,) of consecutive batches of ``size`` rows."""
-    n_rows, width = design.shape
-    whole = n_rows // size * size
-    blocks = design[:whole].reshape(-1, size, width)
-    goals = target[:whole].reshape(-1, size)
-    grams = np.matmul(blocks.transpose(0, 2, 1), blocks)
-    moments = np.matmul(blocks.transpose(0, 2, 1), goals[:, :, np.newaxis])[:, :, 0]
-    counts = np.full(grams.shape[0], size, dtype=np.int64)
-    if whole < n_rows:  # the last, shorter batch
-        rest, rest_goal = design[whole:], target[whole:]
-        grams = np.concatenate([grams, (rest.T @ rest)[np.newaxis]])
-        moments = np.concatenate([moments, (rest.T @ rest_goal)[np.newaxis]])
-        counts = np.append(counts, n_rows - whole)
+    """BᵀB (k, p, p), Bᵀg (k, p) and row counts (k,) of the consecutive batches of ``size``
+    rows in the shuffle's ``order``, from the standardized design a block of batches at a time."""
+    n_rows, width = order.size, problem.width
+    batches = -(-n_rows // size)
+    grams = np.empty((batches, width, width))
+    moments = np.empty((batches, width))
+    counts = np.full(batches, size, dtype=np.int64)
+    block = size * BATCHES_AT_ONCE
+    for begin in range(0, n_rows, block):
+        rows = order[begin : begin + block]
+        design, target = problem.scaler.design(problem.X[rows], problem.y[rows])
+        first, whole = begin // size, rows.size // size * size
+        stack = design[:whole].reshape(-1, size, width)
+        goals = target[:whole].reshape(-1, size)
+        last = first + stack.shape[0]
+        grams[first:last] = np.matmul(stack.transpose(0, 2, 1), stack)
+        moments[first:last] = np.matmul(stack.transpose(0, 2, 1), goals[:, :, np.newaxis])[:, :, 0]
+        if whole < rows.size:  # the last, shorter batch
+            rest, rest_goal = design[whole:], target[whole:]
+            grams[last], moments[last], counts[last] = rest.T @ rest, rest.T @ rest_goal, rows.size - whole
     return grams, moments, counts
 
 
 def _streaming_epochs(
-    design: FloatArray,
-    target: FloatArray,
+    problem: Problem,
+    order: NDArray[np.int64],
     size: int,
     step: float,
     decay: float,
@@ -428,18 +440,23 @@ def _streaming_epochs(
     cost: Cost | None = None,
 ) -> Update:
     """SGD epochs that read each mini-batch's rows (wide designs, p > batch size; robust costs)."""
-    starts = np.arange(0, design.shape[0], size)
+    starts = np.arange(0, order.size, size)
+    X, y, scaler = problem.X, problem.y, problem.scaler
+
+    def batch(begin: int) -> tuple[FloatArray, FloatArray]:
+        rows = order[begin : begin + size]
+        return scaler.design(X[rows], y[rows])
 
     def epoch(iteration: int, w: FloatArray, _: FloatArray) -> FloatArray:
         if cost is not None:  # a robust cost's batch gradient: ρ̃'(r) in place of 2r
             rate = step / (1.0 + decay * iteration)
             for begin in rng.permutation(starts):
-                block, goal = design[begin : begin + size], target[begin : begin + size]
+                block, goal = batch(begin)
                 w = w - (rate / block.shape[0]) * (cost.scaled_psi(block @ w - goal) @ block)
             return w
         rate = 2.0 * step / (1.0 + decay * iteration)
         for begin in rng.permutation(starts):
-            block, goal = design[begin : begin + size], target[begin : begin + size]
+            block, goal = batch(begin)
             w = w - (rate / block.shape[0]) * ((block @ w - goal) @ block)
         return w
 

@@ -208,22 +208,33 @@ def test_polynomial_settings_build_powers_of_the_one_feature(compose_cfg: Compos
     np.testing.assert_array_equal(polynomial_columns(np.array([[2.0], [3.0]]), 3), [[2, 4, 8], [3, 9, 27]])
 
 
-def test_sgd_steps_from_batch_statistics_equal_steps_over_the_rows() -> None:
-    from pipeline.methods import _batch_statistics, _statistics_epochs, _streaming_epochs
+def test_sgd_steps_from_batch_statistics_equal_steps_over_the_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two forms of an SGD epoch agree, and the statistics summed a block of batches at
+    a time (3 here: blocks of 192 rows, the last one short) are those summed at once."""
+    from pipeline import methods
+    from pipeline.costs import Cost
+    from pipeline.methods import Problem, _batch_statistics, _statistics_epochs, _streaming_epochs
+    from pipeline.objective import standardize
 
     rng = np.random.default_rng(8)
-    design = np.column_stack([np.ones(1000), rng.normal(size=(1000, 2))])
-    target = design @ np.array([0.5, 1.0, -2.0]) + rng.normal(0.0, 0.1, 1000)
-    streaming = _streaming_epochs(design, target, 64, 0.05, 0.5, np.random.default_rng(9))
-    statistics = _statistics_epochs(
-        *_batch_statistics(design, target, 64), 0.05, 0.5, np.random.default_rng(9)
-    )
+    X = rng.normal(size=(1000, 2))
+    y = 0.5 + X @ np.array([1.0, -2.0]) + rng.normal(0.0, 0.1, 1000)
+    scaler, quadratic = standardize(X, y)
+    problem = Problem(quadratic, scaler, X, y, Cost())
+    order = np.random.default_rng(1).permutation(1000)
+    at_once = _batch_statistics(problem, order, 64)
+    monkeypatch.setattr(methods, "BATCHES_AT_ONCE", 3)
+    in_blocks = _batch_statistics(problem, order, 64)
+    for whole, blocked in zip(at_once, in_blocks, strict=True):
+        np.testing.assert_array_equal(blocked, whole)
+    streaming = _streaming_epochs(problem, order, 64, 0.05, 0.5, np.random.default_rng(9))
+    statistics = _statistics_epochs(*in_blocks, 0.05, 0.5, np.random.default_rng(9))
     w_rows = w_stats = np.zeros(3)
     for epoch in range(4):
         w_rows = streaming(epoch, w_rows, w_rows)
         w_stats = statistics(epoch, w_stats, w_stats)
     np.testing.assert_allclose(w_stats, w_rows, rtol=1e-12)
-    assert np.abs(w_rows - [0.5, 1.0, -2.0]).max() < 0.05
+    assert np.abs(scaler.to_original(w_rows) - [0.5, 1.0, -2.0]).max() < 0.05
 
 
 # Backtracking is left out: its halvings compare two nearly equal numbers, so rounding
