@@ -185,7 +185,7 @@ def main() -> None:
                 growth(memory, "train", stage[2], sizes[0]),
             )
             # SGD's set-up sums each mini-batch's statistics in the shuffle's order, a block
-            # of batches at a time: its memory beyond the map is the order, 8 bytes a row.
+            # of batches at a time: its memory beyond the map is the order, 4 bytes a row.
             stage = measured(
                 [python, "-m", "pipeline.train", "optimizer=sgd", "optimizer.max_iter=1", *overrides]
             )
