@@ -28,6 +28,7 @@ from tests.helpers import (
     two_sweeps_at_once,
     user_env,
 )
+from tools.browser import CHROMIUM, FLAGS
 
 pytestmark = pytest.mark.slow
 
@@ -158,26 +159,9 @@ def test_a_fresh_clone_runs_with_make_run_and_stays_clean(tmp_path: Path) -> Non
     assert status.stdout == "", status.stdout
 
 
-#: Debian's Chromium, installed by `make browser` (part of `make test-slow`) where missing.
-CHROMIUM = Path("/usr/bin/chromium")
-#: Headless, no sandbox (root in a container), software WebGL for the 3-D view, and no
-#: background networking: this machine has no network beyond its package registries.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1500,900",
-    "--virtual-time-budget=8000",
-    "--enable-logging=stderr",
-    "--v=0",
-]
+#: Debian's Chromium (`make browser`), with tools/browser.py's flags, and for --dump-dom
+#: and --screenshot a virtual time budget and the page's console on stderr.
+CHROMIUM_FLAGS = [*FLAGS, "--virtual-time-budget=8000", "--enable-logging=stderr", "--v=0"]
 
 
 def test_the_landscape_page_renders_in_headless_chromium(prepared: Path) -> None:
