@@ -16,341 +16,341 @@
 (function () {
   "use strict";
 
-  // The numerical part: no DOM, so that a Web Worker and Node can run it too.
-  function engine() {
-    const OSCILLATION_WINDOW = 50; // pipeline.optimize.OSCILLATION_WINDOW
-    const TINY = 2.2250738585072014e-308; // np.finfo(float).tiny
-    const METHODS = ["gd", "momentum", "nesterov", "adam"];
-    const STATUSES = ["converged", "diverged", "oscillating", "max_iter"];
+  // The numerical part: no DOM, so that a Web Worker and Node run it too.
+  const OSCILLATION_WINDOW = 50; // pipeline.optimize.OSCILLATION_WINDOW
+  const TINY = 2.2250738585072014e-308; // np.finfo(float).tiny
+  const METHODS = ["gd", "momentum", "nesterov", "adam"];
+  const STATUSES = ["converged", "diverged", "oscillating", "max_iter"];
 
-    function dot(a, b) {
-      let total = 0;
-      for (let i = 0; i < a.length; i++) total += a[i] * b[i];
-      return total;
-    }
-    function matVec(M, v) {
-      return M.map((row) => dot(row, v));
-    }
-    function transposeVec(M, v) {
-      // Mᵀ v
-      const out = new Array(M[0].length).fill(0);
-      for (let i = 0; i < M.length; i++) for (let j = 0; j < out.length; j++) out[j] += M[i][j] * v[i];
-      return out;
-    }
-
-    // Standardizer.to_standard, one feature and an intercept.
-    function toStandard(s, theta) {
-      const weight = (theta[1] * s.x_scale) / s.y_scale;
-      const intercept = (theta[0] + theta[1] * s.x_mean - s.y_mean) / s.y_scale;
-      return [intercept, weight];
-    }
-    // Quadratic.loss_and_gradient: J(w) = wᵀQw − 2bᵀw + c.
-    function quadratic(q) {
-      const [[q00, q01], [q10, q11]] = q.Q;
-      const [b0, b1] = q.b;
-      return function (w) {
-        const Qw0 = q00 * w[0] + q01 * w[1];
-        const Qw1 = q10 * w[0] + q11 * w[1];
-        const loss = w[0] * Qw0 + w[1] * Qw1 - 2 * (b0 * w[0] + b1 * w[1]) + q.c;
-        return [loss, [2 * (Qw0 - b0), 2 * (Qw1 - b1)]];
-      };
-    }
-
-    // Σρ̃, Σρ̃' and Σρ̃'·x over the rows (or their bins, weighted) for the residual
-    // r = x·slope + constant − y/σ_y, with ρ̃ written out as pipeline.kernels._cost_and_slope
-    // has it: one plain loop per cost, on typed arrays, so that no row allocates.
-    function huberSums(x, target, weight, slope, constant, c, sums) {
-      let total = 0, slopeSum = 0, cross = 0;
-      for (let i = 0; i < x.length; i++) {
-        const r = x[i] * slope + constant - target[i];
-        const size = Math.abs(r);
-        const inner = size < c ? size : c;
-        const psi = 2 * (r > -c ? (r < c ? r : c) : -c);
-        total += weight[i] * (inner * (2 * size - inner));
-        slopeSum += weight[i] * psi;
-        cross += weight[i] * psi * x[i];
-      }
-      sums[0] = total, sums[1] = slopeSum, sums[2] = cross;
-    }
-    function cauchySums(x, target, weight, slope, constant, c, sums) {
-      const c2 = c * c;
-      let total = 0, slopeSum = 0, cross = 0;
-      for (let i = 0; i < x.length; i++) {
-        const r = x[i] * slope + constant - target[i];
-        const u2 = (r * r) / c2;
-        const psi = (2 * r) / (1 + u2);
-        total += weight[i] * (c2 * Math.log1p(u2));
-        slopeSum += weight[i] * psi;
-        cross += weight[i] * psi * x[i];
-      }
-      sums[0] = total, sums[1] = slopeSum, sums[2] = cross;
-    }
-    function welschSums(x, target, weight, slope, constant, c, sums) {
-      const c2 = c * c;
-      let total = 0, slopeSum = 0, cross = 0;
-      for (let i = 0; i < x.length; i++) {
-        const r = x[i] * slope + constant - target[i];
-        const u2 = (r * r) / c2;
-        const fade = u2 < 746 ? Math.exp(-u2) : 0; // exp(−746) is 0 in float64: the same sum, sooner
-        const psi = 2 * r * fade;
-        total += weight[i] * (c2 * (1 - fade));
-        slopeSum += weight[i] * psi;
-        cross += weight[i] * psi * x[i];
-      }
-      sums[0] = total, sums[1] = slopeSum, sums[2] = cross;
-    }
-    const ROW_SUMS = { 1: huberSums, 2: cauchySums, 3: welschSums };
-
-    // RowCost.loss_and_gradient: J and ∇J at standardized w from one pass over the rows.
-    function rowCost(data) {
-      const s = data.scaler;
-      const rows = data.rows;
-      const yInv = 1 / s.y_scale;
-      const x = Float64Array.from(rows.x);
-      const target = Float64Array.from(rows.y, (value) => value * yInv); // as the kernel's ys·y_inv
-      const weight = rows.weight ? Float64Array.from(rows.weight) : new Float64Array(x.length).fill(1);
-      const n = rows.count;
-      const c = data.cost.standard_scale;
-      const pass = ROW_SUMS[data.cost.kind];
-      const sums = new Float64Array(3);
-      return function (w) {
-        const slope = w[1] / s.x_scale;
-        pass(x, target, weight, slope, w[0] - slope * s.x_mean + s.y_mean / s.y_scale, c, sums);
-        const mean = sums[1] / n;
-        return [sums[0] / n, [mean, (sums[2] / n - mean * s.x_mean) / s.x_scale]];
-      };
-    }
-
-    // OriginalUnits: v = T·w + t, the cost times `factor`; Method.init's wrapper.
-    function originalUnits(u) {
-      return {
-        toOriginal: (w) => matVec(u.T, w).map((value, i) => value + u.t[i]),
-        toStandard: (v) =>
-          matVec(
-            u.T_inv,
-            v.map((value, i) => value - u.t[i])
-          ),
-        gradient: (g) => transposeVec(u.T_inv, g).map((value) => u.factor * value),
-      };
-    }
-
-    // Each method's update, as pipeline.methods builds it: (iteration, p, g) -> next p,
-    // where `gradientAt` is the objective's gradient in the same coordinates.
-    function methodUpdate(settings, gradientAt) {
-      const lr = settings.lr;
-      if (settings.method === "gd") return (_, p, g) => [p[0] - lr * g[0], p[1] - lr * g[1]];
-      if (settings.method === "adam") {
-        const b1 = settings.b1;
-        const b2 = settings.b2;
-        const first = [0, 0];
-        const second = [0, 0];
-        return (iteration, p, g) => {
-          const next = [0, 0];
-          for (let i = 0; i < 2; i++) {
-            first[i] = b1 * first[i] + (1 - b1) * g[i];
-            second[i] = b2 * second[i] + (1 - b2) * g[i] ** 2;
-            const corrected1 = first[i] / (1 - b1 ** (iteration + 1));
-            const corrected2 = second[i] / (1 - b2 ** (iteration + 1));
-            next[i] = p[i] - (lr * corrected1) / (Math.sqrt(corrected2) + 1e-12);
-          }
-          return next;
-        };
-      }
-      const beta = settings.beta;
-      const lookAhead = settings.method === "nesterov";
-      let velocity = [0, 0];
-      return (_, p, g) => {
-        if (lookAhead) g = gradientAt([p[0] + beta * velocity[0], p[1] + beta * velocity[1]]);
-        velocity = [beta * velocity[0] - lr * g[0], beta * velocity[1] - lr * g[1]];
-        return [p[0] + velocity[0], p[1] + velocity[1]];
-      };
-    }
-
-    // A run's settings: the options given, else the page's defaults; lr="auto" settled
-    // with the value Python settled (Method.settled), the momentum likewise.
-    function settle(data, options) {
-      const given = {};
-      for (const [key, value] of Object.entries(options || {})) if (value !== undefined) given[key] = value;
-      const method = given.method || data.defaults.method;
-      // The sweep's own settings for its method; another method's come from its conf/optimizer file.
-      const base = method === data.defaults.method ? data.defaults : data.methods[method] || { method };
-      const chosen = Object.assign({}, base, given);
-      chosen.given = Object.assign({}, chosen); // before "auto" is settled: what a command names
-      if (!METHODS.includes(chosen.method)) {
-        throw new Error(`method must be one of ${METHODS.join(", ")} here; ${data.not_offered}`);
-      }
-      if (!["standardized", "original"].includes(chosen.coordinates)) {
-        throw new Error(`coordinates must be standardized or original, got ${chosen.coordinates}`);
-      }
-      const auto = data.auto[chosen.coordinates][chosen.method];
-      const givenLr = chosen.lr;
-      if (givenLr === "auto") chosen.lr = auto.lr;
-      else if (!(typeof givenLr === "number" && givenLr > 0)) throw new Error(`lr must be a number > 0 or "auto", got ${givenLr}`);
-      if (chosen.method === "momentum" || chosen.method === "nesterov") {
-        if (chosen.beta === null || chosen.beta === undefined) chosen.beta = givenLr === "auto" ? auto.beta : 0.9;
-        if (!(chosen.beta >= 0 && chosen.beta < 1)) throw new Error(`beta must be in [0, 1), got ${chosen.beta}`);
-      }
-      if (!(Number.isInteger(chosen.max_iter) && chosen.max_iter >= 1)) throw new Error(`max_iter must be an integer >= 1, got ${chosen.max_iter}`);
-      if (!(chosen.tol >= 0)) throw new Error(`tol must be >= 0, got ${chosen.tol}`);
-      if (!(chosen.divergence_ratio > 1)) throw new Error(`divergence_ratio must be > 1, got ${chosen.divergence_ratio}`);
-      if (options && options.loss !== undefined && options.loss !== data.cost.name) {
-        throw new Error(`this page carries the ${data.cost.name} cost; draw a sweep with model.loss=${options.loss} for that one`);
-      }
-      if (options && options.loss_scale !== undefined && options.loss_scale !== data.cost.scale) {
-        throw new Error(`this page carries loss_scale=${data.cost.scale}; draw a sweep with model.loss_scale=${options.loss_scale} for that one`);
-      }
-      chosen.theta0 = Number(chosen.theta0 ?? 0);
-      chosen.theta1 = Number(chosen.theta1 ?? 0);
-      if (!Number.isFinite(chosen.theta0) || !Number.isFinite(chosen.theta1)) throw new Error("theta_init must be finite");
-      return chosen;
-    }
-
-    // One run, stepped a few iterations at a time: fit's _Walk and _StoppingRules.
-    function Walk(data, options) {
-      const settings = settle(data, options);
-      const s = data.scaler;
-      const objective = data.rows ? rowCost(data) : quadratic(data.quadratic);
-      let update;
-      if (settings.coordinates === "standardized") {
-        update = methodUpdate(settings, (w) => objective(w)[1]);
-      } else {
-        const units = originalUnits(data.units);
-        const inner = methodUpdate(settings, (v) => units.gradient(objective(units.toStandard(v))[1]));
-        update = (iteration, w, g) => units.toStandard(inner(iteration, units.toOriginal(w), units.gradient(g)));
-      }
-      const toMse = data.cost.factor;
-      const theta0s = []; // the path, original units, intercept and slope apart (no pair allocated)
-      const theta1s = [];
-      const losses = [];
-      let w = toStandard(s, [settings.theta0, settings.theta1]);
-      let previous = w;
-      let iteration = 0;
-      let firstLoss = NaN;
-      let gradNorm = NaN;
-      let reversals = 0;
-      let stepBefore = null;
-      const standardLosses = []; // in the optimizer's units, as the stopping rules see them
-      let stop = null;
-
-      function check(loss, g) {
-        if (iteration === 0) firstLoss = loss;
-        if (loss > settings.divergence_ratio * Math.max(firstLoss, TINY)) {
-          return ["diverged", `diverged at iteration ${iteration}: the loss grew past ${settings.divergence_ratio} times its initial value; lr=${settings.lr} is too large`];
-        }
-        gradNorm = Math.sqrt(dot(g, g));
-        if (gradNorm <= settings.tol) {
-          return ["converged", `converged after ${iteration} iterations: gradient norm ${gradNorm.toExponential(2)} <= tol ${settings.tol}`];
-        }
-        standardLosses.push(loss);
-        if (reversals >= OSCILLATION_WINDOW) {
-          // The last OSCILLATION_WINDOW + 1 losses, looked at only when the steps keep reversing.
-          const recent = standardLosses.slice(-(OSCILLATION_WINDOW + 1));
-          const rest = recent.slice(1);
-          if (recent[0] * (1 - 1e-13) <= Math.min(...rest) && Math.max(...rest) <= recent[0] * (1 + 1e-13)) {
-            return ["oscillating", `oscillating at iteration ${iteration}: every step reverses the one before and the loss has not fallen in ${OSCILLATION_WINDOW} iterations; lower lr (now ${settings.lr})`];
-          }
-        }
-        if (iteration >= settings.max_iter) {
-          return ["max_iter", `stopped at max_iter=${settings.max_iter}: gradient norm ${gradNorm.toExponential(2)} > tol ${settings.tol}; raise max_iter or lr`];
-        }
-        return null;
-      }
-
-      function stepped() {
-        const moved = [w[0] - previous[0], w[1] - previous[1]];
-        const length = Math.sqrt(dot(moved, moved));
-        const reversed =
-          stepBefore !== null &&
-          length > 1e-6 * Math.max(1, Math.sqrt(dot(w, w))) &&
-          dot(moved, stepBefore) < -0.99 * length * Math.sqrt(dot(stepBefore, stepBefore));
-        reversals = reversed ? reversals + 1 : 0;
-        stepBefore = moved;
-      }
-
-      // Advance up to `count` iterations; true once the run has stopped.
-      this.advance = function (count) {
-        for (let done = 0; done < count && stop === null; done++) {
-          const [loss, g] = objective(w);
-          if (!Number.isFinite(loss)) {
-            if (iteration === 0) throw new Error("theta_init is so far off that the loss overflows float64");
-            stop = ["diverged", `diverged at iteration ${iteration}: the loss became non-finite; lr=${settings.lr} is too large`];
-            w = previous;
-            iteration -= 1;
-            break;
-          }
-          // Standardizer.to_original, written out.
-          const slope = (w[1] * s.y_scale) / s.x_scale;
-          theta0s.push(s.y_mean + s.y_scale * w[0] - slope * s.x_mean);
-          theta1s.push(slope);
-          losses.push(loss * toMse);
-          stop = check(loss, g);
-          if (stop === null) {
-            previous = w;
-            w = update(iteration, w, g);
-            stepped();
-            iteration += 1;
-          }
-        }
-        return stop !== null;
-      };
-      this.settings = settings;
-      this.result = function () {
-        return {
-          path: theta0s.map((theta0, i) => [theta0, theta1s[i]]),
-          loss: losses.slice(),
-          n_iter: iteration,
-          status: stop ? stop[0] : "running",
-          message: stop ? stop[1] : `running: ${iteration} iterations so far`,
-          method: settings.method,
-          lr: settings.lr,
-          beta: settings.beta === undefined ? null : settings.beta,
-          grad_norm: gradNorm,
-        };
-      };
-    }
-
-    // The command that records a live run in MLflow: every setting that differs from its defaults.
-    function command(data, settings) {
-      const parts = ["python -m pipeline.train"];
-      const base = data.methods[settings.method] || data.defaults;
-      if (settings.method !== "gd") parts.push(`optimizer=${settings.method}`);
-      parts.push(`model.init.theta0=${settings.theta0}`, `model.init.theta1=${settings.theta1}`);
-      for (const key of ["lr", "beta", "b1", "b2", "max_iter", "tol", "divergence_ratio", "coordinates"]) {
-        const given = settings.given[key];
-        if (given === undefined || given === null) continue;
-        if (given !== base[key]) parts.push(`optimizer.${key}=${given}`);
-      }
-      if (data.cost.name !== "mse") parts.push(`model.loss=${data.cost.name}`, `model.loss_scale=${data.cost.scale}`);
-      return parts.join(" ");
-    }
-
-    // One iteration at a time: the step from iterate k split into the momentum it carries,
-    // β·(θk − θk−1), and the gradient's part, −lr·∇J (at the look-ahead point for
-    // nesterov; Adam's own step for adam), in θ's units: drawn head to tail at θk.
-    function stepParts(result, k) {
-      const path = result.path;
-      const here = path[k];
-      const next = path[k + 1] || here;
-      const carried = (result.method === "momentum" || result.method === "nesterov") && k > 0;
-      const momentum = carried ? [result.beta * (here[0] - path[k - 1][0]), result.beta * (here[1] - path[k - 1][1])] : [0, 0];
-      return { k, here, momentum, gradient: [next[0] - here[0] - momentum[0], next[1] - here[1] - momentum[1]] };
-    }
-
-    function run(data, options) {
-      const walk = new Walk(data, options);
-      walk.advance(Infinity);
-      return walk.result();
-    }
-
-    return { run, Walk, settle, command, stepParts, METHODS, STATUSES };
+  function dot(a, b) {
+    let total = 0;
+    for (let i = 0; i < a.length; i++) total += a[i] * b[i];
+    return total;
+  }
+  function matVec(M, v) {
+    return M.map((row) => dot(row, v));
+  }
+  function transposeVec(M, v) {
+    // Mᵀ v
+    const out = new Array(M[0].length).fill(0);
+    for (let i = 0; i < M.length; i++) for (let j = 0; j < out.length; j++) out[j] += M[i][j] * v[i];
+    return out;
   }
 
-  const api = engine();
+  // Standardizer.to_standard, one feature and an intercept.
+  function toStandard(s, theta) {
+    const weight = (theta[1] * s.x_scale) / s.y_scale;
+    const intercept = (theta[0] + theta[1] * s.x_mean - s.y_mean) / s.y_scale;
+    return [intercept, weight];
+  }
+  // Quadratic.loss_and_gradient: J(w) = wᵀQw − 2bᵀw + c.
+  function quadratic(q) {
+    const [[q00, q01], [q10, q11]] = q.Q;
+    const [b0, b1] = q.b;
+    return function (w) {
+      const Qw0 = q00 * w[0] + q01 * w[1];
+      const Qw1 = q10 * w[0] + q11 * w[1];
+      const loss = w[0] * Qw0 + w[1] * Qw1 - 2 * (b0 * w[0] + b1 * w[1]) + q.c;
+      return [loss, [2 * (Qw0 - b0), 2 * (Qw1 - b1)]];
+    };
+  }
+
+  // Σρ̃, Σρ̃' and Σρ̃'·x over the rows (or their bins, weighted) for the residual
+  // r = x·slope + constant − y/σ_y, with ρ̃ written out as pipeline.kernels._cost_and_slope
+  // has it: one plain loop per cost, on typed arrays, so that no row allocates.
+  function huberSums(x, target, weight, slope, constant, c, sums) {
+    let total = 0, slopeSum = 0, cross = 0;
+    for (let i = 0; i < x.length; i++) {
+      const r = x[i] * slope + constant - target[i];
+      const size = Math.abs(r);
+      const inner = size < c ? size : c;
+      const psi = 2 * (r > -c ? (r < c ? r : c) : -c);
+      total += weight[i] * (inner * (2 * size - inner));
+      slopeSum += weight[i] * psi;
+      cross += weight[i] * psi * x[i];
+    }
+    sums[0] = total, sums[1] = slopeSum, sums[2] = cross;
+  }
+  function cauchySums(x, target, weight, slope, constant, c, sums) {
+    const c2 = c * c;
+    let total = 0, slopeSum = 0, cross = 0;
+    for (let i = 0; i < x.length; i++) {
+      const r = x[i] * slope + constant - target[i];
+      const u2 = (r * r) / c2;
+      const psi = (2 * r) / (1 + u2);
+      total += weight[i] * (c2 * Math.log1p(u2));
+      slopeSum += weight[i] * psi;
+      cross += weight[i] * psi * x[i];
+    }
+    sums[0] = total, sums[1] = slopeSum, sums[2] = cross;
+  }
+  function welschSums(x, target, weight, slope, constant, c, sums) {
+    const c2 = c * c;
+    let total = 0, slopeSum = 0, cross = 0;
+    for (let i = 0; i < x.length; i++) {
+      const r = x[i] * slope + constant - target[i];
+      const u2 = (r * r) / c2;
+      const fade = u2 < 746 ? Math.exp(-u2) : 0; // exp(−746) is 0 in float64: the same sum, sooner
+      const psi = 2 * r * fade;
+      total += weight[i] * (c2 * (1 - fade));
+      slopeSum += weight[i] * psi;
+      cross += weight[i] * psi * x[i];
+    }
+    sums[0] = total, sums[1] = slopeSum, sums[2] = cross;
+  }
+  const ROW_SUMS = { 1: huberSums, 2: cauchySums, 3: welschSums };
+
+  // RowCost.loss_and_gradient: J and ∇J at standardized w from one pass over the rows.
+  function rowCost(data) {
+    const s = data.scaler;
+    const rows = data.rows;
+    const yInv = 1 / s.y_scale;
+    const x = Float64Array.from(rows.x);
+    const target = Float64Array.from(rows.y, (value) => value * yInv); // as the kernel's ys·y_inv
+    const weight = rows.weight ? Float64Array.from(rows.weight) : new Float64Array(x.length).fill(1);
+    const n = rows.count;
+    const c = data.cost.standard_scale;
+    const pass = ROW_SUMS[data.cost.kind];
+    const sums = new Float64Array(3);
+    return function (w) {
+      const slope = w[1] / s.x_scale;
+      pass(x, target, weight, slope, w[0] - slope * s.x_mean + s.y_mean / s.y_scale, c, sums);
+      const mean = sums[1] / n;
+      return [sums[0] / n, [mean, (sums[2] / n - mean * s.x_mean) / s.x_scale]];
+    };
+  }
+
+  // OriginalUnits: v = T·w + t, the cost times `factor`; Method.init's wrapper.
+  function originalUnits(u) {
+    return {
+      toOriginal: (w) => matVec(u.T, w).map((value, i) => value + u.t[i]),
+      toStandard: (v) =>
+        matVec(
+          u.T_inv,
+          v.map((value, i) => value - u.t[i])
+        ),
+      gradient: (g) => transposeVec(u.T_inv, g).map((value) => u.factor * value),
+    };
+  }
+
+  // Each method's update, as pipeline.methods builds it: (iteration, p, g) -> next p,
+  // where `gradientAt` is the objective's gradient in the same coordinates.
+  function methodUpdate(settings, gradientAt) {
+    const lr = settings.lr;
+    if (settings.method === "gd") return (_, p, g) => [p[0] - lr * g[0], p[1] - lr * g[1]];
+    if (settings.method === "adam") {
+      const b1 = settings.b1;
+      const b2 = settings.b2;
+      const first = [0, 0];
+      const second = [0, 0];
+      return (iteration, p, g) => {
+        const next = [0, 0];
+        for (let i = 0; i < 2; i++) {
+          first[i] = b1 * first[i] + (1 - b1) * g[i];
+          second[i] = b2 * second[i] + (1 - b2) * g[i] ** 2;
+          const corrected1 = first[i] / (1 - b1 ** (iteration + 1));
+          const corrected2 = second[i] / (1 - b2 ** (iteration + 1));
+          next[i] = p[i] - (lr * corrected1) / (Math.sqrt(corrected2) + 1e-12);
+        }
+        return next;
+      };
+    }
+    const beta = settings.beta;
+    const lookAhead = settings.method === "nesterov";
+    let velocity = [0, 0];
+    return (_, p, g) => {
+      if (lookAhead) g = gradientAt([p[0] + beta * velocity[0], p[1] + beta * velocity[1]]);
+      velocity = [beta * velocity[0] - lr * g[0], beta * velocity[1] - lr * g[1]];
+      return [p[0] + velocity[0], p[1] + velocity[1]];
+    };
+  }
+
+  // A run's settings: the options given, else the page's defaults; lr="auto" settled
+  // with the value Python settled (Method.settled), the momentum likewise.
+  function settle(data, options) {
+    const given = {};
+    for (const [key, value] of Object.entries(options || {})) if (value !== undefined) given[key] = value;
+    const method = given.method || data.defaults.method;
+    // The sweep's own settings for its method; another method's come from its conf/optimizer file.
+    const base = method === data.defaults.method ? data.defaults : data.methods[method] || { method };
+    const chosen = Object.assign({}, base, given);
+    chosen.given = Object.assign({}, chosen); // before "auto" is settled: what a command names
+    if (!METHODS.includes(chosen.method)) {
+      throw new Error(`method must be one of ${METHODS.join(", ")} here; ${data.not_offered}`);
+    }
+    if (!["standardized", "original"].includes(chosen.coordinates)) {
+      throw new Error(`coordinates must be standardized or original, got ${chosen.coordinates}`);
+    }
+    const auto = data.auto[chosen.coordinates][chosen.method];
+    const givenLr = chosen.lr;
+    if (givenLr === "auto") chosen.lr = auto.lr;
+    else if (!(typeof givenLr === "number" && givenLr > 0)) throw new Error(`lr must be a number > 0 or "auto", got ${givenLr}`);
+    if (chosen.method === "momentum" || chosen.method === "nesterov") {
+      if (chosen.beta === null || chosen.beta === undefined) chosen.beta = givenLr === "auto" ? auto.beta : 0.9;
+      if (!(chosen.beta >= 0 && chosen.beta < 1)) throw new Error(`beta must be in [0, 1), got ${chosen.beta}`);
+    }
+    if (!(Number.isInteger(chosen.max_iter) && chosen.max_iter >= 1)) throw new Error(`max_iter must be an integer >= 1, got ${chosen.max_iter}`);
+    if (!(chosen.tol >= 0)) throw new Error(`tol must be >= 0, got ${chosen.tol}`);
+    if (!(chosen.divergence_ratio > 1)) throw new Error(`divergence_ratio must be > 1, got ${chosen.divergence_ratio}`);
+    if (options && options.loss !== undefined && options.loss !== data.cost.name) {
+      throw new Error(`this page carries the ${data.cost.name} cost; draw a sweep with model.loss=${options.loss} for that one`);
+    }
+    if (options && options.loss_scale !== undefined && options.loss_scale !== data.cost.scale) {
+      throw new Error(`this page carries loss_scale=${data.cost.scale}; draw a sweep with model.loss_scale=${options.loss_scale} for that one`);
+    }
+    chosen.theta0 = Number(chosen.theta0 ?? 0);
+    chosen.theta1 = Number(chosen.theta1 ?? 0);
+    if (!Number.isFinite(chosen.theta0) || !Number.isFinite(chosen.theta1)) throw new Error("theta_init must be finite");
+    return chosen;
+  }
+
+  // One run, stepped a few iterations at a time: fit's _Walk and _StoppingRules.
+  function Walk(data, options) {
+    const settings = settle(data, options);
+    const s = data.scaler;
+    const objective = data.rows ? rowCost(data) : quadratic(data.quadratic);
+    let update;
+    if (settings.coordinates === "standardized") {
+      update = methodUpdate(settings, (w) => objective(w)[1]);
+    } else {
+      const units = originalUnits(data.units);
+      const inner = methodUpdate(settings, (v) => units.gradient(objective(units.toStandard(v))[1]));
+      update = (iteration, w, g) => units.toStandard(inner(iteration, units.toOriginal(w), units.gradient(g)));
+    }
+    const toMse = data.cost.factor;
+    const theta0s = []; // the path, original units, intercept and slope apart (no pair allocated)
+    const theta1s = [];
+    const losses = [];
+    let w = toStandard(s, [settings.theta0, settings.theta1]);
+    let previous = w;
+    let iteration = 0;
+    let firstLoss = NaN;
+    let gradNorm = NaN;
+    let reversals = 0;
+    let stepBefore = null;
+    const standardLosses = []; // in the optimizer's units, as the stopping rules see them
+    let stop = null;
+
+    function check(loss, g) {
+      if (iteration === 0) firstLoss = loss;
+      if (loss > settings.divergence_ratio * Math.max(firstLoss, TINY)) {
+        return ["diverged", `diverged at iteration ${iteration}: the loss grew past ${settings.divergence_ratio} times its initial value; lr=${settings.lr} is too large`];
+      }
+      gradNorm = Math.sqrt(dot(g, g));
+      if (gradNorm <= settings.tol) {
+        return ["converged", `converged after ${iteration} iterations: gradient norm ${gradNorm.toExponential(2)} <= tol ${settings.tol}`];
+      }
+      standardLosses.push(loss);
+      if (reversals >= OSCILLATION_WINDOW) {
+        // The last OSCILLATION_WINDOW + 1 losses, looked at only when the steps keep reversing.
+        const recent = standardLosses.slice(-(OSCILLATION_WINDOW + 1));
+        const rest = recent.slice(1);
+        if (recent[0] * (1 - 1e-13) <= Math.min(...rest) && Math.max(...rest) <= recent[0] * (1 + 1e-13)) {
+          return ["oscillating", `oscillating at iteration ${iteration}: every step reverses the one before and the loss has not fallen in ${OSCILLATION_WINDOW} iterations; lower lr (now ${settings.lr})`];
+        }
+      }
+      if (iteration >= settings.max_iter) {
+        return ["max_iter", `stopped at max_iter=${settings.max_iter}: gradient norm ${gradNorm.toExponential(2)} > tol ${settings.tol}; raise max_iter or lr`];
+      }
+      return null;
+    }
+
+    function stepped() {
+      const moved = [w[0] - previous[0], w[1] - previous[1]];
+      const length = Math.sqrt(dot(moved, moved));
+      const reversed =
+        stepBefore !== null &&
+        length > 1e-6 * Math.max(1, Math.sqrt(dot(w, w))) &&
+        dot(moved, stepBefore) < -0.99 * length * Math.sqrt(dot(stepBefore, stepBefore));
+      reversals = reversed ? reversals + 1 : 0;
+      stepBefore = moved;
+    }
+
+    // Advance up to `count` iterations; true once the run has stopped.
+    this.advance = function (count) {
+      for (let done = 0; done < count && stop === null; done++) {
+        const [loss, g] = objective(w);
+        if (!Number.isFinite(loss)) {
+          if (iteration === 0) throw new Error("theta_init is so far off that the loss overflows float64");
+          stop = ["diverged", `diverged at iteration ${iteration}: the loss became non-finite; lr=${settings.lr} is too large`];
+          w = previous;
+          iteration -= 1;
+          break;
+        }
+        // Standardizer.to_original, written out.
+        const slope = (w[1] * s.y_scale) / s.x_scale;
+        theta0s.push(s.y_mean + s.y_scale * w[0] - slope * s.x_mean);
+        theta1s.push(slope);
+        losses.push(loss * toMse);
+        stop = check(loss, g);
+        if (stop === null) {
+          previous = w;
+          w = update(iteration, w, g);
+          stepped();
+          iteration += 1;
+        }
+      }
+      return stop !== null;
+    };
+    this.settings = settings;
+    this.result = function () {
+      return {
+        path: theta0s.map((theta0, i) => [theta0, theta1s[i]]),
+        loss: losses.slice(),
+        n_iter: iteration,
+        status: stop ? stop[0] : "running",
+        message: stop ? stop[1] : `running: ${iteration} iterations so far`,
+        method: settings.method,
+        lr: settings.lr,
+        beta: settings.beta === undefined ? null : settings.beta,
+        grad_norm: gradNorm,
+      };
+    };
+  }
+
+  // The command that records a live run in MLflow: every setting that differs from its defaults.
+  function command(data, settings) {
+    const parts = ["python -m pipeline.train"];
+    const base = data.methods[settings.method] || data.defaults;
+    if (settings.method !== "gd") parts.push(`optimizer=${settings.method}`);
+    parts.push(`model.init.theta0=${settings.theta0}`, `model.init.theta1=${settings.theta1}`);
+    for (const key of ["lr", "beta", "b1", "b2", "max_iter", "tol", "divergence_ratio", "coordinates"]) {
+      const given = settings.given[key];
+      if (given === undefined || given === null) continue;
+      if (given !== base[key]) parts.push(`optimizer.${key}=${given}`);
+    }
+    if (data.cost.name !== "mse") parts.push(`model.loss=${data.cost.name}`, `model.loss_scale=${data.cost.scale}`);
+    return parts.join(" ");
+  }
+
+  // One iteration at a time: the step from iterate k split into the momentum it carries,
+  // β·(θk − θk−1), and the gradient's part, −lr·∇J (at the look-ahead point for
+  // nesterov; Adam's own step for adam), in θ's units: drawn head to tail at θk.
+  function stepParts(result, k) {
+    const path = result.path;
+    const here = path[k];
+    const next = path[k + 1] || here;
+    const carried = (result.method === "momentum" || result.method === "nesterov") && k > 0;
+    const momentum = carried ? [result.beta * (here[0] - path[k - 1][0]), result.beta * (here[1] - path[k - 1][1])] : [0, 0];
+    return { k, here, momentum, gradient: [next[0] - here[0] - momentum[0], next[1] - here[1] - momentum[1]] };
+  }
+
+  function run(data, options) {
+    const walk = new Walk(data, options);
+    walk.advance(Infinity);
+    return walk.result();
+  }
+
+  const api = { run, Walk, settle, command, stepParts, METHODS, STATUSES };
+
   if (typeof module !== "undefined" && module.exports) {
-    module.exports = { engine, run: api.run, settle: api.settle, command: api.command, stepParts: api.stepParts };
+    module.exports = api; // Node: the tests and the bench
     return;
   }
-  if (typeof window === "undefined") return;
+  if (typeof window === "undefined") {
+    if (typeof importScripts === "function") workerMain(api); // the page's Web Worker: this same script
+    return;
+  }
 
   const data = JSON.parse(document.getElementById("downhill-live-data").textContent);
   const PREVIEW = 200; // a robust run's first iterations, drawn at once; the rest from a Worker
@@ -361,8 +361,10 @@
     command: (options) => api.command(data, api.settle(data, options)),
   };
 
+  // The Worker runs this same script, taken from the page as it loads.
+  const SOURCE = document.currentScript ? document.currentScript.textContent : "";
   function workerSource() {
-    return `const api = (${engine.toString()})();\n(${workerMain.toString()})(api);`;
+    return SOURCE;
   }
   function workerMain(api) {
     self.onmessage = (event) => {
@@ -516,23 +518,25 @@
       return [box.left + xa._offset + share0 * xa._length, box.top + ya._offset + (1 - share1) * ya._length];
     };
     window.downhill.ready = true;
-    plot.on("plotly_click", (event) => {
-      const point = event.points && event.points[0];
-      if (!point || point.fullData.type === "surface" || point.fullData.type === "scatter3d") return;
-      const xa = plot._fullLayout[axisX];
-      const ya = plot._fullLayout[axisY];
-      let theta0 = point.x;
-      let theta1 = point.y;
-      const mouse = event.event;
-      const drag = plot.querySelector(`.nsewdrag[data-subplot="${plot.data[contour].xaxis || "x"}${plot.data[contour].yaxis || "y"}"]`);
-      if (mouse && drag && xa.p2d) {
-        // Where the mouse is, not the nearest grid cell, rounded to a thousandth of the frame.
-        const box = drag.getBoundingClientRect();
-        theta0 = round(xa.p2d(mouse.clientX - box.left), frame[1] - frame[0]);
-        theta1 = round(ya.p2d(mouse.clientY - box.top), frame[3] - frame[2]);
-      }
-      start(theta0, theta1);
-    });
+    // A click (not a drag, which zooms) anywhere in the map's plotting area, wherever the
+    // mouse is: over a path, a hover label or the contours alike.
+    let pressed = null;
+    plot.addEventListener("mousedown", (event) => (pressed = [event.clientX, event.clientY]), true);
+    plot.addEventListener(
+      "click",
+      (event) => {
+        const xa = plot._fullLayout[axisX];
+        const ya = plot._fullLayout[axisY];
+        const box = plot.getBoundingClientRect();
+        const px = event.clientX - box.left - xa._offset;
+        const py = event.clientY - box.top - ya._offset;
+        const dragged = pressed && Math.hypot(event.clientX - pressed[0], event.clientY - pressed[1]) > 4;
+        if (dragged || px < 0 || px > xa._length || py < 0 || py > ya._length) return;
+        // Rounded to a thousandth of the frame: a start a command can repeat, digit for digit.
+        start(round(xa.p2d(px), frame[1] - frame[0]), round(ya.p2d(py), frame[3] - frame[2]));
+      },
+      true
+    );
   }
 
   // An SVG over the map's plotting area that draws one path in the map's coordinates.
