@@ -13,6 +13,7 @@ git-ignored, made again when missing, and a new split's copy replaces the old on
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -27,7 +28,8 @@ from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError
 from pipeline.files import file_md5, parquet_batches, resolve
-from pipeline.passes import BLOCK_ROWS
+from pipeline.model import polynomial_columns
+from pipeline.passes import BLOCK_ROWS, row_blocks
 from pipeline.settings import read_names
 from pipeline.tables import require_columns
 
@@ -178,6 +180,43 @@ def _make_copy(split: Path, features: Sequence[str], target: str, home: Path) ->
         ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def model_columns(inputs: FloatArray, degree: int, copy: Path, block_rows: int = BLOCK_ROWS) -> FloatArray:
+    """The columns a model of ``degree`` fits, from the split's mapped feature columns.
+
+    Degree 1: the features themselves. Above: ``x, x², …, x^degree``
+    (:func:`pipeline.model.polynomial_columns`), written once beside the column copy
+    ``copy`` as ``powers-<degree>.npy``, ``block_rows`` rows at a time, and mapped: a
+    polynomial of 10⁸ rows takes disk, not memory (2.4 GB at degree 3). The same bits as
+    the powers made in memory; nothing half-written is left, and a file another process
+    finished first is the one used.
+    """
+    if degree == 1:
+        return inputs
+    polynomial_columns(inputs[:1], degree)  # one feature, or the model's own error
+    path = copy / f"powers-{degree}.npy"
+    if not path.is_file():
+        try:
+            handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=copy)
+            os.close(handle)
+            try:
+                powers = np.lib.format.open_memmap(
+                    staging, mode="w+", dtype=np.float64, shape=(inputs.shape[0], degree)
+                )
+                for rows in row_blocks(inputs.shape[0], block_rows):
+                    powers[rows] = polynomial_columns(np.asarray(inputs[rows]), degree)
+                powers.flush()
+                del powers
+                os.replace(staging, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(staging)
+        except OSError as error:
+            raise PipelineError(
+                f"{path}: cannot write the model's columns ({error.strerror or error})"
+            ) from None
+    return np.load(path, mmap_mode="r")  # type: ignore[no-any-return]
 
 
 def _drop_stale_copies(home: Path) -> None:

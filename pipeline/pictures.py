@@ -72,14 +72,13 @@ _summaries: dict[tuple[str, Cost], RowSummary] = {}
 
 def _drawing_inputs(config: DictConfig, runs: list[RunSummary]) -> Drawing | None:
     """What the pictures and the page draw (see :class:`Drawing`); None when no run ran."""
-    from pipeline.columns import training_split
-    from pipeline.model import polynomial_columns
+    from pipeline.columns import model_columns, training_split
 
     drawn = [run for run in runs if run.status != "failed"]
     if not drawn:
         return None
     split = training_split(config)
-    X, y = polynomial_columns(split.columns.X, drawn[0].degree), split.columns.y
+    X, y = model_columns(split.columns.X, drawn[0].degree, split.copy), split.columns.y
     first = drawn[0]
     optimum = None if first.optimum_theta is None else np.asarray(first.optimum_theta)
     loss = Cost(first.loss, first.loss_scale if first.loss_scale is not None else math.inf)

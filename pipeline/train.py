@@ -27,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.columns import training_split
+from pipeline.columns import model_columns, training_split
 from pipeline.costs import LOSSES, Cost, auto_scale
 from pipeline.errors import PipelineError, Terminated, exit_on_error, first_line
 from pipeline.files import file_md5, resolve
@@ -288,7 +288,7 @@ def prefit(configs: Sequence[DictConfig]) -> None:
         try:
             split = training_split(cfg)
             settings = read_settings(cfg)
-            X = settings.model.design(split.columns.X)
+            X = model_columns(split.columns.X, settings.model.degree, split.copy)
             model_key = fit_key(split.md5, settings.model)
             with one_blas_thread():
                 cost = resolve_cost(settings, X, split.columns.y, model_key)
@@ -441,7 +441,7 @@ def train_and_record(
     client, run_id = place.client, place.run_id
     try:
         settings = read_settings(cfg)
-        X = settings.model.design(job.inputs)
+        X = model_columns(job.inputs, settings.model.degree, job.copy)
         model_key = fit_key(job.train_md5, settings.model)
         with one_blas_thread():  # θ must not depend on how many cores the launcher gave
             cost = resolve_cost(settings, X, job.y, model_key)

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.columns import SplitFile, copy_folder, open_columns
+from pipeline.columns import SplitFile, copy_folder, model_columns, open_columns
 from pipeline.errors import PipelineError
 from pipeline.files import file_md5
+from pipeline.model import polynomial_columns
 
 
 def write_split(path: Path, rows: int, seed: int) -> pd.DataFrame:
@@ -76,3 +77,28 @@ def test_a_split_file_is_read_in_batches_of_its_columns(tmp_path: Path) -> None:
     np.testing.assert_array_equal(stacked, table[["price", "sqft"]].to_numpy(np.float64))
     with pytest.raises(PipelineError, match="test split: column 'area' not found"):
         SplitFile.open(split, ["area"], source="test split")
+
+
+def test_a_polynomials_columns_are_written_once_beside_the_copy_and_mapped(tmp_path: Path) -> None:
+    """x, x², x³ made 1,000 rows at a time on disk: the bits polynomial_columns makes in
+    memory; made once; degree 1 is the features themselves; two features are refused."""
+    split = tmp_path / "train.parquet"
+    rng = np.random.default_rng(3)
+    x = rng.uniform(300, 9000, 2_500)
+    pd.DataFrame({"sqft": x, "price": 200 * x}).to_parquet(split)
+    columns = open_columns(split, file_md5(split), ["sqft"], "price", tmp_path / "columns")
+    home = copy_folder(tmp_path / "columns", split, file_md5(split), ["sqft"], "price")
+    assert model_columns(columns.X, 1, home) is columns.X
+    powers = model_columns(columns.X, 3, home, block_rows=1_000)
+    assert isinstance(powers, np.memmap) and powers.shape == (2_500, 3)
+    np.testing.assert_array_equal(powers, polynomial_columns(np.asarray(columns.X), 3))
+    made = (home / "powers-3.npy").stat().st_mtime_ns
+    model_columns(columns.X, 3, home)
+    assert (home / "powers-3.npy").stat().st_mtime_ns == made
+    assert sorted(path.name for path in home.iterdir()) == [
+        "X.npy",
+        "powers-3.npy",
+        "y.npy",
+    ]  # no staging left
+    with pytest.raises(ValueError, match="one feature"):
+        model_columns(np.ones((4, 2)), 2, home)
