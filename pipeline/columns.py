@@ -200,6 +200,7 @@ def model_columns(inputs: FloatArray, degree: int, copy: Path, block_rows: int =
         try:
             handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=copy)
             os.close(handle)
+            os.chmod(staging, 0o644)  # as the copy's other files (mkstemp makes it private)
             try:
                 powers = np.lib.format.open_memmap(
                     staging, mode="w+", dtype=np.float64, shape=(inputs.shape[0], degree)
