@@ -148,9 +148,10 @@ def _live_runs(config: DictConfig, inputs: Drawing, land: LandscapeGrid) -> dict
     assert isinstance(settings, dict)
     chosen = {str(key): value for key, value in settings.items()}
     # A sweep's own config holds the values before its grid: where every run took one rate
-    # (the robust experiment's 0.5), a live run starts from that one.
+    # (the robust experiment's 0.5), a live run starts from that one; "auto" stays "auto"
+    # (its runs record the rate it settled on, and momentum's β goes with it).
     rates = {(run.method, run.lr) for run in inputs.runs}
-    if len(rates) == 1 and next(iter(rates))[0] == chosen.get("name"):
+    if len(rates) == 1 and next(iter(rates))[0] == chosen.get("name") and chosen.get("lr") != "auto":
         chosen["lr"] = next(iter(rates))[1]
     return live_payload(
         inputs.X[:, 0],
