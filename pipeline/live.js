@@ -314,7 +314,8 @@
     const base = data.methods[settings.method] || data.defaults;
     if (settings.method !== "gd") parts.push(`optimizer=${settings.method}`);
     parts.push(`model.init.theta0=${settings.theta0}`, `model.init.theta1=${settings.theta1}`);
-    for (const key of ["lr", "beta", "b1", "b2", "max_iter", "tol", "divergence_ratio", "coordinates"]) {
+    // The settings a page carries (pipeline/live.py's LIVE_SETTINGS), in their order.
+    for (const key of Object.keys(base).filter((name) => name !== "method")) {
       const given = settings.given[key];
       if (given === undefined || given === null) continue;
       if (given !== base[key]) parts.push(`optimizer.${key}=${given}`);
@@ -363,9 +364,6 @@
 
   // The Worker runs this same script, taken from the page as it loads.
   const SOURCE = document.currentScript ? document.currentScript.textContent : "";
-  function workerSource() {
-    return SOURCE;
-  }
   function workerMain(api) {
     self.onmessage = (event) => {
       const { data, options } = event.data;
@@ -486,7 +484,7 @@
         timing.finished = timing.drawn;
         return;
       }
-      worker = new Worker(URL.createObjectURL(new Blob([workerSource()], { type: "text/javascript" })));
+      worker = new Worker(URL.createObjectURL(new Blob([SOURCE], { type: "text/javascript" })));
       let latest = null; // the worker's newest result: drawn once per frame, older ones skipped
       worker.onmessage = (event) => {
         if (event.data.error) {

@@ -287,11 +287,13 @@ def test_above_the_row_limit_the_page_carries_the_summary() -> None:
 def test_the_command_a_live_run_shows_records_the_same_theta(tmp_path: Any) -> None:
     """The page's command for a live run, run as train runs it, gives the page's θ."""
     from pipeline import train
+    from pipeline.columns import training_split
     from tests.helpers import node_command, prepare_data, project_cfg
 
     folder = prepare_data(tmp_path / "project")
     config = project_cfg(folder, "train")
-    x, y = (np.asarray(v, dtype=float) for v in _split_columns(config))
+    split = training_split(config)
+    x, y = split.columns.X[:, 0], split.columns.y
     data = payload(x, y, Cost())
     options = {
         "theta0": -250000,
@@ -309,13 +311,6 @@ def test_the_command_a_live_run_shows_records_the_same_theta(tmp_path: Any) -> N
     assert summary.status == page["status"] and summary.n_iter == page["n_iter"]
     assert summary.theta is not None
     assert np.allclose(summary.theta, page["path"][-1], rtol=1e-9, atol=0)
-
-
-def _split_columns(config: Any) -> tuple[np.ndarray, np.ndarray]:
-    from pipeline.columns import training_split
-
-    split = training_split(config)
-    return split.columns.X[:, 0], split.columns.y
 
 
 def test_live_settings_name_their_defaults() -> None:
