@@ -16,7 +16,8 @@ can drop at any time. Beside each, the baseline measured in the same run on the 
   10× the rows against memory at 1× (bounded: about 1);
 * split, then the default sweep (``python -m pipeline.train --multirun data=generated``,
   16 runs, every run in MLflow, the pictures) and ``evaluate``;
-* one sgd run of one epoch (``optimizer=sgd optimizer.max_iter=1``): its memory;
+* one sgd run of one epoch (``optimizer=sgd optimizer.max_iter=1``), and one run of a
+  degree-3 polynomial (``model.degree=3``, its powers written to disk once): their memory;
 * the passes inside train, timed in one process on the memory-mapped copy: making
   the copy; the MSE statistics (one pass) against a pyarrow scan of the two columns
   with a dot product (goal ≤ 1.5×); a Huber pass for 1 run and 16 runs fused, in
@@ -194,6 +195,16 @@ def main() -> None:
                 *stage[:3],
                 rows,
                 growth(memory, "sgd", stage[2], sizes[0]),
+            )
+            # A polynomial's powers x, x², x³ are written once beside the column copy and
+            # mapped: its memory beyond the map is a block of rows.
+            degree = ["model.degree=3", "optimizer.max_iter=50", "optimizer.lr=auto"]
+            stage = measured([python, "-m", "pipeline.train", *degree, *overrides])
+            row(
+                "  train: one run of degree 3, 50 iterations",
+                *stage[:3],
+                rows,
+                growth(memory, "degree", stage[2], sizes[0]),
             )
             stage = measured([python, "-m", "pipeline.evaluate", *overrides])
             row(

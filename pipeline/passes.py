@@ -8,6 +8,7 @@ one block at a time, so memory stays bounded whatever the number of rows.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -123,3 +124,22 @@ def one_blas_thread() -> Any:
 
 
 _blas_controller: ThreadpoolController | None = None
+
+
+def fork_is_safe() -> bool:
+    """Whether a copy of this process made by ``fork`` can go on working.
+
+    Only on Linux (macOS's system libraries do not survive a fork); not under Ray,
+    whose driver holds threads of its own that a fork would copy mid-flight; nor once
+    numba's passes ran on GNU OpenMP's threads (a robust cost's runs), which abort a
+    forked copy ("Terminating: fork() called from a process already using GNU OpenMP").
+    """
+    if sys.platform != "linux" or "ray" in sys.modules:
+        return False
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return True
+    try:
+        return bool(numba.threading_layer() != "omp")
+    except ValueError:  # no parallel pass has run: no threading layer was chosen yet
+        return True

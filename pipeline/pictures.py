@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from pipeline.costs import Cost
 from pipeline.files import resolve, write_atomic
 from pipeline.outcome import Minimum, RunSummary, status_counts
+from pipeline.passes import fork_is_safe
 from pipeline.record import group_minima, minima_line, write_sweep_record
 from pipeline.rules import EXACT_ROWS
 from pipeline.settings import optimizer_file, read_flag, read_number
@@ -216,33 +217,17 @@ def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) ->
 
 def _forked(action: Callable[[], bool]) -> multiprocessing.process.BaseProcess | None:
     """A forked copy of this process that runs ``action`` and exits 0 if it returned True
-    (1 if not, or on an error); None where forking is unsafe.
+    (1 if not, or on an error); None where forking is unsafe (:func:`fork_is_safe`).
 
-    Not under Ray, whose driver holds threads of its own that a fork would copy
-    mid-flight; nor once numba's passes ran on GNU OpenMP's threads (a robust cost's
-    runs), which abort a forked copy ("Terminating: fork() called from a process already
-    using GNU OpenMP"). The threads of this project's sweep and of joblib's launcher wait
+    The threads of this project's sweep and of joblib's launcher wait
     on their own locks, which the copy never takes.
     """
-    if sys.platform != "linux" or "ray" in sys.modules:  # macOS's libraries do not survive a fork
-        return None
-    if openmp_started():
+    if not fork_is_safe():
         return None
     context = multiprocessing.get_context("fork")
     process = context.Process(target=_exit_with, args=(action,), name="sweep-page", daemon=True)
     process.start()
     return process
-
-
-def openmp_started() -> bool:
-    """Whether numba's parallel passes ran in this process on GNU OpenMP's thread pool."""
-    numba = sys.modules.get("numba")
-    if numba is None:
-        return False
-    try:
-        return bool(numba.threading_layer() == "omp")
-    except ValueError:  # no parallel pass has run: no threading layer was chosen yet
-        return False
 
 
 def _exit_with(action: Callable[[], bool]) -> None:

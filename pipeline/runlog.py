@@ -35,7 +35,7 @@ from pipeline.optimize import FitResult
 from pipeline.outcome import RunSummary, relative_gap
 from pipeline.passes import row_blocks
 from pipeline.summary import CERTIFICATE_BINS_PER_SCALE, bin_rows
-from pipeline.tracking import CURVE, MODEL_URI_TAG
+from pipeline.tracking import CURVE, MODEL_URI_TAG, context_tags
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -155,7 +155,6 @@ class ModelStamps:
         self._folder: tempfile.TemporaryDirectory[str] | None = None
         self._templates: dict[str, Path] = {}
         self._mlmodels: dict[Path, dict[str, Any]] = {}
-        self._tags: dict[str, str] | None = None
 
     def template(self, config: dict[str, Any], example: pd.DataFrame | None, signature: Any) -> Path:
         """The saved model folder for ``config``'s kind (made on first use)."""
@@ -190,12 +189,8 @@ class ModelStamps:
         return self._templates[kind]
 
     def context_tags(self, source: str) -> dict[str, str]:
-        """The tags MLflow gives a logged model (user, source, git commit), read once."""
-        if self._tags is None:
-            from mlflow.tracking.context import registry
-
-            self._tags = dict(registry.resolve_tags(None))
-        return self._tags | {"mlflow.source.name": source}
+        """The tags MLflow gives a logged model (user, source, git commit)."""
+        return context_tags() | {"mlflow.source.name": source}
 
     def log(self, place: RunPlace, template: Path, config: dict[str, Any], source: str) -> str:
         """Log a copy of ``template`` with ``config`` as the run's model; its URI."""

@@ -51,6 +51,7 @@ from pipeline.rules import LAUNCH_BATCH
 from pipeline.settings import read_number
 from pipeline.tracking import (
     BEST_MSE_ENV,
+    COMMIT_KEY,
     DVC_EXPERIMENT_ENV,
     JOB_KEY_TAG,
     LAUNCHER_PID_ENV,
@@ -317,7 +318,7 @@ def sweep_title(config: DictConfig, jobs: list[list[str]]) -> str:
 
 
 def claim_parent(
-    client: MlflowClient, uri: str, experiment_id: str, key: str, resume: bool, title: str
+    client: MlflowClient, uri: str, experiment_id: str, key: str, resume: bool, title: str, commit: str
 ) -> tuple[str, set[str]]:
     """The parent run to record the sweep under, and the job keys it already holds.
 
@@ -342,7 +343,7 @@ def claim_parent(
                 else:  # failed, killed, or a duplicate: it is run again or not needed
                     client.delete_run(run.info.run_id)
             return parent_id, done
-        tags = process_tags() | {ROLE_TAG: "sweep", SWEEP_KEY_TAG: key, "git_commit": git_commit()}
+        tags = process_tags() | {ROLE_TAG: "sweep", SWEEP_KEY_TAG: key, "git_commit": commit}
         run = client.create_run(experiment_id, run_name=title, tags=tags)
         return run.info.run_id, set()
 
@@ -440,7 +441,8 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     if closed:
         log.warning("marked %d runs KILLED: their processes had ended without closing them", closed)
     resume = bool(OmegaConf.select(config, "mlflow.resume", default=True))
-    parent_id, done = claim_parent(client, uri, experiment_id, key, resume, sweep_title(config, jobs))
+    commit = git_commit()
+    parent_id, done = claim_parent(client, uri, experiment_id, key, resume, sweep_title(config, jobs), commit)
     atexit.register(_close_parent, client, parent_id)  # should anything below end the process
     if done:
         log.info("resuming sweep %s: %d of %d jobs already finished", parent_id, len(done), len(jobs))
@@ -453,7 +455,9 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     for job, job_key_ in zip(jobs, keys, strict=True):
         if job_key_ not in seen:  # each result once, also when two jobs share a key
             seen.add(job_key_)
-            pending.append([*job, f"{PARENT_KEY}={parent_id}", f"{SPLIT_KEY}={train_md5}"])
+            pending.append(
+                [*job, f"{PARENT_KEY}={parent_id}", f"{SPLIT_KEY}={train_md5}", f"{COMMIT_KEY}={commit}"]
+            )
     os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     log.info(
@@ -464,8 +468,10 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
         config.mlflow.experiment,
     )
     if pending:
-        # A launcher that runs the jobs in other processes leaves the terminal to this one.
-        in_process = traits(launcher).in_process
+        # A launcher that runs the jobs in other processes leaves the terminal to this one
+        # (the fused launcher does where it records them in forked workers).
+        workers = getattr(launcher, "workers", None)
+        in_process = traits(launcher).in_process and (workers is None or workers(len(pending)) == 1)
         watch = nullcontext() if in_process else SweepWatch(client, experiment_id, parent_id, len(jobs))
         if isinstance(loader, QuickComposer):
             loader.prepare(config, pending)

@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 PARENT_KEY = "mlflow.parent_run_id"
 #: The training split's MD5 as the sweep planned it: a job elsewhere must read the same.
 SPLIT_KEY = "mlflow.train_md5"
+#: Where the sweeper gives each job the commit the sweep runs (its run's ``git_commit`` tag).
+COMMIT_KEY = "mlflow.git_commit"
+#: MLflow's tag for a run's parent: the UI nests a sweep's runs under it.
+PARENT_RUN_TAG = "mlflow.parentRunId"
 #: For the progress line of jobs started by the sweeper on this machine: how many jobs,
 #: and the best training MSE so far (cosmetic: jobs elsewhere simply do not show them).
 SWEEP_SIZE_ENV = "DOWNHILL_SWEEP_SIZE"
@@ -248,6 +252,19 @@ def client_for(uri: str) -> MlflowClient:
 
 #: Whether this process froze its imports (see :func:`client_for`).
 _frozen: list[bool] = []
+
+
+def context_tags() -> dict[str, str]:
+    """The tags MLflow's context gives a run or a model of this process (user, source,
+    git commit), worked out once: ``mlflow.start_run`` works them out at every call."""
+    if not _context:
+        from mlflow.tracking.context import registry
+
+        _context.update(registry.resolve_tags(None))
+    return dict(_context)
+
+
+_context: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

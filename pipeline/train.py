@@ -63,12 +63,16 @@ from pipeline.settings import (
     read_number,
 )
 from pipeline.tracking import (
+    COMMIT_KEY,
     JOB_KEY_TAG,
     JOB_OVERRIDES_TAG,
     OUTCOME,
     PARENT_KEY,
+    PARENT_RUN_TAG,
     ROLE_TAG,
     SPLIT_KEY,
+    OpenStore,
+    context_tags,
     dataset_input,
     git_commit,
     lease,
@@ -419,7 +423,8 @@ def run_tags(cfg: DictConfig, job: TrainingJob) -> dict[str, str]:
         ROLE_TAG: "train",
         JOB_KEY_TAG: job.key,
         JOB_OVERRIDES_TAG: " ".join(job.overrides),
-        "git_commit": git_commit(),
+        # The sweep's commit, worked out once by the sweeper (two git commands a job).
+        "git_commit": OmegaConf.select(cfg, COMMIT_KEY, default=None) or git_commit(),
         "data_md5": file_md5(raw_path) if raw_path.is_file() else "missing",
         "train_md5": job.train_md5,
         # Not the machine's absolute path of the script (MLflow's default): the project's.
@@ -497,49 +502,58 @@ def run(cfg: DictConfig) -> RunSummary:
 
     In a sweep, ``mlflow.parent_run_id`` (set by the sweeper) names the parent run.
     The outcome is also logged as the run's ``outcome.json``: the sweep reads it back.
+    The run is made and ended with the client's calls (``mlflow.start_run`` would read
+    the parent run back and work out MLflow's context tags again for every run).
     """
-    import mlflow
-
     job = read_job(cfg)
     uri = tracking_uri(cfg.mlflow.tracking_uri)
-    store = open_store(uri, cfg.mlflow.experiment)
-    mlflow.set_tracking_uri(uri)
-    client = store.client
     parent = OmegaConf.select(cfg, PARENT_KEY, default=None)
-    with (
-        mlflow.start_run(
-            experiment_id=store.experiment,
-            run_name=job.name,
-            parent_run_id=parent,
-            tags=run_tags(cfg, job),
-            log_system_metrics=False,  # the sweep's parent run has them, for the whole machine
-        ) as active,
-        lease(client, active.info.run_id),  # seen alive by other machines, for a long fit
-    ):
-        run_id = active.info.run_id
-        record = RunRecord(params=flat_params(cfg) | {"n_train": len(job.y)})
-        try:
-            place = RunPlace(client, run_id, active.info.experiment_id)
+    store = sweep_store(uri, cfg.mlflow.experiment, parent)
+    client = store.client
+    tags = context_tags() | run_tags(cfg, job) | ({PARENT_RUN_TAG: parent} if parent else {})
+    run_id = client.create_run(store.experiment, run_name=job.name, tags=tags).info.run_id
+    record = RunRecord(params=flat_params(cfg) | {"n_train": len(job.y)})
+    try:
+        with lease(client, run_id):  # seen alive by other machines, for a long fit
+            place = RunPlace(client, run_id, store.experiment)
             summary, result, cost = train_and_record(cfg, job, record, place)
-        except (KeyboardInterrupt, Terminated):
-            try:  # a stopped run still says what it was given
-                RunRecord(params=record.params).send(client, run_id)
-                log_training_split(client, run_id, job)
-            finally:
-                mlflow.end_run("KILLED")  # not FAILED: nothing was wrong with the run
-            raise
-        except PipelineError:
-            raise
-        except Exception as error:  # the store failed mid-record: the run ends FAILED, and says so
-            message = f"train: recording the run in {redact(uri)} failed: {first_line(error)}"
-            with contextlib.suppress(Exception):  # the store may be what failed
-                RunRecord(tags=failed_tags(job.name, message)).send(client, run_id)
-            raise PipelineError(message) from error
+    except (KeyboardInterrupt, Terminated):
+        try:  # a stopped run still says what it was given
+            RunRecord(params=record.params).send(client, run_id)
+            log_training_split(client, run_id, job)
+        finally:
+            client.set_terminated(run_id, "KILLED")  # not FAILED: nothing was wrong with the run
+        raise
+    except PipelineError:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    except Exception as error:  # the store failed mid-record: the run ends FAILED, and says so
+        message = f"train: recording the run in {redact(uri)} failed: {first_line(error)}"
+        with contextlib.suppress(Exception):  # the store may be what failed
+            RunRecord(tags=failed_tags(job.name, message)).send(client, run_id)
+            client.set_terminated(run_id, "FAILED")
+        raise PipelineError(message) from error
+    client.set_terminated(run_id, "FINISHED")
     report(job, result, summary, cost)
     if parent is None:  # a run of its own, not a sweep's: say where to find it
         link = ui_link(uri, store.experiment, run_id)
         log.info("recorded in MLflow (%s): %s; reports/ are the sweep's: left alone", redact(uri), link)
     return summary
+
+
+def sweep_store(uri: str, experiment: str, parent: str | None) -> OpenStore:
+    """The store, opened (and checked) by a sweep's first job in this process and kept
+    for the sweep's other jobs here; a run of its own opens it afresh."""
+    if parent is None:
+        return open_store(uri, experiment)
+    key = (uri, experiment, parent)
+    if key not in _sweep_stores:
+        _sweep_stores.clear()  # the previous sweep's, in a long-lived process
+        _sweep_stores[key] = open_store(uri, experiment)
+    return _sweep_stores[key]
+
+
+_sweep_stores: dict[tuple[str, str, str], OpenStore] = {}
 
 
 def report(job: TrainingJob, result: FitResult, summary: RunSummary, cost: Cost) -> None:

@@ -27,7 +27,7 @@ LAYERS = (
         "generate",
         "phase",
     ),  # entry points
-    ("sweep",),  # the sweep's driver
+    ("sweep", "fused"),  # the sweep's driver, the fused launcher's workers
     (
         "runlog",
         "pictures",
@@ -72,8 +72,9 @@ LAYERS = (
 STAGES = ("ingest", "split", "store", "train", "evaluate")
 ENTRY_POINTS = (*STAGES, "predict", "compare", "server", "prune", "generate", "phase")
 #: Code a stage runs without importing it: MLflow copies the model file and runs it;
-#: the sweep driver is run by the project's Hydra sweeper (``hydra_plugins/``).
-RUN_BY_PATH = {"train": {"pyfunc_model", "sweep"}}
+#: the sweep driver and the fused launcher's workers are run by the project's Hydra
+#: plugins (``hydra_plugins/``).
+RUN_BY_PATH = {"train": {"pyfunc_model", "sweep", "fused"}}
 
 
 def pipeline_imports(module: str) -> set[str]:

@@ -43,24 +43,56 @@ class DownhillSweeper(BasicSweeper):
 class FusedLauncher(BasicLauncher):
     """Hydra's basic launcher whose jobs are fitted ahead, together, in groups that share
     the rows and the cost (:func:`pipeline.train.prefit`): one pass over the rows per
-    round serves every run of a group. Then each job runs in this process as the basic
-    launcher runs it, taking its fit and recording its own MLflow run. Chosen with
-    ``hydra/launcher=fused``."""
+    round serves every run of a group. Then each job records its own MLflow run, in
+    ``n_jobs`` forked copies of this process (:mod:`pipeline.fused`; -1: one per core),
+    or here where a fork is unsafe. Chosen with ``hydra/launcher=fused``."""
+
+    def __init__(self, n_jobs: int = -1) -> None:
+        super().__init__()
+        self.n_jobs = n_jobs
+
+    def workers(self, jobs: int) -> int:
+        """How many processes record ``jobs`` jobs (1: this one)."""
+        from pipeline.fused import worker_count
+        from pipeline.passes import fork_is_safe
+
+        return worker_count(self.n_jobs, jobs) if fork_is_safe() else 1
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hydra.core.utils import configure_log, setup_globals
+
+        from pipeline.fused import record_jobs
         from pipeline.train import prefit, unclaimed_prefits
 
         assert self.hydra_context is not None and self.config is not None  # set up by Hydra
+        assert self.task_function is not None
+        setup_globals()
         loader = self.hydra_context.config_loader
-        prefit([loader.load_sweep_config(self.config, list(overrides)) for overrides in job_overrides])
+        configs = [loader.load_sweep_config(self.config, list(overrides)) for overrides in job_overrides]
+        prefit(configs)
+        workers = self.workers(len(configs))
+        logging.getLogger("pipeline.sweep").info(
+            "fused: recording %d runs in %d process%s", len(configs), workers, "es" if workers > 1 else ""
+        )
         try:
-            return super().launch(job_overrides, initial_job_idx)
+            statuses = record_jobs(
+                self.task_function, configs, initial_job_idx, workers, self.hydra_context.callbacks
+            )
         finally:
-            unclaimed = unclaimed_prefits()
-            if unclaimed:  # a job key computed here differs from the job's own: a bug, not the user's
-                logging.getLogger("pipeline.train").warning(
-                    "fused: %d fits made ahead were not taken by their jobs, which fitted alone", unclaimed
-                )
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            unclaimed = unclaimed_prefits()  # the workers took their copies of the fits
+        if unclaimed and not statuses:  # a job key computed here differs from the job's own: a bug
+            logging.getLogger("pipeline.train").warning(
+                "fused: %d fits made ahead were not taken by their jobs, which fitted alone", unclaimed
+            )
+        broken = [status for status in statuses if status != 0]
+        if broken:
+            logging.getLogger("pipeline.sweep").warning(
+                "fused: %d of %d workers ended with status %s; their unfinished jobs are reported failed",
+                *(len(broken), len(statuses), broken),
+            )
+        # The sweep reads every outcome back from MLflow, not from here.
+        return [JobReturn(overrides=list(overrides)) for overrides in job_overrides]
 
 
 # A plain node, not a dataclass: Hydra's plugin scan runs this module before it is in
@@ -68,6 +100,6 @@ class FusedLauncher(BasicLauncher):
 ConfigStore.instance().store(
     group="hydra/launcher",
     name="fused",
-    node={"_target_": "hydra_plugins.downhill_sweeper.FusedLauncher"},
+    node={"_target_": "hydra_plugins.downhill_sweeper.FusedLauncher", "n_jobs": -1},
     provider="downhill",
 )

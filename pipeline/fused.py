@@ -1,0 +1,195 @@
+"""The fused launcher's jobs, recorded in forked copies of the launching process.
+
+Once the fused launcher (``hydra/launcher=fused``, ``hydra_plugins/downhill_sweeper``)
+has fitted a batch of jobs together, what is left of each job is its record in MLflow:
+some tens of milliseconds of the store's calls, against a few of fitting. The jobs are
+then spread over ``hydra.launcher.n_jobs`` copies of the launching process made by
+``fork``: each copy starts with everything the launching process holds (the imports,
+the fits, the memory-mapped columns, the least-squares reference and the certificate
+of the global minimum, the model template), so nothing is imported, read or fitted
+twice. Each copy runs every ``n``-th job through the task Hydra gave the launcher, as
+Hydra's own ``run_job`` would, less what the record in MLflow makes redundant (the
+job's composed ``config.yaml`` and ``hydra.yaml``, which are its run's params, at 30 ms
+a job): Hydra's config of the job is set, its folder gets its log and
+``.hydra/overrides.yaml``, and the callbacks run.
+
+Where a fork is unsafe (not Linux; Ray's driver threads; numba's passes on GNU
+OpenMP's threads, :func:`pipeline.passes.fork_is_safe`), or one worker is asked for,
+the jobs are recorded in the launching process, one after another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+from pipeline.passes import fork_is_safe
+
+log = logging.getLogger("pipeline.sweep")
+
+#: Exit status of a worker whose own code failed (a bug, not a job's error).
+WORKER_BROKE = 70
+#: ``prctl`` option: the signal this process gets when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
+
+
+def worker_count(n_jobs: Any, jobs: int) -> int:
+    """How many processes record ``jobs`` jobs for ``hydra.launcher.n_jobs`` (-1: one per
+    core, -2: all but one, …; never more than the jobs, never fewer than one)."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        from pipeline.errors import PipelineError
+
+        raise PipelineError(
+            f"hydra.launcher.n_jobs: expected a whole number of workers other than 0 "
+            f"(-1: one per core), got {n_jobs!r}"
+        )
+    cores = os.cpu_count() or 1
+    wanted = n_jobs if n_jobs > 0 else max(cores + 1 + n_jobs, 1)
+    return max(min(wanted, jobs), 1)
+
+
+def record_jobs(
+    task: Callable[[DictConfig], Any],
+    configs: Sequence[DictConfig],
+    first_index: int,
+    workers: int,
+    callbacks: Any,
+) -> list[int]:
+    """Run ``task`` on each job's composed config (job ``first_index + i`` for
+    ``configs[i]``), in ``workers`` forked processes where that is safe; return the exit
+    status of each worker (empty where the jobs ran here)."""
+    if workers <= 1 or not fork_is_safe():
+        for index, config in enumerate(configs):
+            run_job_quickly(task, config, first_index + index, callbacks)
+        return []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    parent = os.getpid()
+    pids = []
+    for worker in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: never returns into the sweep's frames
+            _work(task, configs, first_index, worker, workers, callbacks, parent)
+        pids.append(pid)
+    return _wait_for(pids)
+
+
+def _work(
+    task: Callable[[DictConfig], Any],
+    configs: Sequence[DictConfig],
+    first_index: int,
+    worker: int,
+    workers: int,
+    callbacks: Any,
+    parent: int,
+) -> None:
+    """In a forked worker: record jobs ``worker``, ``worker + workers``, … and leave."""
+    status = 0
+    try:
+        _after_fork(parent)
+        for index in range(worker, len(configs), workers):
+            run_job_quickly(task, configs[index], first_index + index, callbacks)
+    except KeyboardInterrupt:
+        status = EXIT_INTERRUPTED
+    except Terminated:
+        status = EXIT_TERMINATED
+    except BaseException:  # a bug in this module: said, and the launching process goes on
+        log.exception("a fused worker stopped")
+        status = WORKER_BROKE
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)  # not the launching process's atexit handlers, nor its frames
+
+
+def _after_fork(parent: int) -> None:
+    """Make a forked worker safe to use the store: its own database connections, and an
+    end with the launching process."""
+    # The launching process's connection pools (and their locks, which one of its
+    # threads may have held at the fork) are not this process's: SQLAlchemy's advice
+    # for a fork is a new pool per engine, with the inherited connections left alone.
+    for module in ("mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store"):
+        store_class = getattr(sys.modules.get(module), "SqlAlchemyStore", None)
+        for engine in list(getattr(store_class, "_engine_map", {}).values()):
+            engine.dispose(close=False)
+    # Killed with the launching process (kill -9 included), as joblib's workers are:
+    # a resumed sweep must not meet a worker of the dead one still recording.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(EXIT_TERMINATED)
+
+
+def _wait_for(pids: list[int]) -> list[int]:
+    """Wait for every worker; on Ctrl-C or SIGTERM, stop them all first, then re-raise."""
+    statuses: dict[int, int] = {}
+    try:
+        while len(statuses) < len(pids):
+            pid, status = os.wait()
+            if pid in pids:
+                statuses[pid] = os.waitstatus_to_exitcode(status)
+    except (KeyboardInterrupt, Terminated):
+        for pid in pids:
+            if pid not in statuses:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+        for pid in pids:
+            if pid not in statuses:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+        raise
+    return [statuses[pid] for pid in pids]
+
+
+def run_job_quickly(
+    task: Callable[[DictConfig], Any], config: DictConfig, index: int, callbacks: Any
+) -> None:
+    """Run job number ``index`` of a sweep as Hydra's ``run_job`` does, less the copies
+    of its config that MLflow holds: its Hydra config set, its folder with its log and
+    ``.hydra/overrides.yaml``, the callbacks, the task. An error in the task is the
+    job's: logged, and the next job runs (as under Hydra's launchers)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override
+
+    with open_dict(config):
+        config.hydra.job.id = index
+        config.hydra.job.num = index
+    folder = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(
+        OmegaConf.select(config, "hydra.sweep.subdir")
+    )
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = str(folder.absolute())
+    HydraConfig.instance().set_config(config)
+    hydra_config = HydraConfig.get()
+    saved = folder / str(hydra_config.output_subdir or "")
+    saved.mkdir(parents=True, exist_ok=True)
+    if hydra_config.output_subdir is not None:
+        (saved / "overrides.yaml").write_text(OmegaConf.to_yaml(hydra_config.overrides.task))
+    configure_log(config.hydra.job_logging, config.hydra.verbose)  # the job's log file
+    with open_dict(config):
+        task_config = config.copy()
+        del task_config["hydra"]
+    overrides = list(OmegaConf.to_container(hydra_config.overrides.task))  # type: ignore[arg-type]
+    job = JobReturn(
+        overrides=overrides, cfg=task_config, working_dir=os.getcwd(), task_name=hydra_config.job.name
+    )
+    with env_override(hydra_config.job.env_set):
+        callbacks.on_job_start(config=config, task_function=task)
+        try:
+            job.return_value = task(task_config)
+            job.status = JobStatus.COMPLETED
+        except Exception as error:  # the job's own failure: Hydra's launchers log it and go on
+            log.exception("job %d failed", index)
+            job.return_value, job.status = error, JobStatus.FAILED
+        callbacks.on_job_end(config=config, job_return=job)
