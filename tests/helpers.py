@@ -42,6 +42,7 @@ __all__ = [
     "assert_one_line_error",
     "copy_project",
     "free_port",
+    "fused_jobs",
     "gd_run",
     "isolating_overrides",
     "log_split_at_once",
@@ -59,6 +60,7 @@ __all__ = [
     "trained",
     "two_sweeps_at_once",
     "user_env",
+    "write_job_record",
 ]
 
 
@@ -387,6 +389,45 @@ def page_drawn_by_a_fork(folder: Path) -> None:
         pictures._forked = fork
     assert [copy.exitcode for copy in copies] == [1]
     assert page.read_text() == pictures.sweep_page(config, runs)
+
+
+def fused_jobs(folder: Path, lrs: list[str], workers: int, task: Callable[[DictConfig], Any]) -> list[int]:
+    """Record one job per learning rate with :func:`pipeline.fused.record_jobs` in
+    ``workers`` forked workers (meant for a fresh interpreter), logs under ``folder``;
+    return the workers' exit statuses."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.utils import setup_globals
+    from hydra.types import RunMode
+
+    from pipeline.fused import record_jobs
+
+    setup_globals()
+    overrides = [f"paths.root={folder}", f"hydra.sweep.dir={folder / 'logs'}"]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        configs = [
+            compose("train", [*overrides, f"optimizer.lr={lr}"], return_hydra_config=True) for lr in lrs
+        ]
+    for config, lr in zip(configs, lrs, strict=True):  # as the sweeper sets them for each job
+        config.hydra.mode = RunMode.MULTIRUN
+        config.hydra.overrides.task = [f"optimizer.lr={lr}"]
+    return record_jobs(task, configs, 0, workers, Callbacks(configs[0]))
+
+
+def write_job_record(cfg: DictConfig) -> None:
+    """A task for :func:`fused_jobs`: the job's number, process and rate in a file; a
+    negative rate fails the job; a rate of 7 sleeps a minute (for a signal to find it)."""
+    import os
+    import time
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if cfg.optimizer.lr < 0:
+        raise ValueError("a job that fails")
+    number = HydraConfig.get().job.num
+    record = {"num": number, "pid": os.getpid(), "lr": cfg.optimizer.lr, "has_hydra": "hydra" in cfg}
+    Path(cfg.paths.root, f"job{number}.json").write_text(json.dumps(record))
+    if cfg.optimizer.lr == 7:
+        time.sleep(60)
 
 
 def run_command(

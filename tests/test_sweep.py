@@ -223,15 +223,20 @@ def test_basic_joblib_and_fused_launchers_give_the_same_sweep_bit_for_bit(tmp_pa
     launchers: tuple[tuple[str, list[str]], ...] = (
         ("basic", []),
         ("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.max_batch_size=5"]),
-        ("fused", ["hydra/launcher=fused"]),
+        ("fused", ["hydra/launcher=fused", "hydra.launcher.n_jobs=2"]),
     )
     for name, launcher in launchers:
         folder = prepare_data(tmp_path / name)
         result = run_stage("train", folder, *launcher, multirun=True)
         assert result.returncode == 0, result.stderr
-        if name == "fused":  # fitted ahead, and every fit taken by its job
+        if name == "fused":  # fitted ahead, recorded in two forked workers, every fit taken by its job
             assert "fused: 16 of 16 runs fitted together in 1 group(s)" in result.stdout
-            assert "were not taken" not in result.stdout + result.stderr
+            assert "fused: recording 16 runs in 2 processes" in result.stdout
+            assert "were not taken" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+            for number in range(16):  # each job's own log and the overrides that make it again
+                job = folder / "logs" / "sweep" / str(number)
+                assert "gd lr=" in (job / "train.log").read_text()
+                assert (job / ".hydra" / "overrides.yaml").read_text().startswith("- model.init.theta0=")
         if name == "joblib":  # four launches, each job numbered as in one
             numbered = {path.name for path in (folder / "logs" / "sweep").iterdir() if path.is_dir()}
             assert numbered == {str(number) for number in range(16)}
