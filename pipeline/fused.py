@@ -178,7 +178,7 @@ def run_job_quickly(
         (saved / "overrides.yaml").write_text(OmegaConf.to_yaml(hydra_config.overrides.task))
     configure_log(config.hydra.job_logging, config.hydra.verbose)  # the job's log file
     # The task's config without the hydra node (a quarter of the time of a copy less it).
-    task_config = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+    task_config = OmegaConf.masked_copy(config, [str(key) for key in config if key != "hydra"])
     overrides = list(OmegaConf.to_container(hydra_config.overrides.task))  # type: ignore[arg-type]
     job = JobReturn(
         overrides=overrides, cfg=task_config, working_dir=os.getcwd(), task_name=hydra_config.job.name
