@@ -4,8 +4,9 @@ Run with ``make bench`` (or ``.venv/bin/python bench/sweep_speed.py``). On a fre
 store in a temporary folder, with the King County training split, it times:
 
 * the sweep of 5 starting θ0 × 5 starting θ1 × 4 learning rates (1,000-iteration
-  budget, curves and models logged) with Hydra's basic launcher and with joblib
-  (``n_jobs=2``), end to end as a user runs it;
+  budget, curves and models logged) with Hydra's basic launcher, with joblib
+  (``n_jobs=2``) and with the project's fused launcher (fitted together, recorded in
+  a forked worker per core), end to end as a user runs it;
 * a per-job breakdown measured in this process: composing a job's config, the fit,
   logging its curve, logging its model, and the sweep's pictures;
 * the baseline: logging each curve with one ``log_metric`` call per step. Timed on 5
@@ -204,7 +205,7 @@ def breakdown(folder: Path) -> dict[str, float]:
         log_model,
         plot_indices,
     )
-    from pipeline.tracking import dataset_input, log_dataset_input, process_tags
+    from pipeline.tracking import context_tags, dataset_input, log_dataset_input, process_tags
     from pipeline.train import fit_with_settings, read_settings
 
     jobs = [
@@ -292,7 +293,7 @@ def breakdown(folder: Path) -> dict[str, float]:
 
     def whole_run() -> None:  # every store call a job makes, as train.run makes them, each timed
         marks = [time.perf_counter()]
-        run = mlflow.start_run(experiment_id=experiment, tags=process_tags(), log_system_metrics=False)
+        run = client.create_run(experiment, tags=context_tags() | process_tags())
         marks.append(time.perf_counter())
         log_model(settings[0].model, results[0].theta, X, RunPlace(client, run.info.run_id, experiment))
         marks.append(time.perf_counter())
@@ -311,7 +312,7 @@ def breakdown(folder: Path) -> dict[str, float]:
         )
         log_dataset_input(client, run.info.run_id, inputs)
         marks.append(time.perf_counter())
-        mlflow.end_run()
+        client.set_terminated(run.info.run_id, "FINISHED")
         marks.append(time.perf_counter())
         for name, start, end in zip(calls, marks, marks[1:], strict=False):
             calls[name].append(end - start)
@@ -390,7 +391,8 @@ def main() -> None:
         row(
             f"baseline: basic sweep, per-step logging ({BASELINE_RUNS} runs timed, x{RUNS // BASELINE_RUNS})",
             baseline,
-            f"{baseline / basic:.1f} x the basic sweep, {baseline / joblib:.1f} x joblib (goal >= 30)",
+            f"{baseline / basic:.1f} x the basic sweep, {baseline / joblib:.1f} x joblib, "
+            f"{baseline / fused:.1f} x fused (goal >= 30)",
         )
         scale_rows(root, [100, 1000, *([10000] if huge else [])])
 
