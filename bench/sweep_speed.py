@@ -20,6 +20,7 @@ store in a temporary folder, with the King County training split, it times:
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -162,15 +164,32 @@ def resume_row(root: Path, runs: int, seconds_per_run: float) -> None:
     if again.returncode != 0:
         sys.exit(f"bench: the resumed sweep failed:\n{again.stderr[-3000:]}")
     launched = re.search(r"(\d+) jobs to run \(of (\d+)\)", again.stdout + again.stderr)
+    resumed, whole = (
+        json.loads((path / "reports/sweep.json").read_text()) for path in (folder, root / f"scale{runs}")
+    )
     same = (folder / "reports/sweep.json").read_bytes() == (
         root / f"scale{runs}/reports/sweep.json"
     ).read_bytes()
     print(
         f"    kill -9 after {seconds_per_run * runs / 2:.0f} s, then again: "
         f"{launched.group(1) if launched else '?'} of {runs:,} jobs ran the second time; "
-        f"sweep.json {'equals' if same else 'DIFFERS FROM'} the uninterrupted sweep's",
+        f"sweep.json {'equals' if same else 'DIFFERS FROM'} the uninterrupted sweep's"
+        + ("" if same else f": {first_difference(resumed, whole)}"),
         flush=True,
     )
+
+
+def first_difference(resumed: Any, whole: Any, where: str = "") -> str:
+    """Where two sweep records first differ, and how (for the bench's report)."""
+    if isinstance(resumed, dict) and isinstance(whole, dict):
+        for key in sorted(set(resumed) | set(whole)):
+            if resumed.get(key) != whole.get(key):
+                return first_difference(resumed.get(key), whole.get(key), f"{where}.{key}")
+    if isinstance(resumed, list) and isinstance(whole, list) and len(resumed) == len(whole):
+        for index, (left, right) in enumerate(zip(resumed, whole, strict=True)):
+            if left != right:
+                return first_difference(left, right, f"{where}[{index}]")
+    return f"{where or 'the record'}: {str(resumed)[:200]} (resumed) against {str(whole)[:200]}"
 
 
 def mean_seconds(action: Callable[[], object], repeats: int) -> float:
