@@ -13,7 +13,7 @@ import math
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -92,8 +92,17 @@ def _drawing_inputs(config: DictConfig, runs: list[RunSummary]) -> Drawing | Non
     return Drawing(drawn, X, y, optimum, loss, group_minima(runs), summary)
 
 
-def sweep_figures(config: DictConfig, runs: list[RunSummary]) -> dict[str, Figure]:
-    """The landscape, valley and loss-curve pictures of a sweep, keyed by their path key."""
+#: A sweep's pictures, by their path key (``paths.<name>``), in the order they are listed.
+PICTURES = ("landscape", "valley", "loss_curves")
+#: Those a forked copy draws beside the page (about as long as the others take here).
+PICTURES_BESIDE_THE_PAGE = ("loss_curves",)
+
+
+def sweep_figures(
+    config: DictConfig, runs: list[RunSummary], names: Sequence[str] = PICTURES
+) -> dict[str, Figure]:
+    """The pictures ``names`` of a sweep (landscape, valley, loss curves), keyed by their
+    path key."""
     from pipeline.landscape import landscape_figure, loss_curves_figure, valley_figure
 
     inputs = _drawing_inputs(config, runs)
@@ -101,11 +110,12 @@ def sweep_figures(config: DictConfig, runs: list[RunSummary]) -> dict[str, Figur
         return {}
     drawn, X, y, optimum, loss, minima, summary = inputs
     labels = axis_labels(config)
-    return {
-        "landscape": landscape_figure(drawn, X, y, optimum, labels, loss, minima, summary),
-        "valley": valley_figure(drawn, X, y, optimum, labels, loss, minima, summary),
-        "loss_curves": loss_curves_figure(drawn, minima),
+    makers = {
+        "landscape": lambda: landscape_figure(drawn, X, y, optimum, labels, loss, minima, summary),
+        "valley": lambda: valley_figure(drawn, X, y, optimum, labels, loss, minima, summary),
+        "loss_curves": lambda: loss_curves_figure(drawn, minima),
     }
+    return {name: makers[name]() for name in PICTURES if name in names}
 
 
 def _page_grid(config: DictConfig, runs: list[RunSummary]) -> tuple[Drawing, LandscapeGrid] | None:
@@ -193,18 +203,32 @@ def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) ->
             write_atomic(page_path, lambda tmp: tmp.write_text(page))
         return page is not None
 
-    # The page (Plotly, about a second) is drawn by a forked copy of this process while
-    # this one draws the pictures; should the copy fail, it is drawn here, where an error
-    # is reported as any other.
-    page_drawer = _forked(write_page)
-    written = []
-    for name, figure in sweep_figures(config, runs).items():
-        written.append(resolve(config, config.paths[name]))
-        write_atomic(written[-1], partial(figure.savefig, format="png", dpi=110))
-    if page_drawer is not None:
-        page_drawer.join()
-    if (page_drawer is not None and page_drawer.exitcode == 0) or write_page():
+    def draw(names: Sequence[str]) -> list[Path]:
+        paths = []
+        for name, figure in sweep_figures(config, runs, names).items():
+            paths.append(resolve(config, config.paths[name]))
+            write_atomic(paths[-1], partial(figure.savefig, format="png", dpi=110))
+        return paths
+
+    def beside_the_page() -> bool:
+        draw(PICTURES_BESIDE_THE_PAGE)
+        return write_page()
+
+    # The page (Plotly, about a second) and the loss curves are drawn by a forked copy of
+    # this process while this one draws the other pictures; should the copy fail, they
+    # are drawn here, where an error is reported as any other.
+    drawer = _forked(beside_the_page)
+    here = [name for name in PICTURES if name not in PICTURES_BESIDE_THE_PAGE]
+    written = draw(here)
+    if drawer is not None:
+        drawer.join()
+    if drawer is not None and drawer.exitcode == 0:
+        written += [resolve(config, config.paths[name]) for name in PICTURES_BESIDE_THE_PAGE]
         written.append(page_path)
+    else:
+        written += draw(PICTURES_BESIDE_THE_PAGE)
+        if write_page():
+            written.append(page_path)
     if read_flag(config, "pictures.animation"):
         gif = sweep_animation(config, runs)
         if gif is not None:

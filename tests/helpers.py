@@ -382,12 +382,16 @@ def page_drawn_by_a_fork(folder: Path) -> None:
         copies.append(fork(fails))
         return copies[-1]
 
+    curves = folder / "reports" / "loss_curves.png"  # drawn by the copy beside the page
+    assert curves.stat().st_size > 0
+    curves.unlink()
     pictures._forked = failing_copy
     try:
-        assert page in pictures.write_sweep_outputs(config, sweep_key([runs[0].job_key]), runs)
+        written = pictures.write_sweep_outputs(config, sweep_key([runs[0].job_key]), runs)
     finally:
         pictures._forked = fork
     assert [copy.exitcode for copy in copies] == [1]
+    assert page in written and curves in written and curves.stat().st_size > 0
     assert page.read_text() == pictures.sweep_page(config, runs)
 
 
