@@ -135,10 +135,8 @@ def _wait_for(pids: list[int]) -> list[int]:
     """Wait for every worker; on Ctrl-C or SIGTERM, stop them all first, then re-raise."""
     statuses: dict[int, int] = {}
     try:
-        while len(statuses) < len(pids):
-            pid, status = os.wait()
-            if pid in pids:
-                statuses[pid] = os.waitstatus_to_exitcode(status)
+        for pid in pids:  # each its own: another child of this process is not reaped here
+            statuses[pid] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     except (KeyboardInterrupt, Terminated):
         for pid in pids:
             if pid not in statuses:

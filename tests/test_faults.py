@@ -291,6 +291,34 @@ def test_sigterm_to_a_joblib_sweeps_process_group_ends_every_run(prepared: Path)
 
 
 @pytest.mark.e2e
+def test_sigterm_while_the_fused_launchers_workers_record_ends_every_run(prepared: Path) -> None:
+    """The launching process stops its forked workers; each ends its run KILLED (or
+    FINISHED, had it finished), none is left RUNNING, and the exit status says SIGTERM."""
+    command = [sys.executable, "-m", "pipeline.train", "--multirun", *isolating_overrides(prepared)]
+    command += ["model.init.theta0=range(0,40)", "model.init.theta1=100", "optimizer.lr=0.1"]
+    command += ["hydra/launcher=fused", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={prepared / 'logs'}"]
+    open_store(f"sqlite:///{prepared / 'mlflow.db'}", "downhill")  # not made while this test reads it
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=user_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        client = store(prepared)
+        deadline = time.monotonic() + 120
+        while not any(run.data.tags.get("downhill.role") == "train" for run in train_runs(client)):
+            assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    statuses = [(run.data.tags["downhill.role"], run.info.status) for run in train_runs(client)]
+    assert ("sweep", "KILLED") in statuses and not any(status == "RUNNING" for _, status in statuses)
+    assert sum(role == "train" for role, _ in statuses) < 40  # stopped, not run to the end
+
+
+@pytest.mark.e2e
 def test_kill_9_loses_no_finished_run_and_the_next_sweep_tidies_up(
     prepared: Path, slow_sweep: subprocess.Popen[str]
 ) -> None:
