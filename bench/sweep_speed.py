@@ -182,7 +182,8 @@ def resume_row(root: Path, runs: int, seconds_per_run: float) -> None:
 def first_difference(resumed: Any, whole: Any, where: str = "") -> str:
     """Where two sweep records first differ, and how (for the bench's report)."""
     if isinstance(resumed, dict) and isinstance(whole, dict):
-        for key in sorted(set(resumed) | set(whole)):
+        # The runs before the minima: a run that differs explains the minima that do.
+        for key in sorted(set(resumed) | set(whole), key=lambda name: (name != "runs", name)):
             if resumed.get(key) != whole.get(key):
                 return first_difference(resumed.get(key), whole.get(key), f"{where}.{key}")
     if isinstance(resumed, list) and isinstance(whole, list) and len(resumed) == len(whole):
