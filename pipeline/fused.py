@@ -43,21 +43,6 @@ WORKER_BROKE = 70
 PR_SET_PDEATHSIG = 1
 
 
-def worker_count(n_jobs: Any, jobs: int) -> int:
-    """How many processes record ``jobs`` jobs for ``hydra.launcher.n_jobs`` (-1: one per
-    core, -2: all but one, …; never more than the jobs, never fewer than one)."""
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
-        from pipeline.errors import PipelineError
-
-        raise PipelineError(
-            f"hydra.launcher.n_jobs: expected a whole number of workers other than 0 "
-            f"(-1: one per core), got {n_jobs!r}"
-        )
-    cores = os.cpu_count() or 1
-    wanted = n_jobs if n_jobs > 0 else max(cores + 1 + n_jobs, 1)
-    return max(min(wanted, jobs), 1)
-
-
 def record_jobs(
     task: Callable[[DictConfig], Any],
     configs: Sequence[DictConfig],

@@ -4,14 +4,21 @@ A sweep asks it three things: whether the jobs run in the launching process (the
 draw their own progress line), whether joblib's workers can be started while the sweep
 is planned, and whether the jobs run on other machines (which a SQLite file cannot
 serve). A launcher not in the table runs jobs in other processes of this machine.
+The rule for how many workers ``hydra.launcher.n_jobs`` means lives here too, for the
+joblib launcher and the fused one alike.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import PipelineError
+
+log = logging.getLogger("pipeline.sweep")
 
 #: Where a Ray launcher finds a cluster of other machines.
 RAY_ADDRESS = "hydra.launcher.ray.init.address"
@@ -61,3 +68,29 @@ def traits(launcher: Any) -> Launcher:
     """The traits of a launcher object, by its class (as Hydra named it in ``_target_``)."""
     kind = type(launcher)
     return LAUNCHERS.get(f"{kind.__module__}.{kind.__qualname__}", Launcher(kind.__qualname__))
+
+
+def worker_count(n_jobs: Any, jobs: int) -> int:
+    """How many worker processes ``hydra.launcher.n_jobs`` means for ``jobs`` jobs on this
+    machine, counted as joblib counts them (-1: one per core, -2: all but one, …), never
+    more than the jobs nor fewer than one; 0 and non-numbers are refused. The joblib
+    launcher's workers and the fused launcher's follow this one rule."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise PipelineError(
+            f"hydra.launcher.n_jobs: expected a whole number of workers other than 0 "
+            f"(-1: one per core), got {n_jobs!r}"
+        )
+    cores = machine_cores()
+    if n_jobs > cores:
+        log.warning(
+            "hydra.launcher.n_jobs=%d is more than this machine's %d cores: jobs share them", n_jobs, cores
+        )
+    wanted = n_jobs if n_jobs > 0 else cores + 1 + n_jobs
+    return max(min(wanted, jobs), 1)
+
+
+def machine_cores() -> int:
+    """The cores this process may use, as joblib counts them (affinity, container quotas)."""
+    from joblib import cpu_count
+
+    return int(cpu_count())

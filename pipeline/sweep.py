@@ -42,7 +42,7 @@ from pipeline.compose import QuickComposer
 from pipeline.errors import PipelineError, exit_on_error, first_line
 from pipeline.files import file_md5, resolve
 from pipeline.keys import in_result, job_key, sweep_key
-from pipeline.launchers import launcher_of, traits
+from pipeline.launchers import launcher_of, traits, worker_count
 from pipeline.outcome import RunSummary, best_run
 from pipeline.pictures import sweep_figures, sweep_page, write_sweep_outputs
 from pipeline.progress import SweepWatch
@@ -123,24 +123,6 @@ def warm_up_imports(module: str) -> int:
     return os.getpid()
 
 
-def joblib_workers(n_jobs: Any) -> int:
-    """How many workers joblib runs for ``hydra.launcher.n_jobs`` on this machine (-1: one
-    per core, -2: all but one, …, never fewer than one); 0 and non-numbers are refused."""
-    import joblib
-
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
-        raise PipelineError(
-            f"hydra.launcher.n_jobs: expected a whole number of workers other than 0 "
-            f"(-1: one per core), got {n_jobs!r}"
-        )
-    cores = os.cpu_count() or 1
-    if n_jobs > cores:
-        log.warning(
-            "hydra.launcher.n_jobs=%d is more than this machine's %d cores: jobs share them", n_jobs, cores
-        )
-    return int(joblib.effective_n_jobs(n_jobs))
-
-
 def as_launched(settings: dict[str, Any]) -> dict[str, Any]:
     """joblib's settings as Hydra's joblib launcher passes them to ``Parallel``: the loky
     backend, and numbers given as text (``pre_dispatch: "4"``) as numbers."""
@@ -168,7 +150,7 @@ class WorkerWarmUp:
             # At most a worker per job: loky starts every worker it is allowed, each some
             # 150 MB, whether a job comes or not. The launcher gets the same count, so
             # that joblib hands it the workers warmed up here.
-            self.count = min(joblib_workers(launcher.joblib.get("n_jobs")), job_count)
+            self.count = worker_count(launcher.joblib.get("n_jobs"), job_count)
             launcher.joblib["n_jobs"] = self.count
             self.settings = as_launched(dict(launcher.joblib))
         self.thread = threading.Thread(target=self._run, name="worker-warm-up", daemon=True)

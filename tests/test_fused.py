@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import launchers
 from pipeline.errors import PipelineError
-from pipeline.fused import worker_count
+from pipeline.launchers import worker_count
 from tests.helpers import REPO_ROOT, user_env
 
 
@@ -26,7 +27,7 @@ from tests.helpers import REPO_ROOT, user_env
 def test_the_workers_are_the_cores_asked_for_and_no_more_than_the_jobs(
     monkeypatch: pytest.MonkeyPatch, n_jobs: int, jobs: int, cores: int, workers: int
 ) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(launchers, "machine_cores", lambda: cores)
     assert worker_count(n_jobs, jobs) == workers
 
 

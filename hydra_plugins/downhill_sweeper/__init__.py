@@ -53,7 +53,7 @@ class FusedLauncher(BasicLauncher):
 
     def workers(self, jobs: int) -> int:
         """How many processes record ``jobs`` jobs (1: this one)."""
-        from pipeline.fused import worker_count
+        from pipeline.launchers import worker_count
         from pipeline.passes import fork_is_safe
 
         return worker_count(self.n_jobs, jobs) if fork_is_safe() else 1
