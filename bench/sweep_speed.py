@@ -75,9 +75,14 @@ def prepared(folder: Path) -> Path:
 
 
 def sweep_seconds(folder: Path, launcher: list[str]) -> float:
+    """A 100-run sweep as a user runs it, into a new store in ``folder``."""
+    from tools.workspace import user_env
+
     command = [sys.executable, "-m", "pipeline.train", "--multirun", *GRID, *launcher, *overrides(folder)]
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    # The user's environment: this process's MLFLOW_TRACKING_URI (which MLflow's
+    # set_tracking_uri writes) would send every sweep to the breakdown's store.
+    done = subprocess.run(command, cwd=REPO_ROOT, env=user_env(), capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"bench: the sweep failed:\n{done.stderr[-3000:]}")
@@ -108,7 +113,10 @@ REPORT_GOALS = {
 
 def scale_rows(root: Path, sizes: list[int]) -> None:
     """Seconds per run and peak memory as the sweep grows, each size on a fresh store."""
+    from pipeline.keys import code_digest
     from tools.measure import measured_run
+
+    code = code_digest.__wrapped__()  # read again at the resume: an edit meanwhile voids it
 
     first = None
     per_run_of: dict[int, float] = {}
@@ -136,17 +144,19 @@ def scale_rows(root: Path, sizes: list[int]) -> None:
             flush=True,
         )
     if 1000 in per_run_of:
-        resume_row(root, 1000, per_run_of[1000])
+        resume_row(root, 1000, per_run_of[1000], code)
 
 
-def resume_row(root: Path, runs: int, seconds_per_run: float) -> None:
+def resume_row(root: Path, runs: int, seconds_per_run: float, code: str) -> None:
     """A ``runs``-run sweep killed with SIGKILL (its whole process group, workers too)
     halfway, then run again: how many jobs the second run launched, and whether its
-    ``sweep.json`` is the uninterrupted sweep's (``root/scale<runs>``), byte for byte."""
+    ``sweep.json`` is the uninterrupted sweep's (``root/scale<runs>``), byte for byte.
+    ``code``: the train stage's code digest when the uninterrupted sweep started."""
     import os
     import re
     import signal
 
+    from pipeline.keys import code_digest
     from tools.workspace import user_env
 
     folder = prepared(root / f"resume{runs}")
@@ -170,6 +180,12 @@ def resume_row(root: Path, runs: int, seconds_per_run: float) -> None:
     same = (folder / "reports/sweep.json").read_bytes() == (
         root / f"scale{runs}/reports/sweep.json"
     ).read_bytes()
+    if not same and code_digest.__wrapped__() != code:
+        print(
+            "    void: the train stage's code was edited while the bench ran (its job keys "
+            "hash the code), so the resumed sweep is another sweep; run the bench again",
+            flush=True,
+        )
     print(
         f"    kill -9 after {seconds_per_run * runs / 2:.0f} s, then again: "
         f"{launched.group(1) if launched else '?'} of {runs:,} jobs ran the second time; "
@@ -182,8 +198,10 @@ def resume_row(root: Path, runs: int, seconds_per_run: float) -> None:
 def first_difference(resumed: Any, whole: Any, where: str = "") -> str:
     """Where two sweep records first differ, and how (for the bench's report)."""
     if isinstance(resumed, dict) and isinstance(whole, dict):
-        # The runs before the minima: a run that differs explains the minima that do.
-        for key in sorted(set(resumed) | set(whole), key=lambda name: (name != "runs", name)):
+        # The sweep's key first (all job keys differ where it does: other code or data),
+        # then the runs: a run that differs explains the minima that do.
+        order = {"sweep_key": 0, "runs": 1}
+        for key in sorted(set(resumed) | set(whole), key=lambda name: (order.get(name, 2), name)):
             if resumed.get(key) != whole.get(key):
                 return first_difference(resumed.get(key), whole.get(key), f"{where}.{key}")
     if isinstance(resumed, list) and isinstance(whole, list) and len(resumed) == len(whole):
@@ -393,6 +411,11 @@ def main() -> None:
                     f"per job, {seconds / RUN_LOGGING_GOAL:.2f} of the {1000 * RUN_LOGGING_GOAL:.0f} ms goal"
                 )
             row(label, seconds, ratio)
+        # Each sweep makes a new store, a copy of the empty-store template that the first
+        # store on a machine makes (pipeline.tracking.new_sqlite_store): made here, untimed.
+        from pipeline.tracking import new_sqlite_store
+
+        new_sqlite_store(root / "first-store.db")
         basic = sweep_seconds(prepared(root / "basic"), [])
         row(f"sweep of {RUNS} runs, basic launcher", basic, f"{basic / TARGET_SECONDS:.2f} of the 12 s goal")
         joblib = sweep_seconds(

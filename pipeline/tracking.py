@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -321,6 +322,8 @@ def _open_store(
     uri: str, database: Path | None, experiment: str | None, create: bool, check: bool
 ) -> OpenStore:
     """:func:`open_store`, under the store lock where ``create``."""
+    if database is not None and create and not database.exists():
+        new_sqlite_store(database)
     if database is not None and database.is_file():
         if check:
             quick_check(database)
@@ -343,6 +346,106 @@ def _open_store(
     if database is not None and create:
         record_folder(database)
     return OpenStore(uri, client, experiment, experiment_id)
+
+
+def new_sqlite_store(database: Path) -> None:
+    """Make a new, empty SQLite store at ``database``, put in place whole.
+
+    MLflow makes a store by running its schema migrations, some fifty of them, about
+    2.5 s of Python (loading each migration, reflecting tables), a sweep's longest
+    serial step on a new project. So they are run once for each set of the versions that
+    shape the schema (MLflow, alembic, SQLAlchemy, SQLite), into a template in
+    :func:`store_templates`, and a new store is a copy of it (milliseconds); MLflow
+    then adds its ``Default`` experiment as it does to a store it made itself. A test
+    compares such a store with one MLflow makes from nothing. Where the templates'
+    folder cannot be written, the migrations run for this store.
+
+    The store is built in a scratch file beside it, synced to disk, then linked into
+    place (never over a store another process made meanwhile): a process that dies
+    midway leaves no half-made store.
+    """
+    scratch = database.with_name(f"{database.name}.new-{os.getpid()}")
+    scratch.unlink(missing_ok=True)  # left by a process with this PID that died
+    try:
+        template = _store_template()
+        if template is not None:
+            shutil.copyfile(template, scratch)
+        else:
+            _migrated(scratch)
+        _publish(scratch, database)
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+#: Where the empty-store templates are kept, if not in :func:`store_templates`'s default.
+CACHE_ENV = "DOWNHILL_CACHE_DIR"
+
+
+def store_templates() -> Path:
+    """The folder of the empty-store templates: ``$DOWNHILL_CACHE_DIR``, else
+    ``downhill/`` in the user's cache folder (``$XDG_CACHE_HOME``, else ``~/.cache``)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "downhill"
+
+
+def _store_template() -> Path | None:
+    """The empty store of this process's MLflow, alembic, SQLAlchemy and SQLite (made on
+    first use); None where it cannot be kept."""
+    import sqlite3
+    from importlib.metadata import version
+
+    versions = "-".join(f"{name}{version(name)}" for name in ("mlflow", "alembic", "sqlalchemy"))
+    template = store_templates() / f"empty-store-{versions}-sqlite{sqlite3.sqlite_version}.db"
+    if template.is_file():
+        return template
+    scratch = template.with_name(f"{template.name}.new-{os.getpid()}")
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        scratch.unlink(missing_ok=True)
+        _migrated(scratch)
+        _publish(scratch, template)
+    except OSError:  # a read-only or full cache folder: each new store is migrated
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            scratch.unlink(missing_ok=True)
+    return template
+
+
+def _migrated(database: Path) -> None:
+    """Run MLflow's schema migrations on a new file, unsynced (it is a scratch file)."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(f"{SQLITE_PREFIX}{database}", poolclass=NullPool)
+
+    def unsynced(connection: Any, _: Any) -> None:
+        connection.execute("PRAGMA synchronous=OFF")
+
+    sqlalchemy.event.listen(engine, "connect", unsynced)
+    # As client_for has them: no "Creating initial MLflow database tables" at INFO, and a
+    # failure said in one line where it is caught, not logged with its traceback first.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    try:
+        _initialize_tables(engine)  # type: ignore[no-untyped-call]
+    finally:
+        engine.dispose()
+
+
+def _publish(scratch: Path, target: Path) -> None:
+    """Sync ``scratch`` and link it to ``target``, unless a file is there already."""
+    with open(scratch, "rb") as made:
+        os.fsync(made.fileno())
+    with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+        os.link(scratch, target)
+    directory = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def quick_check(database: Path) -> None:

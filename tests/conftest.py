@@ -6,6 +6,7 @@ Helpers (running a stage, copying the project, checking a one-line error) are in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,20 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import pipeline  # noqa: F401  (sets the defaults of offline.env for every test and its subprocesses)
+from pipeline.tracking import CACHE_ENV
 from tests.helpers import CONF_DIR, STORE_TEMPLATE, ComposeFn, isolating_overrides, prepare_data
 
 
 @pytest.fixture(autouse=True, scope="session")
-def store_template(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Where :func:`tests.helpers.seed_store` keeps the empty store it copies (made on first use)."""
-    STORE_TEMPLATE[:] = [tmp_path_factory.mktemp("store-template")]
+def store_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The project's empty-store template (:func:`pipeline.tracking.new_sqlite_store`) is
+    kept under the session's tmp folder, for the tests and their subprocesses, not in the
+    user's cache; :func:`tests.helpers.prepare_data` lays a store in each test's folder."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(folder))
+        STORE_TEMPLATE[:] = [folder]
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -73,39 +73,20 @@ def isolating_overrides(tmp_path: Path) -> list[str]:
     ]
 
 
-#: Where this test process keeps its empty MLflow store (set by conftest's session fixture).
+#: The folder of the project's empty-store template in a test process (set by conftest's
+#: session fixture; empty in a helper run as a subprocess of its own).
 STORE_TEMPLATE: list[Path] = []
 
 
 def seed_store(folder: Path) -> Path:
-    """Lay an empty MLflow store at ``folder/mlflow.db``, its ``Default`` experiment under
-    ``folder`` as the project's stores have it; return the database's path.
+    """Lay an empty MLflow store at ``folder/mlflow.db`` as the project makes one (a copy
+    of its empty-store template, :func:`pipeline.tracking.new_sqlite_store`, kept for the
+    session under its tmp folder); return the database's path."""
+    from pipeline.tracking import new_sqlite_store
 
-    MLflow makes a new SQLite store by running its 50-odd schema migrations, about 1.3 s
-    (22 tests of the fast tier made one each, a third of its time). This copies one that
-    MLflow made once in this test process. ``test_a_seeded_store_is_the_store_mlflow_makes``
-    checks the copy against a store made from nothing; the tests of new stores (two
-    sweeps at once, ``dvc repro`` on a fresh clone) still make theirs from nothing.
-    """
-    import shutil
-    import sqlite3
-
-    from pipeline.tracking import artifact_root
-
-    template = STORE_TEMPLATE[0] / "mlflow.db"
-    if not template.is_file():
-        from mlflow.tracking import MlflowClient
-
-        made = template.with_name("making.db")
-        MlflowClient(tracking_uri=f"sqlite:///{made}").search_experiments()
-        made.rename(template)  # whole or not at all: a test stopped midway leaves no half store
     database = folder / "mlflow.db"
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template, database)
-    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
-        connection.execute(
-            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (artifact_root(database),)
-        )
+    new_sqlite_store(database)
     return database
 
 

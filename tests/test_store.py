@@ -15,8 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import store, train
-from pipeline.tracking import FOLDER_TABLE, open_store
-from tests.helpers import REPO_ROOT, START_ONE_RUN, project_cfg, seed_store, trained
+from pipeline.tracking import CACHE_ENV, FOLDER_TABLE, open_store
+from tests.helpers import REPO_ROOT, START_ONE_RUN, project_cfg, trained
 
 #: Each trains a project into a real MLflow store and reads it back (test-fast leaves them out).
 pytestmark = pytest.mark.integration
@@ -42,16 +42,30 @@ def store_contents(database: Path) -> dict[str, Any]:
     return {"schema": schema, "version": version, "experiments": places, "folder": recorded == [(folder,)]}
 
 
-def test_a_seeded_store_is_the_store_mlflow_makes(tmp_path: Path) -> None:
-    """The tests' empty store (:func:`tests.helpers.seed_store`), once the project opens it,
-    holds what a store MLflow makes from nothing holds."""
-    seed_store(tmp_path / "seeded")
-    made, seeded = (f"sqlite:///{tmp_path / name / 'mlflow.db'}" for name in ("made", "seeded"))
-    open_store(made, "downhill")
-    open_store(seeded, "downhill")
+def test_a_new_store_is_the_store_mlflow_makes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new store, a copy of the empty-store template (made once, then kept), holds once
+    the project opens it what a store MLflow makes from nothing holds; so does one made
+    where the template cannot be kept (its folder is a file), and no scratch file is left."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+
+    def uri(name: str) -> str:
+        (tmp_path / name).mkdir(exist_ok=True)
+        return f"sqlite:///{tmp_path / name / 'mlflow.db'}"
+
+    MlflowClient(uri("made")).search_experiments()  # MLflow's own migrations, from nothing
+    open_store(uri("made"), "downhill")
     expected = store_contents(tmp_path / "made" / "mlflow.db")
     assert len(expected["experiments"]) == 2 and expected["folder"]
-    assert store_contents(tmp_path / "seeded" / "mlflow.db") == expected
+    for name in ("copied", "copied_again"):
+        open_store(uri(name), "downhill")
+        assert store_contents(tmp_path / name / "mlflow.db") == expected
+    templates = list((tmp_path / "cache").iterdir())
+    assert len(templates) == 1 and templates[0].name.startswith("empty-store-mlflow"), templates
+    (tmp_path / "a file").write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "a file" / "cache"))
+    open_store(uri("migrated"), "downhill")
+    assert store_contents(tmp_path / "migrated" / "mlflow.db") == expected
+    assert not [path for path in tmp_path.rglob("*") if ".new-" in path.name]
 
 
 def test_a_deleted_store_is_noticed_by_the_store_stage(tmp_path: Path) -> None:
