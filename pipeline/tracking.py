@@ -393,9 +393,12 @@ def _store_template() -> Path | None:
     """The empty store of this process's MLflow, alembic, SQLAlchemy and SQLite (made on
     first use); None where it cannot be kept."""
     import sqlite3
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    versions = "-".join(f"{name}{version(name)}" for name in ("mlflow", "alembic", "sqlalchemy"))
+    try:  # the installed distributions' versions (importing alembic for its own: 0.3 s)
+        versions = "-".join(f"{name}{version(name)}" for name in ("mlflow", "alembic", "sqlalchemy"))
+    except PackageNotFoundError:  # installed otherwise (mlflow-skinny): no template to trust
+        return None
     template = store_templates() / f"empty-store-{versions}-sqlite{sqlite3.sqlite_version}.db"
     if template.is_file():
         return template
