@@ -362,10 +362,12 @@ def new_sqlite_store(database: Path) -> None:
 
     The store is built in a scratch file beside it, synced to disk, then linked into
     place (never over a store another process made meanwhile): a process that dies
-    midway leaves no half-made store.
+    midway leaves no half-made store. Called under :func:`store_lock`, so any scratch
+    file already beside ``database`` is a dead process's, and is removed.
     """
+    for left in database.parent.glob(f"{database.name}.new-*"):
+        left.unlink(missing_ok=True)
     scratch = database.with_name(f"{database.name}.new-{os.getpid()}")
-    scratch.unlink(missing_ok=True)  # left by a process with this PID that died
     try:
         template = _store_template()
         if template is not None:
@@ -442,8 +444,13 @@ def _publish(scratch: Path, target: Path) -> None:
     """Sync ``scratch`` and link it to ``target``, unless a file is there already."""
     with open(scratch, "rb") as made:
         os.fsync(made.fileno())
-    with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+    try:
         os.link(scratch, target)
+    except FileExistsError:  # made meanwhile by another process
+        pass
+    except OSError:  # a file system without hard links
+        if not target.exists():
+            os.replace(scratch, target)
     directory = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

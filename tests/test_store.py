@@ -45,7 +45,8 @@ def store_contents(database: Path) -> dict[str, Any]:
 def test_a_new_store_is_the_store_mlflow_makes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A new store, a copy of the empty-store template (made once, then kept), holds once
     the project opens it what a store MLflow makes from nothing holds; so does one made
-    where the template cannot be kept (its folder is a file), and no scratch file is left."""
+    where the template cannot be kept (its folder is a file), and no scratch file is left,
+    a dead process's included."""
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
 
     def uri(name: str) -> str:
@@ -56,6 +57,8 @@ def test_a_new_store_is_the_store_mlflow_makes(tmp_path: Path, monkeypatch: pyte
     open_store(uri("made"), "downhill")
     expected = store_contents(tmp_path / "made" / "mlflow.db")
     assert len(expected["experiments"]) == 2 and expected["folder"]
+    uri("copied")
+    (tmp_path / "copied" / "mlflow.db.new-99999").write_text("a store half made by a process now dead")
     for name in ("copied", "copied_again"):
         open_store(uri(name), "downhill")
         assert store_contents(tmp_path / name / "mlflow.db") == expected
