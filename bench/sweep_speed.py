@@ -180,6 +180,12 @@ def resume_row(root: Path, runs: int, seconds_per_run: float, code: str) -> None
     same = (folder / "reports/sweep.json").read_bytes() == (
         root / f"scale{runs}/reports/sweep.json"
     ).read_bytes()
+    if launched and int(launched.group(1)) == runs:
+        print(
+            "    void: the first sweep had ended by the kill (the machine ran faster than during "
+            "the uninterrupted sweep), so the second was a new sweep, not a resume",
+            flush=True,
+        )
     if not same and code_digest.__wrapped__() != code:
         print(
             "    void: the train stage's code was edited while the bench ran (its job keys "
