@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,18 +237,22 @@ def client_for(uri: str) -> MlflowClient:
     """
     from mlflow.tracking import MlflowClient
 
-    # MLflow announces store creation and its input-example check at INFO on every
-    # run: noise in a sweep and between a mistake and its one-line message.
-    for name in ("mlflow.pyfunc", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # Its SQL store also logs every database error with its traceback (some 40 lines)
-    # before raising it: the project says each in one line where it is caught.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    _quiet_store_logs()
     client = MlflowClient(tracking_uri=uri)
     if not _frozen:
         _frozen.append(True)
         gc.freeze()
     return client
+
+
+def _quiet_store_logs() -> None:
+    """MLflow announces store creation and its input-example check at INFO on every run:
+    noise in a sweep and between a mistake and its one-line message. Its SQL store also
+    logs every database error with its traceback (some 40 lines) before raising it: the
+    project says each in one line where it is caught."""
+    for name in ("mlflow.pyfunc", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 #: Whether this process froze its imports (see :func:`client_for`).
@@ -367,16 +371,11 @@ def new_sqlite_store(database: Path) -> None:
     """
     for left in database.parent.glob(f"{database.name}.new-*"):
         left.unlink(missing_ok=True)
-    scratch = database.with_name(f"{database.name}.new-{os.getpid()}")
-    try:
-        template = _store_template()
-        if template is not None:
-            shutil.copyfile(template, scratch)
-        else:
-            _migrated(scratch)
-        _publish(scratch, database)
-    finally:
-        scratch.unlink(missing_ok=True)
+    template = _store_template()
+    if template is not None:
+        _made_whole(database, lambda scratch: shutil.copyfile(template, scratch))
+    else:
+        _made_whole(database, _migrated)
 
 
 #: Where the empty-store templates are kept, if not in :func:`store_templates`'s default.
@@ -404,17 +403,11 @@ def _store_template() -> Path | None:
     template = store_templates() / f"empty-store-{versions}-sqlite{sqlite3.sqlite_version}.db"
     if template.is_file():
         return template
-    scratch = template.with_name(f"{template.name}.new-{os.getpid()}")
     try:
         template.parent.mkdir(parents=True, exist_ok=True)
-        scratch.unlink(missing_ok=True)
-        _migrated(scratch)
-        _publish(scratch, template)
+        _made_whole(template, _migrated)
     except OSError:  # a read-only or full cache folder: each new store is migrated
         return None
-    finally:
-        with contextlib.suppress(OSError):
-            scratch.unlink(missing_ok=True)
     return template
 
 
@@ -430,14 +423,24 @@ def _migrated(database: Path) -> None:
         connection.execute("PRAGMA synchronous=OFF")
 
     sqlalchemy.event.listen(engine, "connect", unsynced)
-    # As client_for has them: no "Creating initial MLflow database tables" at INFO, and a
-    # failure said in one line where it is caught, not logged with its traceback first.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    _quiet_store_logs()
     try:
         _initialize_tables(engine)  # type: ignore[no-untyped-call]
     finally:
         engine.dispose()
+
+
+def _made_whole(target: Path, build: Callable[[Path], object]) -> None:
+    """Make ``target`` by ``build`` on a scratch file beside it (this process's), then
+    :func:`_publish` it; the scratch file is gone afterwards, whatever happened."""
+    scratch = target.with_name(f"{target.name}.new-{os.getpid()}")
+    try:
+        scratch.unlink(missing_ok=True)  # left by a process with this PID that died
+        build(scratch)
+        _publish(scratch, target)
+    finally:
+        with contextlib.suppress(OSError):  # its folder may be what failed
+            scratch.unlink(missing_ok=True)
 
 
 def _publish(scratch: Path, target: Path) -> None:
