@@ -238,6 +238,7 @@ def client_for(uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
     _quiet_store_logs()
+    _sync_write_ahead_logs_less()
     client = MlflowClient(tracking_uri=uri)
     if not _frozen:
         _frozen.append(True)
@@ -257,6 +258,40 @@ def _quiet_store_logs() -> None:
 
 #: Whether this process froze its imports (see :func:`client_for`).
 _frozen: list[bool] = []
+
+
+def _sync_write_ahead_logs_less() -> None:
+    """Have this process's SQLite connections to a store in write-ahead-log mode sync
+    at checkpoints, not at every commit (``PRAGMA synchronous=NORMAL``, SQLite's advice
+    for that mode).
+
+    A run is a dozen transactions; at every commit SQLite's default waits for the
+    disk twice, some 3–7 ms each time on the development machine, while the
+    transaction holds the store's lock: a third of a run's MLflow time, and the other
+    worker of a sweep waits as well. A process killed (``kill -9``) loses nothing
+    committed this way; a power cut or a crash of the machine may undo the last
+    commits, never damage the file (a resumed sweep runs those jobs again). A store
+    in rollback-journal mode (one from before :func:`write_ahead`) keeps syncing
+    every commit: there, fewer syncs could damage the file on a power cut.
+    """
+    if _syncing_less:
+        return
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    def fewer_syncs(connection: Any, _: Any) -> None:
+        is_sqlite = isinstance(connection, sqlite3.Connection)
+        if is_sqlite and connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            connection.execute("PRAGMA synchronous=NORMAL")
+
+    event.listen(Pool, "connect", fewer_syncs)
+    _syncing_less.append(True)
+
+
+#: Whether this process's pools set the pragma above on each new connection.
+_syncing_less: list[bool] = []
 
 
 def context_tags() -> dict[str, str]:
@@ -331,6 +366,8 @@ def _open_store(
     if database is not None and database.is_file():
         if check:
             quick_check(database)
+        if create:
+            write_ahead(database)  # a store from before new stores were made so
         old = moved_from(database)
         if old is not None:
             try:
@@ -367,15 +404,25 @@ def new_sqlite_store(database: Path) -> None:
     The store is built in a scratch file beside it, synced to disk, then linked into
     place (never over a store another process made meanwhile): a process that dies
     midway leaves no half-made store. Called under :func:`store_lock`, so any scratch
-    file already beside ``database`` is a dead process's, and is removed.
+    file already beside ``database`` is a dead process's, and is removed; so is a
+    deleted store's log, journal or shared-memory index (left where the store was deleted
+    while a process, the MLflow UI say, held it open, or by a process killed mid-write):
+    SQLite would read a stale log into the new file and find it malformed.
     """
     for left in database.parent.glob(f"{database.name}.new-*"):
         left.unlink(missing_ok=True)
+    for suffix in ("-wal", "-shm", "-journal"):
+        database.with_name(database.name + suffix).unlink(missing_ok=True)
     template = _store_template()
-    if template is not None:
-        _made_whole(database, lambda scratch: shutil.copyfile(template, scratch))
-    else:
-        _made_whole(database, _migrated)
+
+    def build(scratch: Path) -> None:
+        if template is not None:
+            shutil.copyfile(template, scratch)
+        else:
+            _migrated(scratch)
+        write_ahead(scratch)
+
+    _made_whole(database, build)
 
 
 #: Where the empty-store templates are kept, if not in :func:`store_templates`'s default.
@@ -459,6 +506,28 @@ def _publish(scratch: Path, target: Path) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def write_ahead(database: Path) -> None:
+    """Put a SQLite store in write-ahead-log mode (a mark in its file), where no other
+    process holds it open; else it is left as it is, and asked again at the next open.
+
+    In that mode a commit appends to ``mlflow.db-wal`` beside the file, readers (the
+    MLflow UI, a sweep reading its runs back) never wait for a writer, and commits
+    need not each wait for the disk (:func:`_sync_write_ahead_logs_less`): with two
+    workers of a sweep, a run's MLflow calls took 47 ms instead of 121. SQLite folds the
+    log back into the file when the last connection closes. The store's folder must be
+    on a local disk (SQLite's write-ahead log needs shared memory between processes):
+    a store shared between machines belongs on a team server.
+    """
+    import sqlite3
+
+    # Locked, read-only or damaged: left alone, for the store's own errors to say so later.
+    with (
+        contextlib.suppress(sqlite3.Error),
+        contextlib.closing(sqlite3.connect(database, timeout=0)) as connection,
+    ):
+        connection.execute("PRAGMA journal_mode=WAL")
 
 
 def quick_check(database: Path) -> None:
