@@ -265,9 +265,9 @@ def _sync_write_ahead_logs_less() -> None:
     at checkpoints, not at every commit (``PRAGMA synchronous=NORMAL``, SQLite's advice
     for that mode).
 
-    A run is a dozen transactions; at every commit SQLite's default waits for the
-    disk twice, some 3–7 ms each time on the development machine, while the
-    transaction holds the store's lock: a third of a run's MLflow time, and the other
+    A run is some 17 transactions; at every commit SQLite's default waits for the
+    disk, some 2.7 ms a commit on the development machine, while the
+    transaction holds the store's lock: much of a run's MLflow time, and the other
     worker of a sweep waits as well. A process killed (``kill -9``) loses nothing
     committed this way; a power cut or a crash of the machine may undo the last
     commits, never damage the file (a resumed sweep runs those jobs again). A store
@@ -514,8 +514,9 @@ def write_ahead(database: Path) -> None:
 
     In that mode a commit appends to ``mlflow.db-wal`` beside the file, readers (the
     MLflow UI, a sweep reading its runs back) never wait for a writer, and commits
-    need not each wait for the disk (:func:`_sync_write_ahead_logs_less`): with two
-    workers of a sweep, a run's MLflow calls took 47 ms instead of 121. SQLite folds the
+    need not each wait for the disk (:func:`_sync_write_ahead_logs_less`): a run's
+    MLflow calls took 67–70 ms instead of 87–95, a 1,000-run sweep 0.83 × its time
+    (``docs/speed.md``). SQLite folds the
     log back into the file when the last connection closes. The store's folder must be
     on a local disk (SQLite's write-ahead log needs shared memory between processes):
     a store shared between machines belongs on a team server.
