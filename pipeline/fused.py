@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 from pipeline.passes import fork_is_safe
+from pipeline.tracking import store_engines
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -104,10 +105,8 @@ def _after_fork(parent: int) -> None:
     # The launching process's connection pools (and their locks, which one of its
     # threads may have held at the fork) are not this process's: SQLAlchemy's advice
     # for a fork is a new pool per engine, with the inherited connections left alone.
-    for module in ("mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store"):
-        store_class = getattr(sys.modules.get(module), "SqlAlchemyStore", None)
-        for engine in list(getattr(store_class, "_engine_map", {}).values()):
-            engine.dispose(close=False)
+    for engine in store_engines():
+        engine.dispose(close=False)
     # Killed with the launching process (kill -9 included), as joblib's workers are:
     # a resumed sweep must not meet a worker of the dead one still recording.
     with contextlib.suppress(OSError, AttributeError):

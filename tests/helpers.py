@@ -90,16 +90,6 @@ def seed_store(folder: Path) -> Path:
     return database
 
 
-def close_store_connections() -> None:
-    """Close this process's connections to MLflow's stores, as a new process starts: a
-    store's write-ahead log takes the writes of a connection opened before its file was
-    made read-only."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    for engine in SqlAlchemyStore._engine_map.values():
-        engine.dispose()
-
-
 def prepare_data(folder: Path, *overrides: str, store: bool = True) -> Path:
     """``folder`` with the King County data (or as overridden) ingested and split, ready to
     train, and (``store``) an empty MLflow store (:func:`seed_store`) where it has none, in a

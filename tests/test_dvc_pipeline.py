@@ -60,6 +60,8 @@ def test_dvc_repro_runs_everything_then_nothing_then_only_what_changed(
         "mlflow.db",
     ):
         assert (project / output).is_file(), output
+    # The store at rest is one file: every stage's write-ahead log folded back into it.
+    assert not list(project.glob("mlflow.db-*"))
 
     # The default store, at the copy's root: one sweep parent and one child per job.
     uri = f"sqlite:///{project / 'mlflow.db'}"

@@ -13,6 +13,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from pipeline.tracking import close_stores
 from tests.helpers import REPO_ROOT, prepare_data, run_stage, user_env
 
 START = ["model.init.theta0=0", "model.init.theta1=100", "optimizer.max_iter=200"]
@@ -55,6 +56,10 @@ def test_prune_keeps_what_is_relied_on_and_purges_the_rest(tmp_path: Path) -> No
 
     # A copy prunes its own store only: the original keeps every file.
     copy = tmp_path / "copy"
+    # A project is copied when nothing holds its store open: reading and closing its
+    # files here would drop this process's locks on them (POSIX locks are per process),
+    # and the next process to close the store would take itself for the last one.
+    close_stores()
     shutil.copytree(project, copy, symlinks=True)
     before = artifact_files(project)
     pruned_copy = command("prune", copy, "--keep=1", f"paths.root={copy}")

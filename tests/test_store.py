@@ -15,8 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import store, train
-from pipeline.tracking import CACHE_ENV, FOLDER_TABLE, open_store
-from tests.helpers import REPO_ROOT, START_ONE_RUN, close_store_connections, project_cfg, trained
+from pipeline.tracking import CACHE_ENV, FOLDER_TABLE, close_stores, open_store
+from tests.helpers import REPO_ROOT, START_ONE_RUN, project_cfg, trained
 
 #: Each trains a project into a real MLflow store and reads it back (test-fast leaves them out).
 pytestmark = pytest.mark.integration
@@ -87,6 +87,7 @@ def test_a_deleted_store_is_noticed_by_the_store_stage(tmp_path: Path) -> None:
 
 def test_a_copied_project_writes_only_into_its_own_store(tmp_path: Path) -> None:
     original = trained(tmp_path / "original")
+    close_stores()  # a project is copied when nothing holds its store open
     before = sorted(str(p.relative_to(original)) for p in original.rglob("*"))
     copy = tmp_path / "copy"
     shutil.copytree(original, copy, symlinks=True)  # as `cp -a` does
@@ -135,6 +136,7 @@ def test_a_copy_that_never_trained_reads_its_own_files(
 ) -> None:
     original = trained(tmp_path / "original")
     copy = tmp_path / "copy"
+    close_stores()  # a project is copied when nothing holds its store open
     shutil.copytree(original, copy, symlinks=True)
     shutil.rmtree(original)  # the copy must not have been reading the original's model files
     assert predict_1500(capsys, copy) > 0
@@ -255,7 +257,7 @@ def test_a_read_only_store_is_one_line(tmp_path: Path) -> None:
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     open_store(uri, "downhill")
-    close_store_connections()  # the store made read-only, then opened (a new process)
+    close_stores()  # the store made read-only, then opened (a new process)
     # chmod does not stop root (CI runs as root); the immutable flag does.
     if subprocess.run(["chattr", "+i", str(tmp_path / "mlflow.db")], capture_output=True).returncode != 0:
         pytest.skip("this filesystem has no immutable flag")
@@ -291,6 +293,7 @@ def test_a_read_only_project_predicts_and_a_moved_one_says_what_to_do(
 
     project = trained(tmp_path / "project")
     moved = tmp_path / "moved"
+    close_stores()  # a project is copied when nothing holds its store open
     shutil.copytree(project, moved, symlinks=True)
     # chmod does not stop root (CI runs as root); the immutable flag does.
     if subprocess.run(["chattr", "-R", "+i", str(tmp_path)], capture_output=True).returncode != 0:
@@ -387,10 +390,10 @@ def synchronous(client: MlflowClient) -> int:
 
 
 def test_a_store_logs_ahead_and_syncs_at_checkpoints(tmp_path: Path) -> None:
-    """A new store is in write-ahead-log mode, and MLflow's connections to it sync at
-    checkpoints; a store from before (rollback journal, syncing every commit) is switched
-    by the next stage that writes, not while another process holds it open, nor by a
-    command that only reads."""
+    """A store opened by a stage that writes is in write-ahead-log mode, and MLflow's
+    connections to it sync at checkpoints; a store at rest (rollback journal, as MLflow
+    makes it, syncing every commit) is not switched while another process holds it
+    open, nor by a command that only reads."""
     from pipeline.tracking import write_ahead
 
     new = tmp_path / "new" / "mlflow.db"
@@ -403,7 +406,7 @@ def test_a_store_logs_ahead_and_syncs_at_checkpoints(tmp_path: Path) -> None:
     assert journal_mode(old) == "delete" and synchronous(before) == 2
     open_store(f"sqlite:///{old}", create=False)
     assert journal_mode(old) == "delete"
-    close_store_connections()
+    close_stores()
     with contextlib.closing(sqlite3.connect(old, isolation_level=None)) as reader:
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM experiments").fetchall()  # another process reading
@@ -418,7 +421,7 @@ def test_a_store_deleted_while_open_is_made_anew(tmp_path: Path) -> None:
     it) is made anew and whole: the old store's log is not read into the new file."""
     database = tmp_path / "mlflow.db"
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDS_A_STORE, f"sqlite:///{database}"],
+        [sys.executable, "-c", HOLDS_A_STORE, f"sqlite:///{database}", "60"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -436,15 +439,37 @@ def test_a_store_deleted_while_open_is_made_anew(tmp_path: Path) -> None:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-#: A process that makes a store, records a run in it and keeps it open until killed.
+#: A process that makes a store, records a run in it and keeps it open for the given
+#: seconds (until killed), then ends as a stage ends.
 HOLDS_A_STORE = """
 import sys, time
 from pipeline.tracking import open_store
 store = open_store(sys.argv[1], "downhill")
-store.client.create_run(store.experiment)
+store.client.set_terminated(store.client.create_run(store.experiment).info.run_id)
 print("open", flush=True)
-time.sleep(60)
+time.sleep(float(sys.argv[2]))
 """
+
+
+def test_a_store_at_rest_is_one_file(tmp_path: Path) -> None:
+    """Once the process that recorded into a store has ended, its write-ahead log is
+    folded back into the file and gone, and the store is back in the rollback-journal
+    mode (readable on a read-only disk): ``mlflow.db`` copied alone holds every run."""
+    database = tmp_path / "mlflow.db"
+    done = subprocess.run(
+        [sys.executable, "-c", HOLDS_A_STORE, f"sqlite:///{database}", "0"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.lock"]
+    assert journal_mode(database) == "delete"
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(database, copy)
+    with contextlib.closing(sqlite3.connect(copy)) as connection:
+        assert connection.execute("SELECT status FROM runs").fetchall() == [("FINISHED",)]
 
 
 def test_a_logging_store_killed_mid_write_keeps_every_commit(tmp_path: Path) -> None:
