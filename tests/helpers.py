@@ -45,6 +45,7 @@ __all__ = [
     "fused_jobs",
     "gd_run",
     "isolating_overrides",
+    "killed_mid_write",
     "log_split_at_once",
     "node_command",
     "node_runs",
@@ -88,6 +89,19 @@ def seed_store(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     new_sqlite_store(database)
     return database
+
+
+def killed_mid_write(program: str, database: Path) -> None:
+    """Run ``program`` (Python) on ``database`` until it prints ``writing``, then kill it
+    with SIGKILL, as ``kill -9`` leaves a store in the middle of a write."""
+    import signal
+
+    writer = subprocess.Popen(
+        [sys.executable, "-c", program, str(database)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
 
 
 def prepare_data(folder: Path, *overrides: str, store: bool = True) -> Path:

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import store, train
 from pipeline.tracking import CACHE_ENV, FOLDER_TABLE, close_stores, open_store
-from tests.helpers import REPO_ROOT, START_ONE_RUN, project_cfg, trained
+from tests.helpers import REPO_ROOT, START_ONE_RUN, killed_mid_write, project_cfg, trained
 
 #: Each trains a project into a real MLflow store and reads it back (test-fast leaves them out).
 pytestmark = pytest.mark.integration
@@ -313,7 +313,6 @@ def test_a_read_only_project_predicts_and_a_moved_one_says_what_to_do(
 def test_a_store_left_mid_write_by_kill_9_is_read_after_rolling_back(tmp_path: Path) -> None:
     """kill -9 in the middle of a write leaves a hot journal; the store stage's read-only
     check once failed on it ("attempt to write a readonly database")."""
-    import signal
 
     from pipeline.tracking import quick_check
 
@@ -322,12 +321,7 @@ def test_a_store_left_mid_write_by_kill_9_is_read_after_rolling_back(tmp_path: P
         connection.execute("CREATE TABLE t (x INTEGER)")
         connection.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(20_000)])
         connection.commit()
-    writer = subprocess.Popen(
-        [sys.executable, "-c", HALF_WRITTEN, str(database)], stdout=subprocess.PIPE, text=True
-    )
-    assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
-    writer.send_signal(signal.SIGKILL)
-    writer.wait()
+    killed_mid_write(HALF_WRITTEN, database)
     journal = database.with_name("mlflow.db-journal")
     assert journal.is_file() and journal.stat().st_size > 0  # a hot journal, as kill -9 leaves it
     quick_check(database)  # no error: rolled back, then checked
@@ -476,17 +470,11 @@ def test_a_logging_store_killed_mid_write_keeps_every_commit(tmp_path: Path) -> 
     """kill -9 in the middle of a write to a store in write-ahead-log mode, after commits
     that synced no more than the log's checkpoints do: every commit is read back, the
     unfinished write is not, and the read-only check passes."""
-    import signal
 
     from pipeline.tracking import quick_check
 
     database = tmp_path / "mlflow.db"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", COMMITTED_THEN_HALF_WRITTEN, str(database)], stdout=subprocess.PIPE, text=True
-    )
-    assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
-    writer.send_signal(signal.SIGKILL)
-    writer.wait()
+    killed_mid_write(COMMITTED_THEN_HALF_WRITTEN, database)
     log = database.with_name("mlflow.db-wal")
     assert log.is_file() and log.stat().st_size > 0  # the commits are in the log, not yet in the file
     quick_check(database)
