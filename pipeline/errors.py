@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 import sys
@@ -54,12 +55,17 @@ def exit_on_error(func: Callable[P, R]) -> Callable[P, R]:
     A :class:`PipelineError` becomes one line and exit 2; Ctrl-C exits 130 and SIGTERM
     143, after the ``finally`` blocks and context managers on the way have cleaned up
     (temporary files removed, MLflow runs marked KILLED).
+
+    Meanwhile a log handler that cannot write (the log file of a job on a disk that
+    filled) drops the line, as the ``logging`` module advises for production, instead
+    of printing its traceback over the one-line error that says what happened.
     """
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         global stopped_by_signal
         signal.signal(signal.SIGTERM, _raise_terminated)
+        raising, logging.raiseExceptions = logging.raiseExceptions, False
         try:
             return func(*args, **kwargs)
         except PipelineError as error:
@@ -72,6 +78,8 @@ def exit_on_error(func: Callable[P, R]) -> Callable[P, R]:
         except Terminated:
             stopped_by_signal = True
             fail("terminated (SIGTERM); finished runs are kept", EXIT_TERMINATED)
+        finally:
+            logging.raiseExceptions = raising
         raise AssertionError("unreachable")  # fail() always exits
 
     return wrapper

@@ -461,7 +461,6 @@ def new_sqlite_store(database: Path) -> None:
     for suffix in ("-wal", "-shm", "-journal"):
         database.with_name(database.name + suffix).unlink(missing_ok=True)
     template = _store_template()
-
     if template is not None:
         _made_whole(database, lambda scratch: shutil.copyfile(template, scratch))
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -337,6 +338,38 @@ def test_kill_9_loses_no_finished_run_and_the_next_sweep_tidies_up(
 
 
 @pytest.mark.e2e
+def test_a_log_file_that_cannot_be_written_leaves_the_error_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A job's log file on a disk that filled: its handler fails as the job logs why it
+    failed, and printed its traceback (``--- Logging error ---``) over the one line."""
+    import logging
+
+    from pipeline.errors import exit_on_error
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here (a file that is always out of space)")
+    job_log = logging.getLogger("pipeline.test_full_disk")
+    handler = logging.FileHandler("/dev/full")  # every write: ENOSPC, No space left on device
+    job_log.addHandler(handler)
+
+    @exit_on_error
+    def job() -> None:
+        error = PipelineError("train: recording the run failed: database or disk is full")
+        job_log.error("%s", error)
+        raise error
+
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            job()
+    finally:
+        job_log.removeHandler(handler)
+        with contextlib.suppress(OSError):  # its last flush fails as well
+            handler.close()
+    assert stopped.value.code == 2 and logging.raiseExceptions  # restored for the caller
+    assert capsys.readouterr().err == "error: train: recording the run failed: database or disk is full\n"
+
+
 def test_a_disk_that_fills_during_a_sweep_ends_in_one_line_and_the_sweep_resumes(tmp_path: Path) -> None:
     """It printed some 900 lines of `database or disk is full` and left a run RUNNING."""
     if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
