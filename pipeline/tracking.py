@@ -240,9 +240,11 @@ def client_for(uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
     _quiet_store_logs()
-    _sync_write_ahead_logs_less()
+    first = not _frozen
+    if first:  # before any store's engine connects
+        _sync_write_ahead_logs_less()
     client = MlflowClient(tracking_uri=uri)
-    if not _frozen:
+    if first:
         _frozen.append(True)
         gc.freeze()
         atexit.register(close_stores)
@@ -272,19 +274,11 @@ def close_stores() -> None:
     that a store at rest is one ordinary file: whole when copied alone, readable
     anywhere. Where another process still has it open, that one does it.
     """
-    import sqlite3
-
     for engine in store_engines():
         with contextlib.suppress(Exception):  # at exit: a store that failed says so elsewhere
             engine.dispose()
     while _logging_ahead:
-        database = _logging_ahead.pop()
-        # Refused (left as it is) while another process holds the store open.
-        with (
-            contextlib.suppress(sqlite3.Error),
-            contextlib.closing(sqlite3.connect(database, timeout=0)) as at_rest,
-        ):
-            at_rest.execute("PRAGMA journal_mode=DELETE")
+        _set_journal_mode(_logging_ahead.pop(), "DELETE")
 
 
 #: The SQLite stores this process put in write-ahead-log mode (:func:`close_stores`).
@@ -320,8 +314,6 @@ def _sync_write_ahead_logs_less() -> None:
     process when a stage began) keeps syncing every commit: there, fewer syncs could
     damage the file on a power cut.
     """
-    if _syncing_less:
-        return
     import sqlite3
 
     from sqlalchemy import event
@@ -333,11 +325,6 @@ def _sync_write_ahead_logs_less() -> None:
             connection.execute("PRAGMA synchronous=NORMAL")
 
     event.listen(Pool, "connect", fewer_syncs)
-    _syncing_less.append(True)
-
-
-#: Whether this process's pools set the pragma above on each new connection.
-_syncing_less: list[bool] = []
 
 
 def context_tags() -> dict[str, str]:
@@ -563,14 +550,20 @@ def write_ahead(database: Path) -> None:
     write-ahead log needs memory shared between the processes): a store shared between
     machines belongs on a team server.
     """
+    _set_journal_mode(database, "WAL")
+
+
+def _set_journal_mode(database: Path, mode: str) -> None:
+    """Switch a SQLite store's journal mode without waiting; where another process holds
+    it open, or it is read-only or damaged, it is left as it is (its own errors say so
+    when it is used)."""
     import sqlite3
 
-    # Locked, read-only or damaged: left alone, for the store's own errors to say so later.
     with (
         contextlib.suppress(sqlite3.Error),
         contextlib.closing(sqlite3.connect(database, timeout=0)) as connection,
     ):
-        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA journal_mode={mode}")
 
 
 def quick_check(database: Path) -> None:
