@@ -188,35 +188,76 @@ def _cost_and_curvature(r: float, c: float, kind: int) -> Any:
     return c * c * (1.0 - fade), 2.0 * (1.0 - 2.0 * u2) * fade
 
 
-# The sums below are written in four lanes, added in a fixed order at the end, and
-# compiled with SAFE_FLAGS only: the compiler may not reorder a sum or fuse a
-# multiply-add, so every sum is what the source says, on any machine and whether numba
-# compiled the loop now or loaded it from its cache (with full fast-math the two
-# differed in the last bits).
+# The sums below are written in four lanes (a run's rows i ≡ j mod 4 in lane j, added in
+# a fixed order at the end), and compiled with SAFE_FLAGS only: the compiler may not
+# reorder a sum or fuse a multiply-add, so every sum is what the source says, on any
+# machine and whether numba compiled the loop now or loaded it from its cache (with full
+# fast-math the two differed in the last bits).
+#
+# The innermost loop runs over the runs, not the rows: the runs are independent, so the
+# compiler puts four of them on one vector register (from 16 runs on) without touching
+# any run's order of sums, and a run's bits are the same vectorized or not, fused or alone.
+
+
+@njit(cache=True, inline="always")
+def _tile_runs(
+    x: FloatArray,
+    ys: FloatArray,
+    y_inv: float,
+    a: FloatArray,
+    b: FloatArray,
+    c: float,
+    kind: int,
+    lanes: FloatArray,
+) -> None:
+    """Adds one tile's ``Σρ, Σρ', Σρ'·x`` of every run's line ``a[k]·x + b[k]`` to
+    ``lanes`` (shape (12, K)): row ``4·s + j`` holds sum ``s`` over the rows in lane ``j``."""
+    runs = a.shape[0]
+    m = x.shape[0]
+    whole = m - m % 4
+    t0, t1, t2, t3 = lanes[0], lanes[1], lanes[2], lanes[3]
+    s0, s1, s2, s3 = lanes[4], lanes[5], lanes[6], lanes[7]
+    u0, u1, u2, u3 = lanes[8], lanes[9], lanes[10], lanes[11]
+    for i in range(0, whole, 4):
+        x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+        y0, y1, y2, y3 = ys[i] * y_inv, ys[i + 1] * y_inv, ys[i + 2] * y_inv, ys[i + 3] * y_inv
+        for k in range(runs):
+            v0, d0 = _cost_and_slope(x0 * a[k] + b[k] - y0, c, kind)
+            v1, d1 = _cost_and_slope(x1 * a[k] + b[k] - y1, c, kind)
+            v2, d2 = _cost_and_slope(x2 * a[k] + b[k] - y2, c, kind)
+            v3, d3 = _cost_and_slope(x3 * a[k] + b[k] - y3, c, kind)
+            t0[k], t1[k], t2[k], t3[k] = t0[k] + v0, t1[k] + v1, t2[k] + v2, t3[k] + v3
+            s0[k], s1[k], s2[k], s3[k] = s0[k] + d0, s1[k] + d1, s2[k] + d2, s3[k] + d3
+            u0[k], u1[k], u2[k], u3[k] = u0[k] + d0 * x0, u1[k] + d1 * x1, u2[k] + d2 * x2, u3[k] + d3 * x3
+    for i in range(whole, m):  # the tile's last rows, in lane 0
+        xi, yi = x[i], ys[i] * y_inv
+        for k in range(runs):
+            v0, d0 = _cost_and_slope(xi * a[k] + b[k] - yi, c, kind)
+            t0[k], s0[k], u0[k] = t0[k] + v0, s0[k] + d0, u0[k] + d0 * xi
 
 
 @njit(cache=True, fastmath=SAFE_FLAGS)
 def _tile_one_column(
-    x: FloatArray, ys: FloatArray, y_inv: float, a: float, b: float, c: float, kind: int
-) -> Any:
-    """``Σρ, Σρ', Σρ'·x`` over one tile for the line ``a·x + b``, in four lanes."""
-    t0 = t1 = t2 = t3 = 0.0
-    s0 = s1 = s2 = s3 = 0.0
-    x0 = x1 = x2 = x3 = 0.0
-    m = x.shape[0]
-    whole = m - m % 4
-    for i in range(0, whole, 4):
-        v0, d0 = _cost_and_slope(x[i] * a + b - ys[i] * y_inv, c, kind)
-        v1, d1 = _cost_and_slope(x[i + 1] * a + b - ys[i + 1] * y_inv, c, kind)
-        v2, d2 = _cost_and_slope(x[i + 2] * a + b - ys[i + 2] * y_inv, c, kind)
-        v3, d3 = _cost_and_slope(x[i + 3] * a + b - ys[i + 3] * y_inv, c, kind)
-        t0, t1, t2, t3 = t0 + v0, t1 + v1, t2 + v2, t3 + v3
-        s0, s1, s2, s3 = s0 + d0, s1 + d1, s2 + d2, s3 + d3
-        x0, x1, x2, x3 = x0 + d0 * x[i], x1 + d1 * x[i + 1], x2 + d2 * x[i + 2], x3 + d3 * x[i + 3]
-    for i in range(whole, m):  # the tile's last rows, in lane 0
-        v0, d0 = _cost_and_slope(x[i] * a + b - ys[i] * y_inv, c, kind)
-        t0, s0, x0 = t0 + v0, s0 + d0, x0 + d0 * x[i]
-    return (t0 + t1) + (t2 + t3), (s0 + s1) + (s2 + s3), (x0 + x1) + (x2 + x3)
+    x: FloatArray,
+    ys: FloatArray,
+    y_inv: float,
+    a: FloatArray,
+    b: FloatArray,
+    c: float,
+    kind: int,
+    lanes: FloatArray,
+) -> None:
+    """:func:`_tile_runs` with ``kind`` a constant in each branch: the loop over the runs
+    then holds one cost's code only, which the compiler vectorizes (with ``kind`` read in
+    the loop it did not)."""
+    if kind == 0:
+        _tile_runs(x, ys, y_inv, a, b, c, 0, lanes)
+    elif kind == 1:
+        _tile_runs(x, ys, y_inv, a, b, c, 1, lanes)
+    elif kind == 2:
+        _tile_runs(x, ys, y_inv, a, b, c, 2, lanes)
+    else:
+        _tile_runs(x, ys, y_inv, a, b, c, 3, lanes)
 
 
 @njit(parallel=True, cache=True)
@@ -236,15 +277,16 @@ def _fused_one_column(
     for chunk in prange(chunks):
         low = bounds[chunk]
         high = bounds[chunk + 1]
+        lanes = np.empty((12, runs))
         for start in range(low, high, TILE_ROWS):
             stop = min(high, start + TILE_ROWS)
+            lanes[:] = 0.0
+            _tile_one_column(x[start:stop], ys[start:stop], y_inv, a, b, c, kind, lanes)
             for k in range(runs):
-                total, slope_sum, cross = _tile_one_column(
-                    x[start:stop], ys[start:stop], y_inv, a[k], b[k], c, kind
-                )
-                partial[chunk, k, 0] += total
-                partial[chunk, k, 1] += slope_sum
-                partial[chunk, k, 2] += cross
+                for s in range(3):
+                    partial[chunk, k, s] += (lanes[4 * s, k] + lanes[4 * s + 1, k]) + (
+                        lanes[4 * s + 2, k] + lanes[4 * s + 3, k]
+                    )
     return partial
 
 
