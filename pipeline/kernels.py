@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float64]
@@ -345,7 +345,69 @@ def _fused_many_columns(
     return partial
 
 
-@njit(parallel=True, cache=True, fastmath=SAFE_FLAGS)
+# Many lines (or points θ) over the same rows: as for the fused runs, the innermost loop
+# runs over the lines, each summed over the rows in order (the same bits as a line alone),
+# and blocks of lines go to the threads.
+
+
+@njit(inline="always")
+def _line_block(
+    x: FloatArray,
+    y: FloatArray,
+    w: FloatArray,
+    a: FloatArray,
+    b: FloatArray,
+    c: float,
+    kind: int,
+    total: FloatArray,
+    slope_sum: FloatArray,
+    cross: FloatArray,
+) -> None:
+    """Adds ``Σρ, Σρ', Σρ'·x`` of each line ``a[p] + b[p]·x`` to ``total[p]``,
+    ``slope_sum[p]``, ``cross[p]``; each row counts ``w[i]`` times (``w`` empty: once)."""
+    weighted = w.shape[0] > 0
+    for i in range(x.shape[0]):
+        xi, yi = x[i], y[i]
+        wi = w[i] if weighted else 1.0  # × 1.0 is exact: the unweighted sums are unchanged
+        for p in range(a.shape[0]):
+            value, slope = _cost_and_slope(a[p] + b[p] * xi - yi, c, kind)
+            value, slope = value * wi, slope * wi
+            total[p] += value
+            slope_sum[p] += slope
+            cross[p] += slope * xi
+
+
+@njit(cache=True, fastmath=SAFE_FLAGS)
+def _line_block_of_kind(
+    x: FloatArray,
+    y: FloatArray,
+    w: FloatArray,
+    a: FloatArray,
+    b: FloatArray,
+    c: float,
+    kind: int,
+    sums: FloatArray,
+) -> None:
+    """:func:`_line_block` with ``kind`` a constant (see :func:`_tile_one_column`);
+    ``sums`` (3, points)."""
+    if kind == 0:
+        _line_block(x, y, w, a, b, c, 0, sums[0], sums[1], sums[2])
+    elif kind == 1:
+        _line_block(x, y, w, a, b, c, 1, sums[0], sums[1], sums[2])
+    elif kind == 2:
+        _line_block(x, y, w, a, b, c, 2, sums[0], sums[1], sums[2])
+    else:
+        _line_block(x, y, w, a, b, c, 3, sums[0], sums[1], sums[2])
+
+
+@njit(cache=True)
+def _lines_per_block(lines: int, threads: int) -> int:
+    """Lines a thread takes at once: up to 32 (vectors of them), fewer where there are
+    too few lines to keep every thread busy."""
+    return min(32, max(1, (lines + threads - 1) // threads))
+
+
+@njit(parallel=True, cache=True)
 def _line_costs(
     x: FloatArray,
     y: FloatArray,
@@ -354,27 +416,16 @@ def _line_costs(
     slopes: FloatArray,
     c: float,
     kind: int,
+    threads: int,
 ) -> Any:
     k = intercepts.shape[0]
-    weighted = w.shape[0] > 0
     out = np.zeros((k, 3))
-    for point in prange(k):
-        a = intercepts[point]
-        b = slopes[point]
-        total = 0.0
-        slope_sum = 0.0
-        cross = 0.0
-        for i in range(x.shape[0]):
-            value, slope = _cost_and_slope(a + b * x[i] - y[i], c, kind)
-            if weighted:
-                value *= w[i]
-                slope *= w[i]
-            total += value
-            slope_sum += slope
-            cross += slope * x[i]
-        out[point, 0] = total
-        out[point, 1] = slope_sum
-        out[point, 2] = cross
+    size = _lines_per_block(k, threads)
+    for block in prange((k + size - 1) // size):
+        low, high = block * size, min(k, block * size + size)
+        sums = np.zeros((3, high - low))
+        _line_block_of_kind(x, y, w, intercepts[low:high], slopes[low:high], c, kind, sums)
+        out[low:high] = sums.T
     return out
 
 
@@ -404,12 +455,59 @@ def line_costs(
             np.ascontiguousarray(slopes, dtype=np.float64),
             float(c),
             int(kind),
+            get_num_threads(),
         ),
         dtype=np.float64,
     )
 
 
-@njit(parallel=True, cache=True, fastmath=SAFE_FLAGS)
+@njit(inline="always")
+def _bin_block(
+    x: FloatArray,
+    y: FloatArray,
+    w: FloatArray,
+    sxx: FloatArray,
+    sxy: FloatArray,
+    syy: FloatArray,
+    a: FloatArray,
+    b: FloatArray,
+    c: float,
+    kind: int,
+    total: FloatArray,
+) -> None:
+    """Adds each line's cost over the bins to second order (:func:`bin_costs`) to ``total[p]``."""
+    for i in range(x.shape[0]):
+        xi, yi, wi, xx, xy, yy = x[i], y[i], w[i], sxx[i], sxy[i], syy[i]
+        for p in range(a.shape[0]):
+            value, curvature = _cost_and_curvature(a[p] + b[p] * xi - yi, c, kind)
+            total[p] += wi * value + 0.5 * curvature * (yy - 2.0 * b[p] * xy + b[p] * b[p] * xx)
+
+
+@njit(cache=True, fastmath=SAFE_FLAGS)
+def _bin_block_of_kind(
+    x: FloatArray,
+    y: FloatArray,
+    w: FloatArray,
+    within: tuple[FloatArray, FloatArray, FloatArray],
+    a: FloatArray,
+    b: FloatArray,
+    c: float,
+    kind: int,
+    total: FloatArray,
+) -> None:
+    """:func:`_bin_block` with ``kind`` a constant (see :func:`_tile_one_column`)."""
+    sxx, sxy, syy = within
+    if kind == 0:
+        _bin_block(x, y, w, sxx, sxy, syy, a, b, c, 0, total)
+    elif kind == 1:
+        _bin_block(x, y, w, sxx, sxy, syy, a, b, c, 1, total)
+    elif kind == 2:
+        _bin_block(x, y, w, sxx, sxy, syy, a, b, c, 2, total)
+    else:
+        _bin_block(x, y, w, sxx, sxy, syy, a, b, c, 3, total)
+
+
+@njit(parallel=True, cache=True)
 def _bin_costs(
     x: FloatArray,
     y: FloatArray,
@@ -421,17 +519,16 @@ def _bin_costs(
     slopes: FloatArray,
     c: float,
     kind: int,
+    threads: int,
 ) -> Any:
     k = intercepts.shape[0]
     out = np.zeros(k)
-    for point in prange(k):
-        a = intercepts[point]
-        b = slopes[point]
-        total = 0.0
-        for i in range(x.shape[0]):
-            value, curvature = _cost_and_curvature(a + b * x[i] - y[i], c, kind)
-            total += w[i] * value + 0.5 * curvature * (syy[i] - 2.0 * b * sxy[i] + b * b * sxx[i])
-        out[point] = total
+    size = _lines_per_block(k, threads)
+    for block in prange((k + size - 1) // size):
+        low, high = block * size, min(k, block * size + size)
+        _bin_block_of_kind(
+            x, y, w, (sxx, sxy, syy), intercepts[low:high], slopes[low:high], c, kind, out[low:high]
+        )
     return out
 
 
@@ -461,6 +558,7 @@ def bin_costs(
             np.ascontiguousarray(slopes, dtype=np.float64),
             float(c),
             int(kind),
+            get_num_threads(),
         ),
         dtype=np.float64,
     )
