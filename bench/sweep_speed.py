@@ -314,9 +314,11 @@ def breakdown(folder: Path) -> dict[str, float]:
     ]
     whole = curve_csv(longest.history_steps, longest.loss_history, "train_mse")
 
+    def place(run: Any) -> RunPlace:
+        return RunPlace(client, run.info.run_id, experiment, run.info.artifact_uri)
+
     def batched() -> None:
-        run = client.create_run(experiment)
-        RunRecord(metrics=logged, files={"loss_curve.csv": whole}).send(client, run.info.run_id)
+        RunRecord(metrics=logged, files={"loss_curve.csv": whole}).send(place(client.create_run(experiment)))
 
     parts[f"curve logging: {len(logged)} points in one batch, the whole curve ({len(curve)}) as a file"] = (
         mean_seconds(batched, BASELINE_RUNS)
@@ -336,7 +338,7 @@ def breakdown(folder: Path) -> dict[str, float]:
 
     def model() -> None:
         with mlflow.start_run(experiment_id=experiment) as run:
-            log_model(settings[0].model, results[0].theta, X, RunPlace(client, run.info.run_id, experiment))
+            log_model(settings[0].model, results[0].theta, X, place(run))
 
     model()  # the first saves the template (once per sweep and process); the others stamp it
     parts["model logging (pyfunc from code, a stamped copy of one saved model)"] = mean_seconds(
@@ -352,7 +354,7 @@ def breakdown(folder: Path) -> dict[str, float]:
         marks = [time.perf_counter()]
         run = client.create_run(experiment, tags=context_tags() | process_tags())
         marks.append(time.perf_counter())
-        log_model(settings[0].model, results[0].theta, X, RunPlace(client, run.info.run_id, experiment))
+        log_model(settings[0].model, results[0].theta, X, place(run))
         marks.append(time.perf_counter())
         record = RunRecord(
             metrics=logged,
@@ -360,9 +362,9 @@ def breakdown(folder: Path) -> dict[str, float]:
             tags={name: "x" for name in ("status", "end_point", "converged", "diverged", "message")},
         )
         record.add_metrics({f"final{i}": float(i) for i in range(16)})
-        record.send(client, run.info.run_id)
+        record.send(place(run))
         marks.append(time.perf_counter())
-        RunRecord(files={"loss_curve.csv": whole, "outcome.json": "{}"}).send(client, run.info.run_id)
+        RunRecord(files={"loss_curve.csv": whole, "outcome.json": "{}"}).send(place(run))
         marks.append(time.perf_counter())
         inputs = dataset_input(
             split, len(split["price"]), "data/split/train.parquet", "train", "price", "md5", "training"

@@ -35,7 +35,7 @@ from pipeline.optimize import FitResult
 from pipeline.outcome import RunSummary, relative_gap
 from pipeline.passes import row_blocks
 from pipeline.summary import CERTIFICATE_BINS_PER_SCALE, bin_rows
-from pipeline.tracking import CURVE, MODEL_URI_TAG, context_tags
+from pipeline.tracking import CURVE, MODEL_URI_TAG, artifact_store, context_tags
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -130,11 +130,13 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RunPlace:
-    """Where a run is recorded: the store's client, the run and its experiment."""
+    """Where a run is recorded: the store's client, the run, its experiment and where its
+    files go (``artifact_uri``, as ``create_run`` returns it)."""
 
     client: MlflowClient
     run_id: str
     experiment_id: str
+    artifact_uri: str
 
 
 class ModelStamps:
@@ -222,7 +224,7 @@ class ModelStamps:
                 (folder / "MLmodel").write_text(
                     yaml.dump(stamped, Dumper=_YAML_DUMPER, default_flow_style=False)
                 )
-                client.log_model_artifacts(logged.model_id, str(folder))
+                artifact_store(client, logged.artifact_location).log_artifacts(str(folder))  # type: ignore[no-untyped-call]
         except BaseException:
             client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
             raise
@@ -337,12 +339,12 @@ class RunRecord:
             if value is not None and np.isfinite(value)
         ]
 
-    def send(self, client: MlflowClient, run_id: str) -> None:
-        """Log everything gathered to the run ``run_id``."""
+    def send(self, place: RunPlace) -> None:
+        """Log everything gathered to the run at ``place``."""
         from mlflow.entities import Param, RunTag
 
-        client.log_batch(
-            run_id,
+        place.client.log_batch(
+            place.run_id,
             metrics=self.metrics,
             params=[Param(key, str(value)) for key, value in self.params.items()],
             tags=[RunTag(key, str(value)) for key, value in self.tags.items()],
@@ -351,7 +353,7 @@ class RunRecord:
             with tempfile.TemporaryDirectory() as folder:
                 for name, text in self.files.items():
                     (Path(folder) / name).write_text(text)
-                client.log_artifacts(run_id, folder)
+                artifact_store(place.client, place.artifact_uri).log_artifacts(folder)  # type: ignore[no-untyped-call]
 
 
 def curve_csv(steps: np.ndarray, values: Sequence[float] | np.ndarray, name: str) -> str:

@@ -474,7 +474,7 @@ def train_and_record(
         record.tags |= failed_tags(job.name, str(error))
         failed = RunSummary.failed(job.key, job.overrides, job.name, str(error))
         record.files[OUTCOME] = json.dumps(failed.to_json(), indent=2)
-        record.send(client, run_id)
+        record.send(place)
         log_training_split(client, run_id, job)
         raise
     # Params after the model (logged by log_result): MLflow copies every param and
@@ -498,7 +498,7 @@ def train_and_record(
     record.add_metrics(ingest_counts(cfg))
     summary = replace(summary, overrides=job.overrides, target=job.target)
     record.files[OUTCOME] = json.dumps(summary.to_json(), indent=2)
-    record.send(client, run_id)
+    record.send(place)
     log_training_split(client, run_id, job)
     return summary, result, cost
 
@@ -517,15 +517,15 @@ def run(cfg: DictConfig) -> RunSummary:
     store = sweep_store(uri, cfg.mlflow.experiment, parent)
     client = store.client
     tags = context_tags() | run_tags(cfg, job) | ({PARENT_RUN_TAG: parent} if parent else {})
-    run_id = client.create_run(store.experiment, run_name=job.name, tags=tags).info.run_id
+    info = client.create_run(store.experiment, run_name=job.name, tags=tags).info
+    run_id, place = info.run_id, RunPlace(client, info.run_id, store.experiment, info.artifact_uri)
     record = RunRecord(params=flat_params(cfg) | {"n_train": len(job.y)})
     try:
         with lease(client, run_id):  # seen alive by other machines, for a long fit
-            place = RunPlace(client, run_id, store.experiment)
             summary, result, cost = train_and_record(cfg, job, record, place)
     except (KeyboardInterrupt, Terminated):
         try:  # a stopped run still says what it was given
-            RunRecord(params=record.params).send(client, run_id)
+            RunRecord(params=record.params).send(place)
             log_training_split(client, run_id, job)
         finally:
             client.set_terminated(run_id, "KILLED")  # not FAILED: nothing was wrong with the run
@@ -536,7 +536,7 @@ def run(cfg: DictConfig) -> RunSummary:
     except Exception as error:  # the store failed mid-record: the run ends FAILED, and says so
         message = f"train: recording the run in {redact(uri)} failed: {first_line(error)}"
         with contextlib.suppress(Exception):  # the store may be what failed
-            RunRecord(tags=failed_tags(job.name, message)).send(client, run_id)
+            RunRecord(tags=failed_tags(job.name, message)).send(place)
             client.set_terminated(run_id, "FAILED")
         raise PipelineError(message) from error
     client.set_terminated(run_id, "FINISHED")

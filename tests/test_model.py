@@ -125,7 +125,7 @@ def place_of(run: Any) -> Any:
 
     from pipeline.runlog import RunPlace
 
-    return RunPlace(MlflowClient(), run.info.run_id, run.info.experiment_id)
+    return RunPlace(MlflowClient(), run.info.run_id, run.info.experiment_id, run.info.artifact_uri)
 
 
 #: Fields of MLmodel that differ between any two logged models (ids, time), and the two
