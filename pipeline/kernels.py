@@ -350,7 +350,7 @@ def _fused_many_columns(
 # and blocks of lines go to the threads.
 
 
-@njit(inline="always")
+@njit(cache=True, inline="always")
 def _line_block(
     x: FloatArray,
     y: FloatArray,
@@ -441,9 +441,9 @@ def line_costs(
     """For each line ``a + b·x`` (``intercepts``, ``slopes``: shape (k,)): ``[Σρ, Σρ', Σρ'·x]``, shape (k, 3).
 
     Each point ``x[i], y[i]`` counts ``weights[i]`` times when given (the bins of a
-    :class:`pipeline.summary.RowSummary`), once otherwise. One line per thread at a
-    time, each summed over the points in order: the result does not depend on the
-    number of threads. For landscapes and the global-minimum search.
+    :class:`pipeline.summary.RowSummary`), once otherwise. Blocks of lines per thread,
+    each line summed over the points in order: the result does not depend on the
+    number of threads or the blocks. For landscapes and the global-minimum search.
     """
     w = np.empty(0) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
     return np.asarray(
@@ -461,7 +461,7 @@ def line_costs(
     )
 
 
-@njit(inline="always")
+@njit(cache=True, inline="always")
 def _bin_block(
     x: FloatArray,
     y: FloatArray,

@@ -154,6 +154,46 @@ def test_a_run_fused_with_fifteen_others_gets_the_bits_it_gets_alone(cost: Cost,
     assert found[0] == found[1]
 
 
+@pytest.mark.parametrize("cost", COSTS, ids=IDS)
+def test_a_line_costed_with_forty_others_gets_the_bits_it_gets_alone(cost: Cost) -> None:
+    """The certificate's and the pictures' sums over rows (weighted or not) and over a
+    summary's bins: 40 lines at once (blocks of lines, vectorized) against each line
+    alone, with 1 and 2 threads: the same bits."""
+    import numba
+
+    rng = np.random.default_rng(8)
+    n = 5003
+    x, y = rng.lognormal(0, 1, n), rng.normal(0, 3, n)
+    weights, within = rng.integers(1, 9, n).astype(float), rng.uniform(0, 1, (n, 3))
+    intercepts, slopes = rng.normal(0, 1, 40), rng.normal(1, 1, 40)
+    scale, kind = (cost.scale if math.isfinite(cost.scale) else 1.0), KERNEL_CODE[cost.name]
+
+    def sums(a: np.ndarray, b: np.ndarray) -> bytes:
+        return b"".join(
+            [
+                kernels.line_costs(x, y, a, b, scale, kind).tobytes(),
+                kernels.line_costs(x, y, a, b, scale, kind, weights).tobytes(),
+                kernels.bin_costs(x, y, weights, within, a, b, scale, kind).tobytes(),
+            ]
+        )
+
+    found = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):  # type: ignore[attr-defined]
+        numba.set_num_threads(threads)
+        try:
+            together = sums(intercepts, slopes)
+            alone = [sums(intercepts[j : j + 1], slopes[j : j + 1]) for j in range(40)]
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        rows = [np.frombuffer(part, dtype=np.float64) for part in alone]
+        parts = np.split(np.frombuffer(together, dtype=np.float64), [120, 240])
+        assert parts[0].tobytes() == np.concatenate([r[:3] for r in rows]).tobytes()
+        assert parts[1].tobytes() == np.concatenate([r[3:6] for r in rows]).tobytes()
+        assert parts[2].tobytes() == np.concatenate([r[6:] for r in rows]).tobytes()
+        found.append(together)
+    assert found[0] == found[1]
+
+
 @pytest.mark.parametrize("cost", COSTS[1:], ids=IDS[1:])
 def test_the_objective_gradient_matches_finite_differences(
     cost: Cost, outliers: tuple[np.ndarray, np.ndarray]
