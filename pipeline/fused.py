@@ -67,7 +67,11 @@ def record_jobs(
         if pid == 0:  # a worker: never returns into the sweep's frames
             _work(task, configs, first_index, worker, workers, callbacks, parent)
         pids.append(pid)
-    return _wait_for(pids)
+    from pipeline.pictures import load_drawing_modules
+
+    # This process has nothing to do until the workers are done, then the sweep's end
+    # draws its pictures: it loads what they are drawn with while it waits.
+    return _wait_for(pids, meanwhile=load_drawing_modules)
 
 
 def _work(
@@ -115,10 +119,13 @@ def _after_fork(parent: int) -> None:
         os._exit(EXIT_TERMINATED)
 
 
-def _wait_for(pids: list[int]) -> list[int]:
-    """Wait for every worker; on Ctrl-C or SIGTERM, stop them all first, then re-raise."""
+def _wait_for(pids: list[int], meanwhile: Callable[[], None]) -> list[int]:
+    """Run ``meanwhile`` (its errors ignored), then wait for every worker; on Ctrl-C or
+    SIGTERM, stop them all first, then re-raise."""
     statuses: dict[int, int] = {}
     try:
+        with contextlib.suppress(Exception):  # a module that fails to load fails where it is used
+            meanwhile()
         for pid in pids:  # each its own: another child of this process is not reaped here
             statuses[pid] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     except (KeyboardInterrupt, Terminated):

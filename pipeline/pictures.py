@@ -191,6 +191,20 @@ def sweep_animation(config: DictConfig, runs: list[RunSummary]) -> bytes | None:
     )
 
 
+def load_drawing_modules() -> None:
+    """Import what the sweep's pictures and page are drawn with (matplotlib and plotly,
+    some 0.5 s), for a process that waits now and draws later."""
+    import importlib
+
+    for name in (
+        "matplotlib.backends.backend_agg",
+        "matplotlib.figure",
+        "plotly.graph_objects",
+        "plotly.subplots",
+    ):
+        importlib.import_module(name)
+
+
 def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) -> list[Path]:
     """Write the sweep record, its pictures and its page (atomically); return the
     pictures' and the page's paths."""
