@@ -400,11 +400,13 @@ def _line_block_of_kind(
         _line_block(x, y, w, a, b, c, 3, sums[0], sums[1], sums[2])
 
 
-@njit(cache=True)
-def _lines_per_block(lines: int, threads: int) -> int:
-    """Lines a thread takes at once: up to 32 (vectors of them), fewer where there are
-    too few lines to keep every thread busy."""
-    return min(32, max(1, (lines + threads - 1) // threads))
+def _line_blocks(lines: int) -> NDArray[np.int64]:
+    """The blocks of lines a thread takes at once (:func:`chunk_bounds` of them): up to 32
+    lines (vectors of them), fewer where there are too few to keep every thread busy.
+    A line's sums do not depend on its block."""
+    threads = get_num_threads()
+    size = min(32, max(1, (lines + threads - 1) // threads))
+    return chunk_bounds(lines, max(1, (lines + size - 1) // size))
 
 
 @njit(parallel=True, cache=True)
@@ -416,13 +418,11 @@ def _line_costs(
     slopes: FloatArray,
     c: float,
     kind: int,
-    threads: int,
+    blocks: NDArray[np.int64],
 ) -> Any:
-    k = intercepts.shape[0]
-    out = np.zeros((k, 3))
-    size = _lines_per_block(k, threads)
-    for block in prange((k + size - 1) // size):
-        low, high = block * size, min(k, block * size + size)
+    out = np.zeros((intercepts.shape[0], 3))
+    for block in prange(blocks.shape[0] - 1):
+        low, high = blocks[block], blocks[block + 1]
         sums = np.zeros((3, high - low))
         _line_block_of_kind(x, y, w, intercepts[low:high], slopes[low:high], c, kind, sums)
         out[low:high] = sums.T
@@ -455,7 +455,7 @@ def line_costs(
             np.ascontiguousarray(slopes, dtype=np.float64),
             float(c),
             int(kind),
-            get_num_threads(),
+            _line_blocks(len(intercepts)),
         ),
         dtype=np.float64,
     )
@@ -519,13 +519,11 @@ def _bin_costs(
     slopes: FloatArray,
     c: float,
     kind: int,
-    threads: int,
+    blocks: NDArray[np.int64],
 ) -> Any:
-    k = intercepts.shape[0]
-    out = np.zeros(k)
-    size = _lines_per_block(k, threads)
-    for block in prange((k + size - 1) // size):
-        low, high = block * size, min(k, block * size + size)
+    out = np.zeros(intercepts.shape[0])
+    for block in prange(blocks.shape[0] - 1):
+        low, high = blocks[block], blocks[block + 1]
         _bin_block_of_kind(
             x, y, w, (sxx, sxy, syy), intercepts[low:high], slopes[low:high], c, kind, out[low:high]
         )
@@ -558,7 +556,7 @@ def bin_costs(
             np.ascontiguousarray(slopes, dtype=np.float64),
             float(c),
             int(kind),
-            get_num_threads(),
+            _line_blocks(len(intercepts)),
         ),
         dtype=np.float64,
     )
