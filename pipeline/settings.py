@@ -163,9 +163,17 @@ def override_problem(arguments: list[str], config_name: str) -> str | None:
             if choice not in options:
                 return f"{key}={choice}: no such {key} config; the choices are: {', '.join(options)}"
             selections.append([f"{key}={choice}", f"+{key}={choice}"])  # in the defaults, or added
+    # Settings named (a group's choice was checked above): known if some composed config has them.
+    keys = {
+        override.key_or_group
+        for override in ours
+        if override.key_or_group not in groups or override.is_delete()
+    }
     known: set[str] = set()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         for selection in selections:
+            if keys <= known:  # all found: the other choices' configs (0.1 s each) change nothing
+                break
             for attempt in [selection[i : i + 1] for i in range(len(selection))] or [[]]:
                 try:
                     composed = compose(config_name=config_name, overrides=attempt)
@@ -173,11 +181,8 @@ def override_problem(arguments: list[str], config_name: str) -> str | None:
                     continue
                 known |= _known_keys(OmegaConf.to_container(composed, resolve=False))
                 break
-    for override in ours:
-        key = override.key_or_group
-        if key in groups and not override.is_delete():
-            continue
-        if key not in known:
+    for key in (override.key_or_group for override in ours):
+        if key in keys and key not in known:
             return f"unknown setting {key!r}{_suggestion(key, known, config_name, groups)}"
     return None
 

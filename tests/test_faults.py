@@ -467,3 +467,49 @@ def test_the_same_config_gives_bit_identical_results(prepared: Path, compose_cfg
         [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_mse")] for run in runs
     ]
     assert sorted(curves[0]) == sorted(curves[1])
+
+
+#: Inside ``unshare -m``: a 2 MB disk at $1, the command after the options run on it twice,
+#: the second time on the file $3, which does not fit; what the disk held after each, and
+#: the second run's exit status and stderr, copied to $2.
+INGEST_ON_A_SMALL_DISK = """
+disk=$1 out=$2 big=$3; shift 3
+mount -t tmpfs -o size=2m tmpfs "$disk" || exit 90
+"$@" || exit 91
+cp -a "$disk" "$out/before"
+"$@" data=generated "data.path=$big" 2> "$out/stderr"; echo $? > "$out/status"
+cp -a "$disk" "$out/after"
+"""
+
+
+def test_a_disk_that_fills_during_ingest_leaves_the_previous_output_whole(tmp_path: Path) -> None:
+    from pipeline import generate
+
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespace here (unshare -m needs root): no small disk to fill")
+    big = tmp_path / "sales.csv"
+    generate.generate(big, 1_000_000, seed=4)  # 4 MB as Parquet: the disk fills part way
+    disk, out = tmp_path / "disk", tmp_path / "seen"
+    disk.mkdir()
+    out.mkdir()
+    ingest_command = [sys.executable, "-m", "pipeline.ingest", *isolating_overrides(disk)]
+    ingest_command.append(f"hydra.run.dir={tmp_path / 'logs'}")
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", INGEST_ON_A_SMALL_DISK, "sh", disk, out, big, *ingest_command],
+        cwd=REPO_ROOT,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "status").read_text().strip() == "2"
+    assert_one_line_error((out / "stderr").read_text(), "ingested.parquet: cannot write it", "No space left")
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {
+            str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()
+        }
+
+    before, after = files(out / "before"), files(out / "after")
+    assert "data/ingested.parquet" in before
+    assert after == before  # the King County table and its report as they were, no partial file

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -214,7 +215,17 @@ def test_plain_numbers_read_the_quick_way_equal_the_rules_way_to_the_bit(
     path = tmp_path / "sales.csv"
     generate.generate(path, 30_000, seed=3)
     cfg = compose_cfg("data=generated", f"data.path={path}")
+    read_quickly = []  # whether each block went the quick way
+    quick_way = RowBlock.plain_numbers
+
+    def counted(block: RowBlock, *arguments: Any) -> pd.DataFrame | None:
+        numbers = quick_way(block, *arguments)
+        read_quickly.append(numbers is not None)
+        return numbers
+
+    monkeypatch.setattr(RowBlock, "plain_numbers", counted)
     quick = pd.read_parquet(ingest.run(cfg, block_bytes=1 << 16))
+    assert len(read_quickly) > 10 and all(read_quickly)  # every block but the first (the header's)
     monkeypatch.setattr(RowBlock, "plain_numbers", lambda *_: None)  # every block by the rules
     ruled = pd.read_parquet(ingest.run(cfg, block_bytes=1 << 16))
     assert len(quick) == 30_000
