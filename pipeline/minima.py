@@ -27,8 +27,10 @@ CERTIFICATE_EPSILON = 1e-4
 #: The search gives up (uncertified) past this many cells in one round, or this many seconds.
 MAX_CELLS = 2_000_000
 MAX_SECONDS = 60.0
+#: Relative spacing of float64 values near 1: J's own rounding.
+ROUND_OFF = float(np.finfo(np.float64).eps)
 #: Cells per side of the first round.
-FIRST_GRID = 64
+FIRST_GRID = 32
 #: Largest Hessian eigenvalue, in standardized units (the MSE's is 2), below which a run
 #: stands on a plateau: every residual far beyond the cost's scale, nothing pulls θ.
 PLATEAU_CURVATURE = 1e-3
@@ -138,7 +140,10 @@ def _polish(
             direction = -np.linalg.solve(_hessian(x, y, cost, best, weight), gradient)
         except np.linalg.LinAlgError:
             break
-        if not float(direction @ gradient) < 0:  # not a descent direction: not near a minimum
+        decrease = -float(direction @ gradient)  # twice what the step should take off J
+        if not decrease > 0:  # not a descent direction: not near a minimum
+            break
+        if decrease < 4 * ROUND_OFF * abs(value):  # below J's rounding: a step would chase noise
             break
         t = 1.0
         while t > 1e-12:
