@@ -236,19 +236,27 @@ def client_for(uri: str) -> MlflowClient:
     The first call in a process also freezes what is alive then out of the garbage
     collector's scans (``gc.freeze``): MLflow's, SQLAlchemy's and pandas' modules are
     some 300,000 objects that live as long as the process, and a sweep scanned them
-    again and again, about 3 s of a 100-run sweep, and once more at exit.
+    again and again, about 3 s of a 100-run sweep, and once more at exit. For the same
+    reason the collector is off while they are imported (1.8 → 1.45 s).
     """
-    from mlflow.tracking import MlflowClient
-
-    _quiet_store_logs()
     first = not _frozen
-    if first:  # before any store's engine connects
-        _sync_write_ahead_logs_less()
-    client = MlflowClient(tracking_uri=uri)
-    if first:
-        _frozen.append(True)
-        gc.freeze()
-        atexit.register(close_stores)
+    collecting = first and gc.isenabled()
+    if collecting:
+        gc.disable()
+    try:
+        from mlflow.tracking import MlflowClient
+
+        _quiet_store_logs()
+        if first:  # before any store's engine connects
+            _sync_write_ahead_logs_less()
+        client = MlflowClient(tracking_uri=uri)  # imports the store's modules
+        if first:
+            _frozen.append(True)
+            gc.freeze()
+            atexit.register(close_stores)
+    finally:
+        if collecting:
+            gc.enable()
     return client
 
 
