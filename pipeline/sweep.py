@@ -415,7 +415,13 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     warm_up = WorkerWarmUp(launcher, len(jobs))
     warm_up.start()
     train_md5 = file_md5(train_path)
-    keys = [job_key(job_config, train_md5) for job_config in job_configs(config, jobs, loader)]
+    commit = git_commit()
+    # Composed as the launcher will compose them, the parent run's id not known yet (no key
+    # holds it): Hydra composes the first job once for both, not once each (0.2 s).
+    planned = [
+        [*job, f"{PARENT_KEY}=null", f"{SPLIT_KEY}={train_md5}", f"{COMMIT_KEY}={commit}"] for job in jobs
+    ]
+    keys = [job_key(job_config, train_md5) for job_config in job_configs(config, planned, loader)]
     key = sweep_key(keys)
     store = open_store(uri, config.mlflow.experiment)
     client, experiment_id = store.client, store.experiment
@@ -423,7 +429,6 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     if closed:
         log.warning("marked %d runs KILLED: their processes had ended without closing them", closed)
     resume = bool(OmegaConf.select(config, "mlflow.resume", default=True))
-    commit = git_commit()
     parent_id, done = claim_parent(client, uri, experiment_id, key, resume, sweep_title(config, jobs), commit)
     atexit.register(_close_parent, client, parent_id)  # should anything below end the process
     if done:
