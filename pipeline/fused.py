@@ -6,8 +6,10 @@ some tens of milliseconds of the store's calls, against a few of fitting. The jo
 then spread over ``hydra.launcher.n_jobs`` copies of the launching process made by
 ``fork``: each copy starts with everything the launching process holds (the imports,
 the fits, the memory-mapped columns, the least-squares reference and the certificate
-of the global minimum, the model template), so nothing is imported, read or fitted
-twice. Each copy runs every ``n``-th job through the task Hydra gave the launcher, as
+of the global minimum), so nothing is imported, read or fitted twice. Runs fitted from
+the rows' statistics (the MSE) share nothing else, and their rounds are Python's time:
+each copy fits its own of them, side by side (``fit_share``). Each copy then runs
+every ``n``-th job through the task Hydra gave the launcher, as
 Hydra's own ``run_job`` would, less what the record in MLflow makes redundant (the
 job's composed ``config.yaml`` and ``hydra.yaml``, which are its run's params, at 30 ms
 a job): Hydra's config of the job is set, its folder gets its log and
@@ -50,11 +52,14 @@ def record_jobs(
     first_index: int,
     workers: int,
     callbacks: Any,
+    fit_share: Callable[[range | None], None] = lambda indices: None,
 ) -> list[int]:
     """Run ``task`` on each job's composed config (job ``first_index + i`` for
     ``configs[i]``), in ``workers`` forked processes where that is safe; return the exit
-    status of each worker (empty where the jobs ran here)."""
+    status of each worker (empty where the jobs ran here). Each process first calls
+    ``fit_share`` with the indices of its jobs in ``configs`` (None: all of them)."""
     if workers <= 1 or not fork_is_safe():
+        fit_share(None)
         for index, config in enumerate(configs):
             run_job_quickly(task, config, first_index + index, callbacks)
         return []
@@ -65,7 +70,7 @@ def record_jobs(
     for worker in range(workers):
         pid = os.fork()
         if pid == 0:  # a worker: never returns into the sweep's frames
-            _work(task, configs, first_index, worker, workers, callbacks, parent)
+            _work(task, configs, first_index, worker, workers, callbacks, parent, fit_share)
         pids.append(pid)
     from pipeline.pictures import load_drawing_modules
 
@@ -82,11 +87,13 @@ def _work(
     workers: int,
     callbacks: Any,
     parent: int,
+    fit_share: Callable[[range | None], None],
 ) -> None:
-    """In a forked worker: record jobs ``worker``, ``worker + workers``, … and leave."""
+    """In a forked worker: fit, then record jobs ``worker``, ``worker + workers``, … and leave."""
     status = 0
     try:
         _after_fork(parent)
+        fit_share(range(worker, len(configs), workers))
         for index in range(worker, len(configs), workers):
             run_job_quickly(task, configs[index], first_index + index, callbacks)
     except KeyboardInterrupt:

@@ -278,16 +278,71 @@ def fit_with_settings(
 _prefitted: dict[str, FitResult] = {}
 
 
-def prefit(configs: Sequence[DictConfig]) -> None:
+@dataclass
+class FitGroup:
+    """Jobs of a sweep that share the rows, the model, the cost and the budget: fitted
+    together (:func:`pipeline.optimize.fit_many`), each run's θ the one it gets alone."""
+
+    key: tuple[Any, ...]
+    X: np.ndarray
+    y: np.ndarray
+    cfg: DictConfig
+    copy: Path
+    members: list[tuple[int, str, TrainSettings]]  # the job's index in the sweep, its key, settings
+
+    @property
+    def from_statistics(self) -> bool:
+        """Whether its runs iterate on the rows' statistics (the MSE), not a pass over
+        the rows each round: then nothing is shared but those, made once, and each run's
+        rounds are its own Python."""
+        return bool(self.key[4].is_mse and self.key[-1])
+
+    def fit(self, indices: range | None = None) -> float:
+        """Fit the members (those whose job index is in ``indices``) into the fits taken
+        by their jobs; return the seconds the fits took. A problem is each job's own, met
+        when it runs alone: nothing is fitted."""
+        members = [member for member in self.members if indices is None or member[0] in indices]
+        if not members:
+            return 0.0
+        first = members[0][2]
+        started = time.perf_counter()
+        try:
+            with warnings.catch_warnings(), one_blas_thread():
+                warnings.simplefilter("ignore", ConvergenceWarning)  # each job reports its own stop
+                results = fit_many(
+                    self.X,
+                    self.y,
+                    [Start(settings.theta_init, settings.method) for _, _, settings in members],
+                    max_iter=first.max_iter,
+                    tol=first.tol,
+                    fit_intercept=first.model.fit_intercept,
+                    divergence_ratio=first.divergence_ratio,
+                    statistics=first.statistics,
+                    cost=self.key[4],
+                    rows=rows_elsewhere(self.cfg, first, self.key[4], self.copy),
+                )
+        except (ValueError, PipelineError):
+            return 0.0
+        _prefitted.update((key, result) for (_, key, _), result in zip(members, results, strict=True))
+        return time.perf_counter() - started
+
+
+def prefit(configs: Sequence[DictConfig], workers: int = 1) -> list[FitGroup]:
     """Fit a sweep's jobs ahead, in groups that share the rows, the model, the cost and
     the budget: a group advances together (:func:`pipeline.optimize.fit_many`: one pass
     over the rows per round serves all its runs), each run's θ the one it gets alone.
     The jobs then run as usual, each taking its fit from here and recording it through
     the one logging path. A job whose settings or data are wrong is left out: it fails
-    on its own, with its own message. ``hydra/launcher=fused`` calls this."""
-    groups: dict[tuple[Any, ...], list[tuple[str, TrainSettings]]] = {}
-    problems: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, DictConfig, Path]] = {}
-    for cfg in configs:
+    on its own, with its own message. ``hydra/launcher=fused`` calls this.
+
+    With ``workers`` > 1 processes to record the jobs, the groups fitted from the rows'
+    statistics (:attr:`FitGroup.from_statistics`) are returned unfitted: each worker fits
+    its own jobs of them (:meth:`FitGroup.fit`), the two halves side by side, where here
+    they would be fitted one after the other. What the runs are measured against (the
+    least-squares optimum, a robust cost's certificate) is made here for all of them.
+    """
+    groups: dict[tuple[Any, ...], FitGroup] = {}
+    for index, cfg in enumerate(configs):
         try:
             split = training_split(cfg)
             settings = read_settings(cfg)
@@ -298,42 +353,33 @@ def prefit(configs: Sequence[DictConfig]) -> None:
         except (PipelineError, OSError):
             continue
         budget = (settings.max_iter, settings.tol, settings.divergence_ratio, settings.statistics)
-        group = (model_key, tuple(split.features), split.target, settings.model, cost, *budget)
-        groups.setdefault(group, []).append((job_key(cfg, split.md5), settings))
-        problems[group] = (X, split.columns.y, cfg, split.copy)
-    fitting = 0.0  # the fits' own time, said apart from the references'
-    for group, members in groups.items():
-        X, y, cfg, copy = problems[group]
-        first = members[0][1]
+        key = (model_key, tuple(split.features), split.target, settings.model, cost, *budget)
+        group = groups.setdefault(key, FitGroup(key, X, split.columns.y, cfg, split.copy, []))
+        group.members.append((index, job_key(cfg, split.md5), settings))
+    fitting, left = 0.0, []  # the fits' own time, said apart from the references'
+    for group in list(groups.values()):
+        if workers > 1 and group.from_statistics:
+            left.append(group)
+        else:
+            fitting += group.fit()
+        first = group.members[0][2]
+        # What the runs are measured against (a robust cost's certificate), made once
+        # here: the processes that record the jobs (pipeline.fused) find it made.
+        frame = functools.partial(certificate_frame, group.cfg)
         try:
-            started = time.perf_counter()
-            with warnings.catch_warnings(), one_blas_thread():
-                warnings.simplefilter("ignore", ConvergenceWarning)  # each job reports its own stop
-                results = fit_many(
-                    X,
-                    y,
-                    [Start(settings.theta_init, settings.method) for _, settings in members],
-                    max_iter=first.max_iter,
-                    tol=first.tol,
-                    fit_intercept=first.model.fit_intercept,
-                    divergence_ratio=first.divergence_ratio,
-                    statistics=first.statistics,
-                    cost=group[4],
-                    rows=rows_elsewhere(cfg, first, group[4], copy),
-                )
-                fitting += time.perf_counter() - started
-                # What the runs are measured against (a robust cost's certificate), made once
-                # here: the processes that record the jobs (pipeline.fused) find it made.
-                frame = functools.partial(certificate_frame, cfg)
-                global_reference(X, y, first.model, group[4], group[0], frame, first.exact_rows)
+            global_reference(
+                group.X, group.y, first.model, group.key[4], group.key[0], frame, first.exact_rows
+            )
         except (ValueError, PipelineError):
             continue  # each job meets the problem on its own, with its own message
-        _prefitted.update((key, result) for (key, _), result in zip(members, results, strict=True))
-    count = sum(len(members) for members in groups.values())
+    count = sum(len(group.members) for group in groups.values())
+    later = sum(len(group.members) for group in left)
     log.info(
-        "fused: %d of %d runs fitted together in %d group(s) in %.2f s; now recording each",
+        "fused: %d of %d runs fitted together in %d group(s) in %.2f s%s; now recording each",
         *(count, len(configs), len(groups), fitting),
+        f" ({later} from the rows' statistics, each by the process that records it)" if later else "",
     )
+    return left
 
 
 def unclaimed_prefits() -> int:

@@ -69,14 +69,19 @@ class FusedLauncher(BasicLauncher):
         setup_globals()
         loader = self.hydra_context.config_loader
         configs = [loader.load_sweep_config(self.config, list(overrides)) for overrides in job_overrides]
-        prefit(configs)
         workers = self.workers(len(configs))
+        left = prefit(configs, workers)
+
+        def fit_share(indices: range | None) -> None:  # in the process that records those jobs
+            for group in left:
+                group.fit(indices)
+
         logging.getLogger("pipeline.sweep").info(
             "fused: recording %d runs in %d process%s", len(configs), workers, "es" if workers > 1 else ""
         )
         try:
             statuses = record_jobs(
-                self.task_function, configs, initial_job_idx, workers, self.hydra_context.callbacks
+                self.task_function, configs, initial_job_idx, workers, self.hydra_context.callbacks, fit_share
             )
         finally:
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
