@@ -347,7 +347,9 @@ class RowBlock:
         if self.delimiter in (None, ";") or not self.header_line or data.find(b"\0", 0, min(end, 65536)) >= 0:
             return None
         try:
-            if not data.isascii():  # ASCII is UTF-8; checked without decoding
+            # ASCII is UTF-8, checked without decoding (the whole buffer: past the rows, the
+            # file's next bytes, or at its end earlier ones)
+            if not data.isascii():
                 str(self.rows, "utf-8")
             block = pacsv.read_csv(
                 pa.py_buffer(self.rows),

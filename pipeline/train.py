@@ -283,7 +283,8 @@ class FitGroup:
     """Jobs of a sweep that share the rows, the model, the cost and the budget: fitted
     together (:func:`pipeline.optimize.fit_many`), each run's θ the one it gets alone."""
 
-    key: tuple[Any, ...]
+    model_key: str
+    cost: Cost
     X: np.ndarray
     y: np.ndarray
     cfg: DictConfig
@@ -295,7 +296,7 @@ class FitGroup:
         """Whether its runs iterate on the rows' statistics (the MSE), not a pass over
         the rows each round: then nothing is shared but those, made once, and each run's
         rounds are its own Python."""
-        return bool(self.key[4].is_mse and self.key[-1])
+        return self.cost.is_mse and self.members[0][2].statistics
 
     def fit(self, indices: range | None = None) -> float:
         """Fit the members (those whose job index is in ``indices``) into the fits taken
@@ -318,8 +319,8 @@ class FitGroup:
                     fit_intercept=first.model.fit_intercept,
                     divergence_ratio=first.divergence_ratio,
                     statistics=first.statistics,
-                    cost=self.key[4],
-                    rows=rows_elsewhere(self.cfg, first, self.key[4], self.copy),
+                    cost=self.cost,
+                    rows=rows_elsewhere(self.cfg, first, self.cost, self.copy),
                 )
         except (ValueError, PipelineError):
             return 0.0
@@ -354,24 +355,23 @@ def prefit(configs: Sequence[DictConfig], workers: int = 1) -> list[FitGroup]:
             continue
         budget = (settings.max_iter, settings.tol, settings.divergence_ratio, settings.statistics)
         key = (model_key, tuple(split.features), split.target, settings.model, cost, *budget)
-        group = groups.setdefault(key, FitGroup(key, X, split.columns.y, cfg, split.copy, []))
+        group = groups.setdefault(key, FitGroup(model_key, cost, X, split.columns.y, cfg, split.copy, []))
         group.members.append((index, job_key(cfg, split.md5), settings))
     fitting, left = 0.0, []  # the fits' own time, said apart from the references'
-    for group in list(groups.values()):
+    for group in groups.values():
         if workers > 1 and group.from_statistics:
             left.append(group)
         else:
             fitting += group.fit()
         first = group.members[0][2]
         # What the runs are measured against (a robust cost's certificate), made once
-        # here: the processes that record the jobs (pipeline.fused) find it made.
+        # here: the processes that record the jobs (pipeline.fused) find it made. A
+        # problem is each job's own, met with its own message.
         frame = functools.partial(certificate_frame, group.cfg)
-        try:
+        with contextlib.suppress(ValueError, PipelineError):
             global_reference(
-                group.X, group.y, first.model, group.key[4], group.key[0], frame, first.exact_rows
+                group.X, group.y, first.model, group.cost, group.model_key, frame, first.exact_rows
             )
-        except (ValueError, PipelineError):
-            continue  # each job meets the problem on its own, with its own message
     count = sum(len(group.members) for group in groups.values())
     later = sum(len(group.members) for group in left)
     log.info(
