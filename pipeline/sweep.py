@@ -342,6 +342,12 @@ def _close_parent(client: MlflowClient, run_id: str) -> None:
             client.set_terminated(run_id, status="KILLED" if errors.stopped_by_signal else "FAILED")
 
 
+def _launched(job: list[str], parent_id: str, train_md5: str, commit: str) -> list[str]:
+    """A job's overrides as the launcher gets them: the sweep's parent run, the training
+    split the job must find and the commit it runs."""
+    return [*job, f"{PARENT_KEY}={parent_id}", f"{SPLIT_KEY}={train_md5}", f"{COMMIT_KEY}={commit}"]
+
+
 def _grid_params(jobs: list[list[str]]) -> dict[str, str]:
     """``sweep.<key>`` → the values that ran, in order (what ran, not the default grid)."""
     values: dict[str, list[str]] = {}
@@ -418,9 +424,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     commit = git_commit()
     # Composed as the launcher will compose them, the parent run's id not known yet (no key
     # holds it): Hydra composes the first job once for both, not once each (0.2 s).
-    planned = [
-        [*job, f"{PARENT_KEY}=null", f"{SPLIT_KEY}={train_md5}", f"{COMMIT_KEY}={commit}"] for job in jobs
-    ]
+    planned = [_launched(job, "null", train_md5, commit) for job in jobs]
     keys = [job_key(job_config, train_md5) for job_config in job_configs(config, planned, loader)]
     key = sweep_key(keys)
     store = open_store(uri, config.mlflow.experiment)
@@ -442,9 +446,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     for job, job_key_ in zip(jobs, keys, strict=True):
         if job_key_ not in seen:  # each result once, also when two jobs share a key
             seen.add(job_key_)
-            pending.append(
-                [*job, f"{PARENT_KEY}={parent_id}", f"{SPLIT_KEY}={train_md5}", f"{COMMIT_KEY}={commit}"]
-            )
+            pending.append(_launched(job, parent_id, train_md5, commit))
     os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     log.info(
