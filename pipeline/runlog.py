@@ -8,10 +8,13 @@ a :class:`pipeline.outcome.RunSummary`.
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -35,7 +38,7 @@ from pipeline.optimize import FitResult
 from pipeline.outcome import RunSummary, relative_gap
 from pipeline.passes import row_blocks
 from pipeline.summary import CERTIFICATE_BINS_PER_SCALE, bin_rows
-from pipeline.tracking import CURVE, MODEL_URI_TAG, artifact_store, context_tags
+from pipeline.tracking import CURVE, MODEL_URI_TAG, artifact_store, cache_folder, context_tags
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -151,6 +154,12 @@ class ModelStamps:
     written equals what ``log_model`` writes, but for the ids, the time, and two paths
     that are relative here (``artifact_path``, ``model_code_path``), where MLflow writes
     the machine's absolute ones; a test compares them.
+
+    A template is kept in the user's cache (:func:`pipeline.tracking.cache_folder`),
+    named by its kind and all of this machine that ``save_model`` writes into it (the
+    versions of Python, MLflow, cloudpickle and the build tools, the pinned
+    requirements, the model's code): saving one checks the pinned requirements against
+    every installed package's files, 0.5 s that each process of each sweep paid.
     """
 
     def __init__(self) -> None:
@@ -159,32 +168,20 @@ class ModelStamps:
         self._mlmodels: dict[Path, dict[str, Any]] = {}
 
     def template(self, config: dict[str, Any], example: pd.DataFrame | None, signature: Any) -> Path:
-        """The saved model folder for ``config``'s kind (made on first use)."""
-        import mlflow
-
+        """The saved model folder for ``config``'s kind (from the cache, else made)."""
         kind = json.dumps(
             [{k: v for k, v in config.items() if k not in ("theta", "training_range")}, str(signature)]
             + ([] if example is None else example.to_numpy().tolist()),
             sort_keys=True,
         )
         if kind not in self._templates:
-            if self._folder is None:
-                self._folder = tempfile.TemporaryDirectory(prefix="downhill-models-")
-            path = Path(self._folder.name) / str(len(self._templates))
-            with warnings.catch_warnings():  # "An input example was not provided": on purpose
-                warnings.filterwarnings(
-                    "ignore", message=".*input example was not provided", category=UserWarning
-                )
-                mlflow.pyfunc.save_model(
-                    path,
-                    python_model=str(PYFUNC_MODEL_CODE),
-                    model_config=config,
-                    signature=signature,
-                    input_example=example,
-                    pip_requirements=pip_requirements(),
-                )
-            for cache in path.rglob("__pycache__"):  # save_model loads the code once
-                shutil.rmtree(cache, ignore_errors=True)
+            save = functools.partial(_save_template, config=config, example=example, signature=signature)
+            path = _kept_template(kind, save)
+            if path is None:  # a cache that cannot be written: this process's own
+                if self._folder is None:
+                    self._folder = tempfile.TemporaryDirectory(prefix="downhill-models-")
+                path = Path(self._folder.name) / str(len(self._templates))
+                save(path)
             self._templates[kind] = path
             # MLmodel as MLflow wrote it, parsed once: each run's is this with its own fields.
             self._mlmodels[path] = yaml.load((path / "MLmodel").read_text(), Loader=_YAML_LOADER)
@@ -233,6 +230,68 @@ class ModelStamps:
 
 
 MODEL_STAMPS = ModelStamps()
+
+
+def _save_template(path: Path, config: dict[str, Any], example: pd.DataFrame | None, signature: Any) -> None:
+    """Save the model of ``config`` in the new folder ``path``, as ``log_model`` saves it."""
+    import mlflow
+
+    with warnings.catch_warnings():  # "An input example was not provided": on purpose
+        warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+        mlflow.pyfunc.save_model(
+            path,
+            python_model=str(PYFUNC_MODEL_CODE),
+            model_config=config,
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+        )
+    for cache in path.rglob("__pycache__"):  # save_model loads the code once
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _kept_template(kind: str, save: Callable[[Path], None]) -> Path | None:
+    """The cached template of ``kind`` on this machine, saved by ``save`` on first use;
+    None where the cache cannot be written."""
+    key = hashlib.sha256(json.dumps([kind, _saved_environment()]).encode()).hexdigest()[:32]
+    kept = cache_folder() / "models" / key
+    if (kept / "MLmodel").is_file():
+        return kept
+    scratch = kept.with_name(f"{key}.new-{os.getpid()}")
+    try:
+        shutil.rmtree(scratch, ignore_errors=True)  # left by a process with this PID that died
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+        save(scratch)
+        try:
+            scratch.rename(kept)  # whole or not at all
+        except OSError:  # made meanwhile by another process (or the cache is full)
+            if not (kept / "MLmodel").is_file():
+                return None
+    except OSError:  # a read-only or full cache folder
+        return None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return kept
+
+
+def _saved_environment() -> list[str]:
+    """What ``save_model`` writes of this machine into a model: the versions of Python,
+    MLflow, cloudpickle and the build tools (``python_env.yaml``), the pinned
+    requirements, and the model's code."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return f"{name}=={version(name)}"
+        except PackageNotFoundError:
+            return name
+
+    return [
+        sys.version,
+        *(installed(name) for name in ("mlflow", "cloudpickle", "pip", "setuptools", "wheel")),
+        *pip_requirements(),
+        hashlib.sha256(PYFUNC_MODEL_CODE.read_bytes()).hexdigest(),
+    ]
 
 
 def pip_requirements() -> list[str]:

@@ -439,7 +439,7 @@ def new_sqlite_store(database: Path) -> None:
     2.5 s of Python (loading each migration, reflecting tables), a sweep's longest
     serial step on a new project. So they are run once for each set of the versions that
     shape the schema (MLflow, alembic, SQLAlchemy, SQLite), into a template in
-    :func:`store_templates`, and a new store is a copy of it (milliseconds); MLflow
+    :func:`cache_folder`, and a new store is a copy of it (milliseconds); MLflow
     then adds its ``Default`` experiment as it does to a store it made itself. A test
     compares such a store with one MLflow makes from nothing. Where the templates'
     folder cannot be written, the migrations run for this store.
@@ -463,13 +463,14 @@ def new_sqlite_store(database: Path) -> None:
         _made_whole(database, _migrated)
 
 
-#: Where the empty-store templates are kept, if not in :func:`store_templates`'s default.
+#: Where what is made once per machine is kept, if not in :func:`cache_folder`'s default.
 CACHE_ENV = "DOWNHILL_CACHE_DIR"
 
 
-def store_templates() -> Path:
-    """The folder of the empty-store templates: ``$DOWNHILL_CACHE_DIR``, else
-    ``downhill/`` in the user's cache folder (``$XDG_CACHE_HOME``, else ``~/.cache``)."""
+def cache_folder() -> Path:
+    """The folder of what is made once per machine and versions (the empty store, the
+    models' templates): ``$DOWNHILL_CACHE_DIR``, else ``downhill/`` in the user's cache
+    folder (``$XDG_CACHE_HOME``, else ``~/.cache``)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "downhill"
@@ -485,7 +486,7 @@ def _store_template() -> Path | None:
         versions = "-".join(f"{name}{version(name)}" for name in ("mlflow", "alembic", "sqlalchemy"))
     except PackageNotFoundError:  # installed otherwise (mlflow-skinny): no template to trust
         return None
-    template = store_templates() / f"empty-store-{versions}-sqlite{sqlite3.sqlite_version}.db"
+    template = cache_folder() / f"empty-store-{versions}-sqlite{sqlite3.sqlite_version}.db"
     if template.is_file():
         return template
     try:

@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 from pipeline.model import ModelSpec
 from pipeline.pyfunc_model import LinearPriceModel
 from pipeline.runlog import PYFUNC_MODEL_CODE, log_model
+from pipeline.tracking import CACHE_ENV
 from tests.helpers import seed_store
 
 
@@ -147,16 +148,66 @@ def test_a_stamped_model_is_what_mlflow_logs(tmp_path: Path, spec: ModelSpec, th
     """Each run's model is a copy of one saved per kind, stamped with its ids and θ: it
     must be what ``mlflow.pyfunc.log_model`` writes, load, and predict the same."""
     import mlflow
+
+    inputs = np.random.default_rng(7).uniform(500.0, 4000.0, size=(20, len(spec.features)))
+    mlflow.set_tracking_uri(f"sqlite:///{seed_store(tmp_path)}")  # its models under tmp_path
+    with mlflow.start_run() as run:
+        stamped_uri = log_model(spec, np.array(theta), inputs, place_of(run))
+    assert_logged_as_mlflow_logs(tmp_path, stamped_uri, spec, np.array(theta), inputs)
+
+
+@pytest.mark.filterwarnings("ignore:.*input example was not provided")  # the reference, on purpose
+def test_a_model_template_saved_once_serves_every_later_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model's template is kept in the user's cache: a later process (here a new
+    ModelStamps) stamps its models from it without saving one (MLflow's check of the
+    requirements, 0.5 s a process), and logs what ``log_model`` writes; a cache that
+    cannot be written costs that time, nothing else."""
+    import mlflow
+
+    from pipeline.runlog import ModelStamps, RunPlace, model_parts
+
+    spec, theta = ModelSpec(("sqft",), positive=("sqft",), target_positive=True), np.array([12_000.0, 280.0])
+    inputs = np.random.default_rng(7).uniform(500.0, 4000.0, size=(20, 1))
+    parts = model_parts(spec, theta, inputs)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    made = ModelStamps().template(*parts)
+    assert made.parent == tmp_path / "cache" / "models" and (made / "MLmodel").is_file()
+    assert [path.name for path in made.parent.iterdir()] == [made.name]  # no scratch folder left
+    mlflow.set_tracking_uri(f"sqlite:///{seed_store(tmp_path)}")  # its models under tmp_path
+    stamps = ModelStamps()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mlflow.pyfunc, "save_model", pytest.fail)  # saved again: the cache unused
+        template = stamps.template(*parts)
+    assert template == made
+    with mlflow.start_run() as run:
+        place = RunPlace(
+            mlflow.MlflowClient(), run.info.run_id, run.info.experiment_id, run.info.artifact_uri
+        )
+        stamped_uri = stamps.log(place, template, parts[0], "pipeline/train.py")
+    assert_logged_as_mlflow_logs(tmp_path, stamped_uri, spec, theta, inputs)
+    (tmp_path / "a file").touch()
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "a file" / "cache"))
+    unkept = ModelStamps()
+    own = unkept.template(*parts)  # saved into the process's own folder, while it lives
+    assert (own / "MLmodel").is_file() and not own.is_relative_to(tmp_path)
+
+
+def assert_logged_as_mlflow_logs(
+    tmp_path: Path, stamped_uri: str, spec: ModelSpec, theta: np.ndarray, inputs: np.ndarray
+) -> None:
+    """The stamped model at ``stamped_uri`` (logged in the active store) equals what
+    ``mlflow.pyfunc.log_model`` logs for the same ``spec``, ``theta`` and ``inputs``: its
+    files, every ``MLmodel`` field but the run's own, its loading and answers."""
+    import mlflow
     import yaml
 
     from pipeline.runlog import model_parts, pip_requirements
 
-    rng = np.random.default_rng(7)
-    inputs = rng.uniform(500.0, 4000.0, size=(20, len(spec.features)))
-    mlflow.set_tracking_uri(f"sqlite:///{seed_store(tmp_path)}")  # its models under tmp_path
-    config, example, signature = model_parts(spec, np.array(theta), inputs)
-    with mlflow.start_run() as run:
-        stamped_uri = log_model(spec, np.array(theta), inputs, place_of(run))
+    run_id = mlflow.MlflowClient().get_logged_model(stamped_uri.removeprefix("models:/")).source_run_id
+    assert run_id is not None
+    config, example, signature = model_parts(spec, theta, inputs)
     with mlflow.start_run():
         reference_uri = mlflow.pyfunc.log_model(
             name="model",
@@ -178,7 +229,7 @@ def test_a_stamped_model_is_what_mlflow_logs(tmp_path: Path, spec: ModelSpec, th
     text = (folders[0] / "MLmodel").read_text()
     assert str(tmp_path) not in text and str(PYFUNC_MODEL_CODE.parent) not in text
     assert stamped["flavors"]["python_function"]["model_code_path"] == "pyfunc_model.py"
-    assert stamped["artifact_path"] == "model" and stamped["run_id"] == run.info.run_id
+    assert stamped["artifact_path"] == "model" and stamped["run_id"] == run_id
     assert stamped["model_id"] == stamped["model_uuid"] == stamped_uri.removeprefix("models:/")
     for fields in (stamped, reference):
         fields["flavors"]["python_function"]["model_code_path"] = PYFUNC_MODEL_CODE.name
@@ -195,6 +246,6 @@ def test_a_stamped_model_is_what_mlflow_logs(tmp_path: Path, spec: ModelSpec, th
             answers.append(str(refused))
     assert answers[0] == answers[1]
     model = mlflow.MlflowClient().get_logged_model(stamped_uri.removeprefix("models:/"))
-    assert str(model.status) == "READY" and model.source_run_id == run.info.run_id
+    assert str(model.status) == "READY" and model.source_run_id == run_id
     assert model.tags["mlflow.source.name"] == "pipeline/train.py"
-    assert not mlflow.get_run(run.info.run_id).data.params  # θ and its config are not run params
+    assert not mlflow.get_run(run_id).data.params  # θ and its config are not run params
