@@ -38,7 +38,7 @@ from pipeline.optimize import FitResult
 from pipeline.outcome import RunSummary, relative_gap
 from pipeline.passes import row_blocks
 from pipeline.summary import CERTIFICATE_BINS_PER_SCALE, bin_rows
-from pipeline.tracking import CURVE, MODEL_URI_TAG, artifact_store, cache_folder, context_tags
+from pipeline.tracking import CURVE, MODEL_URI_TAG, artifact_store, cache_folder, context_tags, made_whole
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -255,23 +255,13 @@ def _kept_template(kind: str, save: Callable[[Path], None]) -> Path | None:
     None where the cache cannot be written."""
     key = hashlib.sha256(json.dumps([kind, _saved_environment()]).encode()).hexdigest()[:32]
     kept = cache_folder() / "models" / key
-    if (kept / "MLmodel").is_file():
-        return kept
-    scratch = kept.with_name(f"{key}.new-{os.getpid()}")
-    try:
-        shutil.rmtree(scratch, ignore_errors=True)  # left by a process with this PID that died
-        scratch.parent.mkdir(parents=True, exist_ok=True)
-        save(scratch)
+    if not (kept / "MLmodel").is_file():
         try:
-            scratch.rename(kept)  # whole or not at all
-        except OSError:  # made meanwhile by another process (or the cache is full)
-            if not (kept / "MLmodel").is_file():
-                return None
-    except OSError:  # a read-only or full cache folder
-        return None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return kept
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            made_whole(kept, save)  # whole or not at all, the first of two processes kept
+        except OSError:  # a read-only or full cache folder
+            return None
+    return kept if (kept / "MLmodel").is_file() else None  # None: a folder someone emptied
 
 
 def _saved_environment() -> list[str]:

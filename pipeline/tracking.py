@@ -458,9 +458,9 @@ def new_sqlite_store(database: Path) -> None:
         database.with_name(database.name + suffix).unlink(missing_ok=True)
     template = _store_template()
     if template is not None:
-        _made_whole(database, lambda scratch: shutil.copyfile(template, scratch))
+        made_whole(database, lambda scratch: shutil.copyfile(template, scratch))
     else:
-        _made_whole(database, _migrated)
+        made_whole(database, _migrated)
 
 
 #: Where what is made once per machine is kept, if not in :func:`cache_folder`'s default.
@@ -491,7 +491,7 @@ def _store_template() -> Path | None:
         return template
     try:
         template.parent.mkdir(parents=True, exist_ok=True)
-        _made_whole(template, _migrated)
+        made_whole(template, _migrated)
     except OSError:  # a read-only or full cache folder: each new store is migrated
         return None
     return template
@@ -516,35 +516,50 @@ def _migrated(database: Path) -> None:
         engine.dispose()
 
 
-def _made_whole(target: Path, build: Callable[[Path], object]) -> None:
-    """Make ``target`` by ``build`` on a scratch file beside it (this process's), then
-    :func:`_publish` it; the scratch file is gone afterwards, whatever happened."""
+def made_whole(target: Path, build: Callable[[Path], object]) -> None:
+    """Make ``target`` (a file or a folder) by ``build`` on a scratch path beside it (this
+    process's), then :func:`_publish` it; the scratch is gone afterwards, whatever happened."""
     scratch = target.with_name(f"{target.name}.new-{os.getpid()}")
     try:
-        scratch.unlink(missing_ok=True)  # left by a process with this PID that died
+        _remove(scratch)  # left by a process with this PID that died
         build(scratch)
         _publish(scratch, target)
     finally:
         with contextlib.suppress(OSError):  # its folder may be what failed
-            scratch.unlink(missing_ok=True)
+            _remove(scratch)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _publish(scratch: Path, target: Path) -> None:
-    """Sync ``scratch`` and link it to ``target``, unless a file is there already."""
-    with open(scratch, "rb") as made:
-        os.fsync(made.fileno())
+    """Sync ``scratch`` and put it in place as ``target``, unless one is there already: a
+    file is linked, a folder (its files synced) renamed."""
+    for path in [*sorted(scratch.rglob("*")), scratch] if scratch.is_dir() else [scratch]:
+        _sync(path)
     try:
-        os.link(scratch, target)
+        if scratch.is_dir():
+            scratch.rename(target)
+        else:
+            os.link(scratch, target)
     except FileExistsError:  # made meanwhile by another process
         pass
-    except OSError:  # a file system without hard links
+    except OSError:  # a folder made meanwhile (not empty), or a file system without hard links
         if not target.exists():
             os.replace(scratch, target)
-    directory = os.open(target.parent, os.O_RDONLY)
+    _sync(target.parent)
+
+
+def _sync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(directory)
+        os.fsync(descriptor)
     finally:
-        os.close(directory)
+        os.close(descriptor)
 
 
 def write_ahead(database: Path) -> None:
