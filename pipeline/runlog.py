@@ -264,10 +264,11 @@ def _kept_template(kind: str, save: Callable[[Path], None]) -> Path | None:
     return kept if (kept / "MLmodel").is_file() else None  # None: a folder someone emptied
 
 
-def _saved_environment() -> list[str]:
+@functools.cache
+def _saved_environment() -> tuple[str, ...]:
     """What ``save_model`` writes of this machine into a model: the versions of Python,
     MLflow, cloudpickle and the build tools (``python_env.yaml``), the pinned
-    requirements, and the model's code."""
+    requirements, and the model's code (looked up once a process, for every kind)."""
     from importlib.metadata import PackageNotFoundError, version
 
     def installed(name: str) -> str:
@@ -276,12 +277,12 @@ def _saved_environment() -> list[str]:
         except PackageNotFoundError:
             return name
 
-    return [
+    return (
         sys.version,
         *(installed(name) for name in ("mlflow", "cloudpickle", "pip", "setuptools", "wheel")),
         *pip_requirements(),
         hashlib.sha256(PYFUNC_MODEL_CODE.read_bytes()).hexdigest(),
-    ]
+    )
 
 
 def pip_requirements() -> list[str]:

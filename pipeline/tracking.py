@@ -539,10 +539,11 @@ def _remove(path: Path) -> None:
 def _publish(scratch: Path, target: Path) -> None:
     """Sync ``scratch`` and put it in place as ``target``, unless one is there already: a
     file is linked, a folder (its files synced) renamed."""
-    for path in [*sorted(scratch.rglob("*")), scratch] if scratch.is_dir() else [scratch]:
+    folder = scratch.is_dir()
+    for path in [*sorted(scratch.rglob("*")), scratch] if folder else [scratch]:
         _sync(path)
     try:
-        if scratch.is_dir():
+        if folder:
             scratch.rename(target)
         else:
             os.link(scratch, target)
