@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_write
 
 from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 from pipeline.passes import fork_is_safe
@@ -166,15 +166,14 @@ def run_job_quickly(
     )
     with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
         config.hydra.runtime.output_dir = str(folder.absolute())
-    HydraConfig.instance().set_config(config)
+    _set_hydra_config(config)
     hydra_config = HydraConfig.get()
     saved = folder / str(hydra_config.output_subdir or "")
     saved.mkdir(parents=True, exist_ok=True)
     if hydra_config.output_subdir is not None:
         (saved / "overrides.yaml").write_text(OmegaConf.to_yaml(hydra_config.overrides.task))
     configure_log(config.hydra.job_logging, config.hydra.verbose)  # the job's log file
-    # The task's config without the hydra node (a quarter of the time of a copy less it).
-    task_config = OmegaConf.masked_copy(config, [str(key) for key in config if key != "hydra"])
+    task_config = _task_config(config)
     overrides = list(OmegaConf.to_container(hydra_config.overrides.task))  # type: ignore[arg-type]
     job = JobReturn(
         overrides=overrides, cfg=task_config, working_dir=os.getcwd(), task_name=hydra_config.job.name
@@ -188,3 +187,35 @@ def run_job_quickly(
             log.exception("job %d failed", index)
             job.return_value, job.status = error, JobStatus.FAILED
         callbacks.on_job_end(config=config, job_return=job)
+
+
+def _set_hydra_config(config: DictConfig) -> None:
+    """What ``HydraConfig.instance().set_config(config)`` does, less its copy of the hydra
+    node (7 ms a job, a tenth of a recorded run's time): Hydra's config of the job is the
+    job's own ``hydra`` node, made read-only and still a child of ``config``, as Hydra
+    makes its copy, so that its interpolations resolve there. Each job's config is
+    composed for that job alone and used by nothing else once it has run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    OmegaConf.set_readonly(config.hydra, True)
+    node = config._get_node("hydra")
+    assert isinstance(node, DictConfig)  # composed by Hydra
+    shown = OmegaConf.create({})
+    with flag_override(shown, "no_deepcopy_set_nodes", True):
+        shown.hydra = node
+    node._set_parent(config)
+    HydraConfig.instance().cfg = shown  # type: ignore[assignment]
+
+
+def _task_config(config: DictConfig) -> DictConfig:
+    """The job's config as Hydra's ``run_job`` hands it to the task, without its ``hydra``
+    node, made of ``config``'s own nodes rather than a copy of them (3 ms a job). The task
+    sees every setting as in a copy; ``config`` keeps them too (its hydra node's
+    interpolations still resolve there), for the callbacks at the job's end."""
+    task_config = OmegaConf.create({}, flags={"no_deepcopy_set_nodes": True})
+    for key in config:
+        if key != "hydra":
+            task_config[key] = config._get_node(str(key))
+    task_config._set_flag("no_deepcopy_set_nodes", None)
+    OmegaConf.set_struct(task_config, OmegaConf.is_struct(config))
+    return task_config

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.costs import Cost
 from tools.workspace import REPO_ROOT, VENV_BIN, copy_project, user_env
@@ -422,8 +422,19 @@ def write_job_record(cfg: DictConfig) -> None:
 
     if cfg.optimizer.lr < 0:
         raise ValueError("a job that fails")
-    number = HydraConfig.get().job.num
-    record = {"num": number, "pid": os.getpid(), "lr": cfg.optimizer.lr, "has_hydra": "hydra" in cfg}
+    hydra = HydraConfig.get()
+    number = hydra.job.num
+    record = {
+        "num": number,
+        "pid": os.getpid(),
+        "lr": cfg.optimizer.lr,
+        "has_hydra": "hydra" in cfg,
+        "struct": OmegaConf.is_struct(cfg),
+        "folder": hydra.runtime.output_dir,
+        # Hydra's config of the job, through its own interpolations and through the resolver.
+        "log_file": OmegaConf.select(HydraConfig.instance().cfg, "hydra.job_logging.handlers.file.filename"),  # type: ignore[arg-type]
+        "dirname": OmegaConf.create({"name": "${hydra:job.override_dirname}"}).name,
+    }
     Path(cfg.paths.root, f"job{number}.json").write_text(json.dumps(record))
     if cfg.optimizer.lr == 7:
         time.sleep(60)

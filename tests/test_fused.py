@@ -62,6 +62,10 @@ def test_two_workers_share_the_jobs_each_job_once_with_its_log_and_overrides(tmp
     records = {n: json.loads((tmp_path / f"job{n}.json").read_text()) for n in (0, 1, 3, 4)}
     assert [records[n]["lr"] for n in (0, 1, 3, 4)] == [0.1, 0.2, 0.4, 0.5]
     assert not any(record["has_hydra"] for record in records.values())  # the task's config, as Hydra's
+    assert all(record["struct"] for record in records.values())
+    for number, record in records.items():  # Hydra's config of that job, none other's
+        assert record["folder"] == str(tmp_path / "logs" / str(number))
+        assert record["dirname"].startswith(f"optimizer.lr={lrs[number]},paths.root=")
     workers = {n: records[n]["pid"] for n in records}
     assert workers[0] == workers[4] != workers[1] == workers[3]  # every second job, in two processes
     assert process.pid not in workers.values()
@@ -69,6 +73,7 @@ def test_two_workers_share_the_jobs_each_job_once_with_its_log_and_overrides(tmp
         job = tmp_path / "logs" / str(number)
         assert (job / ".hydra" / "overrides.yaml").read_text() == f"- optimizer.lr={lr}\n"
         (log,) = job.glob("*.log")  # named after Hydra's job name, "train" under `pipeline.train`
+        assert number not in records or records[number]["log_file"] == str(log)
         assert ("job 2 failed" in log.read_text()) == (number == 2)
 
 
