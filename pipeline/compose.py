@@ -40,6 +40,8 @@ class QuickComposer(ConfigLoader):
         # Each shape's composed config, pickled: a copy unpickled is six times quicker
         # than a deep copy (0.7 ms against 4 ms), and the composer travels to workers light.
         self._shapes: dict[tuple[Any, ...], bytes | None] = {}
+        # And the same less its hydra node (a fifth of its size): the task's part.
+        self._tasks: dict[tuple[Any, ...], bytes] = {}
         self._groups: dict[str, bool] = {}
         self._parser: Any = None
         # Each override as parsed, by its text: Hydra's parser takes some 0.3 ms an
@@ -136,11 +138,23 @@ class QuickComposer(ConfigLoader):
                 if can_set
             )
             self._shapes[shape] = pickle.dumps(composed, protocol=pickle.HIGHEST_PROTOCOL) if usable else None
+            if usable:
+                self._tasks[shape] = pickle.dumps(task_part(composed), protocol=pickle.HIGHEST_PROTOCOL)
             return composed
         template = self._shapes[shape]
         if template is None:
             return self.loader.load_sweep_config(master_config, list(sweep_overrides))
-        return _with_values(template, overrides, settable, master_config)
+        return _with_hydra_record(_with_values(template, overrides, settable, master_config), overrides)
+
+    def load_task_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        """The job's config as its task gets it: what :meth:`load_sweep_config` composes,
+        less its ``hydra`` node (:func:`task_part`), in a third of the time (1.3 ms). A
+        job's key is computed from this."""
+        overrides = self._parse(list(sweep_overrides))
+        shape, settable = self._shape(master_config, overrides)
+        if shape not in self._tasks:
+            return task_part(self.load_sweep_config(master_config, sweep_overrides))
+        return _with_values(self._tasks[shape], overrides, settable, master_config)
 
     def prepare(self, master_config: DictConfig, jobs: list[list[str]]) -> None:
         """Compose one job of each shape now: a launcher that sends this composer to
@@ -156,16 +170,31 @@ def _leaf(config: DictConfig, key: str) -> bool:
     return node is not _ABSENT and not OmegaConf.is_config(node)
 
 
+def task_part(config: DictConfig) -> DictConfig:
+    """A copy of a job's composed ``config`` as Hydra's ``run_job`` hands it to the task:
+    without its ``hydra`` node, struct as the composed config is."""
+    task = OmegaConf.masked_copy(config, [str(key) for key in config if key != "hydra"])
+    OmegaConf.set_struct(task, OmegaConf.is_struct(config))
+    return task
+
+
 def _with_values(
     template: bytes, overrides: list[Any], settable: list[bool], master_config: DictConfig
 ) -> DictConfig:
     """The pickled config ``template`` with the settable overrides' values, as Hydra applies them."""
-    from hydra._internal.config_loader_impl import get_overrides_dirname
-
     config: DictConfig = pickle.loads(template)
     for override, can_set in zip(overrides, settable, strict=True):
         if can_set:
             OmegaConf.update(config, override.key_or_group, override.value(), merge=True)
+    OmegaConf.copy_cache(from_config=master_config, to_config=config)
+    return config
+
+
+def _with_hydra_record(config: DictConfig, overrides: list[Any]) -> DictConfig:
+    """``config`` with Hydra's record of the job's ``overrides`` (``hydra.overrides.task``,
+    ``hydra.job.override_dirname``) rewritten as Hydra writes it."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+
     task = [override for override in overrides if not override.is_hydra_override()]
     dirname = config.hydra.job.config.override_dirname
     with open_dict(config.hydra):
@@ -176,5 +205,4 @@ def _with_values(
             item_sep=dirname.item_sep,
             exclude_keys=dirname.exclude_keys,
         )
-    OmegaConf.copy_cache(from_config=master_config, to_config=config)
     return config

@@ -89,7 +89,7 @@ def test_quick_composition_gives_the_configs_hydra_composes(tmp_path: Path) -> N
 
     from pipeline.compose import QuickComposer
     from pipeline.keys import job_key
-    from pipeline.sweep import job_configs
+    from pipeline.sweep import job_configs, task_configs
 
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
     config = loader.load_configuration(
@@ -117,8 +117,15 @@ def test_quick_composition_gives_the_configs_hydra_composes(tmp_path: Path) -> N
         assert [OmegaConf.to_yaml(cfg) for cfg in quick] == [OmegaConf.to_yaml(cfg) for cfg in composed]
         assert all(OmegaConf.is_struct(cfg) and not OmegaConf.is_readonly(cfg.hydra) for cfg in quick)
     assert quick[1].hydra.job.override_dirname == composed[1].hydra.job.override_dirname != ""
+    # The task's part, which the jobs' keys are made of: Hydra's config less its hydra node.
+    tasks = list(task_configs(config, jobs, composer))
+    assert [OmegaConf.to_yaml(cfg) for cfg in tasks] == [
+        OmegaConf.to_yaml({key: cfg[key] for key in cfg if key != "hydra"}) for cfg in composed
+    ]
+    assert all(OmegaConf.is_struct(cfg) and "hydra" not in cfg for cfg in tasks)
     keys = [job_key(cfg, "md5") for cfg in job_configs(config, jobs, loader)]
     assert len(set(keys)) == len(jobs)
+    assert [job_key(cfg, "md5") for cfg in task_configs(config, jobs, QuickComposer(loader))] == keys
     # Again four jobs, the default sweep's starts and rates pinned.
     pinned = ["model.init.theta0=0", "optimizer.lr=0.1"]
     values_only = plan_jobs(config, [*pinned, "model.init.theta1=0,600", "optimizer.max_iter=10,20"], loader)
