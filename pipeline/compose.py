@@ -170,6 +170,14 @@ def _leaf(config: DictConfig, key: str) -> bool:
     return node is not _ABSENT and not OmegaConf.is_config(node)
 
 
+def task_config(loader: ConfigLoader, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+    """A job's config as its task gets it, composed by ``loader`` (the quick way where it
+    is a :class:`QuickComposer`)."""
+    if isinstance(loader, QuickComposer):
+        return loader.load_task_config(master_config, sweep_overrides)
+    return task_part(loader.load_sweep_config(master_config, sweep_overrides))
+
+
 def task_part(config: DictConfig) -> DictConfig:
     """A copy of a job's composed ``config`` as Hydra's ``run_job`` hands it to the task:
     without its ``hydra`` node, struct as the composed config is."""

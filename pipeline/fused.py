@@ -29,7 +29,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +49,22 @@ PR_SET_PDEATHSIG = 1
 
 def record_jobs(
     task: Callable[[DictConfig], Any],
-    configs: Sequence[DictConfig],
+    compose: Callable[[int], DictConfig],
+    count: int,
     first_index: int,
     workers: int,
     callbacks: Any,
     fit_share: Callable[[range | None], None] = lambda indices: None,
 ) -> list[int]:
-    """Run ``task`` on each job's composed config (job ``first_index + i`` for
-    ``configs[i]``), in ``workers`` forked processes where that is safe; return the exit
-    status of each worker (empty where the jobs ran here). Each process first calls
-    ``fit_share`` with the indices of its jobs in ``configs`` (None: all of them)."""
+    """Run ``task`` on the composed config of each of ``count`` jobs (job ``first_index + i``
+    on ``compose(i)``), in ``workers`` forked processes where that is safe; return the exit
+    status of each worker (empty where the jobs ran here). Each process composes its own
+    jobs' configs (side by side, and none held longer than its job), and first calls
+    ``fit_share`` with the indices of its jobs (None: all of them)."""
     if workers <= 1 or not fork_is_safe():
         fit_share(None)
-        for index, config in enumerate(configs):
-            run_job_quickly(task, config, first_index + index, callbacks)
+        for index in range(count):
+            run_job_quickly(task, compose(index), first_index + index, callbacks)
         return []
     sys.stdout.flush()
     sys.stderr.flush()
@@ -71,7 +73,7 @@ def record_jobs(
     for worker in range(workers):
         pid = os.fork()
         if pid == 0:  # a worker: never returns into the sweep's frames
-            _work(task, configs, first_index, worker, workers, callbacks, parent, fit_share)
+            _work(task, compose, count, first_index, worker, workers, callbacks, parent, fit_share)
         pids.append(pid)
     from pipeline.pictures import load_drawing_modules
 
@@ -82,7 +84,8 @@ def record_jobs(
 
 def _work(
     task: Callable[[DictConfig], Any],
-    configs: Sequence[DictConfig],
+    compose: Callable[[int], DictConfig],
+    count: int,
     first_index: int,
     worker: int,
     workers: int,
@@ -94,9 +97,9 @@ def _work(
     status = 0
     try:
         _after_fork(parent)
-        fit_share(range(worker, len(configs), workers))
-        for index in range(worker, len(configs), workers):
-            run_job_quickly(task, configs[index], first_index + index, callbacks)
+        fit_share(range(worker, count, workers))
+        for index in range(worker, count, workers):
+            run_job_quickly(task, compose(index), first_index + index, callbacks)
     except KeyboardInterrupt:
         status = EXIT_INTERRUPTED
     except Terminated:

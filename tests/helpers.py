@@ -409,7 +409,7 @@ def fused_jobs(folder: Path, lrs: list[str], workers: int, task: Callable[[DictC
     for config, lr in zip(configs, lrs, strict=True):  # as the sweeper sets them for each job
         config.hydra.mode = RunMode.MULTIRUN
         config.hydra.overrides.task = [f"optimizer.lr={lr}"]
-    return record_jobs(task, configs, 0, workers, Callbacks(configs[0]))
+    return record_jobs(task, configs.__getitem__, len(configs), 0, workers, Callbacks(configs[0]))
 
 
 def write_job_record(cfg: DictConfig) -> None:
