@@ -492,10 +492,9 @@ def log_training_split(client: MlflowClient, run_id: str, job: TrainingJob) -> N
 
 
 def train_and_record(
-    cfg: DictConfig, job: TrainingJob, record: RunRecord, place: RunPlace, created_as: str
+    cfg: DictConfig, job: TrainingJob, record: RunRecord, place: RunPlace
 ) -> tuple[RunSummary, FitResult, Cost]:
-    """Fit as configured inside the active run, and record the fit (or why it failed).
-    ``created_as`` is the name the run was created with."""
+    """Fit as configured inside the active run, and record the fit (or why it failed)."""
     client, run_id = place.client, place.run_id
     try:
         settings = read_settings(cfg)
@@ -541,8 +540,7 @@ def train_and_record(
     summary = summarize(fitted, job.key, job.name)
     log_result(record, fitted, summary, job.inputs, place)
     # The outcome in the run's name: the runs table shows it without a column added.
-    if shown_name(result.status, job.name) != created_as:  # (a rename costs MLflow 5 ms)
-        record.tags[RUN_NAME_TAG] = shown_name(result.status, job.name)
+    record.tags[RUN_NAME_TAG] = shown_name(result.status, job.name)
     record.add_metrics(ingest_counts(cfg))
     summary = replace(summary, overrides=job.overrides, target=job.target)
     record.files[OUTCOME] = json.dumps(summary.to_json(), indent=2)
@@ -565,19 +563,15 @@ def run(cfg: DictConfig) -> RunSummary:
     store = sweep_store(uri, cfg.mlflow.experiment, parent)
     client = store.client
     tags = context_tags() | run_tags(cfg, job) | ({PARENT_RUN_TAG: parent} if parent else {})
-    # A run fitted ahead (by the fused launcher) is named with its outcome from the start.
-    ahead = _prefitted.get(job.key)
-    name = job.name if ahead is None else shown_name(ahead.status, job.name)
-    info = client.create_run(store.experiment, run_name=name, tags=tags).info
+    info = client.create_run(store.experiment, run_name=job.name, tags=tags).info
     run_id, place = info.run_id, RunPlace(client, info.run_id, store.experiment, info.artifact_uri)
     record = RunRecord(params=flat_params(cfg) | {"n_train": len(job.y)})
     try:
         with lease(client, run_id):  # seen alive by other machines, for a long fit
-            summary, result, cost = train_and_record(cfg, job, record, place, name)
+            summary, result, cost = train_and_record(cfg, job, record, place)
     except (KeyboardInterrupt, Terminated):
-        try:  # a stopped run still says what it was given, and no outcome in its name
-            unnamed = {RUN_NAME_TAG: job.name} if name != job.name else {}
-            RunRecord(params=record.params, tags=unnamed).send(place)
+        try:  # a stopped run still says what it was given
+            RunRecord(params=record.params).send(place)
             log_training_split(client, run_id, job)
         finally:
             client.set_terminated(run_id, "KILLED")  # not FAILED: nothing was wrong with the run

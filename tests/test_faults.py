@@ -317,13 +317,6 @@ def test_sigterm_while_the_fused_launchers_workers_record_ends_every_run(prepare
     statuses = [(run.data.tags["downhill.role"], run.info.status) for run in train_runs(client)]
     assert ("sweep", "KILLED") in statuses and not any(status == "RUNNING" for _, status in statuses)
     assert sum(role == "train" for role, _ in statuses) < 40  # stopped, not run to the end
-    # A run named with its outcome when created (fitted ahead) drops it when stopped.
-    killed = [
-        run.info.run_name
-        for run in train_runs(client)
-        if run.info.status == "KILLED" and run.data.tags["downhill.role"] == "train"
-    ]
-    assert not any(" · " in name for name in killed), killed
 
 
 @pytest.mark.e2e
