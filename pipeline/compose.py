@@ -186,6 +186,21 @@ def task_part(config: DictConfig) -> DictConfig:
     return task
 
 
+def task_view(config: DictConfig) -> DictConfig:
+    """A job's composed ``config`` as Hydra's ``run_job`` hands it to the task, like
+    :func:`task_part`, but made of ``config``'s own nodes rather than a copy of them
+    (3 ms a job less), for a config used by that one job alone: the task sees every
+    setting as in a copy; ``config`` keeps them too (its hydra node's interpolations
+    still resolve there), for the callbacks at the job's end."""
+    task = OmegaConf.create({}, flags={"no_deepcopy_set_nodes": True})
+    for key in config:
+        if key != "hydra":
+            task[key] = config._get_node(str(key))
+    task._set_flag("no_deepcopy_set_nodes", None)
+    OmegaConf.set_struct(task, OmegaConf.is_struct(config))
+    return task
+
+
 def _with_values(
     template: bytes, overrides: list[Any], settable: list[bool], master_config: DictConfig
 ) -> DictConfig:
