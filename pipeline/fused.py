@@ -8,7 +8,9 @@ then spread over ``hydra.launcher.n_jobs`` copies of the launching process made 
 the fits, the memory-mapped columns, the least-squares reference and the certificate
 of the global minimum), so nothing is imported, read or fitted twice. Runs fitted from
 the rows' statistics (the MSE) share nothing else, and their rounds are Python's time:
-each copy fits its own of them, side by side (``fit_share``). Each copy then runs
+most are fitted before the launch, by a copy made while the sweep opens its store
+(:class:`WorkAhead`, on the core MLflow's import leaves idle); each worker fits those of
+its jobs that copy had not finished, side by side (``fit_share``). Each copy then runs
 every ``n``-th job through the task Hydra gave the launcher, as
 Hydra's own ``run_job`` would, less what the record in MLflow makes redundant (the
 job's composed ``config.yaml`` and ``hydra.yaml``, which are its run's params, at 30 ms
@@ -26,10 +28,14 @@ import contextlib
 import ctypes
 import gc
 import logging
+import multiprocessing
 import os
+import pickle
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Container, Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +61,7 @@ def record_jobs(
     first_index: int,
     workers: int,
     callbacks: Any,
-    fit_share: Callable[[range | None], None] = lambda indices: None,
+    fit_share: Callable[[Container[int] | None], None] = lambda indices: None,
 ) -> list[int]:
     """Run ``task`` on the composed config of each of ``count`` jobs (job ``first_index + i``
     on ``compose(i)``), in ``workers`` forked processes where that is safe; return the exit
@@ -92,7 +98,7 @@ def _work(
     workers: int,
     callbacks: Any,
     parent: int,
-    fit_share: Callable[[range | None], None],
+    fit_share: Callable[[Container[int] | None], None],
 ) -> None:
     """In a forked worker: fit, then record jobs ``worker``, ``worker + workers``, … and leave."""
     status = 0
@@ -133,6 +139,79 @@ def _after_fork(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the line above
         os._exit(EXIT_TERMINATED)
+
+
+class WorkAhead:
+    """Work done by a forked copy of this process while this one goes on: the fused
+    launcher's fits from the rows' statistics, made while the sweep opens its store
+    (MLflow's import, some 2 s in which a core is idle).
+
+    ``pieces`` yields what the copy sends back, a piece at a time; a thread of this
+    process receives them as they come, so that the copy never waits on this one.
+    :meth:`take` stops the copy and takes the pieces it had sent: what it had not
+    finished is done where it is needed, as if nothing had been done ahead, so the work
+    ahead never delays what follows. Where a fork is unsafe
+    (:func:`pipeline.passes.fork_is_safe`) nothing is done ahead. The copy says nothing
+    (the launching process reports what goes wrong, when it gets there) and dies with
+    the launching process, ``kill -9`` included.
+    """
+
+    def __init__(self, pieces: Callable[[], Iterator[Any]]) -> None:
+        self.pid: int | None = None
+        self.received: list[bytes] = []
+        self.receiver: threading.Thread | None = None
+        if not fork_is_safe():
+            return
+        reader, writer = multiprocessing.Pipe(duplex=False)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the copy: never returns into the sweep's frames
+            reader.close()
+            _send_pieces(pieces, writer, parent)
+        writer.close()
+        self.pid = pid
+        self.receiver = threading.Thread(target=self._receive, args=(reader,), name="work-ahead", daemon=True)
+        self.receiver.start()
+
+    def _receive(self, reader: Connection) -> None:
+        with contextlib.closing(reader), contextlib.suppress(EOFError, OSError):  # until the copy ends
+            while True:
+                self.received.append(reader.recv_bytes())
+
+    def take(self) -> list[Any]:
+        """The pieces the copy sent, in the order it made them; the copy is stopped."""
+        self.close()
+        pieces = [pickle.loads(piece) for piece in self.received]
+        self.received = []
+        return pieces
+
+    def close(self) -> None:
+        """Stop the copy, if it still runs, and let it go (again: nothing)."""
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+            self.pid = None
+        if self.receiver is not None:  # the pipe's end came with the copy's: a piece cut short is left out
+            self.receiver.join()
+            self.receiver = None
+
+
+def _send_pieces(pieces: Callable[[], Iterator[Any]], writer: Connection, parent: int) -> None:
+    """In the copy made by :class:`WorkAhead`: send each piece, then leave."""
+    status = 0
+    try:
+        _after_fork(parent)
+        logging.disable(logging.CRITICAL)  # the launching process says what is wrong
+        for piece in pieces():
+            writer.send(piece)
+    except BaseException:  # Ctrl-C, a closed pipe, a bug: the work is done again where it is needed
+        status = 1
+    finally:
+        os._exit(status)  # not the launching process's atexit handlers, nor its frames
 
 
 def _wait_for(pids: list[int], meanwhile: Callable[[], None]) -> list[int]:

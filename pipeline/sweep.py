@@ -5,7 +5,8 @@ in the process that started the sweep, whatever launcher runs the jobs (in this
 process, in joblib's workers, on a Ray cluster):
 
 1. the grid becomes a list of jobs, each with a job key (:mod:`pipeline.keys`); the
-   sweep's key hashes them;
+   sweep's key hashes them (the fused launcher starts fitting them meanwhile, in a
+   forked copy, while this process opens the store);
 2. a parent run with that key that did not finish (killed, crashed, failed) is claimed
    under the store lock and resumed: its FINISHED children are kept, the rest are
    deleted and run again; otherwise a new parent run is started;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -403,39 +405,23 @@ def _log_parent(
     client.set_tag(parent_id, "mlflow.note.content", f"{len(runs)} runs. [Its runs, best first]({link})")
 
 
-@exit_on_error
-def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
-    """Run a sweep as the module docstring says; called by the project's Hydra sweeper."""
-    config, context, launcher = sweeper.config, sweeper.hydra_context, sweeper.launcher
-    assert config is not None and context is not None and launcher is not None  # set up by Hydra
-    loader = context.config_loader
-    uri = tracking_uri(config.mlflow.tracking_uri)
-    elsewhere = launcher_of(config).remote(config)
-    if elsewhere and sqlite_file(uri) is not None:
-        raise PipelineError(
-            f"{elsewhere} runs jobs on other machines, which cannot share the SQLite store "
-            f"{sqlite_file(uri)} (a file on this one): start the team server (`make server`) "
-            "and export the MLFLOW_TRACKING_URI it prints"
-        )
-    jobs = plan_jobs(config, arguments, loader)
-    if not jobs:
-        raise PipelineError(
-            f"the sweep has no jobs: an empty grid in {' '.join(arguments) or 'conf/train.yaml'}"
-        )
-    batch = launch_batch(config) or len(jobs)
-    train_path = resolve(config, config.paths.train)
-    if not train_path.is_file():
-        raise PipelineError(f"{train_path}: no training split; run `dvc repro split` first")
-    warm_up = WorkerWarmUp(launcher, len(jobs))
-    warm_up.start()
-    train_md5 = file_md5(train_path)
-    commit = git_commit()
-    # Composed as the launcher will compose them, the parent run's id not known yet (no key
-    # holds it): Hydra composes the first job once for both, not once each (0.2 s). A key
-    # is of the task's part alone, made without Hydra's (1.3 ms a job, not 4).
-    planned = [_launched(job, "null", train_md5, commit) for job in jobs]
-    keys = [job_key(task_config, train_md5) for task_config in task_configs(config, planned, loader)]
-    key = sweep_key(keys)
+def launch_pending(
+    config: DictConfig,
+    launcher: Any,
+    loader: ConfigLoader,
+    arguments: list[str],
+    uri: str,
+    jobs: list[list[str]],
+    keys: list[str],
+    key: str,
+    train_md5: str,
+    commit: str,
+    warm_up: WorkerWarmUp,
+    batch: int,
+) -> tuple[MlflowClient, str, str]:
+    """The middle of :func:`run_sweep`: open the store, claim the sweep's parent run
+    (resumed where it finished jobs before), launch the jobs not yet finished, in
+    batches of ``batch``; return the client, the experiment's id and the parent's."""
     store = open_store(uri, config.mlflow.experiment)
     client, experiment_id = store.client, store.experiment
     closed = close_orphaned_runs(client, experiment_id)
@@ -489,6 +475,51 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
                 raise
             except Exception as error:  # Hydra could not write a job's folder: a full disk, say
                 raise PipelineError(f"the sweep stopped: {first_line(error)}; {RESUME}") from None
+    return client, experiment_id, parent_id
+
+
+@exit_on_error
+def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
+    """Run a sweep as the module docstring says; called by the project's Hydra sweeper."""
+    config, context, launcher = sweeper.config, sweeper.hydra_context, sweeper.launcher
+    assert config is not None and context is not None and launcher is not None  # set up by Hydra
+    loader = context.config_loader
+    uri = tracking_uri(config.mlflow.tracking_uri)
+    elsewhere = launcher_of(config).remote(config)
+    if elsewhere and sqlite_file(uri) is not None:
+        raise PipelineError(
+            f"{elsewhere} runs jobs on other machines, which cannot share the SQLite store "
+            f"{sqlite_file(uri)} (a file on this one): start the team server (`make server`) "
+            "and export the MLFLOW_TRACKING_URI it prints"
+        )
+    jobs = plan_jobs(config, arguments, loader)
+    if not jobs:
+        raise PipelineError(
+            f"the sweep has no jobs: an empty grid in {' '.join(arguments) or 'conf/train.yaml'}"
+        )
+    batch = launch_batch(config) or len(jobs)
+    train_path = resolve(config, config.paths.train)
+    if not train_path.is_file():
+        raise PipelineError(f"{train_path}: no training split; run `dvc repro split` first")
+    warm_up = WorkerWarmUp(launcher, len(jobs))
+    warm_up.start()
+    train_md5 = file_md5(train_path)
+    commit = git_commit()
+    # Composed as the launcher will compose them, the parent run's id not known yet (no key
+    # holds it): Hydra composes the first job once for both, not once each (0.2 s). A key
+    # is of the task's part alone, made without Hydra's (1.3 ms a job, not 4).
+    planned = [_launched(job, "null", train_md5, commit) for job in jobs]
+    keys = [job_key(task_config, train_md5) for task_config in task_configs(config, planned, loader)]
+    key = sweep_key(keys)
+    # The fused launcher fits its jobs from the rows' statistics in a forked copy while
+    # the store opens (MLflow's import, a core idle), which composes their task configs
+    # again: held here, 10,000 of them would double what the launch holds.
+    fit_ahead = getattr(launcher, "fit_ahead", None)
+    tasks = functools.partial(task_configs, config, planned, loader)
+    with fit_ahead(tasks, len(jobs)) if fit_ahead is not None else nullcontext():
+        client, experiment_id, parent_id = launch_pending(
+            config, launcher, loader, arguments, uri, jobs, keys, key, train_md5, commit, warm_up, batch
+        )
     for name in (SWEEP_SIZE_ENV, BEST_MSE_ENV, LAUNCHER_PID_ENV):
         os.environ.pop(name, None)
 

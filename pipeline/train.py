@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -298,11 +298,16 @@ class FitGroup:
         rounds are its own Python."""
         return self.cost.is_mse and self.members[0][2].statistics
 
-    def fit(self, indices: range | None = None) -> float:
+    def fit(self, indices: Container[int] | None = None) -> float:
         """Fit the members (those whose job index is in ``indices``) into the fits taken
         by their jobs; return the seconds the fits took. A problem is each job's own, met
-        when it runs alone: nothing is fitted."""
-        members = [member for member in self.members if indices is None or member[0] in indices]
+        when it runs alone: nothing is fitted. Members fitted already (ahead, by
+        :func:`fits_ahead`) are not fitted again."""
+        members = [
+            member
+            for member in self.members
+            if (indices is None or member[0] in indices) and member[1] not in _prefitted
+        ]
         if not members:
             return 0.0
         first = members[0][2]
@@ -328,25 +333,19 @@ class FitGroup:
         return time.perf_counter() - started
 
 
-def prefit(configs: Sequence[DictConfig], workers: int = 1) -> list[FitGroup]:
-    """Fit a sweep's jobs ahead, in groups that share the rows, the model, the cost and
-    the budget: a group advances together (:func:`pipeline.optimize.fit_many`: one pass
-    over the rows per round serves all its runs), each run's θ the one it gets alone.
-    The jobs then run as usual, each taking its fit from here and recording it through
-    the one logging path. A job whose settings or data are wrong is left out: it fails
-    on its own, with its own message. ``hydra/launcher=fused`` calls this.
-
-    With ``workers`` > 1 processes to record the jobs, the groups fitted from the rows'
-    statistics (:attr:`FitGroup.from_statistics`) are returned unfitted: each worker fits
-    its own jobs of them (:meth:`FitGroup.fit`), the two halves side by side, where here
-    they would be fitted one after the other. What the runs are measured against (the
-    least-squares optimum, a robust cost's certificate) is made here for all of them.
-    """
+def fit_groups(configs: Sequence[DictConfig], statistics_only: bool = False) -> list[FitGroup]:
+    """A sweep's jobs (``configs``, the task's part of each) in groups that share the
+    rows, the model, the cost and the budget, unfitted; a job whose settings or data are
+    wrong is left out (it fails on its own, with its own message). ``statistics_only``:
+    only the jobs fitted from the rows' statistics (the MSE), whose costs need no pass
+    over the rows to be made."""
     groups: dict[tuple[Any, ...], FitGroup] = {}
     for index, cfg in enumerate(configs):
         try:
             split = training_split(cfg)
             settings = read_settings(cfg)
+            if statistics_only and not (settings.loss == "mse" and settings.statistics):
+                continue
             X = model_columns(split.columns.X, settings.model.degree, split.copy)
             model_key = fit_key(split.md5, settings.model)
             with one_blas_thread():
@@ -357,10 +356,50 @@ def prefit(configs: Sequence[DictConfig], workers: int = 1) -> list[FitGroup]:
         key = (model_key, tuple(split.features), split.target, settings.model, cost, *budget)
         group = groups.setdefault(key, FitGroup(model_key, cost, X, split.columns.y, cfg, split.copy, []))
         group.members.append((index, job_key(cfg, split.md5), settings))
+    return list(groups.values())
+
+
+def fits_ahead(configs: Sequence[DictConfig], shares: int) -> Iterator[dict[str, FitResult]]:
+    """The fits of a sweep's jobs that iterate on the rows' statistics, made before
+    the sweep launches them (:class:`pipeline.fused.WorkAhead`, while the store opens):
+    by job key, in ``shares`` pieces (every ``shares``-th job), each as soon as it is
+    made, so that what is finished when the jobs are launched is used and the rest is
+    fitted by the processes that record them. Each fit is, to the bit, the job's own."""
+    groups = fit_groups(configs, statistics_only=True)
+    for share in range(shares):
+        for group in groups:
+            group.fit(range(share, len(configs), shares))
+        yield dict(_prefitted)
+        _prefitted.clear()
+
+
+def prefit(
+    configs: Sequence[DictConfig], workers: int = 1, ahead: Mapping[str, FitResult] | None = None
+) -> list[FitGroup]:
+    """Fit a sweep's jobs ahead, in groups that share the rows, the model, the cost and
+    the budget: a group advances together (:func:`pipeline.optimize.fit_many`: one pass
+    over the rows per round serves all its runs), each run's θ the one it gets alone.
+    The jobs then run as usual, each taking its fit from here and recording it through
+    the one logging path. A job whose settings or data are wrong is left out: it fails
+    on its own, with its own message. ``hydra/launcher=fused`` calls this.
+
+    ``ahead`` holds fits made before, by job key (:func:`fits_ahead`): the jobs among
+    ``configs`` take theirs from there. With ``workers`` > 1 processes to record the
+    jobs, the groups fitted from the rows' statistics (:attr:`FitGroup.from_statistics`)
+    that ``ahead`` does not cover are returned unfitted: each worker fits its own jobs of
+    them (:meth:`FitGroup.fit`), the two halves side by side, where here they would be
+    fitted one after the other. What the runs are measured against (the least-squares
+    optimum, a robust cost's certificate) is made here for all of them.
+    """
+    groups = fit_groups(configs)
+    made = ahead or {}
+    taken = {key: made[key] for group in groups for _, key, _ in group.members if key in made}
+    _prefitted.update(taken)
     fitting, left = 0.0, []  # the fits' own time, said apart from the references'
-    for group in groups.values():
+    for group in groups:
         if workers > 1 and group.from_statistics:
-            left.append(group)
+            if any(key not in taken for _, key, _ in group.members):
+                left.append(group)
         else:
             fitting += group.fit()
         first = group.members[0][2]
@@ -372,11 +411,12 @@ def prefit(configs: Sequence[DictConfig], workers: int = 1) -> list[FitGroup]:
             global_reference(
                 group.X, group.y, first.model, group.cost, group.model_key, frame, first.exact_rows
             )
-    count = sum(len(group.members) for group in groups.values())
-    later = sum(len(group.members) for group in left)
+    count = sum(len(group.members) for group in groups)
+    later = sum(1 for group in left for _, key, _ in group.members if key not in taken)
     log.info(
-        "fused: %d of %d runs fitted together in %d group(s) in %.2f s%s; now recording each",
+        "fused: %d of %d runs fitted together in %d group(s) in %.2f s%s%s; now recording each",
         *(count, len(configs), len(groups), fitting),
+        f" ({len(taken)} fitted ahead, while the store opened)" if taken else "",
         f" ({later} from the rows' statistics, each by the process that records it)" if later else "",
     )
     return left

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -410,6 +410,34 @@ def fused_jobs(folder: Path, lrs: list[str], workers: int, task: Callable[[DictC
         config.hydra.mode = RunMode.MULTIRUN
         config.hydra.overrides.task = [f"optimizer.lr={lr}"]
     return record_jobs(task, configs.__getitem__, len(configs), 0, workers, Callbacks(configs[0]))
+
+
+def work_ahead_probe(how: str) -> dict[str, Any]:
+    """Meant for a fresh interpreter: a :class:`pipeline.fused.WorkAhead` whose copy sends
+    a short piece, then one larger than a pipe holds, then (``how``) sleeps a minute
+    before a third ("slow"), or fails ("fails"); taken once the first two are in, or let
+    go without a look ("dropped"). What was taken and the copy's process id."""
+    import time
+
+    from pipeline.fused import WorkAhead
+
+    def pieces() -> Iterator[str]:
+        yield "first"
+        yield "x" * 1_000_000
+        if how == "fails":
+            raise ValueError("a copy that breaks")
+        time.sleep(60)
+        yield "never"
+
+    ahead = WorkAhead(pieces)
+    pid = ahead.pid
+    deadline = time.monotonic() + 60
+    while len(ahead.received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if how == "dropped":
+        ahead.close()
+        return {"taken": None, "pid": pid}
+    return {"taken": [len(piece) for piece in ahead.take()], "pid": pid}
 
 
 def write_job_record(cfg: DictConfig) -> None:

@@ -12,12 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline import launchers
 from pipeline.errors import PipelineError
 from pipeline.launchers import worker_count
-from tests.helpers import REPO_ROOT, user_env
+from tests.helpers import REPO_ROOT, ComposeFn, user_env
 
 
 @pytest.mark.parametrize(
@@ -118,3 +119,73 @@ def test_the_workers_end_with_the_launching_process(tmp_path: Path, signum: int)
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
+
+
+def probe_work_ahead(how: str) -> dict[str, object]:
+    """:func:`tests.helpers.work_ahead_probe` in a fresh interpreter; nothing on stderr."""
+    code = "import json; from tests.helpers import work_ahead_probe; "
+    code += f"print(json.dumps(work_ahead_probe({how!r})))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert isinstance(found, dict)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("how", "taken"), [("slow", [5, 1_000_000]), ("fails", [5, 1_000_000]), ("dropped", None)]
+)
+def test_work_ahead_gives_what_its_copy_finished_and_the_copy_ends(how: str, taken: list[int] | None) -> None:
+    """The pieces sent by then, whole (one larger than a pipe holds: the copy never waits
+    on the launching process); the piece under way is dropped with the copy, which is
+    gone, reaped, when the launching process goes on (also when it fails, or is let go)."""
+    found = probe_work_ahead(how)
+    assert found["taken"] == taken
+    pid = found["pid"]
+    assert isinstance(pid, int) and pid > 0 and not alive(pid)
+
+
+def test_fits_made_ahead_are_each_jobs_own_fit_in_one_piece_per_worker(
+    prepared: Path, compose_cfg: ComposeFn
+) -> None:
+    """:func:`pipeline.train.fits_ahead`: every second job in each piece, each fit the one
+    the job makes alone, to the bit; a robust cost's job (it passes over the rows) and a
+    job with a wrong setting are not fitted ahead. The launch then takes them
+    (:func:`pipeline.train.prefit`): no group is left to the workers. (The robust job is
+    not launched here: its pass would start OpenMP's threads, after which nothing forks.)"""
+    from pipeline.columns import model_columns, training_split
+    from pipeline.costs import Cost
+    from pipeline.keys import job_key
+    from pipeline.train import fit_with_settings, fits_ahead, prefit, read_settings, unclaimed_prefits
+
+    grids: list[tuple[str, ...]] = [("optimizer.lr=0.1", "model.init.theta1=0"), ("optimizer.lr=0.5",)]
+    grids += [("optimizer.lr=0.01", "optimizer.max_iter=50"), ("optimizer.lr=1.5",), ("model.loss=huber",)]
+    grids += [("optimizer.lr=-1",)]
+    configs = [compose_cfg(*grid, config_name="train") for grid in grids]
+    split = training_split(configs[0])
+    keys = [job_key(cfg, split.md5) for cfg in configs]
+    pieces = list(fits_ahead(configs, 2))
+    assert [sorted(piece) for piece in pieces] == [sorted([keys[0], keys[2]]), sorted([keys[1], keys[3]])]
+    X = model_columns(split.columns.X, 1, split.copy)
+    for index in range(4):
+        ahead = pieces[index % 2][keys[index]]
+        alone = fit_with_settings(X, split.columns.y, read_settings(configs[index]), Cost())
+        assert np.array_equal(ahead.theta, alone.theta) and ahead.n_iter == alone.n_iter
+        assert np.array_equal(ahead.loss_history, alone.loss_history)
+        assert np.array_equal(ahead.theta_history, alone.theta_history) and ahead.message == alone.message
+    design = np.column_stack([np.ones(len(X)), X[:, 0]])
+    least_squares = np.linalg.lstsq(design, split.columns.y, rcond=None)[0]
+    assert pieces[0][keys[0]].converged
+    np.testing.assert_allclose(pieces[0][keys[0]].theta, least_squares, rtol=1e-6)
+    assert pieces[1][keys[3]].diverged  # lr 1.5 is past the stability limit (1)
+    try:
+        assert prefit(configs[:4] + configs[5:], 2, pieces[0] | pieces[1]) == []
+    finally:
+        assert unclaimed_prefits() == 4  # the four fitted ahead, none taken by a job here

@@ -11,15 +11,19 @@ of the time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from pipeline.fused import WorkAhead
 
 
 class DownhillSweeper(BasicSweeper):
@@ -51,6 +55,33 @@ class FusedLauncher(BasicLauncher):
     def __init__(self, n_jobs: int = -1) -> None:
         super().__init__()
         self.n_jobs = n_jobs
+        self.ahead: WorkAhead | None = None  # the fits being made ahead (fit_ahead)
+        self.fitted_ahead: dict[str, Any] = {}  # those taken, by job key: each batch takes its own
+
+    @contextlib.contextmanager
+    def fit_ahead(self, tasks: Callable[[], Iterable[DictConfig]], count: int) -> Iterator[None]:
+        """While the block runs (the sweep opens its store and claims its parent run:
+        MLflow's import, some 2 s on one core), fit the jobs that iterate on the rows'
+        statistics in a forked copy of this process (:func:`pipeline.train.fits_ahead`),
+        which composes the task config of each of the ``count`` jobs with ``tasks``. The
+        launch takes the fits made by then; what was not finished is fitted as before, by
+        the processes that record the jobs."""
+        from pipeline.errors import PipelineError
+        from pipeline.fused import WorkAhead
+        from pipeline.train import fits_ahead
+
+        try:
+            shares = self.workers(count)
+        except PipelineError:  # a wrong n_jobs: the launch says so
+            yield
+            return
+        self.ahead = WorkAhead(lambda: fits_ahead(list(tasks()), shares))
+        try:
+            yield
+        finally:
+            self.ahead.close()
+            self.ahead = None
+            self.fitted_ahead = {}
 
     def workers(self, jobs: int) -> int:
         """How many processes record ``jobs`` jobs (1: this one)."""
@@ -74,9 +105,12 @@ class FusedLauncher(BasicLauncher):
         # compose); the whole of it is composed by the process that records the job.
         tasks = [task_config(loader, master, list(overrides)) for overrides in job_overrides]
         workers = self.workers(len(tasks))
-        left = prefit(tasks, workers)
+        if self.ahead is not None:  # the first batch: the fits made ahead, all taken now
+            for piece in self.ahead.take():
+                self.fitted_ahead.update(piece)
+        left = prefit(tasks, workers, self.fitted_ahead)
 
-        def fit_share(indices: range | None) -> None:  # in the process that records those jobs
+        def fit_share(indices: Container[int] | None) -> None:  # in the process that records those jobs
             for group in left:
                 group.fit(indices)
 
