@@ -136,7 +136,16 @@ def open_columns(split: Path, md5: str, features: Sequence[str], target: str, fo
     home = copy_folder(folder, split, md5, features, target)
     if not (home / "y.npy").is_file():
         _make_copy(split, features, target, home)
-    return Columns(np.load(home / "X.npy", mmap_mode="r"), np.load(home / "y.npy", mmap_mode="r"))
+        _mapped.pop(home, None)
+    if home not in _mapped:  # a copy's folder is named by what it holds: mapped once a process
+        _mapped[home] = Columns(
+            np.load(home / "X.npy", mmap_mode="r"), np.load(home / "y.npy", mmap_mode="r")
+        )
+    return _mapped[home]
+
+
+#: The column copies mapped in this process, by folder (a sweep's jobs share one).
+_mapped: dict[Path, Columns] = {}
 
 
 def _make_copy(split: Path, features: Sequence[str], target: str, home: Path) -> None:

@@ -142,23 +142,27 @@ def _after_fork(parent: int) -> None:
 
 
 class WorkAhead:
-    """Work done by a forked copy of this process while this one goes on: the fused
-    launcher's fits from the rows' statistics, made while the sweep opens its store
-    (MLflow's import, some 2 s in which a core is idle).
+    """Work done by a forked copy of this process while this one goes on: a sweep's job
+    keys, and the fused launcher's fits from the rows' statistics, made while the sweep
+    opens its store (MLflow's import, some 2 s in which a core is idle).
 
     ``pieces`` yields what the copy sends back, a piece at a time; a thread of this
     process receives them as they come, so that the copy never waits on this one.
-    :meth:`take` stops the copy and takes the pieces it had sent: what it had not
-    finished is done where it is needed, as if nothing had been done ahead, so the work
-    ahead never delays what follows. Where a fork is unsafe
+    :meth:`first` waits for the first piece (what this process needs next: it would make
+    it itself in the same time). :meth:`take` stops the copy and takes the other pieces
+    it had sent: what it had not finished is done where it is needed, as if nothing had
+    been done ahead, so that work never delays what follows. Where a fork is unsafe
     (:func:`pipeline.passes.fork_is_safe`) nothing is done ahead. The copy says nothing
-    (the launching process reports what goes wrong, when it gets there) and dies with
-    the launching process, ``kill -9`` included.
+    (this process makes again what the copy could not, and reports what is wrong) and
+    dies with this process, ``kill -9`` included. Used as a context manager, the copy is
+    stopped at the end of the block.
     """
 
     def __init__(self, pieces: Callable[[], Iterator[Any]]) -> None:
         self.pid: int | None = None
         self.received: list[bytes] = []
+        self.taken = 0  # the pieces handed out already
+        self.arrived = threading.Condition()
         self.receiver: threading.Thread | None = None
         if not fork_is_safe():
             return
@@ -175,16 +179,41 @@ class WorkAhead:
         self.receiver = threading.Thread(target=self._receive, args=(reader,), name="work-ahead", daemon=True)
         self.receiver.start()
 
+    def __enter__(self) -> WorkAhead:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.close()
+
     def _receive(self, reader: Connection) -> None:
-        with contextlib.closing(reader), contextlib.suppress(EOFError, OSError):  # until the copy ends
-            while True:
-                self.received.append(reader.recv_bytes())
+        try:
+            with contextlib.closing(reader), contextlib.suppress(EOFError, OSError):  # until the copy ends
+                while True:
+                    piece = reader.recv_bytes()
+                    with self.arrived:
+                        self.received.append(piece)
+                        self.arrived.notify_all()
+        finally:
+            with self.arrived:
+                self.receiver = None
+                self.arrived.notify_all()
+
+    def first(self) -> Any | None:
+        """The first piece, once the copy has sent it; None where it sent none (nothing
+        forked, or the copy failed first)."""
+        with self.arrived:
+            self.arrived.wait_for(lambda: self.received or self.receiver is None)
+            if not self.received or self.taken:
+                return None
+            self.taken = 1
+            return pickle.loads(self.received[0])
 
     def take(self) -> list[Any]:
-        """The pieces the copy sent, in the order it made them; the copy is stopped."""
+        """The pieces the copy sent (less the first, if :meth:`first` took it), in the
+        order it made them; the copy is stopped."""
         self.close()
-        pieces = [pickle.loads(piece) for piece in self.received]
-        self.received = []
+        pieces = [pickle.loads(piece) for piece in self.received[self.taken :]]
+        self.taken = len(self.received)
         return pieces
 
     def close(self) -> None:
@@ -195,9 +224,9 @@ class WorkAhead:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
             self.pid = None
-        if self.receiver is not None:  # the pipe's end came with the copy's: a piece cut short is left out
-            self.receiver.join()
-            self.receiver = None
+        receiver = self.receiver
+        if receiver is not None:  # the pipe's end came with the copy's: a piece cut short is left out
+            receiver.join()
 
 
 def _send_pieces(pieces: Callable[[], Iterator[Any]], writer: Connection, parent: int) -> None:

@@ -31,11 +31,11 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -43,6 +43,7 @@ from pipeline import errors
 from pipeline.compose import QuickComposer
 from pipeline.errors import PipelineError, exit_on_error, first_line
 from pipeline.files import file_md5, resolve
+from pipeline.fused import WorkAhead
 from pipeline.keys import in_result, job_key, sweep_key
 from pipeline.launchers import launcher_of, traits, worker_count
 from pipeline.outcome import RunSummary, best_run
@@ -62,6 +63,7 @@ from pipeline.tracking import (
     SPLIT_KEY,
     SWEEP_KEY_TAG,
     SWEEP_SIZE_ENV,
+    OpenStore,
     children,
     close_orphaned_runs,
     each_child,
@@ -410,7 +412,7 @@ def launch_pending(
     launcher: Any,
     loader: ConfigLoader,
     arguments: list[str],
-    uri: str,
+    store: OpenStore,
     jobs: list[list[str]],
     keys: list[str],
     key: str,
@@ -419,11 +421,10 @@ def launch_pending(
     warm_up: WorkerWarmUp,
     batch: int,
 ) -> tuple[MlflowClient, str, str]:
-    """The middle of :func:`run_sweep`: open the store, claim the sweep's parent run
+    """The middle of :func:`run_sweep`: claim the sweep's parent run in ``store``
     (resumed where it finished jobs before), launch the jobs not yet finished, in
     batches of ``batch``; return the client, the experiment's id and the parent's."""
-    store = open_store(uri, config.mlflow.experiment)
-    client, experiment_id = store.client, store.experiment
+    client, experiment_id, uri = store.client, store.experiment, store.uri
     closed = close_orphaned_runs(client, experiment_id)
     if closed:
         log.warning("marked %d runs KILLED: their processes had ended without closing them", closed)
@@ -478,6 +479,33 @@ def launch_pending(
     return client, experiment_id, parent_id
 
 
+@runtime_checkable
+class FitsAhead(Protocol):
+    """A launcher whose fits are made ahead, in the sweep's :class:`pipeline.fused.WorkAhead`
+    (the fused launcher, ``hydra_plugins/downhill_sweeper``)."""
+
+    def fits_ahead(self, tasks: list[DictConfig], keys: list[str]) -> Iterator[Any]:
+        """In the forked copy: the fits of the jobs whose task configs are ``tasks`` (and
+        keys ``keys``), in pieces."""
+
+    def fits_from(self, ahead: WorkAhead) -> None:
+        """Take the pieces of ``ahead`` after the job keys, at the launch."""
+
+
+def sweep_ahead(
+    compose: Callable[[], Iterable[DictConfig]],
+    train_md5: str,
+    fits: Callable[[list[DictConfig], list[str]], Iterator[Any]] | None,
+) -> Iterator[Any]:
+    """What a sweep's :class:`pipeline.fused.WorkAhead` makes: the job keys of the task
+    configs ``compose`` makes, then what ``fits`` (the fused launcher's) makes of them."""
+    configs = list(compose())
+    keys = [job_key(task_config, train_md5) for task_config in configs]
+    yield keys
+    if fits is not None:
+        yield from fits(configs, keys)
+
+
 @exit_on_error
 def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     """Run a sweep as the module docstring says; called by the project's Hydra sweeper."""
@@ -502,23 +530,28 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     if not train_path.is_file():
         raise PipelineError(f"{train_path}: no training split; run `dvc repro split` first")
     warm_up = WorkerWarmUp(launcher, len(jobs))
-    warm_up.start()
     train_md5 = file_md5(train_path)
     commit = git_commit()
     # Composed as the launcher will compose them, the parent run's id not known yet (no key
-    # holds it): Hydra composes the first job once for both, not once each (0.2 s). A key
-    # is of the task's part alone, made without Hydra's (1.3 ms a job, not 4).
+    # holds it). A key is of the task's part alone, made without Hydra's (1.3 ms a job, not 4).
     planned = [_launched(job, "null", train_md5, commit) for job in jobs]
-    keys = [job_key(task_config, train_md5) for task_config in task_configs(config, planned, loader)]
-    key = sweep_key(keys)
-    # The fused launcher fits its jobs from the rows' statistics in a forked copy while
-    # the store opens (MLflow's import, a core idle), which composes their task configs
-    # again: held here, 10,000 of them would double what the launch holds.
-    fit_ahead = getattr(launcher, "fit_ahead", None)
-    tasks = functools.partial(task_configs, config, planned, loader)
-    with fit_ahead(tasks, len(jobs)) if fit_ahead is not None else nullcontext():
+    compose = functools.partial(task_configs, config, planned, loader)
+    fitter = launcher if isinstance(launcher, FitsAhead) else None  # the fused launcher
+    # The job keys (and the fused launcher's fits) are made by a forked copy of this
+    # process while this one opens the store (MLflow's import, some 2 s on one core). It
+    # is forked before any thread of the sweep starts (joblib's warm-up among them).
+    fits = fitter.fits_ahead if fitter is not None else None
+    with WorkAhead(functools.partial(sweep_ahead, compose, train_md5, fits)) as ahead:
+        warm_up.start()
+        store = open_store(uri, config.mlflow.experiment)
+        keys = ahead.first()
+        if not (isinstance(keys, list) and len(keys) == len(jobs)):  # nothing forked, or the copy failed
+            keys = [job_key(task_config, train_md5) for task_config in compose()]  # and says why here
+        if fitter is not None:
+            fitter.fits_from(ahead)
+        key = sweep_key(keys)
         client, experiment_id, parent_id = launch_pending(
-            config, launcher, loader, arguments, uri, jobs, keys, key, train_md5, commit, warm_up, batch
+            config, launcher, loader, arguments, store, jobs, keys, key, train_md5, commit, warm_up, batch
         )
     for name in (SWEEP_SIZE_ENV, BEST_MSE_ENV, LAUNCHER_PID_ENV):
         os.environ.pop(name, None)

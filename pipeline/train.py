@@ -333,12 +333,14 @@ class FitGroup:
         return time.perf_counter() - started
 
 
-def fit_groups(configs: Sequence[DictConfig], statistics_only: bool = False) -> list[FitGroup]:
+def fit_groups(
+    configs: Sequence[DictConfig], statistics_only: bool = False, keys: Sequence[str] | None = None
+) -> list[FitGroup]:
     """A sweep's jobs (``configs``, the task's part of each) in groups that share the
     rows, the model, the cost and the budget, unfitted; a job whose settings or data are
     wrong is left out (it fails on its own, with its own message). ``statistics_only``:
     only the jobs fitted from the rows' statistics (the MSE), whose costs need no pass
-    over the rows to be made."""
+    over the rows to be made. ``keys``: the jobs' keys, where they are known already."""
     groups: dict[tuple[Any, ...], FitGroup] = {}
     for index, cfg in enumerate(configs):
         try:
@@ -355,22 +357,29 @@ def fit_groups(configs: Sequence[DictConfig], statistics_only: bool = False) -> 
         budget = (settings.max_iter, settings.tol, settings.divergence_ratio, settings.statistics)
         key = (model_key, tuple(split.features), split.target, settings.model, cost, *budget)
         group = groups.setdefault(key, FitGroup(model_key, cost, X, split.columns.y, cfg, split.copy, []))
-        group.members.append((index, job_key(cfg, split.md5), settings))
+        group.members.append((index, keys[index] if keys else job_key(cfg, split.md5), settings))
     return list(groups.values())
 
 
-def fits_ahead(configs: Sequence[DictConfig], shares: int) -> Iterator[dict[str, FitResult]]:
-    """The fits of a sweep's jobs that iterate on the rows' statistics, made before
-    the sweep launches them (:class:`pipeline.fused.WorkAhead`, while the store opens):
-    by job key, in ``shares`` pieces (every ``shares``-th job), each as soon as it is
-    made, so that what is finished when the jobs are launched is used and the rest is
-    fitted by the processes that record them. Each fit is, to the bit, the job's own."""
-    groups = fit_groups(configs, statistics_only=True)
-    for share in range(shares):
+#: Jobs fitted ahead together, a piece sent back at a time (:func:`fits_ahead`): some
+#: 0.2 s of fits, so that little is lost of a piece cut short when the sweep launches.
+AHEAD_PIECE = 16
+
+
+def fits_ahead(configs: Sequence[DictConfig], keys: Sequence[str]) -> Iterator[dict[str, FitResult]]:
+    """The fits of a sweep's jobs that iterate on the rows' statistics, made before the
+    sweep launches them (:class:`pipeline.fused.WorkAhead`, while the store opens), by
+    job key (``keys``, those of ``configs``), :data:`AHEAD_PIECE` jobs at a time in the
+    sweep's order, each piece as soon as it is made: what is finished when the jobs are
+    launched is used, the rest is fitted by the processes that record them. Each fit is,
+    to the bit, the job's own."""
+    groups = fit_groups(configs, statistics_only=True, keys=keys)
+    for first in range(0, len(configs), AHEAD_PIECE):
         for group in groups:
-            group.fit(range(share, len(configs), shares))
-        yield dict(_prefitted)
-        _prefitted.clear()
+            group.fit(range(first, first + AHEAD_PIECE))
+        if _prefitted:
+            yield dict(_prefitted)
+            _prefitted.clear()
 
 
 def prefit(

@@ -152,14 +152,16 @@ def test_work_ahead_gives_what_its_copy_finished_and_the_copy_ends(how: str, tak
     assert isinstance(pid, int) and pid > 0 and not alive(pid)
 
 
-def test_fits_made_ahead_are_each_jobs_own_fit_in_one_piece_per_worker(
-    prepared: Path, compose_cfg: ComposeFn
+def test_fits_made_ahead_come_a_few_jobs_at_a_time_each_the_jobs_own_fit(
+    prepared: Path, compose_cfg: ComposeFn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """:func:`pipeline.train.fits_ahead`: every second job in each piece, each fit the one
-    the job makes alone, to the bit; a robust cost's job (it passes over the rows) and a
-    job with a wrong setting are not fitted ahead. The launch then takes them
-    (:func:`pipeline.train.prefit`): no group is left to the workers. (The robust job is
-    not launched here: its pass would start OpenMP's threads, after which nothing forks.)"""
+    """:func:`pipeline.train.fits_ahead`: pieces of ``AHEAD_PIECE`` jobs in the sweep's
+    order (two here), each fit the one the job makes alone, to the bit; a robust cost's
+    job (it passes over the rows) and a job with a wrong setting are not fitted ahead, and
+    a piece of neither is not sent. The launch then takes them (:func:`pipeline.train.prefit`):
+    no group is left to the workers. (The robust job is not launched here: its pass
+    would start OpenMP's threads, after which nothing forks.)"""
+    from pipeline import train
     from pipeline.columns import model_columns, training_split
     from pipeline.costs import Cost
     from pipeline.keys import job_key
@@ -171,11 +173,12 @@ def test_fits_made_ahead_are_each_jobs_own_fit_in_one_piece_per_worker(
     configs = [compose_cfg(*grid, config_name="train") for grid in grids]
     split = training_split(configs[0])
     keys = [job_key(cfg, split.md5) for cfg in configs]
-    pieces = list(fits_ahead(configs, 2))
-    assert [sorted(piece) for piece in pieces] == [sorted([keys[0], keys[2]]), sorted([keys[1], keys[3]])]
+    monkeypatch.setattr(train, "AHEAD_PIECE", 2)
+    pieces = list(fits_ahead(configs, keys))
+    assert [sorted(piece) for piece in pieces] == [sorted(keys[:2]), sorted(keys[2:4])]
     X = model_columns(split.columns.X, 1, split.copy)
     for index in range(4):
-        ahead = pieces[index % 2][keys[index]]
+        ahead = pieces[index // 2][keys[index]]
         alone = fit_with_settings(X, split.columns.y, read_settings(configs[index]), Cost())
         assert np.array_equal(ahead.theta, alone.theta) and ahead.n_iter == alone.n_iter
         assert np.array_equal(ahead.loss_history, alone.loss_history)

@@ -11,9 +11,8 @@ of the time.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
@@ -55,33 +54,22 @@ class FusedLauncher(BasicLauncher):
     def __init__(self, n_jobs: int = -1) -> None:
         super().__init__()
         self.n_jobs = n_jobs
-        self.ahead: WorkAhead | None = None  # the fits being made ahead (fit_ahead)
+        self.ahead: WorkAhead | None = None  # the sweep's work ahead, whose later pieces are fits
         self.fitted_ahead: dict[str, Any] = {}  # those taken, by job key: each batch takes its own
 
-    @contextlib.contextmanager
-    def fit_ahead(self, tasks: Callable[[], Iterable[DictConfig]], count: int) -> Iterator[None]:
-        """While the block runs (the sweep opens its store and claims its parent run:
-        MLflow's import, some 2 s on one core), fit the jobs that iterate on the rows'
-        statistics in a forked copy of this process (:func:`pipeline.train.fits_ahead`),
-        which composes the task config of each of the ``count`` jobs with ``tasks``. The
-        launch takes the fits made by then; what was not finished is fitted as before, by
-        the processes that record the jobs."""
-        from pipeline.errors import PipelineError
-        from pipeline.fused import WorkAhead
+    def fits_ahead(self, tasks: list[DictConfig], keys: list[str]) -> Iterator[dict[str, Any]]:
+        """In the sweep's forked copy that works while it opens its store (MLflow's
+        import, some 2 s on one core, :class:`pipeline.fused.WorkAhead`): the fits of the
+        jobs that iterate on the rows' statistics (``tasks``: each job's task config;
+        ``keys``: their keys), a few jobs at a time (:func:`pipeline.train.fits_ahead`)."""
         from pipeline.train import fits_ahead
 
-        try:
-            shares = self.workers(count)
-        except PipelineError:  # a wrong n_jobs: the launch says so
-            yield
-            return
-        self.ahead = WorkAhead(lambda: fits_ahead(list(tasks()), shares))
-        try:
-            yield
-        finally:
-            self.ahead.close()
-            self.ahead = None
-            self.fitted_ahead = {}
+        return fits_ahead(tasks, keys)
+
+    def fits_from(self, ahead: WorkAhead) -> None:
+        """Take the fits :meth:`fits_ahead` made in ``ahead`` at the launch; what was not
+        finished by then is fitted as before, by the processes that record the jobs."""
+        self.ahead, self.fitted_ahead = ahead, {}
 
     def workers(self, jobs: int) -> int:
         """How many processes record ``jobs`` jobs (1: this one)."""
@@ -108,6 +96,7 @@ class FusedLauncher(BasicLauncher):
         if self.ahead is not None:  # the first batch: the fits made ahead, all taken now
             for piece in self.ahead.take():
                 self.fitted_ahead.update(piece)
+            self.ahead = None
         left = prefit(tasks, workers, self.fitted_ahead)
 
         def fit_share(indices: Container[int] | None) -> None:  # in the process that records those jobs
