@@ -198,15 +198,20 @@ class WorkAhead:
                 self.receiver = None
                 self.arrived.notify_all()
 
-    def first(self) -> Any | None:
+    def first(self, timeout: float | None = None) -> Any | None:
         """The first piece, once the copy has sent it; None where it sent none (nothing
-        forked, or the copy failed first)."""
+        forked, or the copy failed first) or, within ``timeout`` seconds, has not: then
+        the copy is stopped (one that hangs, on a lock another thread held at the fork,
+        say, costs that long, once)."""
         with self.arrived:
-            self.arrived.wait_for(lambda: self.received or self.receiver is None)
-            if not self.received or self.taken:
-                return None
-            self.taken = 1
-            return pickle.loads(self.received[0])
+            self.arrived.wait_for(lambda: self.received or self.receiver is None, timeout)
+            piece = self.received[0] if self.received and not self.taken else None
+            if piece is not None:
+                self.taken = 1
+        if piece is None:
+            self.close()
+            return None
+        return pickle.loads(piece)
 
     def take(self) -> list[Any]:
         """The pieces the copy sent (less the first, if :meth:`first` took it), in the

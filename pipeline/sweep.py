@@ -479,6 +479,11 @@ def launch_pending(
     return client, experiment_id, parent_id
 
 
+#: How long the sweep waits for the job keys from its forked copy before it makes them
+#: itself: the copy composes some 4 ms a job, and is given some ten times that.
+AHEAD_WAIT, AHEAD_WAIT_PER_JOB = 60.0, 0.05
+
+
 @runtime_checkable
 class FitsAhead(Protocol):
     """A launcher whose fits are made ahead, in the sweep's :class:`pipeline.fused.WorkAhead`
@@ -544,7 +549,7 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     with WorkAhead(functools.partial(sweep_ahead, compose, train_md5, fits)) as ahead:
         warm_up.start()
         store = open_store(uri, config.mlflow.experiment)
-        keys = ahead.first()
+        keys = ahead.first(timeout=AHEAD_WAIT + AHEAD_WAIT_PER_JOB * len(jobs))
         if not (isinstance(keys, list) and len(keys) == len(jobs)):  # nothing forked, or the copy failed
             keys = [job_key(task_config, train_md5) for task_config in compose()]  # and says why here
         if fitter is not None:

@@ -415,13 +415,17 @@ def fused_jobs(folder: Path, lrs: list[str], workers: int, task: Callable[[DictC
 def work_ahead_probe(how: str) -> dict[str, Any]:
     """Meant for a fresh interpreter: a :class:`pipeline.fused.WorkAhead` whose copy sends
     a short piece, then one larger than a pipe holds, then (``how``) sleeps a minute
-    before a third ("slow"), or fails ("fails"); taken once the first two are in, or let
-    go without a look ("dropped"). What was taken and the copy's process id."""
+    before a third ("slow"), or fails ("fails"); its first piece and the rest are taken
+    once the first two are in, or the copy is let go without a look ("dropped"). Or the
+    copy hangs a minute before its first piece ("hangs"), waited for half a second. What
+    was taken, and the copy's process id."""
     import time
 
     from pipeline.fused import WorkAhead
 
     def pieces() -> Iterator[str]:
+        if how == "hangs":
+            time.sleep(60)
         yield "first"
         yield "x" * 1_000_000
         if how == "fails":
@@ -431,13 +435,16 @@ def work_ahead_probe(how: str) -> dict[str, Any]:
 
     ahead = WorkAhead(pieces)
     pid = ahead.pid
+    if how == "hangs":
+        return {"first": ahead.first(timeout=0.5), "taken": ahead.take(), "pid": pid}
     deadline = time.monotonic() + 60
     while len(ahead.received) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     if how == "dropped":
         ahead.close()
-        return {"taken": None, "pid": pid}
-    return {"taken": [len(piece) for piece in ahead.take()], "pid": pid}
+        return {"first": None, "taken": None, "pid": pid}
+    first = ahead.first()
+    return {"first": first, "taken": [len(piece) for piece in ahead.take()], "pid": pid}
 
 
 def write_job_record(cfg: DictConfig) -> None:

@@ -140,14 +140,23 @@ def probe_work_ahead(how: str) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    ("how", "taken"), [("slow", [5, 1_000_000]), ("fails", [5, 1_000_000]), ("dropped", None)]
+    ("how", "first", "taken"),
+    [
+        ("slow", "first", [1_000_000]),
+        ("fails", "first", [1_000_000]),
+        ("dropped", None, None),
+        ("hangs", None, []),
+    ],
 )
-def test_work_ahead_gives_what_its_copy_finished_and_the_copy_ends(how: str, taken: list[int] | None) -> None:
-    """The pieces sent by then, whole (one larger than a pipe holds: the copy never waits
-    on the launching process); the piece under way is dropped with the copy, which is
-    gone, reaped, when the launching process goes on (also when it fails, or is let go)."""
+def test_work_ahead_gives_what_its_copy_finished_and_the_copy_ends(
+    how: str, first: str | None, taken: list[int] | None
+) -> None:
+    """The first piece, waited for, then the others sent by then, whole (one larger than a
+    pipe holds: the copy never waits on the launching process); the piece under way is
+    dropped with the copy, which is gone, reaped, when the launching process goes on
+    (also when it failed, was let go, or did not send its first piece in time)."""
     found = probe_work_ahead(how)
-    assert found["taken"] == taken
+    assert found["first"] == first and found["taken"] == taken
     pid = found["pid"]
     assert isinstance(pid, int) and pid > 0 and not alive(pid)
 
