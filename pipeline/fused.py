@@ -196,7 +196,11 @@ class WorkAhead:
         finally:
             with self.arrived:
                 self.receiver = None
+                pid, self.pid = self.pid, None
                 self.arrived.notify_all()
+            if pid is not None:  # the copy ended (the pipe did with it): reaped now, not at the sweep's end
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
 
     def first(self, timeout: float | None = None) -> Any | None:
         """The first piece, once the copy has sent it; None where it sent none (nothing
@@ -223,12 +227,13 @@ class WorkAhead:
 
     def close(self) -> None:
         """Stop the copy, if it still runs, and let it go (again: nothing)."""
-        if self.pid is not None:
+        with self.arrived:  # the receiver reaps a copy that ended by itself: never both
+            pid, self.pid = self.pid, None
+        if pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
-            self.pid = None
+                os.waitpid(pid, 0)
         receiver = self.receiver
         if receiver is not None:  # the pipe's end came with the copy's: a piece cut short is left out
             receiver.join()

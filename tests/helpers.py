@@ -418,7 +418,7 @@ def work_ahead_probe(how: str) -> dict[str, Any]:
     before a third ("slow"), or fails ("fails"); its first piece and the rest are taken
     once the first two are in, or the copy is let go without a look ("dropped"). Or the
     copy hangs a minute before its first piece ("hangs"), waited for half a second. What
-    was taken, and the copy's process id."""
+    was taken, the copy's process id, and whether a copy that failed was reaped by then."""
     import time
 
     from pipeline.fused import WorkAhead
@@ -443,8 +443,11 @@ def work_ahead_probe(how: str) -> dict[str, Any]:
     if how == "dropped":
         ahead.close()
         return {"first": None, "taken": None, "pid": pid}
+    while how == "fails" and ahead.pid is not None and time.monotonic() < deadline:
+        time.sleep(0.05)  # a copy that ended by itself is reaped as it ends, not left a zombie
+    reaped = ahead.pid is None
     first = ahead.first()
-    return {"first": first, "taken": [len(piece) for piece in ahead.take()], "pid": pid}
+    return {"first": first, "taken": [len(piece) for piece in ahead.take()], "pid": pid, "reaped": reaped}
 
 
 def write_job_record(cfg: DictConfig) -> None:

@@ -157,6 +157,7 @@ def test_work_ahead_gives_what_its_copy_finished_and_the_copy_ends(
     (also when it failed, was let go, or did not send its first piece in time)."""
     found = probe_work_ahead(how)
     assert found["first"] == first and found["taken"] == taken
+    assert found.get("reaped", False) == (how == "fails")  # as it ended, not when the sweep goes on
     pid = found["pid"]
     assert isinstance(pid, int) and pid > 0 and not alive(pid)
 
