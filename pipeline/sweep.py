@@ -4,9 +4,9 @@ The project's Hydra sweeper (``hydra_plugins/downhill_sweeper``) calls :func:`ru
 in the process that started the sweep, whatever launcher runs the jobs (in this
 process, in joblib's workers, on a Ray cluster):
 
-1. the grid becomes a list of jobs, each with a job key (:mod:`pipeline.keys`); the
-   sweep's key hashes them (the fused launcher starts fitting them meanwhile, in a
-   forked copy, while this process opens the store);
+1. the grid becomes a list of jobs, each with a job key (:mod:`pipeline.keys`), made by
+   a forked copy of this process while this one opens the store (with the fused
+   launcher, the copy goes on to fit the jobs); the sweep's key hashes them;
 2. a parent run with that key that did not finish (killed, crashed, failed) is claimed
    under the store lock and resumed: its FINISHED children are kept, the rest are
    deleted and run again; otherwise a new parent run is started;
