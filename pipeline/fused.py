@@ -25,7 +25,6 @@ the jobs are recorded in the launching process, one after another.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import logging
 import multiprocessing
@@ -43,15 +42,13 @@ from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_writ
 
 from pipeline.compose import task_view
 from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
-from pipeline.passes import fork_is_safe
+from pipeline.passes import end_with_parent, fork_is_safe
 from pipeline.tracking import store_engines
 
 log = logging.getLogger("pipeline.sweep")
 
 #: Exit status of a worker whose own code failed (a bug, not a job's error).
 WORKER_BROKE = 70
-#: ``prctl`` option: the signal this process gets when its parent dies (Linux).
-PR_SET_PDEATHSIG = 1
 
 
 def record_jobs(
@@ -62,12 +59,15 @@ def record_jobs(
     workers: int,
     callbacks: Any,
     fit_share: Callable[[Container[int] | None], None] = lambda indices: None,
+    draws_after: bool = True,
 ) -> list[int]:
     """Run ``task`` on the composed config of each of ``count`` jobs (job ``first_index + i``
     on ``compose(i)``), in ``workers`` forked processes where that is safe; return the exit
     status of each worker (empty where the jobs ran here). Each process composes its own
     jobs' configs (side by side, and none held longer than its job), and first calls
-    ``fit_share`` with the indices of its jobs (None: all of them)."""
+    ``fit_share`` with the indices of its jobs (None: all of them). ``draws_after``:
+    whether this process will draw the sweep's pictures (not where they are drawn
+    ahead, :func:`pipeline.sweep.draw_sweep_ahead`)."""
     if workers <= 1 or not fork_is_safe():
         fit_share(None)
         for index in range(count):
@@ -86,7 +86,7 @@ def record_jobs(
 
     # This process has nothing to do until the workers are done, then the sweep's end
     # draws its pictures: it loads what they are drawn with while it waits.
-    return _wait_for(pids, meanwhile=load_drawing_modules)
+    return _wait_for(pids, meanwhile=load_drawing_modules if draws_after else lambda: None)
 
 
 def _work(
@@ -135,8 +135,7 @@ def _after_fork(parent: int) -> None:
     gc.freeze()
     # Killed with the launching process (kill -9 included), as joblib's workers are:
     # a resumed sweep must not meet a worker of the dead one still recording.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    end_with_parent()
     if os.getppid() != parent:  # it died before the line above
         os._exit(EXIT_TERMINATED)
 
@@ -149,9 +148,10 @@ class WorkAhead:
     ``pieces`` yields what the copy sends back, a piece at a time; a thread of this
     process receives them as they come, so that the copy never waits on this one.
     :meth:`first` waits for the first piece (what this process needs next: it would make
-    it itself in the same time). :meth:`take` stops the copy and takes the other pieces
-    it had sent: what it had not finished is done where it is needed, as if nothing had
-    been done ahead, so that work never delays what follows. Where a fork is unsafe
+    it itself in the same time). :meth:`take` takes the other pieces it has sent by
+    then, and may stop it: what it had not finished is done where it is needed, as if
+    nothing had been done ahead, so that work never delays what follows. :meth:`last`
+    waits for the copy to end, and gives its last piece. Where a fork is unsafe
     (:func:`pipeline.passes.fork_is_safe`) nothing is done ahead. The copy says nothing
     (this process makes again what the copy could not, and reports what is wrong) and
     dies with this process, ``kill -9`` included. Used as a context manager, the copy is
@@ -159,7 +159,8 @@ class WorkAhead:
     """
 
     def __init__(self, pieces: Callable[[], Iterator[Any]]) -> None:
-        self.pid: int | None = None
+        self.pid: int | None = None  # the copy's, until it is reaped
+        self.forked: int | None = None  # the copy's, for good (what it left behind is named by it)
         self.received: list[bytes] = []
         self.taken = 0  # the pieces handed out already
         self.arrived = threading.Condition()
@@ -175,7 +176,7 @@ class WorkAhead:
             reader.close()
             _send_pieces(pieces, writer, parent)
         writer.close()
-        self.pid = pid
+        self.pid = self.forked = pid
         self.receiver = threading.Thread(target=self._receive, args=(reader,), name="work-ahead", daemon=True)
         self.receiver.start()
 
@@ -217,13 +218,26 @@ class WorkAhead:
             return None
         return pickle.loads(piece)
 
-    def take(self) -> list[Any]:
-        """The pieces the copy sent (less the first, if :meth:`first` took it), in the
-        order it made them; the copy is stopped."""
+    def take(self, stop: bool = True) -> list[Any]:
+        """The pieces the copy sent (less those taken already), in the order it made
+        them; the copy is stopped, unless ``stop`` is False."""
+        if stop:
+            self.close()
+        with self.arrived:
+            sent = self.received[self.taken :]
+            self.taken += len(sent)
+        return [pickle.loads(piece) for piece in sent]
+
+    def last(self, timeout: float | None = None) -> Any | None:
+        """The last piece the copy sent (taken already or not), once it has ended; None
+        where it sent none, or has not ended within ``timeout`` seconds (then it is
+        stopped, and what it was making is made where it is needed)."""
+        with self.arrived:
+            ended = self.arrived.wait_for(lambda: self.receiver is None, timeout)
         self.close()
-        pieces = [pickle.loads(piece) for piece in self.received[self.taken :]]
-        self.taken = len(self.received)
-        return pieces
+        if not ended or not self.received:
+            return None
+        return pickle.loads(self.received[-1])
 
     def close(self) -> None:
         """Stop the copy, if it still runs, and let it go (again: nothing)."""

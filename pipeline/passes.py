@@ -7,7 +7,10 @@ one block at a time, so memory stays bounded whatever the number of rows.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -143,3 +146,14 @@ def fork_is_safe() -> bool:
         return bool(numba.threading_layer() != "omp")
     except ValueError:  # no parallel pass has run: no threading layer was chosen yet
         return True
+
+
+#: ``prctl`` option: the signal this process gets when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
+
+
+def end_with_parent() -> None:
+    """Have this process (a forked copy) killed when the process that forked it dies,
+    ``kill -9`` included (Linux; elsewhere nothing forks)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

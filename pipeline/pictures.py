@@ -8,12 +8,15 @@ training run; the stages that only read a record never import it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -22,9 +25,10 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.costs import Cost
+from pipeline.errors import PipelineError
 from pipeline.files import resolve, write_atomic
 from pipeline.outcome import Minimum, RunSummary, status_counts
-from pipeline.passes import fork_is_safe
+from pipeline.passes import end_with_parent, fork_is_safe
 from pipeline.record import group_minima, minima_line, write_sweep_record
 from pipeline.rules import EXACT_ROWS
 from pipeline.settings import optimizer_file, read_flag, read_number
@@ -205,23 +209,55 @@ def load_drawing_modules() -> None:
         importlib.import_module(name)
 
 
-def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) -> list[Path]:
+def write_sweep_outputs(
+    config: DictConfig, key: str, runs: list[RunSummary], drawn: DrawnAhead | None = None
+) -> list[Path]:
     """Write the sweep record, its pictures and its page (atomically); return the
-    pictures' and the page's paths."""
+    pictures' and the page's paths. ``drawn``: those drawn ahead (:func:`draw_ahead`),
+    moved into place where they were drawn from ``runs``, else drawn again here."""
     write_sweep_record(resolve(config, config.paths.sweep), key, runs)
-    page_path = resolve(config, config.paths.landscape_page)
+    written = publish_drawn(config, drawn, runs) if drawn is not None else None
+    if written is None:
+        written = _draw_here(config, runs)
+    else:
+        log.info("the pictures and the page: drawn while the runs were recorded")
+    if read_flag(config, "pictures.animation"):
+        gif = sweep_animation(config, runs)
+        if gif is not None:
+            written.append(resolve(config, config.paths.animation))
+            write_atomic(written[-1], lambda tmp: tmp.write_bytes(gif))
+    log.info("%d runs: %s", len(runs), status_counts(runs))
+    log.info("%s", minima_line(runs, group_minima(runs)))
+    return written
+
+
+def _draw_here(config: DictConfig, runs: list[RunSummary]) -> list[Path]:
+    """Draw the pictures and the page of ``runs`` into place; return their paths."""
+    return list(_draw(config, runs, lambda name: resolve(config, config.paths[name])).values())
+
+
+def _draw(
+    config: DictConfig,
+    runs: list[RunSummary],
+    path_of: Callable[[str], Path],
+    write: Callable[[Path, Callable[[Path], object]], None] = write_atomic,
+) -> dict[str, Path]:
+    """Draw the pictures and the page of ``runs``, each to ``path_of(its path key)`` by
+    ``write`` (atomically, by default); return the paths written by path key, in the
+    order of :data:`DRAWN`."""
+    page_path = path_of("landscape_page")
 
     def write_page() -> bool:
         page = sweep_page(config, runs)
         if page is not None:
-            write_atomic(page_path, lambda tmp: tmp.write_text(page))
+            write(page_path, lambda tmp: tmp.write_text(page))
         return page is not None
 
-    def draw(names: Sequence[str]) -> list[Path]:
-        paths = []
+    def draw(names: Sequence[str]) -> dict[str, Path]:
+        paths = {}
         for name, figure in sweep_figures(config, runs, names).items():
-            paths.append(resolve(config, config.paths[name]))
-            write_atomic(paths[-1], partial(figure.savefig, format="png", dpi=110))
+            paths[name] = path_of(name)
+            write(paths[name], partial(figure.savefig, format="png", dpi=110))
         return paths
 
     def beside_the_page() -> bool:
@@ -232,25 +268,110 @@ def write_sweep_outputs(config: DictConfig, key: str, runs: list[RunSummary]) ->
     # this process while this one draws the other pictures; should the copy fail, they
     # are drawn here, where an error is reported as any other.
     drawer = _forked(beside_the_page)
-    here = [name for name in PICTURES if name not in PICTURES_BESIDE_THE_PAGE]
-    written = draw(here)
+    written = draw([name for name in PICTURES if name not in PICTURES_BESIDE_THE_PAGE])
     if drawer is not None:
         drawer.join()
     if drawer is not None and drawer.exitcode == 0:
-        written += [resolve(config, config.paths[name]) for name in PICTURES_BESIDE_THE_PAGE]
-        written.append(page_path)
+        written |= {name: path_of(name) for name in PICTURES_BESIDE_THE_PAGE}
+        written["landscape_page"] = page_path
     else:
-        written += draw(PICTURES_BESIDE_THE_PAGE)
+        written |= draw(PICTURES_BESIDE_THE_PAGE)
         if write_page():
-            written.append(page_path)
-    if read_flag(config, "pictures.animation"):
-        gif = sweep_animation(config, runs)
-        if gif is not None:
-            written.append(resolve(config, config.paths.animation))
-            write_atomic(written[-1], lambda tmp: tmp.write_bytes(gif))
-    log.info("%d runs: %s", len(runs), status_counts(runs))
-    log.info("%s", minima_line(runs, group_minima(runs)))
+            written["landscape_page"] = page_path
+    return {name: written[name] for name in DRAWN if name in written}
+
+
+#: What a sweep draws, by path key: the pictures, then the page.
+DRAWN = (*PICTURES, "landscape_page")
+
+
+@dataclass(frozen=True)
+class DrawnAhead:
+    """A sweep's pictures and page drawn before its runs were read back, from the
+    outcomes they were expected to record (:func:`draw_ahead`): ``digest`` of those runs
+    (:func:`runs_digest`), and the files drawn, by path key (scratch files beside their
+    paths, :func:`scratch_path`)."""
+
+    digest: str
+    files: dict[str, str]
+
+
+def runs_digest(runs: list[RunSummary]) -> str:
+    """A hash of everything in ``runs``: what a sweep's pictures and page are drawn from."""
+    text = json.dumps([run.to_json() for run in runs], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def scratch_path(target: Path, pid: int) -> Path:
+    """Where process ``pid`` draws ``target`` ahead: a hidden file beside it, moved into
+    place in one rename."""
+    return target.with_name(f".{target.name}.ahead-{pid}.tmp")
+
+
+def draw_ahead(config: DictConfig, runs: list[RunSummary], owner: int) -> DrawnAhead:
+    """Draw the pictures and the page of ``runs`` (the outcomes a sweep's runs are
+    expected to record) into scratch files beside their paths, named by process
+    ``owner``: done by the sweep's forked copy while the runs are recorded
+    (:func:`pipeline.sweep.draw_sweep_ahead`). Drawn from ``runs`` as they will be read
+    back from their ``outcome.json`` (JSON has no NaN), so that equal digests mean equal
+    pictures. Scratch files left by a copy that is gone (its sweep killed) are removed
+    first."""
+    runs = [RunSummary.from_json(json.loads(json.dumps(run.to_json()))) for run in runs]
+    targets = {name: resolve(config, config.paths[name]) for name in DRAWN}
+    for target in targets.values():
+        _remove_stale_scratch(target)
+    # Written straight to the scratch files (each of them published only once all are
+    # whole): a temporary file beside one would outlive a copy killed mid-write.
+    written = _draw(config, runs, lambda name: scratch_path(targets[name], owner), _write_directly)
+    return DrawnAhead(runs_digest(runs), {name: str(path) for name, path in written.items()})
+
+
+def _write_directly(path: Path, write: Callable[[Path], object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path)
+
+
+def publish_drawn(config: DictConfig, drawn: DrawnAhead, runs: list[RunSummary]) -> list[Path] | None:
+    """Move the pictures and the page drawn ahead into place where they were drawn from
+    ``runs`` (as the sweep read them back); return their paths. None where the runs
+    differ from those expected (a job failed as it was recorded, say): nothing is
+    moved, and the scratch files are left to :func:`discard_drawn`."""
+    if drawn.digest != runs_digest(runs):
+        log.debug("the runs read back are not those the pictures were drawn ahead from: drawn again")
+        return None
+    written = []
+    for name, scratch in drawn.files.items():
+        target = resolve(config, config.paths[name])
+        try:
+            os.replace(scratch, target)
+        except OSError as error:
+            raise PipelineError(f"{target}: cannot write it ({error.strerror or error})") from None
+        written.append(target)
     return written
+
+
+def discard_drawn(config: DictConfig, pid: int) -> None:
+    """Remove what process ``pid`` drew ahead and was not moved into place."""
+    for name in DRAWN:
+        scratch_path(resolve(config, config.paths[name]), pid).unlink(missing_ok=True)
+
+
+def _remove_stale_scratch(target: Path) -> None:
+    """Remove the scratch files of ``target`` drawn by processes that are gone."""
+    for path in target.parent.glob(f".{target.name}.ahead-*.tmp"):
+        pid = path.name.removesuffix(".tmp").rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _forked(action: Callable[[], bool]) -> multiprocessing.process.BaseProcess | None:
@@ -270,6 +391,7 @@ def _forked(action: Callable[[], bool]) -> multiprocessing.process.BaseProcess |
 
 def _exit_with(action: Callable[[], bool]) -> None:
     """In a forked copy: run ``action`` and leave (0 if it returned True), silently."""
+    end_with_parent()  # nothing drawn for a sweep that is gone
     try:
         done = action()
     except BaseException:  # the parent draws the page again and reports what is wrong

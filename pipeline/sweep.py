@@ -47,7 +47,14 @@ from pipeline.fused import WorkAhead
 from pipeline.keys import in_result, job_key, sweep_key
 from pipeline.launchers import launcher_of, traits, worker_count
 from pipeline.outcome import RunSummary, best_run
-from pipeline.pictures import sweep_figures, sweep_page, write_sweep_outputs
+from pipeline.pictures import (
+    DrawnAhead,
+    discard_drawn,
+    draw_ahead,
+    sweep_figures,
+    sweep_page,
+    write_sweep_outputs,
+)
 from pipeline.progress import SweepWatch
 from pipeline.record import FULL_RECORD_RUNS, group_minima, read_sweep_record, summary_table, sweep_record
 from pipeline.rules import LAUNCH_BATCH
@@ -497,18 +504,70 @@ class FitsAhead(Protocol):
         """Take the pieces of ``ahead`` after the job keys, at the launch."""
 
 
+@runtime_checkable
+class OutcomesAhead(Protocol):
+    """A sweeper that knows the outcome each job will record before it runs, where that
+    is quick (the project's, ``hydra_plugins/downhill_sweeper``)."""
+
+    def outcomes_ahead(
+        self, tasks: list[DictConfig], keys: list[str], fitted: dict[str, Any]
+    ) -> list[RunSummary] | None:
+        """In the forked copy: each job's outcome (``tasks``: their task configs; ``keys``:
+        their keys; ``fitted``: the fits made already, by key), or None."""
+
+
+#: How far the sweep's forked copy steps back before it draws the pictures (``nice``):
+#: the processes that record the runs go first, the drawing fills the time they leave.
+DRAW_AHEAD_NICENESS = 10
+
+
 def sweep_ahead(
     compose: Callable[[], Iterable[DictConfig]],
     train_md5: str,
     fits: Callable[[list[DictConfig], list[str]], Iterator[Any]] | None,
+    draw: Callable[[list[DictConfig], list[str], dict[str, Any]], DrawnAhead | None] | None = None,
 ) -> Iterator[Any]:
     """What a sweep's :class:`pipeline.fused.WorkAhead` makes: the job keys of the task
-    configs ``compose`` makes, then what ``fits`` (the fused launcher's) makes of them."""
+    configs ``compose`` makes, then what ``fits`` (the fused launcher's) makes of them,
+    then the pictures ``draw`` draws of them (:func:`draw_sweep_ahead`)."""
     configs = list(compose())
     keys = [job_key(task_config, train_md5) for task_config in configs]
     yield keys
+    fitted: dict[str, Any] = {}
     if fits is not None:
-        yield from fits(configs, keys)
+        for piece in fits(configs, keys):
+            fitted.update(piece)
+            yield piece
+    if draw is not None:
+        drawn = draw(configs, keys, fitted)
+        if drawn is not None:
+            yield drawn
+
+
+def draw_sweep_ahead(
+    config: DictConfig,
+    jobs: list[list[str]],
+    outcomes: OutcomesAhead,
+    configs: list[DictConfig],
+    keys: list[str],
+    fitted: dict[str, Any],
+) -> DrawnAhead | None:
+    """In the sweep's forked copy, while the runs are recorded: the sweep's pictures and
+    page, drawn from the outcomes its runs will record (the sweep's ``jobs``, their task
+    configs ``configs`` and keys ``keys``; ``fitted``: the fits made already), where
+    those are quick to know; the sweep moves them into place if the runs it reads back
+    are those (:func:`pipeline.pictures.publish_drawn`), else draws them again."""
+    with contextlib.suppress(OSError):
+        os.nice(DRAW_AHEAD_NICENESS)
+    runs = outcomes.outcomes_ahead(configs, keys, fitted)
+    if runs is None:
+        return None
+    # As read_back gives them: the job's place in the grid.
+    runs = [
+        replace(run, overrides=[item for item in job if in_result(item)])
+        for run, job in zip(runs, jobs, strict=True)
+    ]
+    return draw_ahead(config, runs, os.getpid())
 
 
 @exit_on_error
@@ -546,10 +605,18 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
     # process while this one opens the store (MLflow's import, some 2 s on one core). It
     # is forked before any thread of the sweep starts (joblib's warm-up among them).
     fits = fitter.fits_ahead if fitter is not None else None
-    with WorkAhead(functools.partial(sweep_ahead, compose, train_md5, fits)) as ahead:
+    # And it goes on to draw the sweep's pictures, while the runs are recorded.
+    draw = (
+        functools.partial(draw_sweep_ahead, config, jobs, sweeper)
+        if isinstance(sweeper, OutcomesAhead)
+        else None
+    )
+    wait = AHEAD_WAIT + AHEAD_WAIT_PER_JOB * len(jobs)
+    ahead = WorkAhead(functools.partial(sweep_ahead, compose, train_md5, fits, draw))
+    try:
         warm_up.start()
         store = open_store(uri, config.mlflow.experiment)
-        keys = ahead.first(timeout=AHEAD_WAIT + AHEAD_WAIT_PER_JOB * len(jobs))
+        keys = ahead.first(timeout=wait)
         if not (isinstance(keys, list) and len(keys) == len(jobs)):  # nothing forked, or the copy failed
             keys = [job_key(task_config, train_md5) for task_config in compose()]  # and says why here
         if fitter is not None:
@@ -558,18 +625,23 @@ def run_sweep(sweeper: BasicSweeper, arguments: list[str]) -> list[RunSummary]:
         client, experiment_id, parent_id = launch_pending(
             config, launcher, loader, arguments, store, jobs, keys, key, train_md5, commit, warm_up, batch
         )
-    for name in (SWEEP_SIZE_ENV, BEST_MSE_ENV, LAUNCHER_PID_ENV):
-        os.environ.pop(name, None)
-
-    try:
-        runs, run_ids = read_back(client, experiment_id, parent_id, jobs, keys)
-        pictures = write_sweep_outputs(config, key, runs)
-        link = sweep_link(uri, client, experiment_id, parent_id)
-        _log_parent(client, parent_id, runs, run_ids, pictures, link)
-        failed = [run for run in runs if run.status == "failed"]
-        client.set_terminated(parent_id, status="FAILED" if failed else "FINISHED")
-    except Exception as error:  # an unwritable folder, a full disk, a store that went away
-        raise PipelineError(f"finishing the sweep: {first_line(error)}; {RESUME}") from None
+        for name in (SWEEP_SIZE_ENV, BEST_MSE_ENV, LAUNCHER_PID_ENV):
+            os.environ.pop(name, None)
+        try:
+            runs, run_ids = read_back(client, experiment_id, parent_id, jobs, keys)
+            drawn = ahead.last(timeout=wait)
+            drawn = drawn if isinstance(drawn, DrawnAhead) else None
+            pictures = write_sweep_outputs(config, key, runs, drawn)
+            link = sweep_link(uri, client, experiment_id, parent_id)
+            _log_parent(client, parent_id, runs, run_ids, pictures, link)
+            failed = [run for run in runs if run.status == "failed"]
+            client.set_terminated(parent_id, status="FAILED" if failed else "FINISHED")
+        except Exception as error:  # an unwritable folder, a full disk, a store that went away
+            raise PipelineError(f"finishing the sweep: {first_line(error)}; {RESUME}") from None
+    finally:
+        ahead.close()
+        if ahead.forked is not None:  # what it drew and was not moved into place
+            discard_drawn(config, ahead.forked)
     if failed:
         raise PipelineError(f"{len(failed)} of {len(runs)} runs failed; the first: {failed[0].message}")
     write_store_mark(resolve(config, config.paths.store_train), [])  # the store holds every run now

@@ -540,41 +540,29 @@ def log_training_split(client: MlflowClient, run_id: str, job: TrainingJob) -> N
     log_dataset_input(client, run_id, split)
 
 
-def train_and_record(
-    cfg: DictConfig, job: TrainingJob, record: RunRecord, place: RunPlace
-) -> tuple[RunSummary, FitResult, Cost]:
-    """Fit as configured inside the active run, and record the fit (or why it failed)."""
-    client, run_id = place.client, place.run_id
-    try:
-        settings = read_settings(cfg)
-        X = model_columns(job.inputs, settings.model.degree, job.copy)
-        model_key = fit_key(job.train_md5, settings.model)
-        with one_blas_thread():  # θ must not depend on how many cores the launcher gave
-            cost = resolve_cost(settings, X, job.y, model_key)
-            result = _prefitted.pop(job.key, None)  # fitted ahead by the fused launcher
-            if result is None:
-                result = fit_with_settings(
-                    X, job.y, settings, cost, rows_elsewhere(cfg, settings, cost, job.copy)
-                )
-            reference = global_reference(
-                X,
-                job.y,
-                settings.model,
-                cost,
-                model_key,
-                lambda optimum: certificate_frame(cfg, optimum),
-                settings.exact_rows,
+def fitted_run(cfg: DictConfig, job: TrainingJob, result: FitResult | None = None) -> FittedRun:
+    """``job``'s fit as configured (``result`` where it was made already, else made here)
+    with what it is measured against: the global minimum, the least-squares MSE, θ's unit.
+    A problem with the settings or the data is a :class:`PipelineError`."""
+    settings = read_settings(cfg)
+    X = model_columns(job.inputs, settings.model.degree, job.copy)
+    model_key = fit_key(job.train_md5, settings.model)
+    with one_blas_thread():  # θ must not depend on how many cores the launcher gave
+        cost = resolve_cost(settings, X, job.y, model_key)
+        if result is None:
+            result = fit_with_settings(
+                X, job.y, settings, cost, rows_elsewhere(cfg, settings, cost, job.copy)
             )
-    except PipelineError as error:
-        record.tags |= failed_tags(job.name, str(error))
-        failed = RunSummary.failed(job.key, job.overrides, job.name, str(error))
-        record.files[OUTCOME] = json.dumps(failed.to_json(), indent=2)
-        record.send(place)
-        log_training_split(client, run_id, job)
-        raise
-    # Params after the model (logged by log_result): MLflow copies every param and
-    # metric a run already has onto a model it logs.
-    fitted = FittedRun(
+        reference = global_reference(
+            X,
+            job.y,
+            settings.model,
+            cost,
+            model_key,
+            lambda optimum: certificate_frame(cfg, optimum),
+            settings.exact_rows,
+        )
+    return FittedRun(
         X,
         job.y,
         settings.model,
@@ -586,16 +574,73 @@ def train_and_record(
         reference_optimum(X, job.y, model_key, settings.model.fit_intercept)[1],
         theta_unit(X, job.y, model_key),
     )
+
+
+def train_and_record(
+    cfg: DictConfig, job: TrainingJob, record: RunRecord, place: RunPlace
+) -> tuple[RunSummary, FitResult, Cost]:
+    """Fit as configured inside the active run, and record the fit (or why it failed)."""
+    client, run_id = place.client, place.run_id
+    try:
+        # Fitted ahead by the fused launcher, or here.
+        fitted = fitted_run(cfg, job, _prefitted.pop(job.key, None))
+    except PipelineError as error:
+        record.tags |= failed_tags(job.name, str(error))
+        failed = RunSummary.failed(job.key, job.overrides, job.name, str(error))
+        record.files[OUTCOME] = json.dumps(failed.to_json(), indent=2)
+        record.send(place)
+        log_training_split(client, run_id, job)
+        raise
+    result, cost = fitted.result, fitted.cost
     summary = summarize(fitted, job.key, job.name)
+    # Params after the model (logged by log_result): MLflow copies every param and
+    # metric a run already has onto a model it logs.
     log_result(record, fitted, summary, job.inputs, place)
     # The outcome in the run's name: the runs table shows it without a column added.
     record.tags[RUN_NAME_TAG] = shown_name(result.status, job.name)
     record.add_metrics(ingest_counts(cfg))
-    summary = replace(summary, overrides=job.overrides, target=job.target)
+    summary = recorded_outcome(summary, job)
     record.files[OUTCOME] = json.dumps(summary.to_json(), indent=2)
     record.send(place)
     log_training_split(client, run_id, job)
     return summary, result, cost
+
+
+def recorded_outcome(summary: RunSummary, job: TrainingJob) -> RunSummary:
+    """The outcome a run records (its ``outcome.json``): :func:`summarize`'s, with the
+    job's overrides and the target it predicts."""
+    return replace(summary, overrides=job.overrides, target=job.target)
+
+
+def expected_outcomes(
+    configs: Sequence[DictConfig], keys: Sequence[str], fitted: Mapping[str, FitResult]
+) -> list[RunSummary] | None:
+    """The outcome each of a sweep's jobs will record (``configs``: their task configs;
+    ``keys``: their keys), before they run: what lets a sweep draw its pictures while
+    its runs are recorded. Only where every job iterates on the rows' statistics (the
+    MSE), whose fits are quick: those in ``fitted`` (by job key) are taken, the others
+    made here, together (:class:`FitGroup`). None where a job does not (a robust cost,
+    whose fits pass over the rows) or cannot run (a wrong setting: it fails on its own)."""
+    groups = fit_groups(configs, statistics_only=True, keys=keys)
+    if sum(len(group.members) for group in groups) != len(configs):
+        return None
+    _prefitted.update((key, fitted[key]) for key in keys if key in fitted)
+    for group in groups:
+        group.fit()
+    outcomes = []
+    try:
+        for cfg, key in zip(configs, keys, strict=True):
+            job = read_job(cfg)
+            result = _prefitted.get(key)
+            if result is None or job.key != key:  # a fit failed: the job fails on its own
+                return None
+            outcomes.append(recorded_outcome(summarize(fitted_run(cfg, job, result), key, job.name), job))
+    except PipelineError:
+        return None
+    finally:
+        for key in keys:
+            _prefitted.pop(key, None)
+    return outcomes
 
 
 def run(cfg: DictConfig) -> RunSummary:

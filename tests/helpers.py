@@ -57,6 +57,7 @@ __all__ = [
     "run_stage",
     "scipy_minima",
     "seed_store",
+    "sweep_cfg",
     "sweep_on_a_disk_that_fills",
     "trained",
     "two_sweeps_at_once",
@@ -163,6 +164,13 @@ def project_cfg(folder: Path, config_name: str = "config", *extra: str) -> DictC
     ]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         return compose(config_name=config_name, overrides=[*overrides, *START_ONE_RUN, *extra])
+
+
+def sweep_cfg(folder: Path, *extra: str) -> DictConfig:
+    """The config a sweep of a project in ``folder`` starts from (``train``, its outputs
+    and store in ``folder``, and ``extra`` overrides)."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose(config_name="train", overrides=[*isolating_overrides(folder), *extra])
 
 
 def trained(folder: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -18,8 +19,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import evaluate
+from pipeline.pictures import sweep_page
+from pipeline.record import read_sweep_record
 from pipeline.tracking import children, sweep_parents
-from tests.helpers import REPO_ROOT, ComposeFn, run_stage
+from tests.helpers import REPO_ROOT, ComposeFn, run_stage, sweep_cfg
 
 START = ["model.init.theta0=0", "model.init.theta1=100"]
 
@@ -219,7 +222,7 @@ def test_basic_joblib_and_fused_launchers_give_the_same_sweep_bit_for_bit(tmp_pa
     time), and fitted together (the fused launcher): the same record, θ and best run."""
     from tests.helpers import prepare_data
 
-    records = []
+    records, pages = [], []
     launchers: tuple[tuple[str, list[str]], ...] = (
         ("basic", []),
         ("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.max_batch_size=5"]),
@@ -245,8 +248,69 @@ def test_basic_joblib_and_fused_launchers_give_the_same_sweep_bit_for_bit(tmp_pa
         client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
         parent = parent_of(client, json.loads(records[-1]))
         assert parent.info.status == "FINISHED" and len(children_of(client, parent.info.run_id)) == 16
+        # The pictures and the page were drawn while the runs were recorded, then moved
+        # into place: no scratch file is left beside them.
+        assert "drawn while the runs were recorded" in result.stdout
+        assert not [path.name for path in (folder / "reports").iterdir() if ".ahead-" in path.name]
+        pages.append((folder / "reports" / "landscape.html").read_text())
     assert records[0] == records[1] == records[2]  # every θ, loss and path identical, to the last bit
     assert len(json.loads(records[0])["runs"]) == 16
+    # What was drawn ahead is what the runs read back draw: the page made here from the record.
+    _, runs = read_sweep_record(folder / "reports" / "sweep.json")
+    assert pages[0] == pages[1] == pages[2] == sweep_page(sweep_cfg(folder), runs)
+
+
+def test_pictures_drawn_ahead_go_into_place_for_the_runs_they_were_drawn_from_alone(
+    prepared: Path, compose_cfg: ComposeFn
+) -> None:
+    """:func:`pipeline.train.expected_outcomes` knows each job's outcome before it runs (a
+    converged run at numpy's least squares), or says None (a robust cost, a wrong
+    setting). The sweep's copy draws the pictures and the page of those beside their
+    paths; they go into place for those runs alone, and what was not moved is removed.
+    Scratch files of a process that is gone are removed, those of a live one kept."""
+    from pipeline.columns import training_split
+    from pipeline.keys import job_key
+    from pipeline.outcome import RunSummary
+    from pipeline.pictures import DRAWN, discard_drawn, draw_ahead, publish_drawn, scratch_path
+    from pipeline.train import expected_outcomes
+
+    configs = [compose_cfg(f"optimizer.lr={lr}", config_name="train") for lr in (0.1, 1.5)]
+    split = training_split(configs[0])
+    keys = [job_key(cfg, split.md5) for cfg in configs]
+    runs = expected_outcomes(configs, keys, {})
+    assert runs is not None and [run.status for run in runs] == ["converged", "diverged"]
+    assert [run.job_key for run in runs] == keys
+    design = np.column_stack([np.ones(len(split.columns.y)), split.columns.X[:, 0]])
+    least_squares = np.linalg.lstsq(design, split.columns.y, rcond=None)[0]
+    np.testing.assert_allclose(np.asarray(runs[0].theta, dtype=float), least_squares, rtol=1e-6)
+    for wrong in ("model.loss=huber", "optimizer.lr=-1"):
+        assert expected_outcomes([compose_cfg(wrong, config_name="train")], keys[:1], {}) is None
+
+    config = compose_cfg(config_name="train")
+    reports = prepared / "reports"
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    stale, kept = scratch_path(reports / "landscape.png", ended.pid), scratch_path(reports / "valley.png", 1)
+    stale.write_text("drawn ahead by a sweep that was killed")
+    kept.write_text("drawn ahead by a sweep under way")
+    drawn = draw_ahead(config, runs, os.getpid())
+    assert not stale.exists() and kept.exists() and list(drawn.files) == list(DRAWN)
+
+    def scratch() -> list[str]:
+        return sorted(path.name for path in reports.iterdir() if ".ahead-" in path.name)
+
+    assert publish_drawn(config, drawn, runs[:1]) is None  # other runs read back: nothing moved
+    assert not (reports / "landscape.png").exists() and len(scratch()) == len(DRAWN) + 1
+    discard_drawn(config, os.getpid())
+    assert scratch() == [kept.name]
+    drawn = draw_ahead(config, runs, os.getpid())
+    written = publish_drawn(config, drawn, runs)
+    assert written == [
+        reports / name for name in ("landscape.png", "valley.png", "loss_curves.png", "landscape.html")
+    ]
+    assert scratch() == [kept.name] and all(path.stat().st_size > 0 for path in written)
+    read_back = [RunSummary.from_json(json.loads(json.dumps(run.to_json()))) for run in runs]
+    assert (reports / "landscape.html").read_text() == sweep_page(config, read_back)
 
 
 @pytest.mark.slow  # robust fits are checked bit for bit in the default tier (tests/test_passes.py)

@@ -43,6 +43,16 @@ class DownhillSweeper(BasicSweeper):
 
         return run_sweep(self, arguments)
 
+    def outcomes_ahead(
+        self, tasks: list[DictConfig], keys: list[str], fitted: dict[str, Any]
+    ) -> list[Any] | None:
+        """In the sweep's forked copy: the outcome each job will record, where that is
+        quick to know (:func:`pipeline.train.expected_outcomes`), for the pictures to be
+        drawn while the runs are recorded."""
+        from pipeline.train import expected_outcomes
+
+        return expected_outcomes(tasks, keys, fitted)
+
 
 class FusedLauncher(BasicLauncher):
     """Hydra's basic launcher whose jobs are fitted ahead, together, in groups that share
@@ -93,10 +103,13 @@ class FusedLauncher(BasicLauncher):
         # compose); the whole of it is composed by the process that records the job.
         tasks = [task_config(loader, master, list(overrides)) for overrides in job_overrides]
         workers = self.workers(len(tasks))
-        if self.ahead is not None:  # the first batch: the fits made ahead, all taken now
-            for piece in self.ahead.take():
-                self.fitted_ahead.update(piece)
-            self.ahead = None
+        drawing_ahead = False
+        if self.ahead is not None:  # the first batch: the fits made ahead by now, all taken
+            # The copy goes on where it draws the sweep's pictures (pipeline.sweep.draw_sweep_ahead).
+            for piece in self.ahead.take(stop=False):
+                if isinstance(piece, dict):
+                    self.fitted_ahead.update(piece)
+            drawing_ahead, self.ahead = self.ahead.pid is not None, None
         left = prefit(tasks, workers, self.fitted_ahead)
 
         def fit_share(indices: Container[int] | None) -> None:  # in the process that records those jobs
@@ -118,6 +131,7 @@ class FusedLauncher(BasicLauncher):
                 workers,
                 self.hydra_context.callbacks,
                 fit_share,
+                draws_after=not drawing_ahead,
             )
         finally:
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
