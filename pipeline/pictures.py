@@ -2,8 +2,11 @@
 
 Drawn from the sweep record's runs and the training split, written atomically to the
 paths of ``conf/paths``. The page (Plotly, about a second) is drawn by a forked copy
-of the process while the process draws the pictures. Used by the sweep and a single
-training run; the stages that only read a record never import it.
+of the process while the process draws the pictures. A sweep's forked copy may draw
+them all ahead, while the runs are recorded, from the outcomes the runs are expected to
+record (:func:`draw_ahead`): the sweep moves those into place if the runs it reads back
+are the same (:func:`publish_drawn`). Used by the sweep and a single training run; the
+stages that only read a record never import it.
 """
 
 from __future__ import annotations

@@ -12,7 +12,10 @@ process, in joblib's workers, on a Ray cluster):
    deleted and run again; otherwise a new parent run is started;
 3. the pending jobs are launched with ``mlflow.parent_run_id`` in their config;
 4. the children's outcomes are read back from MLflow (not from the launcher's memory)
-   and written, in job order, to ``paths.sweep`` with the pictures.
+   and written, in job order, to ``paths.sweep`` with the pictures; where each job's
+   outcome is quick to know before it runs (the MSE), the forked copy has drawn the
+   pictures meanwhile, from the outcomes the runs were to record, and they are moved
+   into place if the runs read back are those.
 
 Anything that goes wrong on the way ends in one ``error:`` line and a non-zero exit;
 the parent run then ends FAILED (or KILLED on a signal), and the next identical sweep
@@ -516,11 +519,6 @@ class OutcomesAhead(Protocol):
         their keys; ``fitted``: the fits made already, by key), or None."""
 
 
-#: How far the sweep's forked copy steps back before it draws the pictures (``nice``):
-#: the processes that record the runs go first, the drawing fills the time they leave.
-DRAW_AHEAD_NICENESS = 10
-
-
 def sweep_ahead(
     compose: Callable[[], Iterable[DictConfig]],
     train_md5: str,
@@ -557,8 +555,9 @@ def draw_sweep_ahead(
     configs ``configs`` and keys ``keys``; ``fitted``: the fits made already), where
     those are quick to know; the sweep moves them into place if the runs it reads back
     are those (:func:`pipeline.pictures.publish_drawn`), else draws them again."""
-    with contextlib.suppress(OSError):
-        os.nice(DRAW_AHEAD_NICENESS)
+    # At the processes' common priority: stepped back (``nice``), the copy would be left
+    # the crumbs of a loaded machine while the sweep waits for it at the end, and cannot
+    # step forward again without privileges.
     runs = outcomes.outcomes_ahead(configs, keys, fitted)
     if runs is None:
         return None
