@@ -393,8 +393,9 @@ def test_a_disk_that_fills_during_a_sweep_ends_in_one_line_and_the_sweep_resumes
         stderr, "No space left on device", "run the same command again: it resumes the sweep"
     )
     # What the full disk kept from being closed (the parent, and under load the run that was
-    # recording) stays RUNNING until the next sweep: nothing can be written before.
-    assert ["sweep", "RUNNING"] in seen["after_full"]
+    # recording) stays RUNNING until the next sweep; the parent ends FAILED where space came
+    # back first (the pictures drawn ahead, removed unused). Either way the next sweep resumes it.
+    assert ["sweep", "RUNNING"] in seen["after_full"] or ["sweep", "FAILED"] in seen["after_full"]
     assert seen["resumed"][0] == 0, seen["resumed"][1]
     assert all(status in ("FINISHED", "KILLED") for _, status in seen["after_resume"]), seen["after_resume"]
     assert seen["after_resume"].count(["train", "FINISHED"]) == 4
