@@ -36,6 +36,7 @@ from pipeline.record import group_minima, minima_line, write_sweep_record
 from pipeline.rules import EXACT_ROWS
 from pipeline.settings import optimizer_file, read_flag, read_number
 from pipeline.summary import PICTURE_BINS_PER_SCALE, RowSummary, bin_rows
+from pipeline.tracking import process_alive
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -363,18 +364,8 @@ def _remove_stale_scratch(target: Path) -> None:
     """Remove the scratch files of ``target`` drawn by processes that are gone."""
     for path in target.parent.glob(f".{target.name}.ahead-*.tmp"):
         pid = path.name.removesuffix(".tmp").rpartition("-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
 
 
 def _forked(action: Callable[[], bool]) -> multiprocessing.process.BaseProcess | None:

@@ -937,7 +937,8 @@ def log_dataset_input(client: MlflowClient, run_id: str, dataset: DatasetInput) 
             time.sleep(0.05 * 2**attempt)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -967,7 +968,7 @@ def close_orphaned_runs(client: MlflowClient, experiment_id: str, now: float | N
         pid = tags.get(PID_TAG, "")
         machine, seen = tags.get(MACHINE_TAG), tags.get(LAST_SEEN_TAG, "")
         if machine == here or (machine is None and tags.get(HOST_TAG) == host):
-            dead = pid.isdigit() and not _process_alive(int(pid))
+            dead = pid.isdigit() and not process_alive(int(pid))
         else:
             dead = seen.isdigit() and now - int(seen) > LEASE_EXPIRY_SECONDS
         if dead:
