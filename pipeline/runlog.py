@@ -504,8 +504,8 @@ def summarize(fitted: FittedRun, job: str, name: str) -> RunSummary:
 def log_result(
     record: RunRecord, fitted: FittedRun, summary: RunSummary, inputs: np.ndarray, place: RunPlace
 ) -> None:
-    """Log a finished fit's model to the active run; add its cost curve, certificate
-    and status to ``record`` (for the caller to send).
+    """Log a finished fit's model to the active run; add its cost curve and certificate
+    to ``record`` (for the caller to send; how it ended is :func:`outcome_tags`).
 
     ``inputs`` (n, len(features)) are the feature columns a user passes to the model;
     ``summary`` is :func:`summarize` of ``fitted``.
@@ -545,7 +545,13 @@ def log_result(
             for i in shown
         ]
     record.add_metrics(_final_metrics(fitted, summary))
-    record.tags |= {
+
+
+def outcome_tags(fitted: FittedRun, summary: RunSummary) -> dict[str, str]:
+    """How a finished fit ended, as the run's tags (``summary`` is :func:`summarize` of
+    ``fitted``): what the runs table filters on."""
+    result = fitted.result
+    tags = {
         "status": result.status,
         "end_point": summary.end_point,
         "converged": str(result.converged).lower(),
@@ -553,7 +559,8 @@ def log_result(
         "message": result.message,
     }
     if summary.optimality_gap is not None and summary.optimality_gap < GAP_FLOOR:
-        record.tags["gap_clamped"] = "true"
+        tags["gap_clamped"] = "true"
+    return tags
 
 
 def _final_metrics(fitted: FittedRun, summary: RunSummary) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from pipeline.runlog import (
     flat_params,
     global_reference,
     log_result,
+    outcome_tags,
     reference_optimum,
     summarize,
     theta_unit,
@@ -108,6 +109,23 @@ class TrainSettings:
     loss: str  # model.loss
     loss_scale: float | str  # model.loss_scale: c in the target's units, or "auto"
     exact_rows: int  # model.exact_rows: above, a robust certificate runs on a summary of the rows
+
+    @property
+    def fitted_in_a_moment(self) -> bool:
+        """Whether the fit takes a moment whatever the number of rows: the MSE on the
+        rows' statistics, by a method whose iteration is not a pass over the rows (an
+        epoch), within :data:`MOMENT_BUDGET` iterations."""
+        return (
+            self.loss == "mse"
+            and self.statistics
+            and not self.method.iterates_epochs
+            and self.max_iter <= MOMENT_BUDGET
+        )
+
+
+#: The most iterations of a fit that takes a moment (:attr:`TrainSettings.fitted_in_a_moment`):
+#: on the rows' statistics an iteration is some 20–40 µs, so under half a second.
+MOMENT_BUDGET = 10_000
 
 
 def read_initial_theta(cfg: DictConfig, n_columns: int) -> np.ndarray:
@@ -540,11 +558,14 @@ def log_training_split(client: MlflowClient, run_id: str, job: TrainingJob) -> N
     log_dataset_input(client, run_id, split)
 
 
-def fitted_run(cfg: DictConfig, job: TrainingJob, result: FitResult | None = None) -> FittedRun:
+def fitted_run(
+    cfg: DictConfig, job: TrainingJob, result: FitResult | None = None, settings: TrainSettings | None = None
+) -> FittedRun:
     """``job``'s fit as configured (``result`` where it was made already, else made here)
     with what it is measured against: the global minimum, the least-squares MSE, θ's unit.
-    A problem with the settings or the data is a :class:`PipelineError`."""
-    settings = read_settings(cfg)
+    ``settings``: ``cfg``'s, where they were read already. A problem with the settings or
+    the data is a :class:`PipelineError`."""
+    settings = settings or read_settings(cfg)
     X = model_columns(job.inputs, settings.model.degree, job.copy)
     model_key = fit_key(job.train_md5, settings.model)
     with one_blas_thread():  # θ must not depend on how many cores the launcher gave
@@ -576,28 +597,62 @@ def fitted_run(cfg: DictConfig, job: TrainingJob, result: FitResult | None = Non
     )
 
 
-def train_and_record(
-    cfg: DictConfig, job: TrainingJob, record: RunRecord, place: RunPlace
-) -> tuple[RunSummary, FitResult, Cost]:
-    """Fit as configured inside the active run, and record the fit (or why it failed)."""
-    client, run_id = place.client, place.run_id
+def fitted_first(cfg: DictConfig, job: TrainingJob) -> tuple[FittedRun, RunSummary] | None:
+    """``job``'s fit and its outcome, where they take a moment to make before its run is
+    created: fitted ahead by the fused launcher, or
+    :attr:`~TrainSettings.fitted_in_a_moment`. Its run is then created with its outcome
+    in its name and tags: a name given afterwards is one more write of the run to the
+    store, some 10 ms of a run's 100. None where the fit may be long (it is made inside
+    its run, seen running meanwhile and ended KILLED if stopped) or fails (it fails
+    again inside its run, which records why)."""
+    prefitted = _prefitted.get(job.key)
     try:
-        # Fitted ahead by the fused launcher, or here.
-        fitted = fitted_run(cfg, job, _prefitted.pop(job.key, None))
-    except PipelineError as error:
-        record.tags |= failed_tags(job.name, str(error))
-        failed = RunSummary.failed(job.key, job.overrides, job.name, str(error))
-        record.files[OUTCOME] = json.dumps(failed.to_json(), indent=2)
-        record.send(place)
-        log_training_split(client, run_id, job)
-        raise
+        settings = read_settings(cfg)
+        if prefitted is None and not settings.fitted_in_a_moment:
+            return None
+        fitted = fitted_run(cfg, job, prefitted, settings)
+    except PipelineError:
+        return None
+    _prefitted.pop(job.key, None)
+    return fitted, summarize(fitted, job.key, job.name)
+
+
+def finished_tags(fitted: FittedRun, summary: RunSummary, name: str) -> dict[str, str]:
+    """A finished run's tags: how it ended, and its name ``name`` with the outcome first
+    (the runs table shows it without a column added)."""
+    return outcome_tags(fitted, summary) | {RUN_NAME_TAG: shown_name(fitted.result.status, name)}
+
+
+def train_and_record(
+    cfg: DictConfig,
+    job: TrainingJob,
+    record: RunRecord,
+    place: RunPlace,
+    first: tuple[FittedRun, RunSummary] | None = None,
+) -> tuple[RunSummary, FitResult, Cost]:
+    """Fit as configured inside the active run, and record the fit (or why it failed).
+    ``first``: the fit and outcome made before the run was created (:func:`fitted_first`),
+    whose tags it was created with."""
+    client, run_id = place.client, place.run_id
+    if first is None:
+        try:
+            # Fitted ahead by the fused launcher, or here.
+            fitted = fitted_run(cfg, job, _prefitted.pop(job.key, None))
+        except PipelineError as error:
+            record.tags |= failed_tags(job.name, str(error))
+            failed = RunSummary.failed(job.key, job.overrides, job.name, str(error))
+            record.files[OUTCOME] = json.dumps(failed.to_json(), indent=2)
+            record.send(place)
+            log_training_split(client, run_id, job)
+            raise
+        summary = summarize(fitted, job.key, job.name)
+        record.tags |= finished_tags(fitted, summary, job.name)
+    else:
+        fitted, summary = first
     result, cost = fitted.result, fitted.cost
-    summary = summarize(fitted, job.key, job.name)
     # Params after the model (logged by log_result): MLflow copies every param and
     # metric a run already has onto a model it logs.
     log_result(record, fitted, summary, job.inputs, place)
-    # The outcome in the run's name: the runs table shows it without a column added.
-    record.tags[RUN_NAME_TAG] = shown_name(result.status, job.name)
     record.add_metrics(ingest_counts(cfg))
     summary = recorded_outcome(summary, job)
     record.files[OUTCOME] = json.dumps(summary.to_json(), indent=2)
@@ -657,12 +712,15 @@ def run(cfg: DictConfig) -> RunSummary:
     store = sweep_store(uri, cfg.mlflow.experiment, parent)
     client = store.client
     tags = context_tags() | run_tags(cfg, job) | ({PARENT_RUN_TAG: parent} if parent else {})
-    info = client.create_run(store.experiment, run_name=job.name, tags=tags).info
+    first = fitted_first(cfg, job)
+    ended = {} if first is None else finished_tags(*first, job.name)
+    name = ended.pop(RUN_NAME_TAG, job.name)
+    info = client.create_run(store.experiment, run_name=name, tags=tags | ended).info
     run_id, place = info.run_id, RunPlace(client, info.run_id, store.experiment, info.artifact_uri)
     record = RunRecord(params=flat_params(cfg) | {"n_train": len(job.y)})
     try:
         with lease(client, run_id):  # seen alive by other machines, for a long fit
-            summary, result, cost = train_and_record(cfg, job, record, place)
+            summary, result, cost = train_and_record(cfg, job, record, place, first)
     except (KeyboardInterrupt, Terminated):
         try:  # a stopped run still says what it was given
             RunRecord(params=record.params).send(place)

@@ -533,6 +533,64 @@ def test_a_runs_final_metrics_compare_well_in_mlflow(prepared: Path, lr: float) 
     assert not {"theta", "features", "degree", "positive"} & set(run.data.params)  # no model config
 
 
+def test_a_fit_of_a_moment_is_made_before_its_run_which_starts_with_its_outcome(
+    prepared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit that takes a moment (the MSE on the rows' statistics, a budget within
+    MOMENT_BUDGET) is made first: its run is created with its outcome in its name and
+    tags. A fit that may be long (a larger budget, SGD's epochs) is
+    made inside a run created with the plain name, which gains the outcome once known."""
+    from pipeline import train
+    from pipeline.columns import training_split
+    from tests.helpers import project_cfg
+
+    created: list[tuple[str, dict[str, str]]] = []
+    create_run = MlflowClient.create_run
+
+    def recording_create_run(self: MlflowClient, *args: Any, **kwargs: Any) -> Any:
+        created.append((kwargs["run_name"], dict(kwargs["tags"])))
+        return create_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "create_run", recording_create_run)
+    client = MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
+    outcome_keys = ("status", "end_point", "converged", "diverged", "message")
+    cases = [
+        ("optimizer.lr=0.5",),  # one step to the optimum
+        ("optimizer.lr=0.5", f"optimizer.max_iter={train.MOMENT_BUDGET + 1}"),
+        ("optimizer=sgd", "optimizer.lr=0.05"),
+    ]
+    for case, overrides in enumerate(cases):
+        cfg = project_cfg(prepared, "train", *overrides)
+        summary = train.run(cfg)
+        name, tags = created[case]
+        (run,) = client.search_runs([experiment_id(client)], f"tags.`downhill.job_key` = '{summary.job_key}'")
+        assert run.info.run_name == f"{summary.status} · {train.run_name(cfg)}"
+        assert run.data.tags["status"] == summary.status and run.data.tags["message"] == summary.message
+        if case == 0:
+            assert name == run.info.run_name
+            assert {key: tags[key] for key in outcome_keys} == {
+                key: run.data.tags[key] for key in outcome_keys
+            }
+        else:
+            assert name == train.run_name(cfg) and not set(outcome_keys) & set(tags)
+    # What it was created with is the fit's, at numpy's least squares; none where the fit
+    # may be long or its settings are wrong (that run fails inside, saying why).
+    cfg = project_cfg(prepared, "train", "optimizer.lr=0.5")
+    first = train.fitted_first(cfg, train.read_job(cfg))
+    assert first is not None and first[1].status == "converged"
+    split = training_split(cfg)
+    design = np.column_stack([np.ones(len(split.columns.y)), split.columns.X[:, 0]])
+    least_squares = np.linalg.lstsq(design, split.columns.y, rcond=None)[0]
+    np.testing.assert_allclose(np.asarray(first[1].theta, dtype=float), least_squares, rtol=1e-6)
+    for long_or_wrong in (
+        "model.loss=huber",
+        "optimizer.lr=-1",
+        f"optimizer.max_iter={train.MOMENT_BUDGET + 1}",
+    ):
+        cfg = project_cfg(prepared, "train", long_or_wrong)
+        assert train.fitted_first(cfg, train.read_job(cfg)) is None
+
+
 @pytest.mark.e2e
 def test_the_machines_load_is_recorded_on_the_sweeps_parent_alone(prepared: Path) -> None:
     # One run long enough (a few seconds) for the monitor's samples, every 2 s.
