@@ -271,7 +271,6 @@ def breakdown(folder: Path) -> dict[str, float]:
         plot_indices,
     )
     from pipeline.tracking import (
-        MODEL_URI_TAG,
         context_tags,
         dataset_input,
         log_dataset_input,
@@ -381,9 +380,9 @@ def breakdown(folder: Path) -> dict[str, float]:
             experiment, run_name="converged · x", tags=context_tags() | process_tags() | outcome
         )
         marks.append(time.perf_counter())
-        uri = log_model(settings[0].model, results[0].theta, X, place(run))
+        log_model(settings[0].model, results[0].theta, X, place(run))
         marks.append(time.perf_counter())
-        record = RunRecord(metrics=logged, params=flat_params(configs[0]), tags={MODEL_URI_TAG: uri})
+        record = RunRecord(metrics=logged, params=flat_params(configs[0]))
         record.add_metrics({f"final{i}": float(i) for i in range(16)})
         record.send(place(run))
         marks.append(time.perf_counter())

@@ -36,10 +36,10 @@ from pipeline.settings import check_overrides, read_choice, read_model_name, rea
 from pipeline.tracking import (
     CHAMPION,
     CURVE,
-    MODEL_URI_TAG,
     dataset_input,
     finished_run,
     log_dataset_input,
+    logged_model_id,
     open_store,
     read_outcome,
     redact,
@@ -274,8 +274,7 @@ def record_scores(
     Each test metric names the run's logged model and the test dataset, so that MLflow's
     Models tab shows it beside the model."""
     run_id = found.info.run_id
-    model_uri = found.data.tags.get(MODEL_URI_TAG, "")
-    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else None
+    model_id = logged_model_id(found)
     names = [*scores.model.features, scores.target]
     head = next(scores.test.blocks(names))
     columns = {name: head[:, j] for j, name in enumerate(names)}
@@ -311,7 +310,8 @@ def register(cfg: DictConfig, client: MlflowClient, found: Run, scores: Scores, 
     metric = read_choice(cfg, "registry.metric", tuple(scores.metrics))
     run_id = found.info.run_id
     current_version, current = champion_score(client, name, scores.test, scores.target, metric)
-    model_uri = found.data.tags.get(MODEL_URI_TAG, f"runs:/{run_id}/model")
+    model_id = logged_model_id(found)
+    model_uri = f"models:/{model_id}" if model_id else f"runs:/{run_id}/model"
     features = list(scores.model.features)
     version = register_model(client, run_id, model_uri, scores.metrics, name, features, str(cfg.data.path))
     reason = champion_decision(policy, not in_dvc_experiment(), scores.metrics[metric], current, metric)

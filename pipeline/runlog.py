@@ -38,7 +38,7 @@ from pipeline.optimize import FitResult
 from pipeline.outcome import RunSummary, relative_gap
 from pipeline.passes import row_blocks
 from pipeline.summary import CERTIFICATE_BINS_PER_SCALE, bin_rows
-from pipeline.tracking import CURVE, MODEL_URI_TAG, artifact_store, cache_folder, context_tags, made_whole
+from pipeline.tracking import CURVE, artifact_store, cache_folder, context_tags, made_whole
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -517,7 +517,7 @@ def log_result(
     # metric and param a run already holds onto a model it logs. A diverged run's θ is
     # not a model anyone should use: only its curve is kept.
     if not result.diverged:
-        record.tags[MODEL_URI_TAG] = log_model(fitted.model, result.theta, inputs, place)
+        log_model(fitted.model, result.theta, inputs, place)  # linked as the run's output
     optimum_cost = summary.optimum_cost
     # The curve as computed by the loop, ending at the cost recomputed from residuals:
     # whole as the run's artifact, in MLflow's charts CHART_POINTS of its points,

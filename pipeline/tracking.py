@@ -63,7 +63,6 @@ ROLE_TAG = "downhill.role"
 JOB_KEY_TAG = "downhill.job_key"
 JOB_OVERRIDES_TAG = "downhill.job_overrides"
 SWEEP_KEY_TAG = "downhill.sweep_key"
-MODEL_URI_TAG = "downhill.model_uri"
 #: Inside ``dvc exp run``, DVC names the experiment in this variable; runs carry it as this tag.
 DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"
 DVC_EXPERIMENT_TAG = "dvc.experiment"
@@ -975,6 +974,13 @@ def close_orphaned_runs(client: MlflowClient, experiment_id: str, now: float | N
             client.set_terminated(run.info.run_id, status="KILLED")
             closed += 1
     return closed
+
+
+def logged_model_id(run: Run) -> str | None:
+    """The id of the model ``run`` logged (its ``models:/<id>``), as MLflow links them
+    (the run's outputs: its Models column), or None where it logged none (a diverged run)."""
+    outputs = run.outputs.model_outputs if run.outputs else []
+    return outputs[0].model_id if outputs else None
 
 
 def sweep_parents(client: MlflowClient, experiment_id: str, key: str) -> list[Run]:

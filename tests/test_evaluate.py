@@ -99,7 +99,7 @@ def test_evaluating_the_same_sweep_again_registers_nothing_new(tmp_path: Path) -
 
 @pytest.mark.integration
 def test_the_test_metrics_are_shown_with_the_logged_model_and_the_test_split(tmp_path: Path) -> None:
-    from pipeline.tracking import MODEL_URI_TAG, open_store
+    from pipeline.tracking import logged_model_id, open_store
 
     trained(tmp_path)
     cfg = project_cfg(tmp_path)
@@ -108,7 +108,7 @@ def test_the_test_metrics_are_shown_with_the_logged_model_and_the_test_split(tmp
         [client.get_experiment_by_name("downhill").experiment_id],  # type: ignore[union-attr]
         filter_string="tags.best_of_sweep = 'true'",
     )
-    model = client.get_logged_model(best.data.tags[MODEL_URI_TAG].removeprefix("models:/"))
+    model = client.get_logged_model(str(logged_model_id(best)))
     shown = {metric.key: metric for metric in model.metrics or []}
     assert {"test_mse", "test_rmse", "test_r2"} <= set(shown)
     assert shown["test_rmse"].value == best.data.metrics["test_rmse"]

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import evaluate
 from pipeline.pictures import sweep_page
 from pipeline.record import read_sweep_record
-from pipeline.tracking import children, sweep_parents
+from pipeline.tracking import children, logged_model_id, sweep_parents
 from tests.helpers import REPO_ROOT, ComposeFn, run_stage, sweep_cfg
 
 START = ["model.init.theta0=0", "model.init.theta1=100"]
@@ -137,13 +137,13 @@ def test_sweep_with_a_diverging_rate_records_every_run(
     # The logged model loads back and predicts θ0 + θ1 x.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # models:/ URIs resolve there
     mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(best.data.tags["downhill.model_uri"])
+    model = mlflow.pyfunc.load_model(f"models:/{logged_model_id(best)}")
     sqft = pd.DataFrame({"sqft_living": [1500.0, 2500.0]})
     np.testing.assert_allclose(
         model.predict(sqft), converged["theta"][0] + converged["theta"][1] * sqft["sqft_living"], rtol=1e-12
     )
     diverged = client.get_run(ids[record["runs"][2]["job_key"]])
-    assert "downhill.model_uri" not in diverged.data.tags  # a diverged θ is never a model
+    assert logged_model_id(diverged) is None  # a diverged θ is never a model
 
     # The sweep's pictures and summary: written under reports/ and logged to the parent.
     for name in ("landscape", "valley", "loss_curves"):
