@@ -109,10 +109,12 @@ def test_diverged_paths_end_with_a_cross_on_the_frame(data: tuple[np.ndarray, np
 
 @pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")
 def test_the_landscape_page_is_one_offline_file_with_every_run_and_a_slider(
-    data: tuple[np.ndarray, np.ndarray],
+    data: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import json
     import re
 
+    from pipeline import landscape_page as page_module
     from pipeline.costs import Cost
     from pipeline.landscape import Colouring, landscape_grid
     from pipeline.landscape_page import landscape_page, landscape_plot
@@ -155,6 +157,13 @@ def test_the_landscape_page_is_one_offline_file_with_every_run_and_a_slider(
     scene = figure.layout.scene
     assert list(scene.xaxis.range) == [low0, high0] and list(scene.yaxis.range) == [low1, high1]
     assert list(scene.zaxis.range) == [land.costs.min(), land.costs.max()]
+
+    # Made without Plotly's schema checks (for speed), the figure is the one they make.
+    def as_json(plot: Any) -> str:
+        return json.dumps(json.loads(plot.to_json()), sort_keys=True)
+
+    monkeypatch.setattr(page_module, "CHECKED", True)
+    assert as_json(landscape_plot(runs, land, ("θ0", "θ1"), Cost(), colouring)) == as_json(figure)
 
 
 @pytest.mark.filterwarnings("ignore::pipeline.optimize.ConvergenceWarning")
