@@ -69,6 +69,7 @@ from pipeline.tracking import (
     JOB_KEY_TAG,
     LAUNCHER_PID_ENV,
     PARENT_KEY,
+    PLANNED_KEY,
     ROLE_TAG,
     SPLIT_KEY,
     SWEEP_KEY_TAG,
@@ -364,10 +365,13 @@ def _close_parent(client: MlflowClient, run_id: str) -> None:
             client.set_terminated(run_id, status="KILLED" if errors.stopped_by_signal else "FAILED")
 
 
-def _launched(job: list[str], parent_id: str, train_md5: str, commit: str) -> list[str]:
+def _launched(
+    job: list[str], parent_id: str, train_md5: str, commit: str, key: str | None = None
+) -> list[str]:
     """A job's overrides as the launcher gets them: the sweep's parent run, the training
-    split the job must find and the commit it runs."""
-    return [*job, f"{PARENT_KEY}={parent_id}", f"{SPLIT_KEY}={train_md5}", f"{COMMIT_KEY}={commit}"]
+    split the job must find, the commit it runs and, once worked out, its key."""
+    planned = [f"{PLANNED_KEY}={key}"] if key is not None else []
+    return [*job, f"{PARENT_KEY}={parent_id}", f"{SPLIT_KEY}={train_md5}", f"{COMMIT_KEY}={commit}", *planned]
 
 
 def _grid_params(jobs: list[list[str]]) -> dict[str, str]:
@@ -452,7 +456,7 @@ def launch_pending(
     for job, job_key_ in zip(jobs, keys, strict=True):
         if job_key_ not in seen:  # each result once, also when two jobs share a key
             seen.add(job_key_)
-            pending.append(_launched(job, parent_id, train_md5, commit))
+            pending.append(_launched(job, parent_id, train_md5, commit, job_key_))
     os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     log.info(

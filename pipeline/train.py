@@ -70,6 +70,7 @@ from pipeline.tracking import (
     OUTCOME,
     PARENT_KEY,
     PARENT_RUN_TAG,
+    PLANNED_KEY,
     ROLE_TAG,
     SPLIT_KEY,
     OpenStore,
@@ -375,7 +376,7 @@ def fit_groups(
         budget = (settings.max_iter, settings.tol, settings.divergence_ratio, settings.statistics)
         key = (model_key, tuple(split.features), split.target, settings.model, cost, *budget)
         group = groups.setdefault(key, FitGroup(model_key, cost, X, split.columns.y, cfg, split.copy, []))
-        group.members.append((index, keys[index] if keys else job_key(cfg, split.md5), settings))
+        group.members.append((index, keys[index] if keys else key_of(cfg, split.md5), settings))
     return list(groups.values())
 
 
@@ -509,6 +510,15 @@ class TrainingJob:
     y: np.ndarray  # (n,): the target, memory-mapped
 
 
+def key_of(cfg: DictConfig, train_md5: str) -> str:
+    """The key of the job ``cfg`` on the training split ``train_md5``: as its sweep worked
+    it out (``mlflow.job_key``, where the sweep planned that split), else made here."""
+    planned = OmegaConf.select(cfg, PLANNED_KEY, default=None)
+    if planned and OmegaConf.select(cfg, SPLIT_KEY, default=None) == train_md5:
+        return str(planned)
+    return job_key(cfg, train_md5)
+
+
 def read_job(cfg: DictConfig) -> TrainingJob:
     """The training split this job reads, checked against the one its sweep planned."""
     train_path = resolve(cfg, cfg.paths.train)
@@ -523,7 +533,7 @@ def read_job(cfg: DictConfig) -> TrainingJob:
         )
     return TrainingJob(
         run_name(cfg),
-        job_key(cfg, split.md5),
+        key_of(cfg, split.md5),
         job_overrides(),
         split.features,
         split.target,

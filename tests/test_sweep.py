@@ -19,6 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import evaluate
+from pipeline.keys import job_key
 from pipeline.pictures import sweep_page
 from pipeline.record import read_sweep_record
 from pipeline.tracking import children, logged_model_id, sweep_parents
@@ -75,6 +76,9 @@ def test_sweep_with_a_diverging_rate_records_every_run(
         assert float(child.data.params["model.init.theta1"]) == 100.0
         assert child.data.tags["status"] == summary["status"]
         assert child.info.run_name == f"{summary['status']} · {summary['run_name']}"  # the table shows it
+        # The key the sweep gave the job (worked out once) is the one its settings make.
+        alone = sweep_cfg(prepared, *summary["overrides"])
+        assert job_key(alone, child.data.tags["train_md5"]) == summary["job_key"]
         assert not [key for key in child.data.metrics if key.startswith("system/")]  # the parent's alone
         assert child.data.tags["diverged"] == str(summary["status"] == "diverged").lower()
         # The whole curve as an artifact, every step; in the charts a few hundred of its
@@ -269,7 +273,6 @@ def test_pictures_drawn_ahead_go_into_place_for_the_runs_they_were_drawn_from_al
     paths; they go into place for those runs alone, and what was not moved is removed.
     Scratch files of a process that is gone are removed, those of a live one kept."""
     from pipeline.columns import training_split
-    from pipeline.keys import job_key
     from pipeline.outcome import RunSummary
     from pipeline.pictures import DRAWN, discard_drawn, draw_ahead, publish_drawn, scratch_path
     from pipeline.train import expected_outcomes
@@ -531,6 +534,20 @@ def test_a_runs_final_metrics_compare_well_in_mlflow(prepared: Path, lr: float) 
     assert metrics["outcome"] == {"converged": 0, "diverged": 3}[summary.status]
     assert summary.status == ("converged" if lr == 0.5 else "diverged")
     assert not {"theta", "features", "degree", "positive"} & set(run.data.params)  # no model config
+
+
+def test_a_job_takes_the_key_its_sweep_worked_out_for_the_split_it_planned(prepared: Path) -> None:
+    from pipeline import train
+    from pipeline.columns import training_split
+    from tests.helpers import project_cfg
+
+    md5 = training_split(project_cfg(prepared, "train")).md5
+    made = job_key(project_cfg(prepared, "train"), md5)
+    given = project_cfg(prepared, "train", "mlflow.job_key=given", f"mlflow.train_md5={md5}")
+    assert train.key_of(given, md5) == train.read_job(given).key == "given"
+    # Given for another split, or with none planned, the key is made from the settings.
+    assert train.key_of(given, "another split") == job_key(given, "another split")
+    assert train.key_of(project_cfg(prepared, "train", "mlflow.job_key=given"), md5) == made
 
 
 def test_a_fit_of_a_moment_is_made_before_its_run_which_starts_with_its_outcome(
