@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import ParamSpec, TypeVar
@@ -33,8 +34,43 @@ class Terminated(BaseException):
     """SIGTERM, raised where the main thread is so that ``finally`` blocks still run."""
 
 
+#: The signal behind each stop's exception.
+STOPS: dict[type[BaseException], signal.Signals] = {
+    Terminated: signal.SIGTERM,
+    KeyboardInterrupt: signal.SIGINT,
+}
+
+
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated
+
+
+#: How soon a stop signal lost in a finalizer is sent again.
+RESEND_SECONDS = 0.01
+
+
+def _stops_again(
+    hook: Callable[[sys.UnraisableHookArgs], object],
+) -> Callable[[sys.UnraisableHookArgs], None]:
+    """``sys.unraisablehook`` that sends a stop lost in a finalizer again.
+
+    A signal's exception raised while a finalizer (``__del__``) runs cannot leave it:
+    Python printed its traceback and went on, so the process did not stop (a fused
+    worker recorded the rest of its jobs after SIGTERM, met in GitPython's ``Repo``).
+    The signal sent again is raised at the next line outside, where the stop is clean.
+    """
+
+    def again(unraisable: sys.UnraisableHookArgs) -> None:
+        stop = STOPS.get(unraisable.exc_type)
+        if stop is None:
+            hook(unraisable)
+            return
+        # From a thread, a moment later: sent from here (os.kill, signal.raise_signal) the
+        # handler would run at once, still inside this hook, and be lost again.
+        threading.Timer(RESEND_SECONDS, os.kill, (os.getpid(), stop)).start()
+
+    again.stops_again = True  # type: ignore[attr-defined]
+    return again
 
 
 def first_line(error: BaseException) -> str:
@@ -65,6 +101,8 @@ def exit_on_error(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         global stopped_by_signal
         signal.signal(signal.SIGTERM, _raise_terminated)
+        if not getattr(sys.unraisablehook, "stops_again", False):
+            sys.unraisablehook = _stops_again(sys.unraisablehook)
         raising, logging.raiseExceptions = logging.raiseExceptions, False
         try:
             return func(*args, **kwargs)

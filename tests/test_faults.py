@@ -235,6 +235,40 @@ def wait_for_second_run(client: MlflowClient, process: subprocess.Popen[str]) ->
     raise AssertionError("the sweep did not reach its second run in time")
 
 
+#: An entry point whose stop signal arrives while a finalizer runs (as SIGTERM met
+#: GitPython's ``Repo.__del__`` in a fused worker): Python cannot raise it there.
+STOPPED_IN_A_FINALIZER = """
+import os, signal, sys, time
+from pipeline.errors import exit_on_error
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.{signal})
+        for _ in range(100_000):  # the handler runs here, inside the finalizer
+            pass
+
+@exit_on_error
+def main():
+    Finalized()
+    time.sleep(5)
+    print("went on after the signal")
+
+main()
+"""
+
+
+@pytest.mark.parametrize(("name", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_stop_signal_met_in_a_finalizer_still_stops_the_process_cleanly(name: str, status: int) -> None:
+    script = STOPPED_IN_A_FINALIZER.format(signal=name)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == status, result.stderr
+    assert "went on" not in result.stdout
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    assert result.stderr.strip().startswith(("error: terminated", "error: interrupted"))
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_ends_the_current_run_as_killed_and_keeps_finished_ones(
